@@ -1,0 +1,1 @@
+"""Built-in YAML configs, installed as the package ``medt3d.configs``."""

@@ -1,0 +1,57 @@
+"""Command line: ``medt3d <command> ...``, a thin layer over the Python API.
+
+Each command lives in ``medt3d/commands/<name>.py`` and exposes ``register(subparsers)``
+(which adds its parser and sets ``func``). Errors that users cause (bad files, bad config)
+are printed as one clear line with exit code 2, without a traceback; ``--debug`` shows it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from medt3d import __version__
+
+#: Command modules, in the order ``medt3d --help`` lists them.
+COMMANDS = ("inspect", "phantoms", "train", "evaluate", "infer", "export", "demo", "bench")
+
+USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``medt3d`` argument parser with every available command."""
+    parser = argparse.ArgumentParser(prog="medt3d", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"medt3d {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"medt3d.commands.{name}")
+        except ModuleNotFoundError as err:
+            if err.name == f"medt3d.commands.{name}":
+                continue  # command not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``medt3d`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except USER_ERRORS as err:
+        if args.debug:
+            raise
+        print(f"medt3d {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"medt3d {args.command}: interrupted", file=sys.stderr)
+        return 130

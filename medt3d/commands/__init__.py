@@ -1,0 +1,1 @@
+"""Command modules of the ``medt3d`` CLI, one per command."""

@@ -1,0 +1,581 @@
+"""Typed configuration: YAML files are loaded into dataclasses and validated.
+
+The dataclass defaults below are the single source of truth for every default.
+``configs/default.yaml`` documents them (a test checks that it matches) and the
+other YAML files override only what they change.
+
+Example:
+    >>> cfg = load_config("demo", overrides=["train.max_epochs=3"])
+    >>> cfg.train.max_epochs
+    3
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+__all__ = [
+    "AugmentConfig",
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "InferConfig",
+    "NetworkConfig",
+    "PatchConfig",
+    "PreprocessConfig",
+    "TrackingConfig",
+    "TrainConfig",
+    "config_to_dict",
+    "config_from_dict",
+    "load_config",
+    "parse_override",
+    "CT_WINDOWS",
+]
+
+#: CT window presets as (window width, window level) in HU.
+CT_WINDOWS: dict[str, tuple[float, float]] = {
+    "abdomen": (400.0, 50.0),
+    "soft_tissue": (350.0, 40.0),
+    "liver": (150.0, 30.0),
+    "mediastinum": (350.0, 50.0),
+    "lung": (1500.0, -600.0),
+    "bone": (1800.0, 400.0),
+    "brain": (80.0, 40.0),
+}
+
+MODALITIES = ("CT", "MR")
+NETWORKS = ("medt3d", "unet", "unetr", "swinunetr")
+NETWORK_PRESETS = ("tiny", "small", "base")
+LOSSES = ("dice_ce", "dice", "weighted_dice", "focal")
+CACHE_KINDS = ("none", "memory", "disk")
+SAMPLING_MODES = ("pos_neg", "class_ratio")
+BLEND_MODES = ("gaussian", "constant")
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, of the wrong type, or impossible."""
+
+
+@dataclass
+class DataConfig:
+    """What the data are.
+
+    Attributes:
+        modality: ``CT`` (intensity windowing in HU) or ``MR`` (z-score over nonzero voxels).
+        labels: class names, background first; the number of output classes is ``len(labels)``.
+        in_channels: image channels fed to the network.
+        val_fraction: share of cases held out for validation when the data have no validation split.
+        split_seed: seed of that split.
+        cache: ``none``, ``memory`` (CacheDataset) or ``disk`` (PersistentDataset in ``cache_dir``).
+        cache_dir: folder for the disk cache; defaults to ``<output>/cache``.
+        num_workers: DataLoader worker processes.
+    """
+
+    modality: str = "CT"
+    labels: list[str] = field(default_factory=lambda: ["background", "foreground"])
+    in_channels: int = 1
+    val_fraction: float = 0.2
+    split_seed: int = 0
+    cache: str = "none"
+    cache_dir: str | None = None
+    num_workers: int = 0
+
+    @property
+    def num_classes(self) -> int:
+        """Number of output classes, background included."""
+        return len(self.labels)
+
+
+@dataclass
+class PreprocessConfig:
+    """Deterministic preprocessing shared by training, validation and inference.
+
+    Attributes:
+        orientation: axis codes every volume is reoriented to.
+        spacing: target voxel spacing in mm (x, y, z); ``null`` keeps each scan's own spacing.
+        ct_window: CT window preset name (see ``CT_WINDOWS``); ignored for MR.
+        window: explicit CT window (width, level) in HU; overrides ``ct_window`` when set.
+        crop_foreground: crop each volume to its nonzero/body bounding box before patching.
+    """
+
+    orientation: str = "RAS"
+    spacing: tuple[float, float, float] | None = (1.5, 1.5, 2.0)
+    ct_window: str = "abdomen"
+    window: tuple[float, float] | None = None
+    crop_foreground: bool = False
+
+
+@dataclass
+class PatchConfig:
+    """Training patches and the sliding-window ROI.
+
+    Attributes:
+        roi_size: patch size (voxels) for training and for the inference sliding window.
+        num_samples: patches drawn per volume per iteration.
+        mode: ``pos_neg`` (foreground/background ratio) or ``class_ratio`` (per class).
+        pos: weight of patches centred on foreground (``pos_neg``).
+        neg: weight of patches centred on background (``pos_neg``).
+        class_ratios: per-class weights, one per label (``class_ratio``); ``null`` means equal.
+    """
+
+    roi_size: tuple[int, int, int] = (96, 96, 96)
+    num_samples: int = 2
+    mode: str = "pos_neg"
+    pos: float = 1.0
+    neg: float = 1.0
+    class_ratios: list[float] | None = None
+
+
+@dataclass
+class AugmentConfig:
+    """Random augmentations for training; each one can be switched off.
+
+    Attributes:
+        flip: random flips along each axis, with probability ``flip_prob``.
+        rotate90: random 90-degree rotations in the axial plane.
+        affine: random rotation/zoom, with ``rotate_deg`` and ``scale`` ranges.
+        intensity_shift: random intensity offset up to ``shift``.
+        intensity_scale: random intensity scaling up to ``scale_intensity``.
+        noise: additive Gaussian noise with std ``noise_std``.
+    """
+
+    flip: bool = True
+    flip_prob: float = 0.5
+    rotate90: bool = True
+    rotate90_prob: float = 0.3
+    affine: bool = True
+    affine_prob: float = 0.2
+    rotate_deg: float = 15.0
+    scale: float = 0.1
+    intensity_shift: bool = True
+    shift: float = 0.1
+    intensity_scale: bool = True
+    scale_intensity: float = 0.1
+    intensity_prob: float = 0.5
+    noise: bool = True
+    noise_std: float = 0.01
+    noise_prob: float = 0.2
+
+
+@dataclass
+class NetworkConfig:
+    """Network choice and size.
+
+    Attributes:
+        name: ``medt3d``, or a MONAI baseline for comparison: ``unet``, ``unetr``, ``swinunetr``.
+        preset: MedT3D size preset: ``tiny`` (tests), ``small`` or ``base``.
+        channels: per-stage widths; ``null`` keeps the preset's.
+        blocks: gated axial blocks per encoder stage; ``null`` keeps the preset's.
+        heads: attention heads; ``null`` keeps the preset's.
+        span: clip of relative distances (positions attended with their own embedding); ``null`` keeps the preset's.
+        stem_stride: downsampling of the convolutional stem before attention; ``null`` keeps the preset's.
+        logo: add the local (LoGo) branch on non-overlapping sub-volumes.
+        local_patch: size of the local branch's sub-volumes at the attention resolution; ``null`` keeps the preset's.
+        dropout: dropout rate inside attention blocks.
+    """
+
+    name: str = "medt3d"
+    preset: str = "small"
+    channels: list[int] | None = None
+    blocks: list[int] | None = None
+    heads: int | None = None
+    span: int | None = None
+    stem_stride: int | None = None
+    logo: bool = True
+    local_patch: int | None = None
+    dropout: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, validation and checkpointing.
+
+    Attributes:
+        max_epochs: training epochs.
+        iterations_per_epoch: batches per epoch; ``null`` means one pass over the training cases.
+        batch_size: volumes per batch (each gives ``patch.num_samples`` patches).
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        warmup_epochs: linear warm-up length before cosine annealing.
+        loss: ``dice_ce``, ``dice``, ``weighted_dice`` or ``focal``.
+        class_weights: per-class weights for ``weighted_dice`` and ``focal``; one per label.
+        max_norm: gradient clipping norm; ``null`` disables clipping.
+        amp: mixed precision where the device supports it.
+        freeze_gates_epochs: keep the attention gates frozen for this many epochs.
+        val_interval: validate every this many epochs.
+        early_stopping_patience: stop after this many validations without improvement; ``null`` disables.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        seed: global random seed.
+    """
+
+    max_epochs: int = 300
+    iterations_per_epoch: int | None = None
+    batch_size: int = 2
+    lr: float = 1e-4
+    weight_decay: float = 1e-5
+    warmup_epochs: int = 5
+    loss: str = "dice_ce"
+    class_weights: list[float] | None = None
+    max_norm: float | None = 1.0
+    amp: bool = True
+    freeze_gates_epochs: int = 0
+    val_interval: int = 1
+    early_stopping_patience: int | None = None
+    device: str = "auto"
+    seed: int = 0
+
+
+@dataclass
+class InferConfig:
+    """Sliding-window inference.
+
+    Attributes:
+        sw_batch_size: windows evaluated together.
+        overlap: overlap between neighbouring windows (0 to <1).
+        mode: blending of overlapping windows: ``gaussian`` or ``constant``.
+        tta_flips: test-time augmentation by flips along every axis.
+        largest_component: keep only the largest connected component per class.
+        save_probabilities: also write per-class probability maps.
+        precision: ``fp32``, ``bf16`` or ``fp16`` (autocast where supported).
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+    """
+
+    sw_batch_size: int = 2
+    overlap: float = 0.25
+    mode: str = "gaussian"
+    tta_flips: bool = False
+    largest_component: bool = False
+    save_probabilities: bool = False
+    precision: str = "fp32"
+    device: str = "auto"
+
+
+@dataclass
+class TrackingConfig:
+    """Experiment tracking.
+
+    Attributes:
+        tensorboard: write TensorBoard event files to ``<run>/tensorboard``.
+        mlflow: log to MLflow.
+        mlflow_uri: tracking URI; ``null`` means a SQLite store ``<run>/mlflow.db``.
+        experiment: MLflow experiment name.
+    """
+
+    tensorboard: bool = True
+    mlflow: bool = True
+    mlflow_uri: str | None = None
+    experiment: str = "medt3d"
+
+
+@dataclass
+class Config:
+    """The whole configuration: one section per pipeline step."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    patch: PatchConfig = field(default_factory=PatchConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, path: str, source: str) -> Any:
+    """Convert ``value`` to the annotated type ``tp`` or raise ConfigError naming ``path``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None:
+            if type(None) in args:
+                return None
+        non_none = [a for a in args if a is not type(None)]
+        if value is None:
+            raise ConfigError(f"{source}: '{path}' must not be null")
+        errors = []
+        for arg in non_none:
+            try:
+                return _coerce(value, arg, path, source)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise errors[0] if len(errors) == 1 else ConfigError(
+            f"{source}: '{path}' = {value!r} does not match {_type_name(tp)}"
+        )
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: '{path}' must be a mapping of keys, got {value!r}")
+        return _build_dataclass(tp, value, path, source)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(
+                f"{source}: '{path}' must be a list of {len(args)} numbers, got {value!r}"
+            )
+        return tuple(_coerce(v, a, f"{path}[{i}]", source) for i, (v, a) in enumerate(zip(value, args)))
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: '{path}' must be a list, got {value!r}")
+        return [_coerce(v, args[0], f"{path}[{i}]", source) for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: '{path}' must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{source}: '{path}' must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{source}: '{path}' must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: '{path}' must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp!r} at {path}")  # programming error
+
+
+def _build_dataclass(cls: type, values: dict, prefix: str, source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        where = ", ".join(f"'{prefix + '.' if prefix else ''}{k}'" for k in unknown)
+        raise ConfigError(f"{source}: unknown config key {where}; known keys here: {sorted(names)}")
+    kwargs = {}
+    for key, value in values.items():
+        path = f"{prefix}.{key}" if prefix else key
+        kwargs[key] = _coerce(value, hints[key], path, source)
+    return cls(**kwargs)
+
+
+def config_to_dict(cfg: Any) -> dict:
+    """Plain nested dict of a config (tuples become lists), suitable for YAML/JSON."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def config_from_dict(values: dict, source: str = "<dict>") -> Config:
+    """Build and validate a Config from a (partial) nested dict; missing keys keep defaults."""
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(values).__name__}")
+    merged = _merge(config_to_dict(Config()), values)
+    cfg = _build_dataclass(Config, merged, "", source)
+    validate(cfg, source)
+    return cfg
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _require(cond: bool, source: str, path: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(f"{source}: '{path}' {message}")
+
+
+def _one_of(value: str, allowed: tuple[str, ...], source: str, path: str) -> None:
+    _require(value in allowed, source, path, f"= {value!r} is not one of {list(allowed)}")
+
+
+def validate(cfg: Config, source: str = "<config>") -> None:
+    """Reject impossible values; each message names the dotted key and the source file."""
+    d, p, pt, a, n, t, i = cfg.data, cfg.preprocess, cfg.patch, cfg.augment, cfg.network, cfg.train, cfg.infer
+    _one_of(d.modality, MODALITIES, source, "data.modality")
+    _require(len(d.labels) >= 2, source, "data.labels", f"needs background and at least one class, got {d.labels}")
+    _require(len(set(d.labels)) == len(d.labels), source, "data.labels", f"has duplicate names: {d.labels}")
+    _require(d.in_channels >= 1, source, "data.in_channels", f"must be >= 1, got {d.in_channels}")
+    _require(0.0 <= d.val_fraction < 1.0, source, "data.val_fraction", f"must be in [0, 1), got {d.val_fraction}")
+    _one_of(d.cache, CACHE_KINDS, source, "data.cache")
+    _require(d.num_workers >= 0, source, "data.num_workers", f"must be >= 0, got {d.num_workers}")
+
+    if p.spacing is not None:
+        _require(all(s > 0 for s in p.spacing), source, "preprocess.spacing", f"must be positive, got {list(p.spacing)}")
+    _require(len(p.orientation) == 3 and set(p.orientation.upper()) <= set("RLAPSI"), source,
+             "preprocess.orientation", f"= {p.orientation!r} is not a 3-letter axis code like 'RAS'")
+    _one_of(p.ct_window, tuple(CT_WINDOWS), source, "preprocess.ct_window")
+    if p.window is not None:
+        _require(p.window[0] > 0, source, "preprocess.window", f"width must be positive, got {list(p.window)}")
+
+    _require(all(r >= 1 for r in pt.roi_size), source, "patch.roi_size", f"must be positive, got {list(pt.roi_size)}")
+    _require(pt.num_samples >= 1, source, "patch.num_samples", f"must be >= 1, got {pt.num_samples}")
+    _one_of(pt.mode, SAMPLING_MODES, source, "patch.mode")
+    _require(pt.pos >= 0 and pt.neg >= 0 and pt.pos + pt.neg > 0, source, "patch.pos",
+             f"pos/neg must be >= 0 and not both 0, got pos={pt.pos}, neg={pt.neg}")
+    if pt.class_ratios is not None:
+        _require(len(pt.class_ratios) == d.num_classes, source, "patch.class_ratios",
+                 f"needs one value per label ({d.num_classes}), got {pt.class_ratios}")
+        _require(all(r >= 0 for r in pt.class_ratios) and sum(pt.class_ratios) > 0, source,
+                 "patch.class_ratios", f"must be >= 0 and not all 0, got {pt.class_ratios}")
+
+    for name in ("flip_prob", "rotate90_prob", "affine_prob", "intensity_prob", "noise_prob"):
+        value = getattr(a, name)
+        _require(0.0 <= value <= 1.0, source, f"augment.{name}", f"must be a probability in [0, 1], got {value}")
+    for name in ("rotate_deg", "scale", "shift", "scale_intensity", "noise_std"):
+        value = getattr(a, name)
+        _require(value >= 0, source, f"augment.{name}", f"must be >= 0, got {value}")
+
+    _one_of(n.name, NETWORKS, source, "network.name")
+    _one_of(n.preset, NETWORK_PRESETS, source, "network.preset")
+    for name in ("heads", "span", "stem_stride", "local_patch"):
+        value = getattr(n, name)
+        if value is not None:
+            _require(value >= 1, source, f"network.{name}", f"must be >= 1, got {value}")
+    if n.channels is not None:
+        _require(len(n.channels) >= 1 and all(c >= 1 for c in n.channels), source, "network.channels",
+                 f"must be positive widths, got {n.channels}")
+    if n.blocks is not None:
+        _require(all(b >= 0 for b in n.blocks), source, "network.blocks", f"must be >= 0, got {n.blocks}")
+    _require(0.0 <= n.dropout < 1.0, source, "network.dropout", f"must be in [0, 1), got {n.dropout}")
+
+    _require(t.max_epochs >= 1, source, "train.max_epochs", f"must be >= 1, got {t.max_epochs}")
+    if t.iterations_per_epoch is not None:
+        _require(t.iterations_per_epoch >= 1, source, "train.iterations_per_epoch",
+                 f"must be >= 1, got {t.iterations_per_epoch}")
+    _require(t.batch_size >= 1, source, "train.batch_size", f"must be >= 1, got {t.batch_size}")
+    _require(t.lr > 0, source, "train.lr", f"must be positive, got {t.lr}")
+    _require(t.weight_decay >= 0, source, "train.weight_decay", f"must be >= 0, got {t.weight_decay}")
+    _require(t.warmup_epochs >= 0, source, "train.warmup_epochs", f"must be >= 0, got {t.warmup_epochs}")
+    _one_of(t.loss, LOSSES, source, "train.loss")
+    if t.class_weights is not None:
+        _require(len(t.class_weights) == d.num_classes, source, "train.class_weights",
+                 f"needs one weight per label ({d.num_classes}), got {t.class_weights}")
+        _require(all(w >= 0 for w in t.class_weights), source, "train.class_weights",
+                 f"must be >= 0, got {t.class_weights}")
+    if t.max_norm is not None:
+        _require(t.max_norm > 0, source, "train.max_norm", f"must be positive, got {t.max_norm}")
+    _require(t.freeze_gates_epochs >= 0, source, "train.freeze_gates_epochs",
+             f"must be >= 0, got {t.freeze_gates_epochs}")
+    _require(t.val_interval >= 1, source, "train.val_interval", f"must be >= 1, got {t.val_interval}")
+    if t.early_stopping_patience is not None:
+        _require(t.early_stopping_patience >= 1, source, "train.early_stopping_patience",
+                 f"must be >= 1, got {t.early_stopping_patience}")
+    for path, dev in (("train.device", t.device), ("infer.device", i.device)):
+        _require(_valid_device(dev), source, path, f"= {dev!r} is not one of auto, cpu, cuda, cuda:N, mps")
+
+    _require(i.sw_batch_size >= 1, source, "infer.sw_batch_size", f"must be >= 1, got {i.sw_batch_size}")
+    _require(0.0 <= i.overlap < 1.0, source, "infer.overlap", f"must be in [0, 1), got {i.overlap}")
+    _one_of(i.mode, BLEND_MODES, source, "infer.mode")
+    _one_of(i.precision, PRECISIONS, source, "infer.precision")
+
+
+def _valid_device(dev: str) -> bool:
+    if dev in ("auto", "cpu", "cuda", "mps"):
+        return True
+    return dev.startswith("cuda:") and dev[5:].isdigit()
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``section.key=value`` into a key path and a YAML-parsed value.
+
+    Raises:
+        ConfigError: when the text has no ``=`` or no key.
+    """
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. train.max_epochs=3")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {text!r}: the key is empty")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({err})") from None
+    return key.split("."), value
+
+
+def builtin_config_dir() -> Path:
+    """Folder of the YAML presets shipped with medt3d (``configs/`` in the repository)."""
+    return Path(str(resources.files("medt3d.configs")))
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """Map a preset name (``demo``, ``ct_abdomen``...) or a path to an existing YAML file."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        return path
+    candidate = builtin_config_dir() / f"{name_or_path}.yaml"
+    if candidate.is_file():
+        return candidate
+    known = sorted(p.stem for p in builtin_config_dir().glob("*.yaml"))
+    raise FileNotFoundError(f"config {str(name_or_path)!r} is neither a YAML file nor a preset {known}")
+
+
+def load_config(name_or_path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a config file (or preset name) and apply ``--set`` style overrides.
+
+    Args:
+        name_or_path: a YAML path or a preset name; ``None`` gives the defaults.
+        overrides: ``section.key=value`` strings applied after the file.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ConfigError: unknown key, wrong type or impossible value (the message names key and file).
+    """
+    values: dict = {}
+    source = "<defaults>"
+    if name_or_path is not None:
+        path = resolve_config_path(name_or_path)
+        source = str(path)
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{source}: not valid YAML: {err}") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: the top level must be a mapping of sections")
+    for text in overrides or []:
+        keys, value = parse_override(text)
+        node = values
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {text!r}: '{k}' is not a section")
+        node[keys[-1]] = value
+        source = f"{source} (with --set overrides)" if "--set" not in source else source
+    return config_from_dict(values, source)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML, atomically."""
+    from medt3d.io_utils import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

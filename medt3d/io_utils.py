@@ -1,0 +1,66 @@
+"""Atomic file writing: outputs and checkpoints appear whole or not at all."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["atomic_path", "atomic_write_text", "atomic_write_bytes", "check_writable_dir"]
+
+
+@contextmanager
+def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it onto ``target`` if the block succeeds.
+
+    The temporary file keeps ``target``'s suffix(es) (e.g. ``.nii.gz``) so that writers which
+    pick a format from the file name still work. On error the temporary file is removed and
+    ``target`` is left untouched.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    suffix = suffix if suffix is not None else "".join(target.suffixes)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(target: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``target`` atomically."""
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(target: str | Path, text: str) -> None:
+    """Write ``text`` to ``target`` atomically."""
+    atomic_write_bytes(target, text.encode("utf-8"))
+
+
+def atomic_save(target: str | Path, save: Callable[[Path], None]) -> None:
+    """Call ``save(tmp_path)`` then move the result onto ``target``."""
+    with atomic_path(target) as tmp:
+        save(tmp)
+
+
+def check_writable_dir(path: str | Path) -> Path:
+    """Create ``path`` if needed and prove it is writable, failing fast with a clear message.
+
+    Raises:
+        PermissionError: the folder cannot be created or written.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
+            pass
+    except OSError as err:
+        raise PermissionError(f"output folder {path} is not writable: {err.strerror or err}") from None
+    return path

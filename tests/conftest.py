@@ -1,0 +1,33 @@
+"""Shared test fixtures.
+
+Tests that read the real scans in ``../shared/data`` use the ``shared_data`` fixture: it skips
+with a reason when the folder is absent (a user's clone), and fails instead when
+``MEDT3D_REQUIRE_SHARED=1`` (set by ``.ci/run``), so CI always runs them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path of ``../shared/data``; skip (or fail under CI) when it is missing."""
+    if not SHARED_DATA.is_dir():
+        message = f"real test scans not found at {SHARED_DATA}"
+        if os.environ.get("MEDT3D_REQUIRE_SHARED") == "1":
+            pytest.fail(f"{message} (MEDT3D_REQUIRE_SHARED=1 requires them)")
+        pytest.skip(message)
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _quiet_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep tests deterministic and light on the 2-core CI machine."""
+    monkeypatch.setenv("PYTHONHASHSEED", "0")
