@@ -1,0 +1,44 @@
+"""``medt3d train``: train on a data folder with MONAI engines (also under ``torchrun``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from medt3d.commands.common import add_config_args, config_from_args
+from medt3d.config import NETWORKS
+
+#: Plain flags and the config keys they set (they mean the same as ``--set KEY=VALUE``).
+FLAG_KEYS = {
+    "epochs": "train.max_epochs",
+    "batch_size": "train.batch_size",
+    "lr": "train.lr",
+    "device": "train.device",
+    "network": "network.name",
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``train`` command."""
+    p = sub.add_parser("train", help="train a segmentation network",
+                       description="Train MedT3D (or a MONAI baseline) on a data folder.")
+    add_config_args(p)
+    p.add_argument("--data-dir", required=True, help="data folder, MSD dataset.json or datalist JSON")
+    p.add_argument("--output", required=True, help="run folder (checkpoints, logs, tracking)")
+    p.add_argument("--epochs", type=int, help="= --set train.max_epochs=N")
+    p.add_argument("--batch-size", type=int, help="= --set train.batch_size=N")
+    p.add_argument("--lr", type=float, help="= --set train.lr=X")
+    p.add_argument("--device", help="cpu | cuda | cuda:N | mps (= --set train.device=...)")
+    p.add_argument("--network", choices=NETWORKS, help="= --set network.name=...")
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoints/last.pt")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///OUTPUT/mlflow.db)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the command."""
+    from medt3d.training import train
+
+    cfg = config_from_args(args, {key: getattr(args, flag) for flag, key in FLAG_KEYS.items()})
+    result = train(cfg, args.data_dir, args.output, resume=args.resume, tracking_uri=args.tracking_uri)
+    print(f"best {result.best_metric:.4f} (epoch {result.best_epoch}); checkpoints in {result.run_dir / 'checkpoints'}")
+    return 0

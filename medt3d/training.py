@@ -1,0 +1,378 @@
+"""Training with MONAI engines: SupervisedTrainer + SupervisedEvaluator with ignite handlers.
+
+``train(cfg, data_dir, output)`` checks the data before anything runs, builds the pipeline from
+the config, trains with per-iteration warm-up/cosine schedule, validates by sliding window every
+``train.val_interval`` epochs, and keeps ``checkpoints/last.pt`` and ``checkpoints/best.pt``
+(atomic). ``resume=True`` continues from ``last.pt`` and reproduces the uninterrupted run's losses,
+because every epoch reseeds its randomness from (seed, epoch, rank).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events
+from monai.data import DataLoader
+from monai.engines import SupervisedEvaluator, SupervisedTrainer
+from monai.engines.utils import IterationEvents
+from monai.handlers import (
+    EarlyStopHandler,
+    LrScheduleHandler,
+    MeanDice,
+    MLFlowHandler,
+    StatsHandler,
+    TensorBoardStatsHandler,
+    ValidationHandler,
+    from_engine,
+)
+from monai.inferers import SimpleInferer, SlidingWindowInferer
+from monai.transforms import AsDiscreted, Compose
+from monai.utils import set_determinism
+from torch.nn.parallel import DistributedDataParallel
+
+from medt3d.checkpoint import load_checkpoint, restore_rng, save_checkpoint
+from medt3d.config import Config, config_to_dict, save_config
+from medt3d.data.datalist import Datalist, build_datalist, check_pairs, split_cases
+from medt3d.data.datasets import build_dataset
+from medt3d.data.transforms import build_train_transforms, build_val_transforms
+from medt3d.devices import resolve_device
+from medt3d.distributed import DistInfo, cleanup_distributed, init_distributed, shard, unwrap
+from medt3d.io_utils import atomic_write_text, check_writable_dir
+from medt3d.losses import build_loss
+from medt3d.networks import build_network, gate_parameters
+from medt3d.optim import build_optimizer, build_scheduler
+from medt3d.preflight import check_labels
+
+__all__ = ["TrainResult", "train", "build_sliding_window_inferer", "MIN_FREE_DISK_MB", "KEY_METRIC"]
+
+logger = logging.getLogger("medt3d.train")
+
+KEY_METRIC = "val_mean_dice"
+MIN_FREE_DISK_MB = 200
+
+
+@dataclass
+class TrainResult:
+    """Where a training run put its outputs and how it went."""
+
+    run_dir: Path
+    best_metric: float
+    best_epoch: int
+    epochs_run: int
+    losses: list[float] = field(default_factory=list)
+
+    @property
+    def best_checkpoint(self) -> Path:
+        """Path of the best checkpoint."""
+        return self.run_dir / "checkpoints" / "best.pt"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        """Path of the last checkpoint."""
+        return self.run_dir / "checkpoints" / "last.pt"
+
+
+def build_sliding_window_inferer(cfg: Config, sw_device: torch.device | None = None,
+                                 device: torch.device | None = None) -> SlidingWindowInferer:
+    """The sliding-window inferer every route uses (validation, evaluation, inference, bundle)."""
+    return SlidingWindowInferer(
+        roi_size=cfg.patch.roi_size,
+        sw_batch_size=cfg.infer.sw_batch_size,
+        overlap=cfg.infer.overlap,
+        mode=cfg.infer.mode,
+        sw_device=sw_device,
+        device=device,
+    )
+
+
+# --------------------------------------------------------------------------- data
+
+
+def prepare_datalist(cfg: Config, data_dir: str | Path) -> Datalist:
+    """Find the cases, split off validation if the data have none, and check everything up front.
+
+    Raises:
+        DatasetError/ValueError: every problem found, each naming its file, before any training.
+    """
+    datalist = build_datalist(data_dir)
+    if not datalist.val:
+        train, val = split_cases(datalist.train, cfg.data.val_fraction, cfg.data.split_seed)
+        if not val:  # a single case: validate on it too, and say so
+            val = list(train)
+            logger.warning("only %d case(s) and no validation split: validating on the training case(s)", len(train))
+        else:
+            logger.info(
+                "no validation split in %s: using a seeded split (data.val_fraction=%s, data.split_seed=%s): "
+                "%d train / %d val", data_dir, cfg.data.val_fraction, cfg.data.split_seed, len(train), len(val))
+        datalist.train, datalist.val = train, val
+    if not datalist.train:
+        raise ValueError(f"{data_dir}: no training cases found")
+    check_pairs(datalist.train + datalist.val)
+    check_labels(datalist.train + datalist.val, cfg.data.num_classes)
+    return datalist
+
+
+def _seed_for(cfg: Config, epoch: int, rank: int) -> int:
+    return (cfg.train.seed * 1_000_003 + epoch * 7919 + rank * 104_729) % (2**31 - 1)
+
+
+# --------------------------------------------------------------------------- handlers
+# Small ignite handlers for what MONAI's handlers do not cover: fixed-name atomic checkpoints
+# that load with weights_only=True, gradient clipping after (unscaled) backward, gate freezing,
+# per-epoch reseeding, and a JSON history for the curves.
+
+
+class _RunState:
+    """Progress shared by the handlers (best metric survives a resume)."""
+
+    def __init__(self, best_metric: float = -1.0, best_epoch: int = -1, history: list | None = None) -> None:
+        self.best_metric = best_metric
+        self.best_epoch = best_epoch
+        self.history: list[dict[str, Any]] = history or []
+        self.epoch_losses: list[float] = []
+
+
+def _attach_handlers(trainer: SupervisedTrainer, evaluator: SupervisedEvaluator, cfg: Config, run_dir: Path,
+                     state: _RunState, info: DistInfo, train_ds: Any, scheduler: Any, loader_generator: torch.Generator
+                     ) -> None:
+    network = trainer.network
+    gates = gate_parameters(unwrap(network))
+
+    @trainer.on(Events.EPOCH_STARTED)
+    def _reseed(engine: Engine) -> None:
+        seed = _seed_for(cfg, engine.state.epoch, info.rank)
+        set_determinism(seed)
+        loader_generator.manual_seed(seed)
+        transform = getattr(train_ds, "transform", None)
+        if transform is not None and hasattr(transform, "set_random_state"):
+            transform.set_random_state(seed=seed)
+        frozen = engine.state.epoch <= cfg.train.freeze_gates_epochs
+        for p in gates:
+            p.requires_grad_(not frozen)
+        state.epoch_losses = []
+
+    @trainer.on(IterationEvents.BACKWARD_COMPLETED)
+    def _clip(engine: Engine) -> None:
+        if cfg.train.max_norm is None:
+            return
+        if engine.scaler is not None and engine.amp:
+            engine.scaler.unscale_(engine.optimizer)
+        torch.nn.utils.clip_grad_norm_(network.parameters(), cfg.train.max_norm)
+
+    @trainer.on(Events.ITERATION_COMPLETED)
+    def _collect_loss(engine: Engine) -> None:
+        state.epoch_losses.append(float(engine.state.output[0]["loss"]
+                                        if isinstance(engine.state.output, list) else engine.state.output["loss"]))
+
+    # ValidationHandler is attached before this, so the epoch's metric is known here.
+    @trainer.on(Events.EPOCH_COMPLETED)
+    def _checkpoint(engine: Engine) -> None:
+        epoch = engine.state.epoch
+        metric = evaluator.state.metrics.get(KEY_METRIC) if evaluator.state.epoch == epoch else None
+        record = {"epoch": epoch, "loss": sum(state.epoch_losses) / max(1, len(state.epoch_losses)),
+                  "lr": float(engine.optimizer.param_groups[0]["lr"])}
+        if metric is not None:
+            record[KEY_METRIC] = float(metric)
+        state.history.append(record)
+        improved = metric is not None and float(metric) > state.best_metric
+        if improved:
+            state.best_metric, state.best_epoch = float(metric), epoch
+        if not info.is_main:
+            return
+        ckpt_dir = run_dir / "checkpoints"
+        common = {"network": unwrap(network), "cfg": cfg, "epoch": epoch, "iteration": engine.state.iteration,
+                  "optimizer": engine.optimizer, "scheduler": scheduler, "best_metric": state.best_metric,
+                  "best_epoch": state.best_epoch}
+        if improved:
+            save_checkpoint(ckpt_dir / "best.pt", **common, metrics={KEY_METRIC: float(metric)})
+        save_checkpoint(ckpt_dir / "last.pt", **common)
+        atomic_write_text(run_dir / "history.json", json.dumps(state.history, indent=1))
+
+
+def _tracking_handlers(cfg: Config, run_dir: Path, tracking_uri: str | None, trainer: SupervisedTrainer,
+                       evaluator: SupervisedEvaluator) -> None:
+    """TensorBoard and MLflow on rank 0."""
+    if cfg.tracking.tensorboard:
+        tb_dir = str(run_dir / "tensorboard")
+        TensorBoardStatsHandler(log_dir=tb_dir, tag_name="train_loss",
+                                output_transform=from_engine(["loss"], first=True)).attach(trainer)
+        TensorBoardStatsHandler(log_dir=tb_dir, iteration_log=False,
+                                global_epoch_transform=lambda _: trainer.state.epoch).attach(evaluator)
+    if cfg.tracking.mlflow:
+        uri = tracking_uri or cfg.tracking.mlflow_uri or f"sqlite:///{(run_dir / 'mlflow.db').resolve()}"
+        params = {f"{section}.{key}": value for section, values in config_to_dict(cfg).items()
+                  for key, value in values.items()}
+        run_name = run_dir.resolve().name
+        common = {"tracking_uri": uri, "experiment_name": cfg.tracking.experiment, "run_name": run_name,
+                  "artifact_location": str((run_dir / "mlflow-artifacts").resolve())}
+        MLFlowHandler(**common, tag_name="train_loss", output_transform=from_engine(["loss"], first=True),
+                      experiment_param=params, optimizer_param_names="lr",
+                      artifacts=[str(run_dir / "config.yaml"), str(run_dir / "checkpoints" / "best.pt")],
+                      close_on_complete=True).attach(trainer)
+        MLFlowHandler(**common, iteration_log=False, global_epoch_transform=lambda _: trainer.state.epoch
+                      ).attach(evaluator)
+
+
+def _progress_handlers(trainer: SupervisedTrainer, evaluator: SupervisedEvaluator) -> None:
+    """A tqdm bar with loss and ETA on a terminal; plain log lines otherwise."""
+    if sys.stderr.isatty():
+        from ignite.handlers import ProgressBar
+
+        ProgressBar(persist=True).attach(trainer, output_transform=from_engine(["loss"], first=True))
+    else:
+        StatsHandler(name="medt3d.train", tag_name="loss", output_transform=from_engine(["loss"], first=True),
+                     iteration_log=lambda engine, _: engine.state.iteration % max(1, engine.state.epoch_length // 2) == 0
+                     ).attach(trainer)
+    StatsHandler(name="medt3d.train", iteration_log=False,
+                 global_epoch_transform=lambda _: trainer.state.epoch).attach(evaluator)
+
+
+# --------------------------------------------------------------------------- main entry
+
+
+def _check_output(run_dir: Path) -> None:
+    check_writable_dir(run_dir)
+    free_mb = shutil.disk_usage(run_dir).free / 2**20
+    if free_mb < MIN_FREE_DISK_MB:
+        raise PermissionError(f"output folder {run_dir} has only {free_mb:.0f} MB free "
+                              f"(need at least {MIN_FREE_DISK_MB} MB for checkpoints)")
+
+
+def train(cfg: Config, data_dir: str | Path, output: str | Path, resume: bool = False,
+          tracking_uri: str | None = None) -> TrainResult:
+    """Train a network on ``data_dir`` and write the run to ``output``.
+
+    Args:
+        cfg: the resolved config.
+        data_dir: a data folder or datalist JSON (any layout ``build_datalist`` knows).
+        output: the run folder (checkpoints, config.yaml, history.json, tensorboard, mlflow.db).
+        resume: continue from ``output/checkpoints/last.pt`` (its embedded config wins over ``cfg``
+            except ``train.max_epochs``, which may be raised to train longer).
+        tracking_uri: MLflow tracking URI; default is ``sqlite:///<output>/mlflow.db``.
+
+    Returns:
+        A TrainResult with the best metric and the per-iteration losses of this process.
+    """
+    run_dir = Path(output)
+    device = resolve_device(cfg.train.device)
+    info = init_distributed(device)
+    if info.enabled and device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+    try:
+        return _train(cfg, data_dir, run_dir, resume, tracking_uri, device, info)
+    finally:
+        cleanup_distributed()
+
+
+def _train(cfg: Config, data_dir: str | Path, run_dir: Path, resume: bool, tracking_uri: str | None,
+           device: torch.device, info: DistInfo) -> TrainResult:
+    resume_payload = None
+    if resume:
+        resume_payload = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+        from medt3d.config import config_from_dict
+
+        max_epochs = cfg.train.max_epochs
+        cfg = config_from_dict(resume_payload["config"], source=f"{resume_payload['path']} (embedded config)")
+        cfg.train.max_epochs = max(max_epochs, cfg.train.max_epochs)
+    if info.is_main:
+        _check_output(run_dir)
+    datalist = prepare_datalist(cfg, data_dir)
+    if info.is_main:
+        save_config(cfg, run_dir / "config.yaml")
+
+    set_determinism(cfg.train.seed)
+    train_cases = shard(datalist.train, info, even=True)
+    val_cases = shard(datalist.val, info, even=True)
+    cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else run_dir / "cache"
+    train_ds = build_dataset(train_cases, build_train_transforms(cfg), cfg, cache_dir=cache_dir / "train")
+    val_ds = build_dataset(val_cases, build_val_transforms(cfg), cfg, cache_dir=cache_dir / "val")
+
+    iterations = cfg.train.iterations_per_epoch or max(1, -(-len(train_ds) // cfg.train.batch_size))
+    generator = torch.Generator()
+    sampler = torch.utils.data.RandomSampler(train_ds, num_samples=iterations * cfg.train.batch_size,
+                                             generator=generator)
+    train_loader = DataLoader(train_ds, batch_size=cfg.train.batch_size, sampler=sampler,
+                              num_workers=cfg.data.num_workers, generator=generator)
+    val_loader = DataLoader(val_ds, batch_size=1, num_workers=cfg.data.num_workers)
+
+    network = build_network(cfg).to(device)
+    if resume_payload is not None:
+        network.load_state_dict(resume_payload["network"])
+    if info.enabled:
+        network = DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = build_optimizer(cfg, network)
+    scheduler = build_scheduler(cfg, optimizer, iterations)
+    num_classes = cfg.data.num_classes
+
+    evaluator = SupervisedEvaluator(
+        device=device,
+        val_data_loader=val_loader,
+        network=network,
+        inferer=build_sliding_window_inferer(cfg),
+        postprocessing=Compose([AsDiscreted(keys="pred", argmax=True, to_onehot=num_classes),
+                                AsDiscreted(keys="label", to_onehot=num_classes)]),
+        key_val_metric={KEY_METRIC: MeanDice(include_background=False,
+                                             output_transform=from_engine(["pred", "label"]))},
+        amp=cfg.train.amp and device.type == "cuda",
+    )
+    amp = cfg.train.amp and device.type == "cuda"
+    trainer = SupervisedTrainer(
+        device=device,
+        max_epochs=cfg.train.max_epochs,
+        epoch_length=iterations,
+        train_data_loader=train_loader,
+        network=network,
+        optimizer=optimizer,
+        loss_function=build_loss(cfg).to(device),
+        inferer=SimpleInferer(),
+        amp=amp,
+        decollate=False,
+    )
+    LrScheduleHandler(lr_scheduler=scheduler, print_lr=False, epoch_level=False).attach(trainer)
+    ValidationHandler(interval=cfg.train.val_interval, validator=evaluator, epoch_level=True).attach(trainer)
+
+    state = _RunState()
+    if resume_payload is not None:
+        optimizer.load_state_dict(resume_payload["optimizer"])
+        scheduler.load_state_dict(resume_payload["scheduler"])
+        restore_rng(resume_payload["rng"])
+        state.best_metric = resume_payload["best_metric"]
+        state.best_epoch = resume_payload["best_epoch"]
+        history_file = run_dir / "history.json"
+        if history_file.is_file():
+            state.history = [h for h in json.loads(history_file.read_text())
+                             if h["epoch"] <= resume_payload["epoch"]]
+        trainer.state.epoch = resume_payload["epoch"]
+        trainer.state.iteration = resume_payload["iteration"]
+        logger.info("resuming %s from epoch %d (iteration %d)", run_dir, trainer.state.epoch, trainer.state.iteration)
+
+    losses: list[float] = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(float(e.state.output["loss"])))
+    _attach_handlers(trainer, evaluator, cfg, run_dir, state, info, train_ds, scheduler, generator)
+    if cfg.train.early_stopping_patience is not None:
+        EarlyStopHandler(patience=cfg.train.early_stopping_patience,
+                         score_function=lambda e: e.state.metrics[KEY_METRIC], trainer=trainer).attach(evaluator)
+    if info.is_main:
+        _tracking_handlers(cfg, run_dir, tracking_uri, trainer, evaluator)
+        _progress_handlers(trainer, evaluator)
+        logger.info("training %s (%s preset) on %s: %d train / %d val cases, %d iterations/epoch, %d epochs%s",
+                    cfg.network.name, cfg.network.preset, device, len(datalist.train), len(datalist.val),
+                    iterations, cfg.train.max_epochs,
+                    f", {info.world_size} processes" if info.enabled else "")
+
+    start = time.time()
+    if trainer.state.epoch < cfg.train.max_epochs:
+        trainer.run()
+    if info.is_main:
+        logger.info("done in %.0f s: best %s %.4f at epoch %d; checkpoints in %s", time.time() - start, KEY_METRIC,
+                    state.best_metric, state.best_epoch, run_dir / "checkpoints")
+    return TrainResult(run_dir=run_dir, best_metric=state.best_metric, best_epoch=state.best_epoch,
+                       epochs_run=trainer.state.epoch, losses=losses)
