@@ -1,0 +1,677 @@
+"""Reading volumes with the right geometry: input kinds, DICOM series checks, loading.
+
+Every volume is read through MONAI's ``LoadImage`` with the reader picked by input kind:
+
+- NIfTI (``.nii``, ``.nii.gz``): ``NibabelReader``;
+- NRRD (``.nrrd``, ``.nhdr``): ``ITKReader``;
+- DICOM series (a folder of DICOM files): :class:`DicomSeriesReader`, an ``ITKReader`` that reads
+  exactly the files :func:`check_dicom_series` validated, in order along the slice normal.
+
+The result is what ``LoadImage(image_only=True, ensure_channel_first=True)`` gives: a channel-first
+``MetaTensor`` (C, X, Y, Z) whose affine maps voxels to RAS world millimetres, so later MONAI
+transforms (``Orientationd``, ``Spacingd``, ``Invertd``, ...) work unchanged.
+
+Choosing one series from a DICOM folder that holds several: pass ``series_uid=`` to
+:func:`load_volume` / :func:`check_dicom_series`, or put ``"series_uid": "<uid>"`` in a datalist case
+(it selects the image's series; ``"<key>_series_uid"`` selects the series of any other key).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from monai.data import ITKReader, NibabelReader
+from monai.transforms import LoadImage, MapTransform
+
+__all__ = [
+    "DICOM",
+    "GEOMETRY_ATOL_MM",
+    "KINDS",
+    "NIFTI",
+    "NRRD",
+    "DicomSeriesReader",
+    "LoadVolumed",
+    "VolumeInfo",
+    "check_dicom_series",
+    "detect_kind",
+    "find_inputs",
+    "is_dicom_file",
+    "load_volume",
+    "read_header",
+    "same_grid",
+    "strip_suffix",
+]
+
+NIFTI = "nifti"
+NRRD = "nrrd"
+DICOM = "dicom"
+KINDS = (NIFTI, NRRD, DICOM)
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+NRRD_SUFFIXES = (".nrrd", ".nhdr")
+#: suffixes of files that are DICOM even without the 128-byte preamble + "DICM" marker
+DICOM_SUFFIXES = (".dcm", ".ima", ".dicom")
+
+#: image and label grids agree when every affine entry differs by at most this (mm).
+GEOMETRY_ATOL_MM = 1e-3
+#: slices of a DICOM series are evenly spaced when each step is within this fraction of the smallest.
+SLICE_STEP_RTOL = 0.01
+#: ... plus this absolute slack in mm (DICOM positions are decimal strings of at most 16 characters).
+SLICE_STEP_ATOL_MM = 1e-3
+#: a DICOM series is sheared (gantry tilt) when consecutive positions leave the normal by more than this.
+SHEAR_ATOL_MM = 1e-2
+
+_SUPPORTED = "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr) or a folder holding one DICOM series"
+_SERIES_HOWTO = (
+    'pick one with series_uid=... (in a datalist case: "series_uid": "<uid>"), '
+    "or move each series into its own folder"
+)
+# DICOM header tags read when checking a series (pixels are never read at that stage).
+_DICOM_TAGS = [
+    "SOPClassUID",
+    "SeriesInstanceUID",
+    "SeriesDescription",
+    "SeriesNumber",
+    "Modality",
+    "InstanceNumber",
+    "Rows",
+    "Columns",
+    "NumberOfFrames",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "PixelSpacing",
+]
+_MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # DICOMDIR: an index, not an image
+
+
+# ----------------------------------------------------------------------------------------------
+# input kinds
+
+
+def strip_suffix(path: str | Path) -> str:
+    """File name without its image suffix (``.nii.gz``, ``.nii``, ``.nrrd``, ``.nhdr``); folder names unchanged."""
+    name = Path(path).name
+    lower = name.lower()
+    for suffix in NIFTI_SUFFIXES + NRRD_SUFFIXES:
+        if lower.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def is_dicom_file(path: str | Path) -> bool:
+    """True when ``path`` is a file with the DICOM marker, or a DICOM-named file (``.dcm``, ``.ima``)."""
+    path = Path(path)
+    if not path.is_file() or path.name.startswith("."):
+        return False
+    if path.name.lower().endswith(DICOM_SUFFIXES):
+        return True
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _dicom_files(folder: Path) -> list[Path]:
+    """DICOM files directly inside ``folder`` (not recursive), sorted by name."""
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as err:
+        raise ValueError(f"cannot list folder {folder}: {err.strerror or err}") from None
+    return [p for p in entries if is_dicom_file(p)]
+
+
+def detect_kind(path: str | Path) -> str:
+    """Say what ``path`` holds: ``"nifti"``, ``"nrrd"`` or ``"dicom"`` (a folder of DICOM files).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: ``path`` is none of the supported kinds (the message names it).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"input not found: {path}")
+    if path.is_dir():
+        if _dicom_files(path):
+            return DICOM
+        raise ValueError(f"{path} is a folder without DICOM files; expected {_SUPPORTED}")
+    lower = path.name.lower()
+    if lower.endswith(NIFTI_SUFFIXES):
+        return NIFTI
+    if lower.endswith(NRRD_SUFFIXES):
+        return NRRD
+    if is_dicom_file(path):
+        raise ValueError(
+            f"{path} is a single DICOM file; give the folder that holds its whole series ({path.parent})"
+        )
+    raise ValueError(f"unsupported input {path}: expected {_SUPPORTED}")
+
+
+# ----------------------------------------------------------------------------------------------
+# DICOM series
+
+
+@dataclass
+class _Slice:
+    path: Path
+    rows: int | None
+    columns: int | None
+    position: np.ndarray | None
+    orientation: np.ndarray | None
+    pixel_spacing: np.ndarray | None
+    frames: int
+
+
+@dataclass
+class _Series:
+    uid: str
+    files: list[Path]
+    affine: np.ndarray  # RAS
+    shape: tuple[int, int, int]
+
+
+def _floats(value: Any, count: int) -> np.ndarray | None:
+    try:
+        arr = np.asarray([float(v) for v in value], dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    return arr if arr.shape == (count,) and np.all(np.isfinite(arr)) else None
+
+
+def _read_dicom_headers(folder: Path) -> tuple[dict[str, list[tuple[Path, Any]]], list[str]]:
+    """Read the headers of every DICOM image in ``folder``, grouped by SeriesInstanceUID."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    groups: dict[str, list[tuple[Path, Any]]] = defaultdict(list)
+    problems: list[str] = []
+    for path in _dicom_files(folder):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True, specific_tags=_DICOM_TAGS)
+        except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as err:
+            problems.append(f"{path}: unreadable DICOM header ({type(err).__name__}: {err})")
+            continue
+        if str(ds.get("SOPClassUID", "")) == _MEDIA_STORAGE_DIRECTORY or "Rows" not in ds:
+            continue  # DICOMDIR, structured reports, ...: not image slices
+        groups[str(ds.get("SeriesInstanceUID", "<no SeriesInstanceUID>"))].append((path, ds))
+    return groups, problems
+
+
+def _describe_series(uid: str, members: list[tuple[Path, Any]]) -> str:
+    ds = members[0][1]
+    parts = [f"{len(members)} file(s)"]
+    for tag in ("Modality", "SeriesNumber", "SeriesDescription"):
+        value = ds.get(tag)
+        if value not in (None, ""):
+            parts.append(f"{tag} {value}")
+    return f"{uid} ({', '.join(parts)})"
+
+
+def _to_slice(path: Path, ds: Any) -> _Slice:
+    frames = ds.get("NumberOfFrames")
+    try:
+        frames_n = int(frames) if frames not in (None, "") else 1
+    except (TypeError, ValueError):
+        frames_n = 1
+    return _Slice(
+        path=path,
+        rows=int(ds.Rows) if ds.get("Rows") is not None else None,
+        columns=int(ds.Columns) if ds.get("Columns") is not None else None,
+        position=_floats(ds.get("ImagePositionPatient"), 3),
+        orientation=_floats(ds.get("ImageOrientationPatient"), 6),
+        pixel_spacing=_floats(ds.get("PixelSpacing"), 2),
+        frames=frames_n,
+    )
+
+
+def _group_report(values: dict[Any, list[Path]], what: str) -> str:
+    parts = [f"{what} {key}: {len(paths)} file(s), e.g. {paths[0].name}" for key, paths in values.items()]
+    return "; ".join(parts)
+
+
+def _scan_series(folder: str | Path, series_uid: str | None = None) -> _Series:
+    """Validate one DICOM series in ``folder`` and compute its geometry from the headers."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise FileNotFoundError(f"DICOM folder not found: {folder}")
+    if not folder.is_dir():
+        raise ValueError(f"{folder} is not a folder; a DICOM series is read from the folder holding its files")
+    groups, problems = _read_dicom_headers(folder)
+    if not groups:
+        detail = f" ({'; '.join(problems)})" if problems else ""
+        raise ValueError(f"{folder}: no DICOM image files found{detail}")
+    if series_uid is not None:
+        if series_uid not in groups:
+            listing = "; ".join(_describe_series(uid, m) for uid, m in sorted(groups.items()))
+            raise ValueError(f"{folder}: no series with SeriesInstanceUID {series_uid}; the folder holds: {listing}")
+        uid = series_uid
+    elif len(groups) > 1:
+        listing = "; ".join(_describe_series(uid, m) for uid, m in sorted(groups.items()))
+        raise ValueError(f"{folder} holds {len(groups)} DICOM series: {listing}. {_SERIES_HOWTO}")
+    else:
+        uid = next(iter(groups))
+    slices = [_to_slice(path, ds) for path, ds in groups[uid]]
+    where = f"{folder} (series {uid})"
+
+    # 1) every slice must be a single frame with a size and a place in space
+    multi = [s.path.name for s in slices if s.frames > 1]
+    if multi:
+        problems.append(
+            f"{where}: multi-frame DICOM file(s) {', '.join(multi[:5])} are not supported; "
+            "convert the series to NIfTI (e.g. with dcm2niix)"
+        )
+    for attr, tag in (("position", "ImagePositionPatient"), ("orientation", "ImageOrientationPatient"),
+                      ("pixel_spacing", "PixelSpacing")):
+        missing = [s.path.name for s in slices if getattr(s, attr) is None]
+        if missing:
+            problems.append(f"{where}: {len(missing)} file(s) lack a valid {tag}, e.g. {', '.join(missing[:5])}")
+    # 2) one in-plane grid
+    sizes: dict[Any, list[Path]] = defaultdict(list)
+    for s in slices:
+        sizes[f"{s.rows}x{s.columns}"].append(s.path)
+    if len(sizes) > 1:
+        problems.append(f"{where}: slices differ in size (rows x columns): {_group_report(sizes, 'size')}")
+    if problems:
+        raise ValueError("; ".join(problems))
+    orientations: dict[Any, list[Path]] = defaultdict(list)
+    spacings: dict[Any, list[Path]] = defaultdict(list)
+    for s in slices:
+        orientations[tuple(np.round(s.orientation, 4))].append(s.path)
+        spacings[tuple(np.round(s.pixel_spacing, 4))].append(s.path)
+    if len(orientations) > 1:
+        problems.append(f"{where}: slices differ in ImageOrientationPatient: {_group_report(orientations, 'orientation')}")
+    if len(spacings) > 1:
+        problems.append(f"{where}: slices differ in PixelSpacing: {_group_report(spacings, 'spacing')}")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+    # 3) positions along the slice normal: distinct, evenly spaced, no shear
+    row_cos, col_cos = slices[0].orientation[:3], slices[0].orientation[3:]
+    normal = np.cross(row_cos, col_cos)
+    if not np.isclose(np.linalg.norm(normal), 1.0, atol=1e-3):
+        raise ValueError(f"{where}: ImageOrientationPatient {slices[0].orientation.tolist()} is not two unit vectors")
+    normal = normal / np.linalg.norm(normal)
+    slices.sort(key=lambda s: float(s.position @ normal))
+    along = np.array([float(s.position @ normal) for s in slices])
+    if len(slices) > 1:
+        steps = np.diff(along)
+        duplicates = [
+            f"{slices[i].path.name} and {slices[i + 1].path.name} at {along[i]:.3f} mm"
+            for i in np.flatnonzero(steps <= SLICE_STEP_ATOL_MM)
+        ]
+        if duplicates:
+            raise ValueError(
+                f"{where}: several slices share one position along the slice normal ({'; '.join(duplicates[:5])}); "
+                "the series may hold several echoes, phases or time points: put each in its own folder"
+            )
+        step = float(steps.min())
+        gaps = []
+        for i in np.flatnonzero(steps > step * (1 + SLICE_STEP_RTOL) + SLICE_STEP_ATOL_MM):
+            ratio = steps[i] / step
+            missing = int(round(ratio)) - 1
+            guess = (f"about {missing} slice(s) missing" if abs(ratio - round(ratio)) < 0.1
+                     else "uneven slice spacing")
+            gaps.append(
+                f"between slice {i} ({slices[i].path.name}, at {along[i]:.3f} mm) and slice {i + 1} "
+                f"({slices[i + 1].path.name}, at {along[i + 1]:.3f} mm) the step is {steps[i]:.3f} mm, "
+                f"expected {step:.3f} mm ({guess})"
+            )
+        if gaps:
+            raise ValueError(f"{where}: missing slice(s) or uneven spacing along the slice normal: {'; '.join(gaps)}")
+        offsets = np.stack([s.position for s in slices]) - slices[0].position
+        off_normal = offsets - np.outer(offsets @ normal, normal)
+        worst = int(np.argmax(np.linalg.norm(off_normal, axis=1)))
+        if np.linalg.norm(off_normal[worst]) > SHEAR_ATOL_MM:
+            raise ValueError(
+                f"{where}: slice positions are not stacked along the slice normal (gantry tilt or sheared "
+                f"series; {slices[worst].path.name} is {np.linalg.norm(off_normal[worst]):.3f} mm off it); "
+                "resample it first (e.g. dcm2niix corrects gantry tilt)"
+            )
+    else:
+        step = 1.0  # a single slice: the thickness does not matter, the volume is rejected as 2-D
+
+    # DICOM PixelSpacing is (between rows, between columns): x (columns) runs along the row cosine.
+    lps = np.eye(4)
+    lps[:3, 0] = row_cos * slices[0].pixel_spacing[1]
+    lps[:3, 1] = col_cos * slices[0].pixel_spacing[0]
+    lps[:3, 2] = normal * step
+    lps[:3, 3] = slices[0].position
+    ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+    return _Series(uid=uid, files=[s.path for s in slices], affine=ras,
+                   shape=(int(slices[0].columns), int(slices[0].rows), len(slices)))
+
+
+def check_dicom_series(folder: str | Path, series_uid: str | None = None) -> list[Path]:
+    """Validate the DICOM series in ``folder`` and return its files ordered along the slice normal.
+
+    Checks: the folder holds one series (or ``series_uid`` names one of them); every slice has the
+    same rows/columns, orientation and pixel spacing; slice positions are distinct, evenly spaced
+    along the normal (a gap is reported with its positions and slice indices) and not sheared.
+
+    Raises:
+        FileNotFoundError: ``folder`` does not exist.
+        ValueError: any check fails; the message names the folder, the files and the problem. With
+            several series it lists their SeriesInstanceUIDs and how to pick one.
+    """
+    return _scan_series(folder, series_uid).files
+
+
+# ----------------------------------------------------------------------------------------------
+# headers
+
+
+@dataclass
+class VolumeInfo:
+    """What a volume's header says, read without loading its voxels.
+
+    Attributes:
+        path: the file or DICOM folder.
+        kind: ``nifti``, ``nrrd`` or ``dicom``.
+        shape: the full array shape (spatial first; a 4th entry for 4-D files).
+        affine: 4x4 voxel-to-world matrix in RAS millimetres (MONAI's convention).
+        files: for a DICOM series, its files in slice order.
+        series_uid: for a DICOM series, its SeriesInstanceUID.
+    """
+
+    path: Path
+    kind: str
+    shape: tuple[int, ...]
+    affine: np.ndarray
+    files: list[Path] = field(default_factory=list)
+    series_uid: str | None = None
+
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        """Voxel size in mm along each spatial axis."""
+        return tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))
+
+
+def _lps_to_ras(affine: np.ndarray) -> np.ndarray:
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
+
+
+def read_header(path: str | Path, series_uid: str | None = None) -> VolumeInfo:
+    """Read shape and geometry of a volume from its header only (cheap).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: unsupported kind, or an unreadable header (the message names the file).
+    """
+    path = Path(path)
+    kind = detect_kind(path)
+    if kind == DICOM:
+        series = _scan_series(path, series_uid)
+        return VolumeInfo(path, kind, series.shape, series.affine, series.files, series.uid)
+    if kind == NIFTI:
+        import nibabel as nib
+
+        try:
+            img = nib.load(str(path))
+            shape, affine = tuple(int(v) for v in img.shape), np.asarray(img.affine, dtype=np.float64)
+        except Exception as err:  # nibabel raises many kinds; all mean an unreadable header
+            raise ValueError(f"cannot read NIfTI header of {path}: {type(err).__name__}: {err}") from None
+        return VolumeInfo(path, kind, shape, affine)
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[-1] if str(err).strip() else "unknown error"
+        raise ValueError(f"cannot read NRRD header of {path}: {first}") from None
+    dim = reader.GetDimension()
+    shape = tuple(int(v) for v in reader.GetSize())
+    if reader.GetNumberOfComponents() > 1:
+        shape = (*shape, int(reader.GetNumberOfComponents()))
+    direction = np.asarray(reader.GetDirection(), dtype=np.float64).reshape(dim, dim)
+    spacing = np.asarray(reader.GetSpacing(), dtype=np.float64)
+    origin = np.asarray(reader.GetOrigin(), dtype=np.float64)
+    sr = min(dim, 3)
+    lps = np.eye(4)
+    lps[:sr, :sr] = direction[:sr, :sr] @ np.diag(spacing[:sr])
+    lps[:sr, 3] = origin[:sr]
+    return VolumeInfo(path, kind, shape, _lps_to_ras(lps))
+
+
+def _check_3d(info: VolumeInfo) -> None:
+    shape = info.shape
+    text = "x".join(str(v) for v in shape)
+    if len(shape) < 3 or min(shape[:3]) < 2:
+        raise ValueError(
+            f"{info.path} is a 2-D image (shape {text}); medt3d segments 3-D volumes with at least 2 voxels "
+            "along each axis"
+        )
+    if len(shape) > 4 or (len(shape) == 4 and shape[3] != 1):
+        raise ValueError(
+            f"{info.path} is a {len(shape)}-D image (shape {text}); medt3d reads one 3-D volume per file: "
+            "split the extra dimension(s) into separate files"
+        )
+
+
+def same_grid(a: VolumeInfo, b: VolumeInfo, atol: float = GEOMETRY_ATOL_MM) -> str | None:
+    """Describe how ``a`` and ``b`` differ in spatial shape or affine, or return None when they agree."""
+    if tuple(a.shape[:3]) != tuple(b.shape[:3]):
+        return (f"shape {'x'.join(map(str, a.shape[:3]))} of {a.path} differs from "
+                f"{'x'.join(map(str, b.shape[:3]))} of {b.path}")
+    diff = float(np.max(np.abs(np.asarray(a.affine) - np.asarray(b.affine))))
+    if diff > atol:
+        return (f"affine of {a.path} differs from {b.path} by up to {diff:.4g} mm "
+                f"(spacing {_fmt(a.spacing)} vs {_fmt(b.spacing)}, origin {_fmt(np.asarray(a.affine)[:3, 3])} vs "
+                f"{_fmt(np.asarray(b.affine)[:3, 3])})")
+    return None
+
+
+def _fmt(values: Iterable[float]) -> str:
+    return "(" + ", ".join(f"{float(v):.4g}" for v in values) + ")"
+
+
+# ----------------------------------------------------------------------------------------------
+# loading
+
+
+class DicomSeriesReader(ITKReader):
+    """MONAI ``ITKReader`` for one validated DICOM series.
+
+    MONAI's ``ITKReader`` given a folder silently reads the first of several series, groups files by
+    more than the SeriesInstanceUID, and lets ITK interpolate over missing slices with only a warning.
+    This reader first runs :func:`check_dicom_series` and hands ITK exactly that series' files,
+    sorted along the slice normal (the order ITK's series reader assumes).
+
+    Args:
+        series_uid: the series to read when the folder holds several.
+        kwargs: passed to ``ITKReader`` (e.g. ``affine_lps_to_ras``).
+    """
+
+    def __init__(self, series_uid: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.series_uid = series_uid
+
+    def verify_suffix(self, filename: Sequence[str | os.PathLike] | str | os.PathLike) -> bool:
+        """Accept folders only."""
+        return all(Path(f).is_dir() for f in ((filename,) if isinstance(filename, (str, os.PathLike)) else filename))
+
+    def read(self, data: Sequence[str | os.PathLike] | str | os.PathLike, **kwargs: Any) -> Any:
+        """Read one series folder (validated first) as a 3-D ITK image."""
+        import itk
+
+        if not isinstance(data, (str, os.PathLike)):
+            raise ValueError(f"DicomSeriesReader reads one series folder at a time, got {data!r}")
+        files = [str(f) for f in check_dicom_series(data, self.series_uid)]
+        kwargs_ = {**self.kwargs, **kwargs}
+        return itk.imread(files if len(files) > 1 else files[0], **kwargs_)
+
+
+def _reader_for(kind: str, series_uid: str | None) -> Any:
+    if kind == NIFTI:
+        return NibabelReader()
+    if kind == NRRD:
+        return ITKReader()
+    return DicomSeriesReader(series_uid=series_uid)
+
+
+def load_volume(path: str | Path, series_uid: str | None = None, dtype: Any = np.float32) -> Any:
+    """Load a NIfTI file, NRRD file or DICOM series folder as a channel-first ``MetaTensor``.
+
+    The result matches MONAI's ``LoadImage(image_only=True, ensure_channel_first=True)``: shape
+    (1, X, Y, Z), affine in RAS millimetres, ``meta["filename_or_obj"]`` set to ``path``.
+
+    Args:
+        path: the file, or the folder of a DICOM series.
+        series_uid: which series to read when a DICOM folder holds several.
+        dtype: voxel type of the result (as ``LoadImage``; float32 by default there too).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: unsupported, unreadable, corrupt or truncated input, a DICOM series with gaps or
+            mixed slices, or an image that is not 3-D (a 4-D image with one volume is squeezed).
+    """
+    path = Path(path)
+    info = read_header(path, series_uid)
+    _check_3d(info)
+    loader = LoadImage(reader=_reader_for(info.kind, info.series_uid), image_only=True,
+                       ensure_channel_first=True, dtype=dtype)
+    try:
+        img = loader(str(path))
+    except (FileNotFoundError, ValueError) as err:
+        if str(path) in str(err):
+            raise
+        raise ValueError(f"cannot read {path}: {_short(err)}; the file may be corrupt or truncated") from None
+    except Exception as err:  # readers raise many kinds on corrupt data; name the file, not the library
+        raise ValueError(f"cannot read {path}: {_short(err)}; the file may be corrupt or truncated") from None
+    expected = tuple(info.shape[:3])
+    if img.ndim != 4 or img.shape[0] != 1 or tuple(img.shape[1:]) != expected:
+        raise ValueError(
+            f"{path}: read an array of shape {tuple(img.shape)}, expected (1, {', '.join(map(str, expected))}) "
+            "from its header"
+        )
+    if not np.allclose(np.asarray(img.affine), info.affine, atol=GEOMETRY_ATOL_MM):
+        raise ValueError(f"{path}: the reader's affine disagrees with the header's; refusing a wrong geometry")
+    img.meta["filename_or_obj"] = str(path)
+    return img
+
+
+def _short(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[-1] if text else ''}".rstrip(": ")
+
+
+class LoadVolumed(MapTransform):
+    """Dictionary version of :func:`load_volume`, a drop-in for ``LoadImaged(image_only=True, ensure_channel_first=True)``.
+
+    The series of a DICOM folder is chosen by ``data["<key>_series_uid"]`` or, for the ``image``
+    key, by ``data["series_uid"]``. With ``check_grid`` all loaded keys must share one grid
+    (shape and affine), else a ValueError names both files.
+
+    Args:
+        keys: keys to load, e.g. ``("image", "label")``.
+        allow_missing_keys: skip keys absent from the data instead of raising.
+        dtype: voxel type, as ``LoadImaged``'s ``dtype``.
+        check_grid: require every loaded key to share the first key's grid.
+    """
+
+    def __init__(
+        self,
+        keys: Hashable | Sequence[Hashable],
+        allow_missing_keys: bool = False,
+        dtype: Any = np.float32,
+        check_grid: bool = True,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.dtype = dtype
+        self.check_grid = check_grid
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """Load every key of ``data`` that names a volume."""
+        d = dict(data)
+        first: tuple[Hashable, Any] | None = None
+        for key in self.key_iterator(d):
+            uid = d.get(f"{key}_series_uid", d.get("series_uid") if key == "image" else None)
+            img = load_volume(d[key], series_uid=uid, dtype=self.dtype)
+            d[key] = img
+            if not self.check_grid:
+                continue
+            if first is None:
+                first = (key, img)
+                continue
+            a = VolumeInfo(Path(str(first[1].meta["filename_or_obj"])), "", tuple(first[1].shape[1:]),
+                           np.asarray(first[1].affine))
+            b = VolumeInfo(Path(str(img.meta["filename_or_obj"])), "", tuple(img.shape[1:]), np.asarray(img.affine))
+            problem = same_grid(a, b)
+            if problem:
+                raise ValueError(f"{first[0]!s} and {key!s} are not on one grid: {problem}")
+        return d
+
+
+# ----------------------------------------------------------------------------------------------
+# user inputs
+
+
+def find_inputs(paths: str | Path | Iterable[str | Path], series_uid: str | None = None,
+                check: bool = True) -> list[Path]:
+    """Expand user inputs into a sorted list of cases (NIfTI/NRRD files and DICOM series folders).
+
+    Each input may be a file, a DICOM series folder, or a folder searched recursively for both
+    (hidden files and folders are skipped).
+
+    Args:
+        paths: one or more inputs.
+        series_uid: the series to pick in DICOM folders that hold several (used by ``check``).
+        check: validate each DICOM folder (one series, no gaps) now, so that problems show before work starts.
+
+    Raises:
+        FileNotFoundError: a single input that does not exist.
+        ValueError: every problem found (missing inputs, unsupported files, empty folders, bad DICOM
+            series), one per line, each naming its path.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise ValueError("no inputs given")
+    found: list[Path] = []
+    problems: list[str] = []
+    for path in paths:
+        if not path.exists():
+            problems.append(f"input not found: {path}")
+            continue
+        if path.is_file():
+            try:
+                detect_kind(path)
+                found.append(path)
+            except ValueError as err:
+                problems.append(str(err))
+            continue
+        if _dicom_files(path):
+            found.append(path)
+            continue
+        before = len(found)
+        for root, dirs, files in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            here = Path(root)
+            names = sorted(f for f in files if not f.startswith("."))
+            if any(is_dicom_file(here / f) for f in names):
+                found.append(here)
+            found.extend(here / f for f in names if f.lower().endswith(NIFTI_SUFFIXES + NRRD_SUFFIXES))
+        if len(found) == before:
+            problems.append(f"no NIfTI, NRRD or DICOM series found in {path}")
+    cases = sorted(set(found))
+    if check:
+        for case in cases:
+            if case.is_dir():
+                try:
+                    check_dicom_series(case, series_uid)
+                except ValueError as err:
+                    problems.append(str(err))
+    if problems:
+        if len(paths) == 1 and len(problems) == 1 and problems[0].startswith("input not found"):
+            raise FileNotFoundError(problems[0])
+        raise ValueError(f"{len(problems)} problem(s) with the inputs:\n  - " + "\n  - ".join(problems))
+    return cases
