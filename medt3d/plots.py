@@ -47,7 +47,7 @@ def save_overlay(image: np.ndarray, label: np.ndarray | None, pred: np.ndarray |
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
     for axis, ax in enumerate(axes):
         mid = image.shape[axis] // 2
-        for vol, colour in ((label, GT_COLOUR), (pred, PRED_COLOUR)):
+        for vol in (label, pred):
             if vol is not None:
                 nonzero = np.nonzero(np.asarray(vol).squeeze())
                 if nonzero[axis].size:  # show the slice through the structure's centre

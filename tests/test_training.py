@@ -1,0 +1,197 @@
+"""Training with MONAI engines on tiny phantoms: checkpoints, resume, tracking, bad input."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from medt3d.data.datalist import DatasetError
+
+from medt3d.checkpoint import load_checkpoint, load_model
+from medt3d.cli import build_parser
+from medt3d.commands.common import config_from_args
+from medt3d.commands.train import FLAG_KEYS
+from medt3d.config import load_config
+from medt3d.data.phantoms import write_phantom_dataset
+from medt3d.losses import build_loss
+from medt3d.networks import build_network, gate_parameters
+from medt3d.training import train
+
+TINY = [
+    "preprocess.spacing=[3.0, 3.0, 3.0]",
+    "patch.roi_size=[16, 16, 16]",
+    "patch.num_samples=1",
+    "network.preset=tiny",
+    "train.batch_size=1",
+    "train.max_epochs=2",
+    "train.val_interval=1",
+    "train.warmup_epochs=1",
+    "train.lr=0.003",
+    "data.cache=memory",
+    "infer.sw_batch_size=2",
+]
+
+
+@pytest.fixture(scope="module")
+def phantom_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_phantom_dataset(tmp_path_factory.mktemp("ph") / "data", n_train=2, n_val=1, shape=(32, 32, 20))
+
+
+def tiny_cfg(*extra: str, tracking: bool = False):
+    overrides = [*TINY, f"tracking.mlflow={str(tracking).lower()}", f"tracking.tensorboard={str(tracking).lower()}"]
+    return load_config("demo", [*overrides, *extra])
+
+
+def test_train_writes_checkpoints_history_and_tracking(phantom_dir: Path, tmp_path: Path):
+    run = tmp_path / "run"
+    result = train(tiny_cfg(tracking=True), phantom_dir, run)
+    assert result.epochs_run == 2
+    assert len(result.losses) == 4 and all(np.isfinite(result.losses))
+    last = load_checkpoint(run / "checkpoints" / "last.pt")
+    best = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert last["epoch"] == 2 and last["iteration"] == 4
+    for key in ("network", "optimizer", "scheduler", "rng", "config"):
+        assert last[key] is not None, key
+    assert 1 <= best["epoch"] <= 2 and 0.0 <= best["best_metric"] <= 1.0
+    assert best["best_metric"] == pytest.approx(result.best_metric)
+    model, cfg = load_model(run / "checkpoints" / "best.pt")
+    assert cfg.network.preset == "tiny"
+    assert not list((run / "checkpoints").glob(".*tmp*")), "temporary checkpoint files left behind"
+
+    history = json.loads((run / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert all("val_mean_dice" in h and "lr" in h for h in history)
+    assert (run / "config.yaml").is_file()
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{(run / 'mlflow.db').resolve()}")
+    exp = client.get_experiment_by_name("medt3d")
+    (mlrun,) = client.search_runs([exp.experiment_id])
+    assert len(client.get_metric_history(mlrun.info.run_id, "train_loss")) == 4
+    assert len(client.get_metric_history(mlrun.info.run_id, "val_mean_dice")) == 2
+    assert len(client.get_metric_history(mlrun.info.run_id, "lr")) >= 2
+    assert mlrun.data.params["train.max_epochs"] == "2"
+    artifacts = {a.path for a in client.list_artifacts(mlrun.info.run_id)}
+    assert {"config.yaml", "best.pt"} <= artifacts
+
+
+def test_resume_gives_the_same_losses_as_an_uninterrupted_run(phantom_dir: Path, tmp_path: Path):
+    full = train(tiny_cfg("train.max_epochs=3"), phantom_dir, tmp_path / "full")
+    first = train(tiny_cfg("train.max_epochs=1"), phantom_dir, tmp_path / "split")
+    second = train(tiny_cfg("train.max_epochs=3"), phantom_dir, tmp_path / "split", resume=True)
+    assert len(first.losses) == 2 and len(second.losses) == 4
+    np.testing.assert_allclose(first.losses + second.losses, full.losses, rtol=1e-5, atol=1e-6)
+    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")["network"]
+    b = load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")["network"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+
+
+def test_resume_without_checkpoint_is_a_clear_error(phantom_dir: Path, tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match="last.pt"):
+        train(tiny_cfg(), phantom_dir, tmp_path / "never-ran", resume=True)
+
+
+def test_gates_stay_frozen_for_the_first_epochs(phantom_dir: Path, tmp_path: Path):
+    cfg = tiny_cfg("train.max_epochs=1", "train.freeze_gates_epochs=1", "train.max_norm=null")
+    fresh = build_network(cfg)
+    gate_ids = {id(p) for p in gate_parameters(fresh)}
+    gate_names = [n for n, p in fresh.named_parameters() if id(p) in gate_ids]
+    assert gate_names, "the network exposes no gate parameters"
+    train(cfg, phantom_dir, tmp_path / "frozen")
+    trained = load_checkpoint(tmp_path / "frozen" / "checkpoints" / "last.pt")["network"]
+    initial = fresh.state_dict()
+    for name in gate_names:
+        torch.testing.assert_close(trained[name], initial[name])
+    others = [n for n, _ in fresh.named_parameters() if n not in gate_names]
+    assert any(not torch.equal(trained[n], initial[n]) for n in others), "nothing trained"
+
+
+def _copy_dataset(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_missing_mask_fails_before_training(phantom_dir: Path, tmp_path: Path):
+    data = _copy_dataset(phantom_dir, tmp_path / "data")
+    victim = sorted((data / "train" / "masks").iterdir())[0]
+    victim.unlink()
+    with pytest.raises(DatasetError) as err:
+        train(tiny_cfg(), data, tmp_path / "run")
+    assert victim.name.split(".")[0] in str(err.value)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_label_values_out_of_range_fail_before_training(phantom_dir: Path, tmp_path: Path):
+    data = _copy_dataset(phantom_dir, tmp_path / "data")
+    import nibabel as nib
+
+    mask = sorted((data / "val" / "masks").iterdir())[0]
+    img = nib.load(mask)
+    arr = np.asarray(img.dataobj).copy()
+    arr[0, 0, 0] = 7
+    nib.save(nib.Nifti1Image(arr, img.affine), mask)
+    with pytest.raises(ValueError) as err:
+        train(tiny_cfg(), data, tmp_path / "run")
+    assert str(mask) in str(err.value) and "7" in str(err.value)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_unwritable_output_fails_fast(phantom_dir: Path, tmp_path: Path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(PermissionError, match="not writable"):
+        train(tiny_cfg(), phantom_dir, blocker / "run")
+
+
+def test_no_validation_split_uses_a_seeded_split(phantom_dir: Path, tmp_path: Path, caplog):
+    data = tmp_path / "flat"
+    shutil.copytree(phantom_dir / "train", data / "train")
+    shutil.copytree(phantom_dir / "val", data / "train", dirs_exist_ok=True)
+    caplog.set_level(logging.INFO, logger="medt3d.train")
+    result = train(tiny_cfg("train.max_epochs=1", "data.val_fraction=0.34"), data, tmp_path / "run")
+    assert "seeded split" in caplog.text
+    assert result.epochs_run == 1
+
+
+@pytest.mark.parametrize("loss", ["dice_ce", "dice", "weighted_dice", "focal"])
+def test_each_loss_trains_on_logits(loss: str):
+    extra = [f"train.loss={loss}"]
+    if loss in ("weighted_dice", "focal"):
+        extra.append("train.class_weights=[0.1, 1.0, 1.0, 2.0]")
+    cfg = tiny_cfg(*extra)
+    fn = build_loss(cfg)
+    logits = torch.randn(2, 4, 8, 8, 8, requires_grad=True)
+    target = torch.randint(0, 4, (2, 1, 8, 8, 8))
+    value = fn(logits, target)
+    value.backward()
+    assert torch.isfinite(value) and logits.grad is not None and logits.grad.abs().sum() > 0
+    perfect = fn(torch.nn.functional.one_hot(target[:, 0], 4).permute(0, 4, 1, 2, 3).float() * 20, target)
+    assert perfect < value
+
+
+def test_weighted_dice_needs_weights():
+    with pytest.raises(ValueError, match="class_weights"):
+        build_loss(tiny_cfg("train.loss=weighted_dice"))
+
+
+def test_plain_flags_mean_the_same_as_set():
+    parser = build_parser()
+    a = parser.parse_args(["train", "--config", "demo", "--data-dir", "x", "--output", "y", "--epochs", "3",
+                           "--batch-size", "4", "--lr", "0.01", "--device", "cpu", "--network", "unet"])
+    b = parser.parse_args(["train", "--config", "demo", "--data-dir", "x", "--output", "y",
+                           "--set", "train.max_epochs=3", "--set", "train.batch_size=4", "--set", "train.lr=0.01",
+                           "--set", "train.device=cpu", "--set", "network.name=unet"])
+    cfg_a = config_from_args(a, {key: getattr(a, flag) for flag, key in FLAG_KEYS.items()})
+    cfg_b = config_from_args(b, {key: getattr(b, flag) for flag, key in FLAG_KEYS.items()})
+    assert cfg_a == cfg_b
+    assert cfg_a.train.max_epochs == 3 and cfg_a.network.name == "unet" and cfg_a.train.lr == 0.01
+    assert isinstance(a, argparse.Namespace)
