@@ -1,0 +1,300 @@
+"""MONAI transform pipelines built from the config: training, validation, inference, postprocessing.
+
+Order of the deterministic part (shared by all pipelines, so that caching and inversion line up):
+load -> label check -> orientation -> spacing -> foreground crop -> intensity (CT window / MR z-score).
+Training then pads to the patch size, samples patches and augments them. The inference pipeline holds
+only invertible spatial transforms, so ``Invertd`` in :func:`build_postprocessing` maps a prediction
+back onto the scan's own grid.
+
+Every setting is read from the :class:`~medt3d.config.Config` object; no defaults are repeated here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.transforms import (
+    Activationsd,
+    AsDiscreted,
+    Compose,
+    CropForegroundd,
+    EnsureTyped,
+    Invertd,
+    MapTransform,
+    NormalizeIntensityd,
+    Orientationd,
+    RandAffined,
+    RandCropByLabelClassesd,
+    RandCropByPosNegLabeld,
+    RandFlipd,
+    RandGaussianNoised,
+    RandRotate90d,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    ScaleIntensityRanged,
+    Spacingd,
+    SpatialPadd,
+)
+
+from medt3d.config import CT_WINDOWS, Config
+from medt3d.data.io import LoadVolumed
+
+__all__ = [
+    "CT_BODY_HU",
+    "CheckLabelValuesd",
+    "Pipeline",
+    "build_infer_transforms",
+    "build_postprocessing",
+    "build_train_transforms",
+    "build_val_transforms",
+    "intensity_transform",
+    "unwrap_transform_error",
+    "window_bounds",
+]
+
+#: CT voxels above this (HU) count as body for the foreground crop (air is about -1000 HU).
+CT_BODY_HU = -500.0
+#: Errors that name a user's bad input; they are passed through the pipelines unwrapped.
+_USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError)
+_MAX_LISTED_VALUES = 10
+IMAGE, LABEL = "image", "label"
+_RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
+
+
+def unwrap_transform_error(err: BaseException) -> BaseException | None:
+    """The user error (ValueError, FileNotFoundError, ...) that MONAI wrapped in ``RuntimeError``, if any.
+
+    MONAI's ``apply_transform`` re-raises every exception as ``RuntimeError("applying transform ...")``;
+    this walks the ``__cause__`` chain back to the first error that names a user's input.
+    """
+    seen = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, _USER_ERRORS):
+            return current
+        current = current.__cause__
+    return None
+
+
+class Pipeline(Compose):
+    """A MONAI ``Compose`` that re-raises a user's input error (bad file, bad label) as itself.
+
+    Inside a MONAI ``Dataset`` the error is wrapped once more in ``RuntimeError``; use
+    :func:`unwrap_transform_error` there.
+    """
+
+    def __call__(self, input_: Any, start: int = 0, end: int | None = None, threading: bool = False,
+                 lazy: bool | None = None) -> Any:
+        try:
+            return super().__call__(input_, start=start, end=end, threading=threading, lazy=lazy)
+        except RuntimeError as err:
+            user = unwrap_transform_error(err)
+            if user is None:
+                raise
+            raise user from None
+
+
+class CheckLabelValuesd(MapTransform):
+    """Reject label volumes whose values are not integers in ``0..num_classes-1``.
+
+    Args:
+        keys: label keys to check.
+        num_classes: number of classes, background included (``cfg.data.num_classes``).
+        allow_missing_keys: skip absent keys.
+
+    Raises:
+        ValueError: naming the label file, the bad values (up to 10, with how many voxels hold
+            them) and the allowed range.
+    """
+
+    def __init__(self, keys: Hashable | Sequence[Hashable], num_classes: int,
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        self.num_classes = num_classes
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            label = d[key]
+            array = label.detach().cpu().numpy() if isinstance(label, torch.Tensor) else np.asarray(label)
+            values, counts = np.unique(array, return_counts=True)
+            ok = np.isfinite(values) & (values == np.round(values)) & (values >= 0) & (values < self.num_classes)
+            if ok.all():
+                continue
+            source = getattr(label, "meta", {}).get("filename_or_obj", f"<{key}>")
+            bad = [(v, c) for v, c, good in zip(values, counts, ok) if not good]
+            listed = ", ".join(f"{float(v):g} ({int(c)} voxels)" for v, c in bad[:_MAX_LISTED_VALUES])
+            more = f" and {len(bad) - _MAX_LISTED_VALUES} more" if len(bad) > _MAX_LISTED_VALUES else ""
+            raise ValueError(
+                f"label file {source}: values {listed}{more} are outside 0..{self.num_classes - 1}; "
+                f"the config has {self.num_classes} classes (data.labels). Fix the mask or the labels list."
+            )
+        return d
+
+
+# ------------------------------------------------------------------------------------ building blocks
+
+
+def window_bounds(cfg: Config) -> tuple[float, float]:
+    """CT window as (lowest, highest) HU: ``preprocess.window`` if set, else the ``ct_window`` preset."""
+    width, level = cfg.preprocess.window if cfg.preprocess.window is not None else CT_WINDOWS[cfg.preprocess.ct_window]
+    return level - width / 2.0, level + width / 2.0
+
+
+def intensity_transform(cfg: Config, keys: Hashable | Sequence[Hashable] = IMAGE) -> MapTransform:
+    """CT: clip to the window and map it to 0..1; MR: z-score over nonzero voxels, per channel."""
+    if cfg.data.modality == "CT":
+        a_min, a_max = window_bounds(cfg)
+        return ScaleIntensityRanged(keys, a_min=a_min, a_max=a_max, b_min=0.0, b_max=1.0, clip=True)
+    return NormalizeIntensityd(keys, nonzero=True, channel_wise=True)
+
+
+def _is_body_ct(x: torch.Tensor) -> torch.Tensor:
+    """Body mask of a CT volume in HU (module-level so that pipelines can be pickled)."""
+    return x > CT_BODY_HU
+
+
+def _is_nonzero_mr(x: torch.Tensor) -> torch.Tensor:
+    return x > 0
+
+
+def _geometry(cfg: Config, keys: Sequence[str]) -> list[MapTransform]:
+    """Orientation, spacing and optional foreground crop, for image (+ label) keys."""
+    modes = ["bilinear" if k == IMAGE else "nearest" for k in keys]
+    # explicit RAS world labels (the loader's affines are RAS); also silences MONAI's default-change warning
+    out: list[MapTransform] = [Orientationd(keys, axcodes=cfg.preprocess.orientation.upper(), labels=_RAS_LABELS)]
+    if cfg.preprocess.spacing is not None:
+        out.append(Spacingd(keys, pixdim=cfg.preprocess.spacing, mode=modes))
+    if cfg.preprocess.crop_foreground:
+        select = _is_body_ct if cfg.data.modality == "CT" else _is_nonzero_mr
+        out.append(CropForegroundd(keys, source_key=IMAGE, select_fn=select, allow_smaller=True))
+    return out
+
+
+def _load(cfg: Config, keys: Sequence[str]) -> list[MapTransform]:
+    out: list[MapTransform] = [LoadVolumed(keys)]
+    if LABEL in keys:
+        out.append(CheckLabelValuesd(LABEL, num_classes=cfg.data.num_classes))
+    return out
+
+
+def _patch_sampler(cfg: Config, keys: Sequence[str]) -> list[MapTransform]:
+    p = cfg.patch
+    pad = SpatialPadd(keys, spatial_size=p.roi_size)  # so volumes smaller than the ROI still give patches
+    if p.mode == "class_ratio":
+        sampler = RandCropByLabelClassesd(
+            keys, label_key=LABEL, spatial_size=p.roi_size, ratios=p.class_ratios,
+            num_classes=cfg.data.num_classes, num_samples=p.num_samples, warn=False,
+        )
+    else:
+        sampler = RandCropByPosNegLabeld(
+            keys, label_key=LABEL, spatial_size=p.roi_size, pos=p.pos, neg=p.neg, num_samples=p.num_samples,
+        )
+    return [pad, sampler]
+
+
+def _augmentations(cfg: Config, keys: Sequence[str]) -> list[MapTransform]:
+    a = cfg.augment
+    out: list[MapTransform] = []
+    if a.flip:
+        out += [RandFlipd(keys, prob=a.flip_prob, spatial_axis=axis) for axis in range(3)]
+    if a.rotate90:
+        roi = cfg.patch.roi_size
+        if roi[0] != roi[1]:
+            raise ValueError(
+                f"augment.rotate90 turns patches in the axial plane, so patch.roi_size needs equal x and y; "
+                f"got {list(roi)}: set augment.rotate90=false or make them equal"
+            )
+        out.append(RandRotate90d(keys, prob=a.rotate90_prob, max_k=3, spatial_axes=(0, 1)))
+    if a.affine:
+        modes = ["bilinear" if k == IMAGE else "nearest" for k in keys]
+        out.append(RandAffined(
+            keys, prob=a.affine_prob, rotate_range=[math.radians(a.rotate_deg)] * 3,
+            scale_range=[a.scale] * 3, mode=modes, padding_mode="zeros", spatial_size=cfg.patch.roi_size,
+            cache_grid=True,
+        ))
+    if a.intensity_shift:
+        out.append(RandShiftIntensityd(IMAGE, offsets=a.shift, prob=a.intensity_prob))
+    if a.intensity_scale:
+        out.append(RandScaleIntensityd(IMAGE, factors=a.scale_intensity, prob=a.intensity_prob))
+    if a.noise:
+        out.append(RandGaussianNoised(IMAGE, prob=a.noise_prob, std=a.noise_std))
+    return out
+
+
+# ------------------------------------------------------------------------------------ pipelines
+
+
+def build_train_transforms(cfg: Config) -> Pipeline:
+    """Training: load, check labels, reorient, resample, crop, normalise, pad, sample patches, augment.
+
+    The output of one case is a list of ``patch.num_samples`` dicts with ``image`` (float32, 0..1
+    for CT) and ``label`` patches of ``patch.roi_size``.
+
+    Raises:
+        ValueError: ``augment.rotate90`` with a patch whose x and y sizes differ.
+    """
+    keys = [IMAGE, LABEL]
+    return Pipeline([
+        *_load(cfg, keys),
+        *_geometry(cfg, keys),
+        intensity_transform(cfg, IMAGE),
+        *_patch_sampler(cfg, keys),
+        *_augmentations(cfg, keys),
+        EnsureTyped(keys, dtype=torch.float32),
+    ])
+
+
+def build_val_transforms(cfg: Config) -> Pipeline:
+    """Validation: the deterministic part of training on whole volumes (no padding, no random ops)."""
+    keys = [IMAGE, LABEL]
+    return Pipeline([
+        *_load(cfg, keys),
+        *_geometry(cfg, keys),
+        intensity_transform(cfg, IMAGE),
+        EnsureTyped(keys, dtype=torch.float32),
+    ])
+
+
+def build_infer_transforms(cfg: Config) -> Pipeline:
+    """Inference on the ``image`` key: invertible with :func:`build_postprocessing`."""
+    keys = [IMAGE]
+    return Pipeline([
+        *_load(cfg, keys),
+        *_geometry(cfg, keys),
+        intensity_transform(cfg, IMAGE),
+        EnsureTyped(keys, dtype=torch.float32),
+    ])
+
+
+def build_postprocessing(cfg: Config, infer_transforms: Compose, argmax: bool = True,
+                         softmax: bool = True) -> Pipeline:
+    """Turn the network output in ``pred`` into a result on the scan's own grid.
+
+    Args:
+        cfg: the config (``data.num_classes``).
+        infer_transforms: the pipeline that made ``image`` (from :func:`build_infer_transforms`).
+        argmax: ``True``: a one-channel label map, inverted with nearest interpolation;
+            ``False``: per-class probabilities, inverted with bilinear interpolation (outside a
+            foreground crop they are 0 for every class).
+        softmax: apply softmax first; ``False`` when ``pred`` already holds probabilities.
+
+    The input dict must hold ``image`` (as ``infer_transforms`` produced it) and ``pred``
+    (C, X, Y, Z) on the image's grid.
+    """
+    steps: list[Any] = []
+    if softmax:
+        steps.append(Activationsd("pred", softmax=True))
+    if argmax:
+        steps.append(AsDiscreted("pred", argmax=True))
+    steps.append(Invertd("pred", transform=infer_transforms, orig_keys=IMAGE, nearest_interp=argmax, to_tensor=True))
+    if argmax:
+        steps.append(EnsureTyped("pred", dtype=torch.uint8 if cfg.data.num_classes <= 256 else torch.int32))
+    return Pipeline(steps)
