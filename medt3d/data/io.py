@@ -503,7 +503,9 @@ class DicomSeriesReader(ITKReader):
         import itk
 
         if not isinstance(data, (str, os.PathLike)):
-            raise ValueError(f"DicomSeriesReader reads one series folder at a time, got {data!r}")
+            if len(data) != 1:
+                raise ValueError(f"DicomSeriesReader reads one series folder at a time, got {data!r}")
+            data = data[0]
         files = [str(f) for f in check_dicom_series(data, self.series_uid)]
         kwargs_ = {**self.kwargs, **kwargs}
         return itk.imread(files if len(files) > 1 else files[0], **kwargs_)
@@ -536,15 +538,19 @@ def load_volume(path: str | Path, series_uid: str | None = None, dtype: Any = np
     path = Path(path)
     info = read_header(path, series_uid)
     _check_3d(info)
-    loader = LoadImage(reader=_reader_for(info.kind, info.series_uid), image_only=True,
-                       ensure_channel_first=True, dtype=dtype)
+    reader = _reader_for(info.kind, info.series_uid)
+    loader = LoadImage(reader=reader, image_only=True, ensure_channel_first=True, dtype=dtype)
     try:
-        img = loader(str(path))
+        # the reader is given at call time too: LoadImage would otherwise fall back to other readers
+        # when ours fails, and, e.g., silently read the first of several DICOM series
+        img = loader(str(path), reader=reader)
     except (FileNotFoundError, ValueError) as err:
         if str(path) in str(err):
             raise
         raise ValueError(f"cannot read {path}: {_short(err)}; the file may be corrupt or truncated") from None
     except Exception as err:  # readers raise many kinds on corrupt data; name the file, not the library
+        if info.kind == DICOM:
+            _raise_bad_dicom_pixels(path, info.files, err)
         raise ValueError(f"cannot read {path}: {_short(err)}; the file may be corrupt or truncated") from None
     expected = tuple(info.shape[:3])
     if img.ndim != 4 or img.shape[0] != 1 or tuple(img.shape[1:]) != expected:
@@ -559,8 +565,26 @@ def load_volume(path: str | Path, series_uid: str | None = None, dtype: Any = np
 
 
 def _short(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[-1] if text else ''}".rstrip(": ")
+    text = " ".join(line.strip() for line in str(err).strip().splitlines() if line.strip())
+    return f"{type(err).__name__}: {text}".rstrip(": ")
+
+
+def _raise_bad_dicom_pixels(folder: Path, files: list[Path], err: BaseException) -> None:
+    """After ITK failed on a series, find the files whose pixel data pydicom cannot decode, and name them."""
+    import pydicom
+
+    bad = []
+    for path in files:
+        try:
+            pydicom.dcmread(path).pixel_array  # noqa: B018 (decoding is the check)
+        except Exception as file_err:  # any decoding failure marks the file as bad
+            bad.append(f"{path.name} ({_short(file_err)})")
+    if bad:
+        raise ValueError(
+            f"cannot read the DICOM series in {folder}: {len(bad)} file(s) with corrupt or truncated pixel data: "
+            + "; ".join(bad[:10])
+        ) from None
+    raise ValueError(f"cannot read the DICOM series in {folder}: {_short(err)}") from None
 
 
 class LoadVolumed(MapTransform):

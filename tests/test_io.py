@@ -1,0 +1,386 @@
+"""Reading volumes with the right geometry: kinds, NIfTI/NRRD/DICOM loading, bad input."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from dicom_utils import ras_affine, rotation, write_dicom_series
+from monai.transforms import Compose, Invertd, LoadImaged, Orientation, Orientationd, Spacingd
+
+from medt3d.data.io import (
+    LoadVolumed,
+    detect_kind,
+    find_inputs,
+    load_volume,
+    read_header,
+)
+
+SHAPE = (12, 10, 7)
+SPACING = (0.7, 0.8, 2.5)
+ORIGIN = (-30.0, 12.5, 40.0)
+
+
+def _volume(shape=SHAPE, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(-1000, 1000, size=shape).astype(np.int16)
+
+
+def _oblique_ras() -> np.ndarray:
+    return ras_affine(SPACING, rotation(20, -10, 35), ORIGIN)
+
+
+def _write_nifti(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
+    img = nib.Nifti1Image(data, _oblique_ras() if affine is None else affine)
+    nib.save(img, str(path))
+    return path
+
+
+def _write_nrrd(path: Path, data_xyz: np.ndarray, direction: np.ndarray) -> Path:
+    img = sitk.GetImageFromArray(np.transpose(data_xyz, (2, 1, 0)))
+    img.SetSpacing(SPACING)
+    img.SetOrigin(ORIGIN)
+    img.SetDirection(direction.ravel().tolist())
+    sitk.WriteImage(img, str(path))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- kinds
+
+
+def test_detect_kind(tmp_path: Path) -> None:
+    vol = _volume()
+    assert detect_kind(_write_nifti(tmp_path / "a.nii.gz", vol)) == "nifti"
+    assert detect_kind(_write_nifti(tmp_path / "b.nii", vol)) == "nifti"
+    assert detect_kind(_write_nrrd(tmp_path / "c.nrrd", vol, np.eye(3))) == "nrrd"
+    files = write_dicom_series(tmp_path / "d", vol, SPACING, np.eye(3), ORIGIN)
+    assert detect_kind(tmp_path / "d") == "dicom"
+    with pytest.raises(FileNotFoundError, match="nope.nii.gz"):
+        detect_kind(tmp_path / "nope.nii.gz")
+    (tmp_path / "e.png").write_bytes(b"\x89PNG")
+    with pytest.raises(ValueError, match=r"unsupported input .*e\.png"):
+        detect_kind(tmp_path / "e.png")
+    with pytest.raises(ValueError, match="single DICOM file"):
+        detect_kind(files[0])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"empty.* without DICOM files"):
+        detect_kind(tmp_path / "empty")
+
+
+# ---------------------------------------------------------------------------------------------- good input
+
+
+def test_nifti_keeps_voxels_and_oblique_affine(tmp_path: Path) -> None:
+    vol = _volume()
+    path = _write_nifti(tmp_path / "img.nii.gz", vol)
+    img = load_volume(path)
+    assert tuple(img.shape) == (1, *SHAPE)
+    np.testing.assert_array_equal(img[0].numpy(), vol)
+    np.testing.assert_allclose(np.asarray(img.affine), _oblique_ras(), atol=1e-5)
+    assert img.meta["filename_or_obj"] == str(path)
+    np.testing.assert_allclose(read_header(path).spacing, SPACING, atol=1e-5)
+
+
+def test_nrrd_affine_is_converted_from_lps_to_ras(tmp_path: Path) -> None:
+    vol = _volume()
+    direction = rotation(0, 25, -15)
+    path = _write_nrrd(tmp_path / "img.nrrd", vol, direction)
+    img = load_volume(path)
+    assert detect_kind(path) == "nrrd"
+    np.testing.assert_array_equal(img[0].numpy(), vol)
+    expected = ras_affine(SPACING, direction, ORIGIN)
+    np.testing.assert_allclose(np.asarray(img.affine), expected, atol=1e-5)
+    np.testing.assert_allclose(read_header(path).affine, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_dicom_series_with_oblique_orientation(tmp_path: Path, shuffle: bool) -> None:
+    vol = _volume()
+    direction = rotation(20, -10, 35)
+    write_dicom_series(tmp_path / "s", vol, SPACING, direction, ORIGIN, shuffle=shuffle, seed=3)
+    img = load_volume(tmp_path / "s")
+    assert tuple(img.shape) == (1, *SHAPE)
+    np.testing.assert_array_equal(img[0].numpy(), vol)
+    expected = ras_affine(SPACING, direction, ORIGIN)
+    np.testing.assert_allclose(np.asarray(img.affine), expected, atol=1e-3)
+    np.testing.assert_allclose(read_header(tmp_path / "s").affine, expected, atol=1e-3)
+    assert img.meta["filename_or_obj"] == str(tmp_path / "s")
+
+
+def test_dicom_slices_against_the_normal_are_reversed_with_matching_geometry(tmp_path: Path) -> None:
+    """Slices stacked opposite to row x column: the volume comes back flipped along z, same world."""
+    vol = _volume()
+    direction = rotation(10, 0, 0) @ np.diag([1.0, 1.0, -1.0])  # left-handed: z against the normal
+    write_dicom_series(tmp_path / "s", vol, SPACING, direction, ORIGIN, shuffle=True)
+    img = load_volume(tmp_path / "s")
+    np.testing.assert_array_equal(img[0].numpy(), vol[:, :, ::-1])
+    written = ras_affine(SPACING, direction, ORIGIN)
+    # voxel k of the result is written slice nz-1-k: same world position
+    for k in (0, 3, SHAPE[2] - 1):
+        np.testing.assert_allclose(np.asarray(img.affine) @ [2, 3, k, 1], written @ [2, 3, SHAPE[2] - 1 - k, 1],
+                                   atol=1e-3)
+
+
+def test_dicom_rescale_slope_and_intercept(tmp_path: Path) -> None:
+    vol = (_volume() // 2 * 2).astype(np.int16)  # even, so (v + 1024) / 2 is exact
+    write_dicom_series(tmp_path / "s", vol, SPACING, np.eye(3), ORIGIN, modality="CT", rescale=(2.0, -1024.0))
+    np.testing.assert_array_equal(load_volume(tmp_path / "s")[0].numpy(), vol)
+
+
+def test_dicom_pick_one_of_two_series(tmp_path: Path) -> None:
+    a, b = _volume(seed=1), _volume(seed=2)
+    write_dicom_series(tmp_path / "s", a, SPACING, np.eye(3), ORIGIN, series_uid="1.2.3.1", prefix="a")
+    write_dicom_series(tmp_path / "s", b, SPACING, rotation(0, 0, 90), ORIGIN, series_uid="1.2.3.2", prefix="b")
+    with pytest.raises(ValueError) as err:
+        load_volume(tmp_path / "s")
+    message = str(err.value)
+    assert str(tmp_path / "s") in message and "2 DICOM series" in message
+    assert "1.2.3.1" in message and "1.2.3.2" in message and "series_uid" in message
+    np.testing.assert_array_equal(load_volume(tmp_path / "s", series_uid="1.2.3.2")[0].numpy(), b)
+    out = LoadVolumed("image")({"image": str(tmp_path / "s"), "series_uid": "1.2.3.1"})
+    np.testing.assert_array_equal(out["image"][0].numpy(), a)
+    with pytest.raises(ValueError, match=r"no series with SeriesInstanceUID 9\.9.*1\.2\.3\.1"):
+        load_volume(tmp_path / "s", series_uid="9.9")
+
+
+def test_singleton_4d_is_squeezed(tmp_path: Path) -> None:
+    vol = _volume()
+    img = load_volume(_write_nifti(tmp_path / "t.nii.gz", vol[..., None]))
+    assert tuple(img.shape) == (1, *SHAPE)
+    np.testing.assert_array_equal(img[0].numpy(), vol)
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+
+def test_dicom_missing_slice_names_the_gap(tmp_path: Path) -> None:
+    files = write_dicom_series(tmp_path / "s", _volume(), SPACING, rotation(5, 5, 5), ORIGIN, skip_slices=[4])
+    with pytest.raises(ValueError) as err:
+        load_volume(tmp_path / "s")
+    message = str(err.value)
+    assert "missing slice" in message and str(tmp_path / "s") in message
+    assert "between slice 3" in message and "slice 4" in message
+    assert files[3].name in message and files[4].name in message  # files around the gap (slices 3 and 5)
+    assert "5.000 mm, expected 2.500 mm" in message and "about 1 slice(s) missing" in message
+
+
+def test_dicom_uneven_spacing_is_refused(tmp_path: Path) -> None:
+    files = write_dicom_series(tmp_path / "s", _volume(), SPACING, np.eye(3), ORIGIN)
+    import pydicom
+
+    ds = pydicom.dcmread(files[-1])
+    ds.ImagePositionPatient[2] = float(ds.ImagePositionPatient[2]) + 1.0
+    ds.save_as(files[-1], enforce_file_format=True)
+    with pytest.raises(ValueError, match="uneven slice spacing"):
+        load_volume(tmp_path / "s")
+
+
+def test_dicom_mixed_rows_columns(tmp_path: Path) -> None:
+    from dicom_utils import set_slice_size
+
+    files = write_dicom_series(tmp_path / "s", _volume(), SPACING, np.eye(3), ORIGIN)
+    set_slice_size(files[2], 8, 9)
+    with pytest.raises(ValueError) as err:
+        load_volume(tmp_path / "s")
+    message = str(err.value)
+    assert "differ in size (rows x columns)" in message and str(tmp_path / "s") in message
+    assert "size 10x12: 6 file(s)" in message and f"size 8x9: 1 file(s), e.g. {files[2].name}" in message
+
+
+def test_dicom_duplicate_positions(tmp_path: Path) -> None:
+    vol = _volume()
+    write_dicom_series(tmp_path / "s", vol, SPACING, np.eye(3), ORIGIN, series_uid="1.2.5", prefix="e1_")
+    write_dicom_series(tmp_path / "s", vol, SPACING, np.eye(3), ORIGIN, series_uid="1.2.5", prefix="e2_")
+    with pytest.raises(ValueError, match="share one position.*echoes"):
+        load_volume(tmp_path / "s")
+
+
+def test_dicom_sheared_series_is_refused(tmp_path: Path) -> None:
+    direction = np.eye(3)
+    direction[:, 2] = np.array([0.0, 0.3, 1.0]) / np.linalg.norm([0.0, 0.3, 1.0])  # gantry tilt
+    write_dicom_series(tmp_path / "s", _volume(), SPACING, direction, ORIGIN)
+    with pytest.raises(ValueError, match="gantry tilt"):
+        load_volume(tmp_path / "s")
+
+
+def test_dicom_truncated_file(tmp_path: Path) -> None:
+    files = write_dicom_series(tmp_path / "s", _volume(), SPACING, np.eye(3), ORIGIN)
+    data = files[1].read_bytes()
+    files[1].write_bytes(data[: len(data) - 100])
+    with pytest.raises(ValueError) as err:
+        load_volume(tmp_path / "s")
+    assert str(tmp_path / "s") in str(err.value)
+    assert f"corrupt or truncated pixel data: {files[1].name}" in str(err.value)
+
+
+def test_single_slice_dicom_is_2d(tmp_path: Path) -> None:
+    write_dicom_series(tmp_path / "s", _volume((12, 10, 1)), SPACING, np.eye(3), ORIGIN)
+    with pytest.raises(ValueError, match=r"2-D image \(shape 12x10x1\)"):
+        load_volume(tmp_path / "s")
+
+
+def test_corrupt_and_truncated_nifti(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.nii.gz"
+    garbage.write_bytes(b"this is not a nifti file at all" * 20)
+    with pytest.raises(ValueError, match=r"garbage\.nii\.gz"):
+        load_volume(garbage)
+    full = _write_nifti(tmp_path / "full.nii.gz", _volume((24, 24, 24)))
+    raw = full.read_bytes()
+    truncated = tmp_path / "truncated.nii.gz"
+    truncated.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(ValueError, match=r"cannot read .*truncated\.nii\.gz.*corrupt or truncated"):
+        load_volume(truncated)
+    plain = tmp_path / "short.nii"
+    plain.write_bytes(gzip.decompress(raw)[:-500])
+    with pytest.raises(ValueError, match=r"short\.nii"):
+        load_volume(plain)
+    empty = tmp_path / "empty.nii.gz"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty\.nii\.gz"):
+        load_volume(empty)
+
+
+def test_corrupt_nrrd(tmp_path: Path) -> None:
+    path = _write_nrrd(tmp_path / "img.nrrd", _volume(), np.eye(3))
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) - 200])
+    with pytest.raises(ValueError, match=r"img\.nrrd"):
+        load_volume(path)
+    bad = tmp_path / "bad.nrrd"
+    bad.write_bytes(b"NRRD0004\nnonsense\n")
+    with pytest.raises(ValueError, match=r"bad\.nrrd"):
+        load_volume(bad)
+
+
+def test_2d_and_4d_images_are_refused(tmp_path: Path) -> None:
+    flat = _write_nifti(tmp_path / "flat.nii.gz", _volume()[:, :, 0])
+    with pytest.raises(ValueError, match=r"flat\.nii\.gz is a 2-D image \(shape 12x10\)"):
+        load_volume(flat)
+    four = _write_nifti(tmp_path / "four.nii.gz", np.stack([_volume()] * 3, axis=-1))
+    with pytest.raises(ValueError, match=r"four\.nii\.gz is a 4-D image \(shape 12x10x7x3\)"):
+        load_volume(four)
+    flat_nrrd = tmp_path / "flat.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(_volume()[:, :, 0]), str(flat_nrrd))
+    with pytest.raises(ValueError, match=r"flat\.nrrd is a 2-D image"):
+        load_volume(flat_nrrd)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="gone.nii.gz"):
+        load_volume(tmp_path / "gone.nii.gz")
+    with pytest.raises(FileNotFoundError, match="gone.nii.gz"):
+        LoadVolumed("image")({"image": str(tmp_path / "gone.nii.gz")})
+
+
+# ---------------------------------------------------------------------------------------------- LoadVolumed
+
+
+def test_loadvolumed_matches_loadimaged(tmp_path: Path) -> None:
+    vol = _volume()
+    lab = (vol > 0).astype(np.uint8)
+    data = {"image": str(_write_nifti(tmp_path / "i.nii.gz", vol)), "label": str(_write_nifti(tmp_path / "l.nii.gz", lab))}
+    ours = LoadVolumed(("image", "label"))(data)
+    ref = LoadImaged(("image", "label"), image_only=True, ensure_channel_first=True)(data)
+    for key in ("image", "label"):
+        assert ours[key].shape == ref[key].shape and ours[key].dtype == ref[key].dtype
+        np.testing.assert_array_equal(ours[key].numpy(), ref[key].numpy())
+        np.testing.assert_allclose(np.asarray(ours[key].affine), np.asarray(ref[key].affine))
+        assert ours[key].meta["filename_or_obj"] == ref[key].meta["filename_or_obj"]
+    assert LoadVolumed(("image", "label"), allow_missing_keys=True)({"image": data["image"]}).keys() == {"image"}
+    with pytest.raises(KeyError):
+        LoadVolumed(("image", "label"))({"image": data["image"]})
+
+
+def test_loadvolumed_refuses_mismatched_grids(tmp_path: Path) -> None:
+    image = _write_nifti(tmp_path / "i.nii.gz", _volume())
+    small = _write_nifti(tmp_path / "small.nii.gz", np.zeros((12, 10, 6), np.uint8))
+    nudged_affine = _oblique_ras().copy()
+    nudged_affine[:3, 3] += 1e-5  # float rounding in another tool: still one grid
+    nudged = _write_nifti(tmp_path / "nudged.nii.gz", np.zeros(SHAPE, np.uint8), nudged_affine)
+    moved_affine = _oblique_ras().copy()
+    moved_affine[0, 3] += 2.0
+    moved = _write_nifti(tmp_path / "moved.nii.gz", np.zeros(SHAPE, np.uint8), moved_affine)
+    load = LoadVolumed(("image", "label"))
+    with pytest.raises(ValueError, match=r"shape 12x10x7 of .*i\.nii\.gz differs from 12x10x6 of .*small\.nii\.gz"):
+        load({"image": str(image), "label": str(small)})
+    with pytest.raises(ValueError, match=r"affine of .*i\.nii\.gz differs from .*moved\.nii\.gz by up to 2 mm"):
+        load({"image": str(image), "label": str(moved)})
+    assert load({"image": str(image), "label": str(nudged)})["label"].shape == (1, *SHAPE)
+
+
+def test_dicom_pipeline_inverts_to_the_scan_grid(tmp_path: Path) -> None:
+    """Orientationd + Spacingd after LoadVolumed, then Invertd back, as with LoadImaged."""
+    vol = _volume((16, 14, 8))
+    write_dicom_series(tmp_path / "s", vol, SPACING, rotation(0, 0, 90) @ np.diag([1.0, -1.0, -1.0]), ORIGIN)
+    pre = Compose([LoadVolumed("image"), Orientationd("image", axcodes="RAS", labels=None),
+                   Spacingd("image", pixdim=(1.5, 1.5, 3.0), mode="nearest")])
+    out = pre({"image": str(tmp_path / "s")})
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(out["image"].affine)[:3, :3], axis=0), (1.5, 1.5, 3.0))
+    out["pred"] = out["image"].clone()
+    inv = Invertd("pred", transform=pre, orig_keys="image", nearest_interp=True)(out)
+    original = load_volume(tmp_path / "s")
+    assert inv["pred"].shape == original.shape
+    np.testing.assert_allclose(np.asarray(inv["pred"].affine), np.asarray(original.affine), atol=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------- find_inputs
+
+
+def test_find_inputs(tmp_path: Path) -> None:
+    vol = _volume()
+    root = tmp_path / "in"
+    (root / "sub" / "deeper").mkdir(parents=True)
+    a = _write_nifti(root / "b_case.nii.gz", vol)
+    b = _write_nrrd(root / "sub" / "a_case.nrrd", vol, np.eye(3))
+    write_dicom_series(root / "sub" / "deeper" / "series", vol, SPACING, np.eye(3), ORIGIN)
+    (root / "notes.txt").write_text("not an image")
+    (root / ".hidden.nii.gz").write_bytes(b"x")
+    single = _write_nifti(tmp_path / "single.nii", vol)
+    found = find_inputs([root, single])
+    assert found == sorted([a, b, root / "sub" / "deeper" / "series", single])
+    assert find_inputs(root / "sub" / "deeper" / "series") == [root / "sub" / "deeper" / "series"]
+
+    (tmp_path / "empty").mkdir()
+    write_dicom_series(tmp_path / "two", vol, SPACING, np.eye(3), ORIGIN, series_uid="1.9.1", prefix="a")
+    write_dicom_series(tmp_path / "two", vol, SPACING, np.eye(3), ORIGIN, series_uid="1.9.2", prefix="b")
+    with pytest.raises(ValueError) as err:
+        find_inputs([root, tmp_path / "empty", tmp_path / "missing.nii.gz", tmp_path / "two"])
+    message = str(err.value)
+    assert "3 problem(s)" in message
+    assert f"no NIfTI, NRRD or DICOM series found in {tmp_path / 'empty'}" in message
+    assert f"input not found: {tmp_path / 'missing.nii.gz'}" in message
+    assert "1.9.1" in message and "1.9.2" in message
+    assert find_inputs(tmp_path / "two", series_uid="1.9.2") == [tmp_path / "two"]
+    with pytest.raises(FileNotFoundError, match="missing.nii.gz"):
+        find_inputs(tmp_path / "missing.nii.gz")
+
+
+# ---------------------------------------------------------------------------------------------- real scans
+
+
+@pytest.mark.shared_data
+def test_shared_mr_series_matches_reference(shared_data: Path) -> None:
+    """The real Siemens series equals its reference NIfTI voxel for voxel, affine to 1e-3 mm."""
+    folder = shared_data / "mr_dicom_series"
+    assert detect_kind(folder / "series") == "dicom"
+    series = load_volume(folder / "series")
+    reference = load_volume(folder / "reference.nii.gz")
+    to_ras = Orientation(axcodes="RAS", labels=None)
+    a, b = to_ras(series), to_ras(reference)
+    assert a.shape == b.shape == (1, 4, 256, 256)
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+    np.testing.assert_allclose(np.asarray(a.affine), np.asarray(b.affine), atol=1e-3)
+    np.testing.assert_allclose(read_header(folder / "series").affine, np.asarray(series.affine), atol=1e-3)
+    assert float(a.float().std()) > 0  # not a blank image
+
+
+@pytest.mark.shared_data
+def test_shared_ct_spleen_header(shared_data: Path) -> None:
+    info = read_header(shared_data / "ct_spleen" / "spleen_2_ct.nii.gz")
+    assert info.shape == (164, 166, 26)
+    np.testing.assert_allclose(info.spacing, (0.795, 0.795, 5.0), atol=1e-3)
+    label = load_volume(shared_data / "ct_spleen" / "spleen_2_label.nii.gz")
+    assert int(label.sum()) == 96672
