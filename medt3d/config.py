@@ -202,6 +202,7 @@ class TrainConfig:
 
     Attributes:
         max_epochs: training epochs.
+        max_seconds: wall-clock budget; training stops after the epoch that would overrun it. ``null``: no limit.
         iterations_per_epoch: batches per epoch; ``null`` means one pass over the training cases.
         batch_size: volumes per batch (each gives ``patch.num_samples`` patches).
         lr: AdamW learning rate.
@@ -219,6 +220,7 @@ class TrainConfig:
     """
 
     max_epochs: int = 300
+    max_seconds: float | None = None
     iterations_per_epoch: int | None = None
     batch_size: int = 2
     lr: float = 1e-4
@@ -303,9 +305,8 @@ def _coerce(value: Any, tp: Any, path: str, source: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (Union, types.UnionType):
-        if value is None:
-            if type(None) in args:
-                return None
+        if value is None and type(None) in args:
+            return None
         non_none = [a for a in args if a is not type(None)]
         if value is None:
             raise ConfigError(f"{source}: '{path}' must not be null")
@@ -463,6 +464,8 @@ def validate(cfg: Config, source: str = "<config>") -> None:
     _require(0.0 <= n.dropout < 1.0, source, "network.dropout", f"must be in [0, 1), got {n.dropout}")
 
     _require(t.max_epochs >= 1, source, "train.max_epochs", f"must be >= 1, got {t.max_epochs}")
+    if t.max_seconds is not None:
+        _require(t.max_seconds > 0, source, "train.max_seconds", f"must be positive, got {t.max_seconds}")
     if t.iterations_per_epoch is not None:
         _require(t.iterations_per_epoch >= 1, source, "train.iterations_per_epoch",
                  f"must be >= 1, got {t.iterations_per_epoch}")

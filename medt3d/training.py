@@ -137,7 +137,10 @@ class _RunState:
         self.best_metric = best_metric
         self.best_epoch = best_epoch
         self.history: list[dict[str, Any]] = history or []
-        self.epoch_losses: list[float] = []
+        self.losses: list[float] = []  # every iteration of this process, this session
+        self.epoch_start = 0  # index in ``losses`` where the current epoch began
+        self.started = time.time()
+        self.session_epochs = 0  # epochs completed by this process since it started (or resumed)
 
 
 def _attach_handlers(trainer: SupervisedTrainer, evaluator: SupervisedEvaluator, cfg: Config, run_dir: Path,
@@ -157,7 +160,7 @@ def _attach_handlers(trainer: SupervisedTrainer, evaluator: SupervisedEvaluator,
         frozen = engine.state.epoch <= cfg.train.freeze_gates_epochs
         for p in gates:
             p.requires_grad_(not frozen)
-        state.epoch_losses = []
+        state.epoch_start = len(state.losses)
 
     @trainer.on(IterationEvents.BACKWARD_COMPLETED)
     def _clip(engine: Engine) -> None:
@@ -169,19 +172,20 @@ def _attach_handlers(trainer: SupervisedTrainer, evaluator: SupervisedEvaluator,
 
     @trainer.on(Events.ITERATION_COMPLETED)
     def _collect_loss(engine: Engine) -> None:
-        state.epoch_losses.append(float(engine.state.output[0]["loss"]
-                                        if isinstance(engine.state.output, list) else engine.state.output["loss"]))
+        state.losses.append(float(engine.state.output["loss"]))
 
     # ValidationHandler is attached before this, so the epoch's metric is known here.
     @trainer.on(Events.EPOCH_COMPLETED)
     def _checkpoint(engine: Engine) -> None:
         epoch = engine.state.epoch
         metric = evaluator.state.metrics.get(KEY_METRIC) if evaluator.state.epoch == epoch else None
-        record = {"epoch": epoch, "loss": sum(state.epoch_losses) / max(1, len(state.epoch_losses)),
+        epoch_losses = state.losses[state.epoch_start:]
+        record = {"epoch": epoch, "loss": sum(epoch_losses) / max(1, len(epoch_losses)),
                   "lr": float(engine.optimizer.param_groups[0]["lr"])}
         if metric is not None:
             record[KEY_METRIC] = float(metric)
         state.history.append(record)
+        state.session_epochs += 1
         improved = metric is not None and float(metric) > state.best_metric
         if improved:
             state.best_metric, state.best_epoch = float(metric), epoch
@@ -195,6 +199,17 @@ def _attach_handlers(trainer: SupervisedTrainer, evaluator: SupervisedEvaluator,
             save_checkpoint(ckpt_dir / "best.pt", **common, metrics={KEY_METRIC: float(metric)})
         save_checkpoint(ckpt_dir / "last.pt", **common)
         atomic_write_text(run_dir / "history.json", json.dumps(state.history, indent=1))
+
+    @trainer.on(Events.EPOCH_COMPLETED)
+    def _time_budget(engine: Engine) -> None:
+        budget = cfg.train.max_seconds
+        if budget is None:
+            return
+        elapsed = time.time() - state.started
+        per_epoch = elapsed / max(1, state.session_epochs)
+        if elapsed + per_epoch > budget:
+            logger.info("stopping after epoch %d: train.max_seconds=%s would be exceeded", engine.state.epoch, budget)
+            engine.terminate()
 
 
 def _tracking_handlers(cfg: Config, run_dir: Path, tracking_uri: str | None, trainer: SupervisedTrainer,
@@ -354,8 +369,6 @@ def _train(cfg: Config, data_dir: str | Path, run_dir: Path, resume: bool, track
         trainer.state.iteration = resume_payload["iteration"]
         logger.info("resuming %s from epoch %d (iteration %d)", run_dir, trainer.state.epoch, trainer.state.iteration)
 
-    losses: list[float] = []
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(float(e.state.output["loss"])))
     _attach_handlers(trainer, evaluator, cfg, run_dir, state, info, train_ds, scheduler, generator)
     if cfg.train.early_stopping_patience is not None:
         EarlyStopHandler(patience=cfg.train.early_stopping_patience,
@@ -375,4 +388,4 @@ def _train(cfg: Config, data_dir: str | Path, run_dir: Path, resume: bool, track
         logger.info("done in %.0f s: best %s %.4f at epoch %d; checkpoints in %s", time.time() - start, KEY_METRIC,
                     state.best_metric, state.best_epoch, run_dir / "checkpoints")
     return TrainResult(run_dir=run_dir, best_metric=state.best_metric, best_epoch=state.best_epoch,
-                       epochs_run=trainer.state.epoch, losses=losses)
+                       epochs_run=trainer.state.epoch, losses=state.losses)
