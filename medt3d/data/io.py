@@ -44,6 +44,7 @@ __all__ = [
     "is_dicom_file",
     "load_volume",
     "read_header",
+    "require_3d",
     "same_grid",
     "strip_suffix",
 ]
@@ -441,7 +442,8 @@ def read_header(path: str | Path, series_uid: str | None = None) -> VolumeInfo:
     return VolumeInfo(path, kind, shape, _lps_to_ras(lps))
 
 
-def _check_3d(info: VolumeInfo) -> None:
+def require_3d(info: VolumeInfo) -> None:
+    """Raise a ValueError naming the file unless ``info`` describes one 3-D volume (a 4-D one with one volume passes)."""
     shape = info.shape
     text = "x".join(str(v) for v in shape)
     if len(shape) < 3 or min(shape[:3]) < 2:
@@ -537,7 +539,7 @@ def load_volume(path: str | Path, series_uid: str | None = None, dtype: Any = np
     """
     path = Path(path)
     info = read_header(path, series_uid)
-    _check_3d(info)
+    require_3d(info)
     reader = _reader_for(info.kind, info.series_uid)
     loader = LoadImage(reader=reader, image_only=True, ensure_channel_first=True, dtype=dtype)
     try:

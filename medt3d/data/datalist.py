@@ -1,0 +1,479 @@
+"""Datalists: find image/label pairs in the layouts people use, and report every problem at once.
+
+Layouts understood by :func:`build_datalist` (``Datalist.layout`` names the one found):
+
+- ``split``: ``DATA/train/images`` + ``DATA/train/masks`` (or ``labels``), and the same under
+  ``DATA/val`` (or ``validation``); pairs are matched by case name.
+- ``folders``: ``DATA/images`` + ``DATA/masks`` (or ``labels``) without a split.
+- ``msd``: a Medical Segmentation Decathlon ``dataset.json`` (``training``, optional ``validation``,
+  ``labels``, ``modality``), given as the file or as the folder holding it.
+- ``flat``: one folder where each label sits beside its image with a ``_label``, ``_seg`` or
+  ``_mask`` suffix, e.g. ``spleen_2_ct.nii.gz`` + ``spleen_2_label.nii.gz`` (case ``spleen_2``).
+- ``json``: an explicit JSON list ``[{"image": ..., "label": ...}, ...]`` or
+  ``{"train": [...], "val": [...], "labels": [...], "modality": "CT"}`` (what :meth:`Datalist.save` writes).
+
+A case's name is its file name without the extension and without one image suffix (``_0000``,
+``_ct``, ``_img``, ``_image``, ...; see ``IMAGE_SUFFIXES``) or label suffix (``LABEL_SUFFIXES``).
+Any image or label may be a NIfTI file, an NRRD file or a DICOM series folder. A DICOM folder that
+holds several series needs ``"series_uid"`` in its case (``"label_series_uid"`` for a label), which
+only the ``json`` layout can carry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medt3d.data.io import (
+    GEOMETRY_ATOL_MM,
+    NIFTI_SUFFIXES,
+    NRRD_SUFFIXES,
+    check_dicom_series,
+    detect_kind,
+    is_dicom_file,
+    read_header,
+    require_3d,
+    same_grid,
+    strip_suffix,
+)
+from medt3d.io_utils import atomic_write_text
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "LABEL_SUFFIXES",
+    "Datalist",
+    "DatasetError",
+    "build_datalist",
+    "case_name",
+    "check_pairs",
+    "split_cases",
+]
+
+#: suffixes that mark a label in a flat folder (also stripped from names in masks/ folders).
+LABEL_SUFFIXES = ("_label", "_seg", "_mask")
+#: suffixes stripped from image names so that an image and its label share one case name.
+IMAGE_SUFFIXES = ("_0000", "_ct", "_mr", "_mri", "_img", "_image", "_scan", "_vol", "_volume")
+IMAGE_DIRS = ("images",)
+LABEL_DIRS = ("masks", "labels")
+TRAIN_DIRS = ("train",)
+VAL_DIRS = ("val", "validation")
+MSD_JSON = "dataset.json"
+
+
+class DatasetError(ValueError):
+    """Problems with a dataset; ``problems`` lists every one found, each naming its path."""
+
+    def __init__(self, problems: Sequence[str], source: str | Path | None = None) -> None:
+        self.problems = list(problems)
+        where = f" in {source}" if source is not None else ""
+        super().__init__(f"{len(self.problems)} problem(s){where}:\n  - " + "\n  - ".join(self.problems))
+
+
+@dataclass
+class Datalist:
+    """Cases found in a dataset.
+
+    Attributes:
+        train: training cases, each ``{"name", "image", "label"}`` (+ ``"series_uid"`` when set).
+        val: validation cases; empty when the data have no validation split.
+        layout: ``split``, ``folders``, ``msd``, ``flat`` or ``json``.
+        labels: class names from the dataset's JSON (background first), when it has them.
+        modality: modality from the dataset's JSON (several channels joined by ``", "``), when present.
+        root: the data folder (the JSON file's folder for JSON sources).
+    """
+
+    train: list[dict[str, Any]]
+    val: list[dict[str, Any]] = field(default_factory=list)
+    layout: str = "json"
+    labels: list[str] | None = None
+    modality: str | None = None
+    root: Path = Path(".")
+
+    @property
+    def cases(self) -> list[dict[str, Any]]:
+        """Training and validation cases together."""
+        return [*self.train, *self.val]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The explicit-JSON form, which :func:`build_datalist` reads back."""
+        out: dict[str, Any] = {"train": self.train, "val": self.val}
+        if self.labels is not None:
+            out["labels"] = self.labels
+        if self.modality is not None:
+            out["modality"] = self.modality
+        return out
+
+    def save(self, path: str | Path) -> Path:
+        """Write the datalist as explicit JSON (absolute paths), atomically."""
+        path = Path(path)
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+
+# ---------------------------------------------------------------------------------------------- names
+
+
+def _strip_one(stem: str, suffixes: Iterable[str]) -> tuple[str, bool]:
+    lower = stem.lower()
+    for suffix in suffixes:
+        if lower.endswith(suffix) and len(stem) > len(suffix):
+            return stem[: -len(suffix)], True
+    return stem, False
+
+
+def _is_label_name(path: Path) -> bool:
+    return _strip_one(strip_suffix(path), LABEL_SUFFIXES)[1]
+
+
+def case_name(path: str | Path, role: str = "image") -> str:
+    """Case name of an image (``role="image"``) or label (``role="label"``) path.
+
+    Example:
+        >>> case_name("spleen_2_ct.nii.gz"), case_name("spleen_2_label.nii.gz", "label")
+        ('spleen_2', 'spleen_2')
+    """
+    stem = strip_suffix(path)
+    return _strip_one(stem, LABEL_SUFFIXES if role == "label" else IMAGE_SUFFIXES)[0]
+
+
+def _is_volume(path: Path) -> bool:
+    """A NIfTI/NRRD file or a folder with DICOM files directly inside."""
+    if path.is_dir():
+        try:
+            return any(is_dicom_file(p) for p in path.iterdir())
+        except OSError:
+            return False
+    return path.name.lower().endswith(NIFTI_SUFFIXES + NRRD_SUFFIXES)
+
+
+def _entries(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
+# ---------------------------------------------------------------------------------------------- pairing
+
+
+def _pair(
+    images: list[Path],
+    labels: list[Path],
+    problems: list[str],
+    require_labels: bool,
+    label_where: str,
+) -> list[dict[str, Any]]:
+    """Match images to labels by case name; append every unmatched or duplicate entry to ``problems``."""
+    by_image: dict[str, list[Path]] = defaultdict(list)
+    by_label: dict[str, list[Path]] = defaultdict(list)
+    for path in images:
+        by_image[case_name(path, "image")].append(path)
+    for path in labels:
+        by_label[case_name(path, "label")].append(path)
+    for kind, groups in (("images", by_image), ("labels", by_label)):
+        for name, paths in sorted(groups.items()):
+            if len(paths) > 1:
+                problems.append(f"duplicate case name {name!r} among {kind}: " + ", ".join(str(p) for p in paths))
+    cases = []
+    for name, paths in sorted(by_image.items()):
+        case: dict[str, Any] = {"name": name, "image": str(paths[0])}
+        if name in by_label:
+            case["label"] = str(by_label[name][0])
+        elif require_labels:
+            problems.append(f"image without a label: {paths[0]} (no label named {name!r} {label_where})")
+        cases.append(case)
+    for name, paths in sorted(by_label.items()):
+        if name not in by_image:
+            problems.append(
+                f"label without an image: {paths[0]} (no image named {name!r}, with or without one of the "
+                f"suffixes {', '.join(IMAGE_SUFFIXES)})"
+            )
+    return cases
+
+
+def _volumes_in(folder: Path, problems: list[str]) -> list[Path]:
+    """Volumes in an images/ or masks/ folder; anything else there is a problem."""
+    found = []
+    entries = _entries(folder)
+    if not entries:
+        problems.append(f"empty folder: {folder}")
+    for path in entries:
+        if _is_volume(path):
+            found.append(path)
+        else:
+            problems.append(f"not a NIfTI file, NRRD file or DICOM series folder: {path}")
+    return found
+
+
+def _image_label_dirs(folder: Path, problems: list[str], require_labels: bool) -> list[dict[str, Any]]:
+    """Cases of ``folder/images`` + ``folder/masks`` (or ``labels``)."""
+    images_dir = next((folder / d for d in IMAGE_DIRS if (folder / d).is_dir()), None)
+    if images_dir is None:
+        problems.append(f"no {'/'.join(IMAGE_DIRS)}/ folder in {folder}")
+        return []
+    label_dirs = [folder / d for d in LABEL_DIRS if (folder / d).is_dir()]
+    if len(label_dirs) > 1:
+        problems.append(f"both {' and '.join(str(d) for d in label_dirs)} exist: keep one")
+    n_before = len(problems)
+    images = _volumes_in(images_dir, problems)
+    if not label_dirs:
+        if require_labels:
+            problems.append(f"no {' or '.join(d + '/' for d in LABEL_DIRS)} folder beside {images_dir}")
+        return _pair(images, [], problems, False, "")
+    labels = _volumes_in(label_dirs[0], problems)
+    empty_labels = any(p == f"empty folder: {label_dirs[0]}" for p in problems[n_before:])
+    return _pair(images, labels, problems, require_labels and not empty_labels, f"in {label_dirs[0]}")
+
+
+def _flat(folder: Path, problems: list[str], require_labels: bool) -> list[dict[str, Any]]:
+    entries = _entries(folder)
+    if not entries:
+        problems.append(f"empty folder: {folder}")
+        return []
+    volumes = [p for p in entries if _is_volume(p)]
+    if not volumes:
+        listing = ", ".join(p.name for p in entries[:8]) + (", ..." if len(entries) > 8 else "")
+        problems.append(
+            f"no NIfTI file, NRRD file or DICOM series folder in {folder} (it holds: {listing}); expected "
+            f"train/ and val/ with images/ + masks/, images/ + masks/, a {MSD_JSON}, or images with labels "
+            f"beside them named <case>{LABEL_SUFFIXES[0]}"
+        )
+        return []
+    labels = [p for p in volumes if _is_label_name(p)]
+    images = [p for p in volumes if not _is_label_name(p)]
+    where = f"beside it in {folder} (suffixes {', '.join(LABEL_SUFFIXES)})"
+    return _pair(images, labels, problems, require_labels, where)
+
+
+# ---------------------------------------------------------------------------------------------- JSON
+
+
+def _resolve(base: Path, value: str) -> str:
+    path = Path(os.path.expanduser(value))
+    return os.path.normpath(path if path.is_absolute() else base / path)
+
+
+def _json_cases(
+    entries: Any, base: Path, what: str, problems: list[str], require_labels: bool
+) -> list[dict[str, Any]]:
+    """Validate and resolve a JSON list of cases (MONAI's own loader stops at the first bad entry)."""
+    if not isinstance(entries, list):
+        problems.append(f"{what} must be a list of cases, got {type(entries).__name__}")
+        return []
+    cases = []
+    for i, entry in enumerate(entries):
+        where = f"{what}[{i}]"
+        if isinstance(entry, str):
+            entry = {"image": entry}
+        if not isinstance(entry, dict):
+            problems.append(f"{where} must be an object with \"image\" and \"label\", got {entry!r}")
+            continue
+        if not isinstance(entry.get("image"), str):
+            problems.append(f"{where} has no \"image\" path: {entry!r}")
+            continue
+        case = dict(entry)
+        case["image"] = _resolve(base, entry["image"])
+        if isinstance(entry.get("label"), str):
+            case["label"] = _resolve(base, entry["label"])
+        elif "label" in entry:
+            problems.append(f"{where} has a \"label\" that is not a path: {entry['label']!r}")
+            case.pop("label")
+        elif require_labels:
+            problems.append(f"{where}: image without a label: {case['image']}")
+        case["name"] = str(entry.get("name") or case_name(case["image"], "image"))
+        cases.append(case)
+    return cases
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"cannot read {path}: {err}") from None
+
+
+def _msd_meta(data: dict[str, Any], path: Path, problems: list[str]) -> tuple[list[str] | None, str | None]:
+    labels = modality = None
+    raw_labels = data.get("labels")
+    if isinstance(raw_labels, dict):
+        try:
+            keyed = {int(k): str(v) for k, v in raw_labels.items()}
+        except ValueError:
+            problems.append(f"{path}: \"labels\" keys must be class indices 0..n-1, got {sorted(raw_labels)}")
+        else:
+            if sorted(keyed) != list(range(len(keyed))):
+                problems.append(f"{path}: \"labels\" keys must be 0..{len(keyed) - 1}, got {sorted(keyed)}")
+            else:
+                labels = [keyed[i] for i in range(len(keyed))]
+    elif isinstance(raw_labels, list):
+        labels = [str(v) for v in raw_labels]
+    elif raw_labels is not None:
+        problems.append(f"{path}: \"labels\" must be an object or a list, got {raw_labels!r}")
+    raw_mod = data.get("modality")
+    if isinstance(raw_mod, dict):
+        modality = ", ".join(str(v) for _, v in sorted(raw_mod.items(), key=lambda kv: str(kv[0]).zfill(6)))
+    elif isinstance(raw_mod, str):
+        modality = raw_mod
+    return labels, modality
+
+
+def _from_json(path: Path, problems: list[str], require_labels: bool) -> Datalist:
+    data = _read_json(path)
+    base = path.parent
+    if isinstance(data, dict) and "training" in data:
+        labels, modality = _msd_meta(data, path, problems)
+        train = _json_cases(data["training"], base, f"{path} training", problems, require_labels)
+        val = _json_cases(data.get("validation", []), base, f"{path} validation", problems, require_labels)
+        return Datalist(train, val, "msd", labels, modality, base)
+    if isinstance(data, list):
+        return Datalist(_json_cases(data, base, str(path), problems, require_labels), [], "json", None, None, base)
+    if isinstance(data, dict) and "train" in data:
+        labels, modality = _msd_meta(data, path, problems)
+        train = _json_cases(data["train"], base, f"{path} train", problems, require_labels)
+        val_key = next((k for k in ("val", "validation") if k in data), None)
+        val = _json_cases(data[val_key], base, f"{path} {val_key}", problems, require_labels) if val_key else []
+        return Datalist(train, val, "json", labels, modality, base)
+    raise ValueError(
+        f"{path}: expected a list of cases, an object with \"train\" (and \"val\"), or an MSD dataset.json "
+        "with \"training\""
+    )
+
+
+# ---------------------------------------------------------------------------------------------- checks
+
+
+def _check_case_files(cases: list[dict[str, Any]], problems: list[str]) -> None:
+    """Every path exists and is a supported kind; DICOM folders hold one valid series (or the chosen one)."""
+    for case in cases:
+        for key in ("image", "label"):
+            if key not in case:
+                continue
+            path = Path(case[key])
+            uid = case.get(f"{key}_series_uid", case.get("series_uid") if key == "image" else None)
+            try:
+                if detect_kind(path) == "dicom":
+                    check_dicom_series(path, uid)
+            except FileNotFoundError:
+                problems.append(f"{key} of case {case['name']!r} not found: {path}")
+            except ValueError as err:
+                problems.append(f"{key} of case {case['name']!r}: {err}")
+
+
+def _check_names(datalist: Datalist, problems: list[str]) -> None:
+    for split_name, cases in (("train", datalist.train), ("val", datalist.val)):
+        seen: dict[str, str] = {}
+        for case in cases:
+            if case["name"] in seen:
+                problems.append(
+                    f"duplicate case name {case['name']!r} in {split_name}: {seen[case['name']]} and {case['image']}"
+                )
+            seen[case["name"]] = case["image"]
+    both = {c["name"] for c in datalist.train} & {c["name"] for c in datalist.val}
+    for name in sorted(both):
+        problems.append(f"case {name!r} is in both train and val")
+
+
+def build_datalist(source: str | Path, require_labels: bool = True) -> Datalist:
+    """Find the cases of a dataset folder (any layout in this module's docstring) or JSON file.
+
+    Args:
+        source: the data folder, an MSD ``dataset.json`` or an explicit JSON list.
+        require_labels: every image needs a label (training, evaluation); when False, images
+            without labels are kept without a ``"label"`` key.
+
+    Returns:
+        The cases, sorted by name within each split.
+
+    Raises:
+        FileNotFoundError: ``source`` does not exist.
+        DatasetError: every problem found (missing or unmatched files, empty folders, duplicate
+            names, unsupported entries, bad DICOM series), each naming its path.
+    """
+    source = Path(source)
+    if not source.exists():
+        raise FileNotFoundError(f"data source not found: {source}")
+    problems: list[str] = []
+    if source.is_file():
+        if source.suffix.lower() != ".json":
+            raise ValueError(f"data source {source} is a file but not a .json datalist; give the data folder")
+        datalist = _from_json(source, problems, require_labels)
+    elif (source / MSD_JSON).is_file():
+        datalist = _from_json(source / MSD_JSON, problems, require_labels)
+    elif any((source / d).is_dir() for d in TRAIN_DIRS):
+        train_dir = next(source / d for d in TRAIN_DIRS if (source / d).is_dir())
+        train = _image_label_dirs(train_dir, problems, require_labels)
+        val_dir = next((source / d for d in VAL_DIRS if (source / d).is_dir()), None)
+        val = _image_label_dirs(val_dir, problems, require_labels) if val_dir else []
+        datalist = Datalist(train, val, "split", None, None, source)
+    elif any((source / d).is_dir() for d in IMAGE_DIRS):
+        datalist = Datalist(_image_label_dirs(source, problems, require_labels), [], "folders", None, None, source)
+    else:
+        datalist = Datalist(_flat(source, problems, require_labels), [], "flat", None, None, source)
+    if not datalist.train and not problems:
+        problems.append(f"no training cases in {source}")
+    _check_names(datalist, problems)
+    _check_case_files(datalist.cases, problems)
+    if problems:
+        raise DatasetError(problems, source)
+    datalist.train.sort(key=lambda c: c["name"])
+    datalist.val.sort(key=lambda c: c["name"])
+    return datalist
+
+
+def split_cases(
+    cases: Sequence[dict[str, Any]], val_fraction: float, seed: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Hold out a seeded share of ``cases`` for validation (for data without a validation split).
+
+    The result depends only on the case names, ``val_fraction`` and ``seed``, not on input order.
+    At least one case goes to each side when ``val_fraction > 0``.
+
+    Raises:
+        ValueError: ``val_fraction`` outside [0, 1), or fewer than 2 cases to split.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    ordered = sorted(cases, key=lambda c: c["name"])
+    if val_fraction == 0.0:
+        return ordered, []
+    if len(ordered) < 2:
+        raise ValueError(f"cannot hold out a validation case from {len(ordered)} case(s); need at least 2")
+    n_val = min(max(1, round(len(ordered) * val_fraction)), len(ordered) - 1)
+    picked = set(random.Random(seed).sample(range(len(ordered)), n_val))
+    train = [c for i, c in enumerate(ordered) if i not in picked]
+    val = [c for i, c in enumerate(ordered) if i in picked]
+    return train, val
+
+
+def check_pairs(cases: Sequence[dict[str, Any]], atol: float = GEOMETRY_ATOL_MM) -> None:
+    """Open headers only and check that every image is 3-D and shares its label's grid.
+
+    Raises:
+        DatasetError: every unreadable header, non-3-D image and image/label shape or geometry
+            mismatch, each naming the case and its files.
+    """
+    problems: list[str] = []
+    for case in cases:
+        infos = {}
+        for key in ("image", "label"):
+            if key not in case:
+                continue
+            uid = case.get(f"{key}_series_uid", case.get("series_uid") if key == "image" else None)
+            try:
+                info = read_header(case[key], uid)
+                require_3d(info)
+            except (FileNotFoundError, ValueError) as err:
+                problems.append(f"case {case.get('name', case[key])!r}: {err}")
+                continue
+            infos[key] = info
+        if len(infos) == 2:
+            mismatch = same_grid(infos["image"], infos["label"], atol)
+            if mismatch:
+                problems.append(f"case {case.get('name', case['image'])!r}: image and label differ: {mismatch}")
+    if problems:
+        raise DatasetError(problems)
