@@ -178,6 +178,21 @@ def test_dicom_uneven_spacing_is_refused(tmp_path: Path) -> None:
         load_volume(tmp_path / "s")
 
 
+def test_dicom_positions_rounded_in_headers_still_load(tmp_path: Path) -> None:
+    """Positions rounded to 0.1 mm (steps 1.2/1.3 for 1.25 mm) are jitter, not gaps."""
+    import pydicom
+
+    vol = _volume()
+    files = write_dicom_series(tmp_path / "s", vol, (0.7, 0.8, 1.25), np.eye(3), (0.0, 0.0, 0.03))
+    for path in files:
+        ds = pydicom.dcmread(path)
+        ds.ImagePositionPatient = [f"{float(v):.1f}" for v in ds.ImagePositionPatient]
+        ds.save_as(path, enforce_file_format=True)
+    img = load_volume(tmp_path / "s")
+    np.testing.assert_array_equal(img[0].numpy(), vol)
+    np.testing.assert_allclose(np.asarray(img.affine)[2, 2], 7.5 / 6, atol=1e-6)  # first to last / (n - 1)
+
+
 def test_dicom_mixed_rows_columns(tmp_path: Path) -> None:
     from dicom_utils import set_slice_size
 

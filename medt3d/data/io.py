@@ -61,16 +61,19 @@ DICOM_SUFFIXES = (".dcm", ".ima", ".dicom")
 
 #: image and label grids agree when every affine entry differs by at most this (mm).
 GEOMETRY_ATOL_MM = 1e-3
-#: slices of a DICOM series are evenly spaced when each step is within this fraction of the smallest.
-SLICE_STEP_RTOL = 0.01
-#: ... plus this absolute slack in mm (DICOM positions are decimal strings of at most 16 characters).
-SLICE_STEP_ATOL_MM = 1e-3
+#: two DICOM slices closer than this along the normal share one position (mm).
+SLICE_DUPLICATE_ATOL_MM = 1e-3
+#: a step longer than this many median steps is a gap (missing slices).
+SLICE_GAP_RATIO = 1.5
+#: slices are evenly spaced when each lies within this fraction of a step of an even grid from first to
+#: last (ITK reads the series onto that grid); tolerant of positions rounded to 0.1 mm in the headers.
+SLICE_GRID_RTOL = 0.1
 #: a DICOM series is sheared (gantry tilt) when consecutive positions leave the normal by more than this.
 SHEAR_ATOL_MM = 1e-2
 
 _SUPPORTED = "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr) or a folder holding one DICOM series"
 _SERIES_HOWTO = (
-    'pick one with series_uid=... (in a datalist case: "series_uid": "<uid>"), '
+    'Pick one with series_uid=... (a case of a JSON datalist takes "series_uid": "<uid>"), '
     "or move each series into its own folder"
 )
 # DICOM header tags read when checking a series (pixels are never read at that stage).
@@ -305,27 +308,32 @@ def _scan_series(folder: str | Path, series_uid: str | None = None) -> _Series:
         steps = np.diff(along)
         duplicates = [
             f"{slices[i].path.name} and {slices[i + 1].path.name} at {along[i]:.3f} mm"
-            for i in np.flatnonzero(steps <= SLICE_STEP_ATOL_MM)
+            for i in np.flatnonzero(steps <= SLICE_DUPLICATE_ATOL_MM)
         ]
         if duplicates:
             raise ValueError(
                 f"{where}: several slices share one position along the slice normal ({'; '.join(duplicates[:5])}); "
                 "the series may hold several echoes, phases or time points: put each in its own folder"
             )
-        step = float(steps.min())
-        gaps = []
-        for i in np.flatnonzero(steps > step * (1 + SLICE_STEP_RTOL) + SLICE_STEP_ATOL_MM):
-            ratio = steps[i] / step
-            missing = int(round(ratio)) - 1
-            guess = (f"about {missing} slice(s) missing" if abs(ratio - round(ratio)) < 0.1
-                     else "uneven slice spacing")
-            gaps.append(
-                f"between slice {i} ({slices[i].path.name}, at {along[i]:.3f} mm) and slice {i + 1} "
-                f"({slices[i + 1].path.name}, at {along[i + 1]:.3f} mm) the step is {steps[i]:.3f} mm, "
-                f"expected {step:.3f} mm ({guess})"
-            )
+        median = float(np.median(steps))
+        gaps = [
+            f"between slice {i} ({slices[i].path.name}, at {along[i]:.3f} mm) and slice {i + 1} "
+            f"({slices[i + 1].path.name}, at {along[i + 1]:.3f} mm) the step is {steps[i]:.3f} mm, "
+            f"expected {median:.3f} mm (about {max(1, round(steps[i] / median) - 1)} slice(s) missing)"
+            for i in np.flatnonzero(steps > SLICE_GAP_RATIO * median)
+        ]
         if gaps:
-            raise ValueError(f"{where}: missing slice(s) or uneven spacing along the slice normal: {'; '.join(gaps)}")
+            raise ValueError(f"{where}: missing slice(s) along the slice normal: {'; '.join(gaps)}")
+        # ITK's series reader puts the slices on an even grid from the first to the last one
+        step = float(along[-1] - along[0]) / (len(along) - 1)
+        off_grid = along - (along[0] + step * np.arange(len(along)))
+        worst = int(np.argmax(np.abs(off_grid)))
+        if abs(off_grid[worst]) > SLICE_GRID_RTOL * step:
+            raise ValueError(
+                f"{where}: uneven slice spacing along the slice normal (steps from {steps.min():.3f} to "
+                f"{steps.max():.3f} mm): slice {worst} ({slices[worst].path.name}, at {along[worst]:.3f} mm) "
+                f"is {off_grid[worst]:+.3f} mm off an even grid of {step:.3f} mm steps"
+            )
         offsets = np.stack([s.position for s in slices]) - slices[0].position
         off_normal = offsets - np.outer(offsets @ normal, normal)
         worst = int(np.argmax(np.linalg.norm(off_normal, axis=1)))
