@@ -3,11 +3,17 @@
 :class:`Predictor` is the one inference route: ``medt3d evaluate``, ``medt3d infer``, the demo and
 the bundle all use the same transforms and inferer settings from the config. Windows run on the
 compute device while the full-resolution output accumulates on the CPU (bounded device memory).
+
+Memory on the CPU is bounded too: the stitched output lives at the model's (preprocessed) spacing,
+only one (C, ...) probability volume exists at a time (flip TTA sums into it in place), and the
+label is mapped back to the scan's grid as one channel (nearest neighbour); per-class probabilities
+on the scan's grid are only built when asked for.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,12 +23,27 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import KeepLargestConnectedComponent
 
-from medt3d.config import Config
+from medt3d.config import Config, config_from_dict, config_to_dict
+from medt3d.data.io import GEOMETRY_ATOL_MM, LoadVolumed
 from medt3d.data.transforms import build_infer_transforms, build_postprocessing
 from medt3d.devices import autocast_dtype
-from medt3d.training import build_sliding_window_inferer
 
-__all__ = ["Prediction", "Predictor", "voxel_spacing", "flip_tta_axes"]
+__all__ = [
+    "Prediction",
+    "Predictor",
+    "check_finite",
+    "flip_tta_axes",
+    "load_inference_model",
+    "model_file",
+    "override_config",
+    "save_nifti",
+    "sha256_file",
+    "voxel_spacing",
+    "write_nifti",
+]
+
+#: Where a training run folder keeps its checkpoints, in the order :func:`medt3d.checkpoint.load_checkpoint` tries them.
+RUN_FOLDER_CHECKPOINTS = ("checkpoints/best.pt", "checkpoints/last.pt", "best.pt")
 
 
 def voxel_spacing(affine: Any) -> list[float]:
@@ -34,6 +55,96 @@ def voxel_spacing(affine: Any) -> list[float]:
 def flip_tta_axes() -> list[tuple[int, ...]]:
     """Spatial flip combinations used for test-time augmentation (dims of a (B, C, X, Y, Z) tensor)."""
     return [(), (2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4)]
+
+
+# --------------------------------------------------------------------------- model loading
+
+
+def model_file(path: str | Path) -> Path:
+    """The checkpoint file behind ``path`` (a checkpoint, or a training run folder).
+
+    Raises:
+        FileNotFoundError: nothing there, or a run folder without checkpoint.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model not found: {path}")
+    if not path.is_dir():
+        return path
+    for name in RUN_FOLDER_CHECKPOINTS:
+        if (path / name).is_file():
+            return path / name
+    raise FileNotFoundError(f"no checkpoint in run folder {path} (looked for {', '.join(RUN_FOLDER_CHECKPOINTS)})")
+
+
+def load_inference_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, Config]:
+    """Load a model for inference from a checkpoint file or a training run folder.
+
+    This is the one place that maps a ``--model`` argument to ``(network, config)``; exported
+    bundle folders are to be added here.
+
+    Raises:
+        FileNotFoundError: no model at ``path``.
+        ValueError: unreadable checkpoint, weights that do not fit its config, or a bundle folder
+            (not supported yet).
+    """
+    from medt3d.checkpoint import load_model
+
+    path = Path(path)
+    if path.is_dir() and (path / "configs" / "metadata.json").is_file():
+        raise ValueError(f"{path} is a MONAI bundle folder; loading bundles in 'medt3d infer' is not supported "
+                         "yet: pass the checkpoint (.pt) or the training run folder it was exported from")
+    return load_model(model_file(path), device)
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def override_config(cfg: Config, overrides: dict[str, Any]) -> Config:
+    """A copy of ``cfg`` with dotted keys replaced (``None`` values skipped), validated again.
+
+    Example: ``override_config(cfg, {"infer.overlap": 0.5, "patch.roi_size": [64, 64, 32]})``.
+
+    Raises:
+        ConfigError: unknown key or impossible value (the message names the key).
+    """
+    values = config_to_dict(cfg)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        *sections, leaf = key.split(".")
+        node = values
+        for section in sections:
+            node = node[section]
+        node[leaf] = list(value) if isinstance(value, tuple) else value
+    return config_from_dict(values, source="model config with inference overrides")
+
+
+# --------------------------------------------------------------------------- prediction
+
+
+def check_finite(image: torch.Tensor, source: str | Path) -> None:
+    """Reject a volume holding NaN or Inf voxels, saying how many of each.
+
+    Raises:
+        ValueError: naming ``source`` and the counts.
+    """
+    finite = torch.isfinite(image)
+    if bool(finite.all()):
+        return
+    n_nan = int(torch.isnan(image).sum())
+    n_inf = int((~finite).sum()) - n_nan
+    raise ValueError(
+        f"{source}: {n_nan} NaN and {n_inf} Inf voxel(s) in the scan; medt3d rejects such scans rather than "
+        "guess values for them (intensity windowing would turn Inf into a valid-looking value and NaN would "
+        "spread through resampling): fix the scan or replace those voxels first"
+    )
 
 
 @dataclass
@@ -48,6 +159,11 @@ class Prediction:
     label: MetaTensor
     probabilities: MetaTensor | None = None
 
+    @property
+    def affine(self) -> np.ndarray:
+        """4x4 voxel-to-RAS matrix of the scan as loaded."""
+        return np.asarray(self.label.affine, dtype=np.float64)
+
 
 class Predictor:
     """Predict whole scans with a trained network and the config it was trained with.
@@ -56,19 +172,32 @@ class Predictor:
         model: the network (in eval mode on ``device``).
         cfg: its config (preprocessing, ROI, inferer and postprocessing settings).
         device: where the windows run; the stitched output stays on the CPU.
+        progress: show a progress bar over the sliding windows.
     """
 
-    def __init__(self, model: torch.nn.Module, cfg: Config, device: torch.device) -> None:
+    def __init__(self, model: torch.nn.Module, cfg: Config, device: torch.device | str,
+                 progress: bool = False) -> None:
+        # imported here: the training module pulls in the engines and trackers, which plain
+        # inference does not need until a Predictor is built
+        from medt3d.training import build_sliding_window_inferer
+
         self.model = model.eval()
         self.cfg = cfg
-        self.device = device
+        self.device = torch.device(device)
         self.pre = build_infer_transforms(cfg)
-        self.post_label = build_postprocessing(cfg, self.pre, argmax=True)
-        self.post_prob = build_postprocessing(cfg, self.pre, argmax=False)
-        self.inferer = build_sliding_window_inferer(cfg, sw_device=device, device=torch.device("cpu"))
-        self.autocast = autocast_dtype(cfg.infer.precision, device)
+        # the Predictor averages softmax probabilities itself (flip TTA), so no second softmax here
+        self.post_label = build_postprocessing(cfg, self.pre, argmax=True, softmax=False)
+        self.post_prob = build_postprocessing(cfg, self.pre, argmax=False, softmax=False)
+        self.inferer = build_sliding_window_inferer(cfg, sw_device=self.device, device=torch.device("cpu"))
+        self.inferer.progress = progress
+        self.autocast = autocast_dtype(cfg.infer.precision, self.device)
         labels = list(range(1, cfg.data.num_classes))
         self.keep_largest = KeepLargestConnectedComponent(applied_labels=labels, independent=True)
+        transforms = list(self.pre.transforms)
+        loaders = [i for i, t in enumerate(transforms) if isinstance(t, LoadVolumed)]
+        if not loaders:
+            raise RuntimeError("build_infer_transforms(cfg) has no LoadVolumed step")
+        self._after_load = loaders[-1] + 1
 
     def _network(self, x: torch.Tensor) -> torch.Tensor:
         ctx = (torch.autocast(self.device.type, dtype=self.autocast) if self.autocast is not None
@@ -77,47 +206,98 @@ class Predictor:
             return self.model(x).float()
 
     def logits(self, image: torch.Tensor) -> torch.Tensor:
-        """Softmax probabilities (1, C, X, Y, Z) on the CPU for a preprocessed image (C, X, Y, Z)."""
+        """Softmax probabilities (1, C, X, Y, Z) on the CPU for a preprocessed image (C, X, Y, Z).
+
+        With ``infer.tta_flips`` the probabilities of the 8 flipped inputs are averaged.
+        """
         x = image.unsqueeze(0).as_tensor() if isinstance(image, MetaTensor) else image.unsqueeze(0)
         flips = flip_tta_axes() if self.cfg.infer.tta_flips else [()]
-        total = None
+        total: torch.Tensor | None = None
         with torch.no_grad():
             for dims in flips:
                 xi = torch.flip(x, dims) if dims else x
-                prob = torch.softmax(self.inferer(xi, self._network), dim=1)
-                prob = torch.flip(prob, dims) if dims else prob
-                total = prob if total is None else total + prob
-        return total / len(flips)
+                out = self.inferer(xi, self._network)
+                prob = torch.softmax(out, dim=1)
+                del out
+                if dims:
+                    prob = torch.flip(prob, dims)
+                if total is None:
+                    total = prob
+                else:
+                    total += prob
+                del prob
+        assert total is not None
+        if len(flips) > 1:
+            total /= len(flips)
+        return total
 
-    def preprocess(self, image_path: str | Path) -> dict[str, Any]:
-        """Load and preprocess one scan, checking channels and finite values."""
-        data = self.pre({"image": str(image_path)})
+    def load(self, image_path: str | Path) -> dict[str, Any]:
+        """Load one scan (NIfTI, NRRD or DICOM folder) and check it before any preprocessing.
+
+        Raises:
+            FileNotFoundError: no such file or folder.
+            ValueError: unreadable, not 3-D, NaN/Inf voxels, or a channel count the model does not take.
+        """
+        data = self.pre({"image": str(image_path)}, end=self._after_load)
         image = data["image"]
         if image.shape[0] != self.cfg.data.in_channels:
             raise ValueError(f"{image_path}: image has {image.shape[0]} channel(s) but the model expects "
-                             f"{self.cfg.data.in_channels} (data.in_channels)")
-        bad = int((~torch.isfinite(image)).sum())
-        if bad:
-            raise ValueError(f"{image_path}: {bad} NaN/Inf voxel(s) after preprocessing; fix or mask the scan "
-                             "(medt3d does not guess values for them)")
+                             f"{self.cfg.data.in_channels} (data.in_channels in its config)")
+        check_finite(image, image_path)
         return data
 
+    def preprocess(self, image_path: str | Path) -> dict[str, Any]:
+        """Load, check and preprocess one scan (the model's orientation, spacing and intensity)."""
+        return self.pre(self.load(image_path), start=self._after_load)
+
     def predict(self, image_path: str | Path, probabilities: bool | None = None) -> Prediction:
-        """Predict one scan (NIfTI, NRRD or DICOM folder); the result lies on the scan's own grid."""
+        """Predict one scan (NIfTI, NRRD or DICOM folder); the result lies on the scan's own grid.
+
+        Args:
+            image_path: the scan.
+            probabilities: also return per-class probabilities; ``None`` follows ``infer.save_probabilities``.
+
+        Raises:
+            FileNotFoundError, ValueError: the scan is missing or unusable (the message names it).
+        """
         want_prob = self.cfg.infer.save_probabilities if probabilities is None else probabilities
-        data = self.preprocess(image_path)
-        prob = self.logits(data["image"])[0]
-        pred_meta = MetaTensor(prob, meta=dict(data["image"].meta),
-                               applied_operations=list(data["image"].applied_operations))
-        label = self.post_label({**data, "pred": pred_meta})["pred"]
-        if self.cfg.infer.largest_component:
-            label = self.keep_largest(label)
+        data = self.load(image_path)
+        shape = tuple(data["image"].shape[1:])
+        affine = data["image"].affine.clone()
+        data = self.pre(data, start=self._after_load)
+        image = data["image"]
+        prob = self.logits(image)[0]
+        label = self.post_label({**data, "pred": self._like(image, prob)})["pred"]  # argmax makes a new tensor
         prob_out = None
         if want_prob:
-            prob_meta = MetaTensor(prob.clone(), meta=dict(data["image"].meta),
-                                   applied_operations=list(data["image"].applied_operations))
-            prob_out = self.post_prob({**data, "pred": prob_meta})["pred"]
+            prob_out = self.post_prob({**data, "pred": self._like(image, prob)})["pred"]
+            prob_out = self._on_scan_grid(prob_out, shape, affine, image_path)
+        del prob, data, image
+        label = self._on_scan_grid(label, shape, affine, image_path)
+        if self.cfg.infer.largest_component:
+            label = self.keep_largest(label)
         return Prediction(label=label, probabilities=prob_out)
+
+    @staticmethod
+    def _like(image: MetaTensor, values: torch.Tensor) -> MetaTensor:
+        """``values`` with the preprocessed image's metadata and transform history (for Invertd)."""
+        return MetaTensor(values, meta=dict(image.meta), applied_operations=list(image.applied_operations))
+
+    @staticmethod
+    def _on_scan_grid(volume: MetaTensor, shape: tuple[int, ...], affine: torch.Tensor,
+                      source: str | Path) -> MetaTensor:
+        """Check that an inverted volume lies on the loaded scan's grid; give it exactly that affine."""
+        if tuple(volume.shape[1:]) != shape:
+            raise RuntimeError(f"{source}: the prediction came back with shape {tuple(volume.shape[1:])}, "
+                               f"not the scan's {shape}")
+        drift = float((volume.affine.to(torch.float64) - affine.to(torch.float64)).abs().max())
+        if drift > GEOMETRY_ATOL_MM:
+            raise RuntimeError(f"{source}: the prediction's affine differs from the scan's by {drift:.3g} mm")
+        volume.affine = affine.clone()  # remove float round-off of the inversion
+        return volume
+
+
+# --------------------------------------------------------------------------- writing
 
 
 def write_nifti(volume: MetaTensor | np.ndarray, affine: Any, path: str | Path, dtype: Any = np.uint8) -> Path:
@@ -125,15 +305,20 @@ def write_nifti(volume: MetaTensor | np.ndarray, affine: Any, path: str | Path, 
 
     Channel-first multi-channel volumes are stored with channels last (X, Y, Z, C), as NIfTI expects.
     """
-    import nibabel as nib
-
     from medt3d.io_utils import atomic_path
+
+    with atomic_path(path) as tmp:
+        save_nifti(volume, affine, tmp, dtype)
+    return Path(path)
+
+
+def save_nifti(volume: MetaTensor | np.ndarray, affine: Any, path: str | Path, dtype: Any = np.uint8) -> None:
+    """Write a NIfTI file directly (no temporary file); see :func:`write_nifti`. ``dtype=None`` keeps the array's."""
+    import nibabel as nib
 
     array = np.asarray(volume.detach().cpu() if isinstance(volume, torch.Tensor) else volume)
     array = array[0] if array.shape[0] == 1 else np.moveaxis(array, 0, -1)
-    image = nib.Nifti1Image(array.astype(dtype), np.asarray(affine, dtype=np.float64))
+    image = nib.Nifti1Image(array if dtype is None else array.astype(dtype, copy=False), np.asarray(affine, dtype=np.float64))
     image.set_qform(image.affine, code=1)
     image.set_sform(image.affine, code=1)
-    with atomic_path(path) as tmp:
-        nib.save(image, tmp)
-    return Path(path)
+    nib.save(image, str(path))
