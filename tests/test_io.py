@@ -309,6 +309,17 @@ def test_loadvolumed_matches_loadimaged(tmp_path: Path) -> None:
         LoadVolumed(("image", "label"))({"image": data["image"]})
 
 
+def test_loadvolumed_matches_monai_itk_reader_on_dicom(tmp_path: Path) -> None:
+    vol = _volume()
+    write_dicom_series(tmp_path / "s", vol, SPACING, rotation(30, 0, -20), ORIGIN, shuffle=True)
+    data = {"image": str(tmp_path / "s")}
+    ours = LoadVolumed("image")(data)["image"]
+    ref = LoadImaged("image", reader="ITKReader", image_only=True, ensure_channel_first=True)(data)["image"]
+    assert ours.shape == ref.shape and ours.dtype == ref.dtype
+    np.testing.assert_array_equal(ours.numpy(), ref.numpy())
+    np.testing.assert_allclose(np.asarray(ours.affine), np.asarray(ref.affine), atol=1e-4)
+
+
 def test_loadvolumed_refuses_mismatched_grids(tmp_path: Path) -> None:
     image = _write_nifti(tmp_path / "i.nii.gz", _volume())
     small = _write_nifti(tmp_path / "small.nii.gz", np.zeros((12, 10, 6), np.uint8))

@@ -18,7 +18,9 @@ Choosing one series from a DICOM folder that holds several: pass ``series_uid=``
 
 from __future__ import annotations
 
+import functools
 import os
+import warnings
 from collections import defaultdict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -521,6 +523,16 @@ class DicomSeriesReader(ITKReader):
         return itk.imread(files if len(files) > 1 else files[0], **kwargs_)
 
 
+@functools.cache
+def _loader(dtype: Any) -> LoadImage:
+    """One ``LoadImage`` per dtype; it is always called with an explicit reader."""
+    with warnings.catch_warnings():
+        # LoadImage registers all of MONAI's readers; the pydicom one warns on every construction
+        # when its optional GPU decoder is absent. Those readers are never used here.
+        warnings.filterwarnings("ignore", message=".*nvImageCodec.*")
+        return LoadImage(image_only=True, ensure_channel_first=True, dtype=dtype)
+
+
 def _reader_for(kind: str, series_uid: str | None) -> Any:
     if kind == NIFTI:
         return NibabelReader()
@@ -549,11 +561,10 @@ def load_volume(path: str | Path, series_uid: str | None = None, dtype: Any = np
     info = read_header(path, series_uid)
     require_3d(info)
     reader = _reader_for(info.kind, info.series_uid)
-    loader = LoadImage(reader=reader, image_only=True, ensure_channel_first=True, dtype=dtype)
     try:
-        # the reader is given at call time too: LoadImage would otherwise fall back to other readers
-        # when ours fails, and, e.g., silently read the first of several DICOM series
-        img = loader(str(path), reader=reader)
+        # the reader is given at call time: LoadImage would otherwise fall back to its other readers
+        # when ours fails and, e.g., silently read the first of several DICOM series
+        img = _loader(dtype)(str(path), reader=reader)
     except (FileNotFoundError, ValueError) as err:
         if str(path) in str(err):
             raise
