@@ -139,7 +139,7 @@ def test_flat_layout_with_suffixes(tmp_path: Path) -> None:
     ]
 
 
-def test_explicit_json_with_series_uid_and_round_trip(tmp_path: Path) -> None:
+def test_explicit_json_with_series_uid_and_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _dicom(tmp_path / "dcm", series_uid="1.2.840.1", prefix="a")
     _dicom(tmp_path / "dcm", series_uid="1.2.840.2", prefix="b")
     _nifti(tmp_path / "lab" / "x.nii.gz", label=True)
@@ -160,6 +160,9 @@ def test_explicit_json_with_series_uid_and_round_trip(tmp_path: Path) -> None:
     saved = dl.save(tmp_path / "out" / "datalist.json")
     again = build_datalist(saved)
     assert (again.train, again.val, again.labels) == (dl.train, dl.val, dl.labels)
+    monkeypatch.chdir(tmp_path)
+    relative = build_datalist("list.json")
+    assert relative.train == dl.train and relative.root == tmp_path
     (tmp_path / "plain.json").write_text(json.dumps([{"image": "img/y.nii.gz", "label": "lab/y.nii.gz"}]))
     assert _names(build_datalist(tmp_path / "plain.json").train) == ["y"]
 

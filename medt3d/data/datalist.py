@@ -394,9 +394,9 @@ def build_datalist(source: str | Path, require_labels: bool = True) -> Datalist:
         DatasetError: every problem found (missing or unmatched files, empty folders, duplicate
             names, unsupported entries, bad DICOM series), each naming its path.
     """
-    source = Path(source)
-    if not source.exists():
+    if not Path(source).exists():
         raise FileNotFoundError(f"data source not found: {source}")
+    source = Path(os.path.abspath(source))  # absolute case paths: a saved datalist reads back anywhere
     problems: list[str] = []
     if source.is_file():
         if source.suffix.lower() != ".json":
