@@ -251,6 +251,10 @@ def test_label_values_out_of_range_name_file_and_values(tmp_path):
     # also when read through a MONAI Dataset (MONAI wraps transform errors in RuntimeError; Pipeline unwraps)
     with pytest.raises(ValueError, match="bad_lbl.nii.gz"):
         Dataset([case], transform=build_val_transforms(cfg))[0]
+    for cache in ("memory", "disk"):  # caching datasets run the transforms their own way
+        cached_cfg = cfg_("data.labels=[bg, a, b]", f"data.cache={cache}", f"data.cache_dir={tmp_path / 'cache'}")
+        with pytest.raises(ValueError, match="bad_lbl.nii.gz"):
+            build_dataset([case], build_val_transforms(cached_cfg), cached_cfg)[0]
     wrapped = RuntimeError("applying transform")
     wrapped.__cause__ = err.value
     assert unwrap_transform_error(wrapped) is err.value

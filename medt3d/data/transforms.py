@@ -162,7 +162,8 @@ def _is_body_ct(x: torch.Tensor) -> torch.Tensor:
 
 
 def _is_nonzero_mr(x: torch.Tensor) -> torch.Tensor:
-    return x > 0
+    """Nonzero voxels of an MR volume (its background is 0)."""
+    return x != 0
 
 
 def _geometry(cfg: Config, keys: Sequence[str]) -> list[MapTransform]:
