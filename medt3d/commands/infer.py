@@ -1,0 +1,69 @@
+"""``medt3d infer``: segment scans with a trained model (NIfTI labels, JSON sidecars, optional DICOM SEG)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from medt3d.config import BLEND_MODES, PRECISIONS
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``infer`` command."""
+    p = sub.add_parser(
+        "infer", help="segment scans with a trained model",
+        description="Predict whole scans by sliding window and write, per case, <case>_seg.nii.gz on the scan's "
+                    "own grid and a <case>_seg.json sidecar (labels, colours, volumes in mL, time, model). "
+                    "Settings default to the model's config. Under torchrun the cases are split across ranks. "
+                    "Exit code 1 when any case failed (see OUT_DIR/summary.json).")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="NIfTI/NRRD file, DICOM series folder, or a folder searched for them")
+    p.add_argument("--model", required=True, help="checkpoint (.pt) or training run folder")
+    p.add_argument("--output", required=True, help="output folder (OUT_DIR)")
+    p.add_argument("--device", help="cpu | cuda | cuda:N | mps | auto (default: the model's infer.device)")
+    p.add_argument("--roi-size", type=int, nargs=3, metavar=("X", "Y", "Z"),
+                   help="sliding-window size in voxels (default: the model's patch.roi_size)")
+    p.add_argument("--overlap", type=float, help="window overlap in [0, 1) (default: infer.overlap)")
+    p.add_argument("--mode", choices=BLEND_MODES, help="window blending (default: infer.mode)")
+    p.add_argument("--sw-batch-size", type=int, help="windows per forward pass (default: infer.sw_batch_size)")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="test-time augmentation by flips (default: infer.tta_flips)")
+    p.add_argument("--largest-component", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep the largest connected component per class (default: infer.largest_component)")
+    p.add_argument("--save-probabilities", action=argparse.BooleanOptionalAction, default=None,
+                   help="also write <case>_probs.nii.gz (default: infer.save_probabilities)")
+    p.add_argument("--precision", choices=PRECISIONS, help="fp32 | bf16 | fp16 (default: infer.precision)")
+    p.add_argument("--dicom-seg", action="store_true",
+                   help="for DICOM inputs, also write <case>_seg.dcm (DICOM Segmentation referencing the series)")
+    p.add_argument("--skip-existing", action="store_true",
+                   help="leave cases whose sidecar already exists in OUT_DIR (continue an interrupted batch)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the command; returns 1 when any case failed."""
+    from medt3d.infer import InferOptions, run_inference
+
+    options = InferOptions(
+        device=args.device, roi_size=args.roi_size, overlap=args.overlap, mode=args.mode,
+        sw_batch_size=args.sw_batch_size, tta_flips=args.tta, largest_component=args.largest_component,
+        save_probabilities=args.save_probabilities, precision=args.precision, dicom_seg=args.dicom_seg,
+        skip_existing=args.skip_existing, progress=not args.no_progress,
+    )
+    summary = run_inference(args.inputs, args.output, model=args.model, options=options)
+    if summary.get("world_size", 1) > 1 and not _is_main():
+        return int(summary["exit_code"])
+    print(f"medt3d infer: {summary['done']} done, {summary['skipped']} skipped, {summary['n_failed']} failed "
+          f"of {summary['n_cases']} case(s); results in {summary['output']}")
+    for failure in summary["failed"]:
+        print(f"  FAILED {failure['case']}: {failure['error']}", file=sys.stderr)
+    if summary["failed"]:
+        print(f"  summary: {summary['output']}/summary.json", file=sys.stderr)
+    return int(summary["exit_code"])
+
+
+def _is_main() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"

@@ -1,0 +1,460 @@
+"""``medt3d infer``: predict a batch of scans with one model, case by case, with a summary.
+
+For each case (a NIfTI/NRRD file or a DICOM series folder) the runner writes, into ``OUT_DIR``:
+
+- ``<case>_seg.nii.gz``: the label volume on the scan's own grid (shape and affine of the scan as loaded);
+- ``<case>_probs.nii.gz``: per-class probabilities (X, Y, Z, C), with ``--save-probabilities``;
+- ``<case>_seg.dcm``: a DICOM SEG referencing the source series, with ``--dicom-seg`` and a DICOM input;
+- ``<case>_seg.json``: the sidecar (label table, volume per class in mL, time, model, settings).
+
+A case's files appear together or not at all (each is written to a temporary file and all are
+renamed at the end, the sidecar last), so ``--skip-existing`` can trust a sidecar: a case with one
+is finished. A case that fails is recorded with its error and the batch goes on; ``summary.json``
+lists every case and the exit code is 1 when any failed.
+
+Under ``torchrun`` the cases are split across ranks (round robin, so none is done twice); rank 0
+gathers the results and writes the summary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import platform
+import time
+import traceback
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from medt3d import __version__
+from medt3d.config import Config
+from medt3d.data.io import DICOM, detect_kind, find_inputs, strip_suffix
+from medt3d.devices import resolve_device
+from medt3d.distributed import DistInfo, cleanup_distributed, init_distributed, shard
+from medt3d.inference import (
+    Prediction,
+    Predictor,
+    load_inference_model,
+    model_file,
+    override_config,
+    save_nifti,
+    sha256_file,
+    voxel_spacing,
+)
+from medt3d.io_utils import atomic_path, check_writable_dir
+
+__all__ = [
+    "Case",
+    "CaseResult",
+    "InferOptions",
+    "case_outputs",
+    "class_volumes_ml",
+    "discover_cases",
+    "label_table",
+    "run_inference",
+]
+
+logger = logging.getLogger("medt3d.infer")
+
+SEG_SUFFIX = "_seg.nii.gz"
+PROB_SUFFIX = "_probs.nii.gz"
+DICOM_SEG_SUFFIX = "_seg.dcm"
+SIDECAR_SUFFIX = "_seg.json"
+SUMMARY_NAME = "summary.json"
+#: Exit codes of a batch: all cases done (or skipped), or at least one failed.
+EXIT_OK, EXIT_FAILED = 0, 1
+
+
+# --------------------------------------------------------------------------- label table
+
+
+def label_table(cfg: Config) -> list[dict[str, Any]]:
+    """Value, name and RGB colour of every class, from the model's config (background black).
+
+    Colours come from matplotlib's ``tab10`` palette, in class order.
+    """
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10"].colors
+    table = []
+    for value, name in enumerate(cfg.data.labels):
+        rgb = [0, 0, 0] if value == 0 else [int(round(255 * c)) for c in palette[(value - 1) % len(palette)][:3]]
+        table.append({"value": value, "name": name, "color": rgb})
+    return table
+
+
+def class_volumes_ml(label: Any, affine: Any, num_classes: int) -> tuple[list[int], list[float]]:
+    """Voxel count and volume in mL of every class value 0..num_classes-1."""
+    values = np.asarray(label.detach().cpu() if isinstance(label, torch.Tensor) else label).ravel()
+    counts = np.bincount(values.astype(np.int64, copy=False), minlength=num_classes)[:num_classes]
+    voxel_ml = abs(float(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3]))) / 1000.0
+    return [int(c) for c in counts], [float(c) * voxel_ml for c in counts]
+
+
+# --------------------------------------------------------------------------- cases
+
+
+@dataclass
+class Case:
+    """One scan to predict.
+
+    Attributes:
+        name: case name, unique in the batch; output files start with it.
+        path: the file or DICOM series folder (None when the input itself was unusable).
+        input: the command-line input it came from.
+        error: why the input could not become a case (then ``path`` is None).
+    """
+
+    name: str
+    path: Path | None
+    input: str
+    error: str | None = None
+
+
+@dataclass
+class CaseResult:
+    """How one case went: ``status`` is ``done``, ``skipped`` or ``failed``."""
+
+    case: str
+    input: str
+    status: str
+    seconds: float = 0.0
+    error: str | None = None
+    outputs: dict[str, str] = field(default_factory=dict)
+    rank: int = 0
+
+
+def _case_names(paths: Sequence[Path]) -> list[str]:
+    """Output names: the file name without suffix (or the DICOM folder's name), made unique.
+
+    Paths sharing a name are told apart by their folders below the deepest folder they share,
+    e.g. ``a/ct.nii.gz`` and ``b/ct.nii.gz`` become ``a_ct`` and ``b_ct``.
+    """
+    names = [strip_suffix(p) for p in paths]
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, name in enumerate(names):
+        groups[name].append(i)
+    for name, members in groups.items():
+        if len(members) == 1:
+            continue
+        resolved = [paths[i].resolve() for i in members]
+        common = Path(os.path.commonpath([str(p.parent) for p in resolved]))
+        for i, path in zip(members, resolved):
+            rel = path.parent.relative_to(common).parts
+            names[i] = "_".join([*rel, name]) if rel else name
+    seen: dict[str, int] = defaultdict(int)
+    for i, name in enumerate(names):  # still equal (e.g. ct.nii and ct.nii.gz in one folder)
+        seen[name] += 1
+        if seen[name] > 1:
+            names[i] = f"{name}_{seen[name]}"
+    return names
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def discover_cases(inputs: Sequence[str | Path], output: str | Path) -> list[Case]:
+    """Expand the inputs into cases; an input that is missing or unusable becomes a failed case.
+
+    Files inside ``output`` found by searching a folder are left out (they are earlier results).
+    The order is deterministic (sorted), the same on every rank.
+
+    Raises:
+        ValueError: ``output`` is inside (or is) a DICOM input folder, or no inputs were given.
+    """
+    if not inputs:
+        raise ValueError("no inputs given")
+    out = Path(output)
+    found: list[Path] = []
+    failed: list[Case] = []
+    for text in inputs:
+        path = Path(text)
+        try:
+            cases = find_inputs([path], check=False)
+        except (ValueError, FileNotFoundError) as err:
+            failed.append(Case(name=strip_suffix(path) or str(text), path=None, input=str(text), error=str(err)))
+            continue
+        if path.is_dir():
+            cases = [c for c in cases if c == path or not _inside(c, out)]
+        found.extend(cases)
+    for case in found:
+        if case.is_dir() and (_inside(out, case)):
+            raise ValueError(f"output folder {out} is inside the DICOM input folder {case}; "
+                             "choose an output folder outside the inputs")
+    unique = sorted({p.resolve(): p for p in found}.values(), key=lambda p: str(p.resolve()))
+    cases = [Case(name=n, path=p, input=str(p)) for n, p in zip(_case_names(unique), unique)]
+    return cases + failed
+
+
+def case_outputs(out_dir: Path, name: str) -> dict[str, Path]:
+    """Output paths of a case by kind: ``label``, ``probabilities``, ``dicom_seg``, ``sidecar``."""
+    return {
+        "label": out_dir / f"{name}{SEG_SUFFIX}",
+        "probabilities": out_dir / f"{name}{PROB_SUFFIX}",
+        "dicom_seg": out_dir / f"{name}{DICOM_SEG_SUFFIX}",
+        "sidecar": out_dir / f"{name}{SIDECAR_SUFFIX}",
+    }
+
+
+def _check_no_overwrite(cases: Sequence[Case], out_dir: Path) -> None:
+    """Refuse outputs that would replace an input file or land inside a DICOM input folder."""
+    inputs = {c.path.resolve() for c in cases if c.path is not None}
+    for case in cases:
+        for path in case_outputs(out_dir, case.name).values():
+            resolved = path.resolve()
+            if resolved in inputs:
+                raise ValueError(f"output {path} would overwrite the input {resolved}; choose another output folder")
+            for other in inputs:
+                if other.is_dir() and _inside(resolved, other):
+                    raise ValueError(f"output {path} would be written inside the DICOM input folder {other}")
+
+
+# --------------------------------------------------------------------------- the batch
+
+
+@dataclass
+class InferOptions:
+    """Settings of a batch; ``None`` keeps the model config's value.
+
+    Attributes:
+        device: ``cpu``, ``cuda``, ``cuda:N``, ``mps`` or ``auto``.
+        roi_size: sliding-window size in voxels (overrides ``patch.roi_size``).
+        overlap: window overlap (``infer.overlap``).
+        mode: blending, ``gaussian`` or ``constant`` (``infer.mode``).
+        sw_batch_size: windows per forward pass (``infer.sw_batch_size``).
+        tta_flips: test-time augmentation by flips (``infer.tta_flips``).
+        largest_component: keep the largest component per class (``infer.largest_component``).
+        save_probabilities: also write per-class probabilities (``infer.save_probabilities``).
+        precision: ``fp32``, ``bf16`` or ``fp16`` (``infer.precision``).
+        dicom_seg: also write a DICOM SEG for DICOM inputs.
+        skip_existing: leave cases that already have a sidecar in the output folder.
+        progress: progress bars over cases and windows.
+    """
+
+    device: str | None = None
+    roi_size: Sequence[int] | None = None
+    overlap: float | None = None
+    mode: str | None = None
+    sw_batch_size: int | None = None
+    tta_flips: bool | None = None
+    largest_component: bool | None = None
+    save_probabilities: bool | None = None
+    precision: str | None = None
+    dicom_seg: bool = False
+    skip_existing: bool = False
+    progress: bool = True
+
+    def apply(self, cfg: Config) -> Config:
+        """The model's config with these overrides (validated)."""
+        return override_config(cfg, {
+            "patch.roi_size": list(self.roi_size) if self.roi_size is not None else None,
+            "infer.overlap": self.overlap,
+            "infer.mode": self.mode,
+            "infer.sw_batch_size": self.sw_batch_size,
+            "infer.tta_flips": self.tta_flips,
+            "infer.largest_component": self.largest_component,
+            "infer.save_probabilities": self.save_probabilities,
+            "infer.precision": self.precision,
+            "infer.device": self.device,
+        })
+
+
+def _model_description(model_path: str | Path | None, cfg: Config) -> dict[str, Any]:
+    info: dict[str, Any] = {"network": cfg.network.name, "preset": cfg.network.preset,
+                            "labels": list(cfg.data.labels), "in_channels": cfg.data.in_channels}
+    if model_path is not None:
+        file = model_file(model_path)
+        info.update({"path": str(Path(model_path).resolve()), "file": str(file.resolve()),
+                     "sha256": sha256_file(file)})
+    return info
+
+
+def _settings(cfg: Config, device: torch.device) -> dict[str, Any]:
+    i = cfg.infer
+    return {"roi_size": list(cfg.patch.roi_size), "overlap": i.overlap, "mode": i.mode,
+            "sw_batch_size": i.sw_batch_size, "tta_flips": i.tta_flips, "largest_component": i.largest_component,
+            "precision": i.precision, "device": str(device), "spacing_mm": cfg.preprocess.spacing and
+            list(cfg.preprocess.spacing), "orientation": cfg.preprocess.orientation}
+
+
+def _run_case(case: Case, predictor: Predictor, out_dir: Path, options: InferOptions, model_info: dict[str, Any],
+              table: list[dict[str, Any]], info: DistInfo) -> CaseResult:
+    """Predict one case and write its files (all or none)."""
+    cfg = predictor.cfg
+    start = time.perf_counter()
+    assert case.path is not None
+    kind = detect_kind(case.path)
+    prediction: Prediction = predictor.predict(case.path)
+    paths = case_outputs(out_dir, case.name)
+    label, affine = prediction.label, prediction.affine
+    counts, volumes = class_volumes_ml(label, affine, cfg.data.num_classes)
+    written: dict[str, Path] = {"label": paths["label"]}
+    notes: list[str] = []
+    with contextlib.ExitStack() as stack:
+        # entered first, renamed last: a sidecar means the case is complete
+        sidecar_tmp = stack.enter_context(atomic_path(paths["sidecar"]))
+        save_nifti(label, affine, stack.enter_context(atomic_path(paths["label"])), dtype=None)
+        if prediction.probabilities is not None:
+            save_nifti(prediction.probabilities, affine, stack.enter_context(atomic_path(paths["probabilities"])),
+                       dtype=np.float32)
+            written["probabilities"] = paths["probabilities"]
+        if options.dicom_seg:
+            if kind == DICOM:
+                from medt3d.dicom_seg import write_dicom_seg
+
+                tmp = stack.enter_context(atomic_path(paths["dicom_seg"]))
+                write_dicom_seg(label, case.path, tmp, table, model_name=f"medt3d {cfg.network.name}")
+                written["dicom_seg"] = paths["dicom_seg"]
+            else:
+                notes.append(f"no DICOM SEG: the input is {kind}, not a DICOM series")
+        seconds = time.perf_counter() - start
+        sidecar = {
+            "case": case.name,
+            "input": str(case.path.resolve()),
+            "input_kind": kind,
+            "outputs": {k: v.name for k, v in written.items()},
+            "shape": [int(s) for s in label.shape[1:]],
+            "spacing_mm": voxel_spacing(affine),
+            "affine": np.asarray(affine).tolist(),
+            "labels": table,
+            "volumes_ml": {t["name"]: round(v, 4) for t, v in zip(table, volumes)},
+            "voxels": {t["name"]: c for t, c in zip(table, counts)},
+            "seconds": round(seconds, 3),
+            "model": model_info,
+            "inference": _settings(cfg, predictor.device),
+            "notes": notes,
+            "rank": info.rank,
+            "world_size": info.world_size,
+            "host": platform.node(),
+            "medt3d_version": __version__,
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        sidecar_tmp.write_text(json.dumps(sidecar, indent=2))
+    written["sidecar"] = paths["sidecar"]
+    return CaseResult(case=case.name, input=str(case.path), status="done", seconds=round(seconds, 3),
+                      outputs={k: str(v) for k, v in written.items()}, rank=info.rank)
+
+
+def _gather(results: list[CaseResult], info: DistInfo) -> list[CaseResult]:
+    if not info.enabled:
+        return results
+    import torch.distributed as dist
+
+    everyone: list[list[dict[str, Any]] | None] = [None] * info.world_size
+    dist.all_gather_object(everyone, [asdict(r) for r in results])
+    merged = [CaseResult(**r) for part in everyone for r in (part or [])]
+    return sorted(merged, key=lambda r: r.case)
+
+
+def run_inference(inputs: Sequence[str | Path], output: str | Path, model: str | Path | None = None,
+                  options: InferOptions | None = None,
+                  network: tuple[torch.nn.Module, Config] | None = None) -> dict[str, Any]:
+    """Predict every case in ``inputs`` and write results and ``summary.json`` into ``output``.
+
+    Args:
+        inputs: NIfTI/NRRD files, DICOM series folders, or folders holding them.
+        output: the output folder (created).
+        model: checkpoint file or training run folder (see :func:`medt3d.inference.load_inference_model`).
+        options: inference settings; defaults come from the model's config.
+        network: an already built ``(model, config)`` instead of ``model`` (for tests and benchmarks).
+
+    Returns:
+        The summary (also written to ``output/summary.json`` by rank 0): ``exit_code`` is 0 when
+        no case failed, else 1; ``failed`` lists each failed case with its error.
+
+    Raises:
+        FileNotFoundError, ValueError: a bad model, bad options, or an output folder that would
+            overwrite or sit inside an input; nothing is predicted then.
+    """
+    options = options or InferOptions()
+    if (model is None) == (network is None):
+        raise ValueError("give either a model path or a (network, config) pair")
+    out_dir = Path(output)
+    cases = discover_cases(inputs, out_dir)
+    _check_no_overwrite(cases, out_dir)
+    check_writable_dir(out_dir)
+
+    if network is None:
+        net, cfg = load_inference_model(model)  # type: ignore[arg-type]
+    else:
+        net, cfg = network
+    cfg = options.apply(cfg)
+    device = resolve_device(cfg.infer.device)
+    info = init_distributed(device)
+    if info.enabled and device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+    try:
+        model_info = _model_description(model, cfg)
+        predictor = Predictor(net.to(device), cfg, device, progress=options.progress and info.is_main)
+        table = label_table(cfg)
+        mine = shard(cases, info)
+        results: list[CaseResult] = []
+        bar = tqdm(mine, desc="cases" if not info.enabled else f"cases (rank {info.rank})", unit="case",
+                   disable=not options.progress, position=info.rank if info.enabled else None)
+        for case in bar:
+            bar.set_postfix_str(case.name, refresh=False)
+            results.append(_one(case, predictor, out_dir, options, model_info, table, info))
+        results = _gather(results, info)
+        summary = _summary(results, model_info, out_dir, cfg, device, info)
+        if info.is_main:
+            from medt3d.io_utils import atomic_write_text
+
+            atomic_write_text(out_dir / SUMMARY_NAME, json.dumps(summary, indent=2))
+        return summary
+    finally:
+        cleanup_distributed()
+
+
+def _one(case: Case, predictor: Predictor, out_dir: Path, options: InferOptions, model_info: dict[str, Any],
+         table: list[dict[str, Any]], info: DistInfo) -> CaseResult:
+    """One case, with every failure turned into a failed result (the batch goes on)."""
+    if case.path is None:
+        logger.error("%s: %s", case.input, case.error)
+        return CaseResult(case=case.name, input=case.input, status="failed", error=case.error, rank=info.rank)
+    if options.skip_existing and case_outputs(out_dir, case.name)["sidecar"].is_file():
+        return CaseResult(case=case.name, input=case.input, status="skipped", rank=info.rank,
+                          outputs={k: str(v) for k, v in case_outputs(out_dir, case.name).items() if v.is_file()})
+    start = time.perf_counter()
+    try:
+        return _run_case(case, predictor, out_dir, options, model_info, table, info)
+    except (ValueError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as err:
+        message = str(err)
+    except Exception as err:  # an unexpected failure of one case must not stop the batch
+        logger.debug("%s", traceback.format_exc())
+        message = f"{type(err).__name__}: {err}"
+    logger.error("case %s failed: %s", case.name, message)
+    return CaseResult(case=case.name, input=case.input, status="failed", error=message, rank=info.rank,
+                      seconds=round(time.perf_counter() - start, 3))
+
+
+def _summary(results: list[CaseResult], model_info: dict[str, Any], out_dir: Path, cfg: Config,
+             device: torch.device, info: DistInfo) -> dict[str, Any]:
+    failed = [r for r in results if r.status == "failed"]
+    return {
+        "model": model_info,
+        "output": str(out_dir.resolve()),
+        "n_cases": len(results),
+        "done": sum(r.status == "done" for r in results),
+        "skipped": sum(r.status == "skipped" for r in results),
+        "n_failed": len(failed),
+        "failed": [{"case": r.case, "input": r.input, "error": r.error} for r in failed],
+        "exit_code": EXIT_FAILED if failed else EXIT_OK,
+        "inference": _settings(cfg, device),
+        "world_size": info.world_size,
+        "cases": [asdict(r) for r in results],
+    }

@@ -1,0 +1,302 @@
+"""``medt3d infer``: batch outputs, sidecars, DICOM SEG, bad inputs, skip-existing, no overwrite, torchrun.
+
+Most tests run the batch runner with the deterministic :class:`ThresholdNet` (see test_inference.py),
+so each case's right answer is ``scan > 500 HU``. The command-line tests use a real tiny checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from dicom_utils import rotation, write_dicom_series
+from test_inference import THRESHOLD_HU, ThresholdNet, blob_volume, save, threshold_config
+
+from medt3d.data.io import read_header
+from medt3d.infer import InferOptions, discover_cases, label_table, run_inference
+
+QUIET = InferOptions(progress=False)
+
+
+def _run(inputs, out: Path, *overrides: str, options: InferOptions = QUIET, net=None) -> dict:
+    return run_inference([str(i) for i in inputs], out, network=(net or ThresholdNet(), threshold_config(*overrides)),
+                         options=options)
+
+
+@pytest.fixture()
+def scans(tmp_path: Path) -> dict[str, Path]:
+    """A NIfTI (LPS), an NRRD and an oblique DICOM series, each holding a 1000 HU blob."""
+    import SimpleITK as sitk
+
+    data = tmp_path / "scans"
+    data.mkdir()
+    image, affine = blob_volume((20, 18, 10), (1.0, 1.2, 2.0), "LPS")
+    nifti = save(data / "ct_a.nii.gz", image, affine)
+    nrrd_img, _ = blob_volume((16, 20, 12), (0.9, 0.9, 1.5), "RAS")
+    itk = sitk.GetImageFromArray(np.transpose(nrrd_img, (2, 1, 0)))
+    itk.SetSpacing((0.9, 0.9, 1.5))
+    nrrd = data / "ct_b.nrrd"
+    sitk.WriteImage(itk, str(nrrd))
+    dcm_img, _ = blob_volume((18, 16, 8), (1.1, 1.0, 2.5), rotation(10.0, 0.0, 20.0))
+    dicom = data / "ct_c"
+    write_dicom_series(dicom, dcm_img.astype(np.int16), (1.1, 1.0, 2.5), rotation(10.0, 0.0, 20.0), (0, 0, 0),
+                       modality="CT")
+    return {"nifti": nifti, "nrrd": nrrd, "dicom": dicom, "folder": data}
+
+
+# ------------------------------------------------------------------------------------- outputs
+
+
+def test_folder_of_mixed_inputs_gives_labels_on_each_scans_grid_and_sidecars(scans, tmp_path: Path):
+    out = tmp_path / "out"
+    summary = _run([scans["folder"]], out)
+    assert summary["exit_code"] == 0 and summary["done"] == 3 and summary["failed"] == []
+    for name, source in (("ct_a", scans["nifti"]), ("ct_b", scans["nrrd"]), ("ct_c", scans["dicom"])):
+        seg = nib.load(str(out / f"{name}_seg.nii.gz"))
+        header = read_header(source)
+        assert seg.shape == tuple(header.shape[:3])
+        np.testing.assert_allclose(seg.affine, header.affine, atol=1e-3)
+        from medt3d.data.io import load_volume
+
+        truth = load_volume(source)[0].numpy() > THRESHOLD_HU
+        np.testing.assert_array_equal(np.asarray(seg.dataobj).astype(bool), truth)
+
+        sidecar = json.loads((out / f"{name}_seg.json").read_text())
+        assert sidecar["labels"] == [{"value": 0, "name": "background", "color": [0, 0, 0]},
+                                     {"value": 1, "name": "blob", "color": label_table(threshold_config())[1]["color"]}]
+        voxel_ml = abs(np.linalg.det(header.affine[:3, :3])) / 1000.0
+        assert sidecar["voxels"]["blob"] == int(truth.sum())
+        assert sidecar["volumes_ml"]["blob"] == pytest.approx(truth.sum() * voxel_ml, rel=1e-4)
+        assert sidecar["volumes_ml"]["blob"] > 0
+        assert sidecar["input"] == str(source.resolve())
+        assert sidecar["outputs"]["label"] == f"{name}_seg.nii.gz"
+        assert sidecar["seconds"] > 0 and sidecar["model"]["network"] == "medt3d"
+        assert sidecar["inference"]["roi_size"] == [16, 16, 16]
+    written = json.loads((out / "summary.json").read_text())
+    assert [c["case"] for c in written["cases"]] == ["ct_a", "ct_b", "ct_c"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+
+def test_label_colours_are_distinct_and_background_black():
+    table = label_table(threshold_config("data.labels=[bg,a,b,c,d]"))
+    assert [t["name"] for t in table] == ["bg", "a", "b", "c", "d"]
+    assert table[0]["color"] == [0, 0, 0]
+    colours = {tuple(t["color"]) for t in table}
+    assert len(colours) == 5 and all(0 <= c <= 255 for rgb in colours for c in rgb)
+
+
+def test_options_override_the_config_and_probabilities_are_written(scans, tmp_path: Path):
+    out = tmp_path / "out"
+    options = InferOptions(progress=False, roi_size=(8, 8, 8), overlap=0.5, mode="constant", sw_batch_size=3,
+                           save_probabilities=True, tta_flips=True)
+    summary = _run([scans["nifti"]], out, options=options)
+    assert summary["exit_code"] == 0
+    sidecar = json.loads((out / "ct_a_seg.json").read_text())
+    assert sidecar["inference"]["device"] == "cpu" and sidecar["inference"]["sw_batch_size"] == 3
+    assert sidecar["inference"]["roi_size"] == [8, 8, 8] and sidecar["inference"]["overlap"] == 0.5
+    assert sidecar["inference"]["mode"] == "constant" and sidecar["inference"]["tta_flips"] is True
+    probs = nib.load(str(out / "ct_a_probs.nii.gz"))
+    seg = nib.load(str(out / "ct_a_seg.nii.gz"))
+    assert probs.shape == (*seg.shape, 2) and probs.get_data_dtype() == np.float32
+    np.testing.assert_allclose(probs.affine, seg.affine)
+    np.testing.assert_allclose(np.asarray(probs.dataobj).sum(-1), 1.0, atol=1e-5)
+    assert sidecar["outputs"]["probabilities"] == "ct_a_probs.nii.gz"
+
+
+def test_dicom_seg_references_the_series_and_holds_the_label(scans, tmp_path: Path):
+    import highdicom as hd
+    import pydicom
+
+    from medt3d.data.io import check_dicom_series
+
+    out = tmp_path / "out"
+    summary = _run([scans["dicom"], scans["nifti"]], out, options=InferOptions(progress=False, dicom_seg=True))
+    assert summary["exit_code"] == 0
+    assert not (out / "ct_a_seg.dcm").exists()
+    assert "not a DICOM series" in json.loads((out / "ct_a_seg.json").read_text())["notes"][0]
+    seg = hd.seg.segread(out / "ct_c_seg.dcm")
+    files = check_dicom_series(scans["dicom"])
+    sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    assert seg.SeriesInstanceUID != sources[0].SeriesInstanceUID
+    assert seg.StudyInstanceUID == sources[0].StudyInstanceUID
+    assert seg.number_of_segments == 1 and seg.get_segment_description(1).SegmentLabel == "blob"
+    uids = [s.SOPInstanceUID for s in sources]
+    referenced = {r.ReferencedSOPInstanceUID for r in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
+    assert referenced == set(uids)
+    frames = seg.get_pixels_by_source_instance(uids, combine_segments=True, skip_overlap_checks=True)
+    label = np.asarray(nib.load(str(out / "ct_c_seg.nii.gz")).dataobj)
+    np.testing.assert_array_equal(frames, np.transpose(label, (2, 1, 0)))
+    assert frames.any()
+
+
+# ------------------------------------------------------------------------------------- bad input
+
+
+def test_bad_cases_fail_alone_with_clear_messages(scans, tmp_path: Path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    image, affine = blob_volume((12, 12, 8), (1.0, 1.0, 1.0))
+    nib.save(nib.Nifti1Image(np.stack([image, image], -1), affine), str(bad / "four_d.nii.gz"))
+    nib.save(nib.Nifti1Image(image[:, :, :1], affine), str(bad / "two_d.nii.gz"))
+    nan = image.copy()
+    nan[1, 1, 1] = np.nan
+    save(bad / "nan.nii.gz", nan, affine)
+    (bad / "corrupt.nii.gz").write_bytes(b"\x1f\x8b\x08\x00 this is not a gzip stream")
+    two = bad / "two_series"
+    write_dicom_series(two, image.astype(np.int16), (1, 1, 1), np.eye(3), (0, 0, 0), prefix="a_")
+    write_dicom_series(two, image.astype(np.int16), (1, 1, 1), np.eye(3), (0, 0, 50), prefix="b_")
+    missing = tmp_path / "missing.nii.gz"
+    inputs = [scans["nifti"], *sorted(p for p in bad.iterdir() if p.name.endswith(".nii.gz")), two, missing]
+    out = tmp_path / "out"
+    summary = _run(inputs, out)
+    assert summary["exit_code"] == 1
+    assert summary["done"] == 1 and (out / "ct_a_seg.nii.gz").is_file()
+    errors = {f["case"]: f["error"] for f in summary["failed"]}
+    assert set(errors) == {"four_d", "two_d", "nan", "corrupt", "two_series", "missing"}
+    assert "4-D image" in errors["four_d"] and "four_d.nii.gz" in errors["four_d"]
+    assert "2-D image" in errors["two_d"]
+    assert "1 NaN and 0 Inf" in errors["nan"] and "nan.nii.gz" in errors["nan"]
+    assert "corrupt.nii.gz" in errors["corrupt"]
+    assert "holds 2 DICOM series" in errors["two_series"]
+    assert "not found" in errors["missing"] and "missing.nii.gz" in errors["missing"]
+    assert json.loads((out / "summary.json").read_text())["failed"] == summary["failed"]
+    for name in errors:  # nothing half-written for failed cases
+        assert not list(out.glob(f"{name}_*"))
+
+
+def test_a_case_failing_while_writing_leaves_no_files(scans, tmp_path: Path, monkeypatch):
+    import medt3d.dicom_seg
+
+    def broken(*args, **kwargs):
+        raise ValueError("disk on fire")
+
+    monkeypatch.setattr(medt3d.dicom_seg, "write_dicom_seg", broken)
+    out = tmp_path / "out"
+    summary = _run([scans["dicom"]], out, options=InferOptions(progress=False, dicom_seg=True))
+    assert summary["exit_code"] == 1 and "disk on fire" in summary["failed"][0]["error"]
+    assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
+
+
+def test_model_channels_that_do_not_fit_fail_every_case(scans, tmp_path: Path):
+    summary = _run([scans["nifti"], scans["nrrd"]], tmp_path / "out", "data.in_channels=2")
+    assert summary["exit_code"] == 1 and summary["n_failed"] == 2
+    assert all("model expects 2" in f["error"] for f in summary["failed"])
+
+
+# ------------------------------------------------------------------------------------- batches
+
+
+def test_skip_existing_redoes_only_unfinished_cases(scans, tmp_path: Path):
+    out = tmp_path / "out"
+    net = ThresholdNet()
+    assert _run([scans["folder"]], out, net=net)["done"] == 3
+    first_calls = net.calls
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*_seg.json")}
+    (out / "ct_b_seg.json").unlink()  # as if interrupted before ct_b finished
+    options = InferOptions(progress=False, skip_existing=True)
+    summary = _run([scans["folder"]], out, net=net, options=options)
+    assert summary["skipped"] == 2 and summary["done"] == 1 and summary["exit_code"] == 0
+    assert {c["case"]: c["status"] for c in summary["cases"]} == {"ct_a": "skipped", "ct_b": "done",
+                                                                  "ct_c": "skipped"}
+    assert (out / "ct_a_seg.json").stat().st_mtime_ns == stamps["ct_a_seg.json"]
+    assert 0 < net.calls - first_calls < first_calls
+
+
+def test_outputs_never_overwrite_inputs(scans, tmp_path: Path):
+    with pytest.raises(ValueError, match="inside the DICOM input folder"):
+        _run([scans["dicom"]], scans["dicom"] / "out")
+    # an input that is named like an output, in the output folder itself
+    out = tmp_path / "out"
+    out.mkdir()
+    image, affine = blob_volume((12, 12, 8), (1.0, 1.0, 1.0))
+    scan = save(out / "x.nii.gz", image, affine)
+    victim = save(out / "x_seg.nii.gz", image, affine)  # would be the label of x.nii.gz
+    before = victim.read_bytes()
+    with pytest.raises(ValueError, match="would overwrite the input"):
+        _run([scan, victim], out)
+    assert victim.read_bytes() == before
+
+
+def test_results_inside_a_searched_input_folder_are_not_inputs(scans):
+    out = scans["folder"] / "results"
+    assert _run([scans["folder"]], out)["done"] == 3
+    names = [c.name for c in discover_cases([scans["folder"]], out)]
+    assert names == ["ct_a", "ct_b", "ct_c"]
+
+
+def test_case_names_stay_unique(tmp_path: Path):
+    image, affine = blob_volume((8, 8, 8), (1.0, 1.0, 1.0))
+    for sub in ("site1", "site2"):
+        (tmp_path / sub).mkdir()
+        save(tmp_path / sub / "ct.nii.gz", image, affine)
+    names = sorted(c.name for c in discover_cases([tmp_path / "site1", tmp_path / "site2"], tmp_path / "o"))
+    assert names == ["site1_ct", "site2_ct"]
+
+
+# ------------------------------------------------------------------------------------- command line
+
+
+def _tiny_checkpoint(path: Path, *overrides: str) -> Path:
+    """A real (untrained) tiny MedT3D checkpoint with the threshold config's preprocessing."""
+    from medt3d.checkpoint import save_checkpoint
+    from medt3d.networks import build_network
+
+    cfg = threshold_config("network.preset=tiny", *overrides)
+    torch.manual_seed(0)
+    return save_checkpoint(path, network=build_network(cfg), cfg=cfg, epoch=1, iteration=1)
+
+
+def _cli(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_cli_with_a_checkpoint_exit_codes_and_summary(scans, tmp_path: Path):
+    from medt3d.cli import main
+
+    ckpt = _tiny_checkpoint(tmp_path / "model.pt")
+    out = tmp_path / "out"
+    rc = main(["infer", str(scans["nifti"]), str(scans["dicom"]), "--model", str(ckpt), "--output", str(out),
+               "--device", "cpu", "--no-progress", "--roi-size", "16", "16", "16"])
+    assert rc == 0
+    sidecar = json.loads((out / "ct_a_seg.json").read_text())
+    assert sidecar["model"]["file"] == str(ckpt.resolve()) and len(sidecar["model"]["sha256"]) == 64
+    seg = nib.load(str(out / "ct_c_seg.nii.gz"))
+    np.testing.assert_allclose(seg.affine, read_header(scans["dicom"]).affine, atol=1e-3)
+    rc = main(["infer", str(scans["nifti"]), str(tmp_path / "nope.nii.gz"), "--model", str(ckpt),
+               "--output", str(tmp_path / "out2"), "--no-progress"])
+    assert rc == 1
+    failed = json.loads((tmp_path / "out2" / "summary.json").read_text())["failed"]
+    assert [f["case"] for f in failed] == ["nope"]
+    assert main(["infer", str(scans["nifti"]), "--model", str(tmp_path / "none.pt"), "--output",
+                 str(tmp_path / "o3")]) == 2
+
+
+def test_torchrun_two_cpu_processes_split_the_cases(tmp_path: Path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(5):
+        image, affine = blob_volume((12 + i, 14, 8), (1.0, 1.0, 1.5), "RAS")
+        save(data / f"case{i}.nii.gz", image, affine)
+    ckpt = _tiny_checkpoint(tmp_path / "model.pt")
+    out = tmp_path / "out"
+    proc = _cli(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "medt3d", "infer",
+                 str(data), "--model", str(ckpt), "--output", str(out), "--device", "cpu", "--no-progress"],
+                tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    sidecars = [json.loads(p.read_text()) for p in sorted(out.glob("*_seg.json"))]
+    assert [s["case"] for s in sidecars] == [f"case{i}" for i in range(5)]
+    assert {s["world_size"] for s in sidecars} == {2}
+    ranks = [s["rank"] for s in sidecars]
+    assert sorted(ranks) == [0, 0, 0, 1, 1], "each case once, shared by both ranks"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["done"] == 5 and summary["world_size"] == 2
+    assert (proc.stdout + proc.stderr).count("medt3d infer: 5 done") == 1, "only rank 0 reports"
