@@ -120,6 +120,12 @@ def prepare_datalist(cfg: Config, data_dir: str | Path) -> Datalist:
     return datalist
 
 
+def _loss_of(output: dict[str, Any]) -> float:
+    """The scalar loss of a (non-decollated) trainer iteration output."""
+    loss = output["loss"]
+    return float(loss.detach().item() if isinstance(loss, torch.Tensor) else loss)
+
+
 def _seed_for(cfg: Config, epoch: int, rank: int) -> int:
     return (cfg.train.seed * 1_000_003 + epoch * 7919 + rank * 104_729) % (2**31 - 1)
 
@@ -172,7 +178,7 @@ def _attach_handlers(trainer: SupervisedTrainer, evaluator: SupervisedEvaluator,
 
     @trainer.on(Events.ITERATION_COMPLETED)
     def _collect_loss(engine: Engine) -> None:
-        state.losses.append(float(engine.state.output["loss"]))
+        state.losses.append(_loss_of(engine.state.output))
 
     # ValidationHandler is attached before this, so the epoch's metric is known here.
     @trainer.on(Events.EPOCH_COMPLETED)
@@ -195,10 +201,11 @@ def _attach_handlers(trainer: SupervisedTrainer, evaluator: SupervisedEvaluator,
         common = {"network": unwrap(network), "cfg": cfg, "epoch": epoch, "iteration": engine.state.iteration,
                   "optimizer": engine.optimizer, "scheduler": scheduler, "best_metric": state.best_metric,
                   "best_epoch": state.best_epoch}
+        # history first: after a crash between the two writes, resume drops epochs newer than last.pt
+        atomic_write_text(run_dir / "history.json", json.dumps(state.history, indent=1))
         if improved:
             save_checkpoint(ckpt_dir / "best.pt", **common, metrics={KEY_METRIC: float(metric)})
         save_checkpoint(ckpt_dir / "last.pt", **common)
-        atomic_write_text(run_dir / "history.json", json.dumps(state.history, indent=1))
 
     @trainer.on(Events.EPOCH_COMPLETED)
     def _time_budget(engine: Engine) -> None:
@@ -218,7 +225,7 @@ def _tracking_handlers(cfg: Config, run_dir: Path, tracking_uri: str | None, tra
     if cfg.tracking.tensorboard:
         tb_dir = str(run_dir / "tensorboard")
         TensorBoardStatsHandler(log_dir=tb_dir, tag_name="train_loss",
-                                output_transform=from_engine(["loss"], first=True)).attach(trainer)
+                                output_transform=_loss_of).attach(trainer)
         TensorBoardStatsHandler(log_dir=tb_dir, iteration_log=False,
                                 global_epoch_transform=lambda _: trainer.state.epoch).attach(evaluator)
     if cfg.tracking.mlflow:
@@ -228,7 +235,7 @@ def _tracking_handlers(cfg: Config, run_dir: Path, tracking_uri: str | None, tra
         run_name = run_dir.resolve().name
         common = {"tracking_uri": uri, "experiment_name": cfg.tracking.experiment, "run_name": run_name,
                   "artifact_location": str((run_dir / "mlflow-artifacts").resolve())}
-        MLFlowHandler(**common, tag_name="train_loss", output_transform=from_engine(["loss"], first=True),
+        MLFlowHandler(**common, tag_name="train_loss", output_transform=_loss_of,
                       experiment_param=params, optimizer_param_names="lr",
                       artifacts=[str(run_dir / "config.yaml"), str(run_dir / "checkpoints" / "best.pt")],
                       close_on_complete=True).attach(trainer)
@@ -241,9 +248,9 @@ def _progress_handlers(trainer: SupervisedTrainer, evaluator: SupervisedEvaluato
     if sys.stderr.isatty():
         from ignite.handlers import ProgressBar
 
-        ProgressBar(persist=True).attach(trainer, output_transform=from_engine(["loss"], first=True))
+        ProgressBar(persist=True).attach(trainer, output_transform=_loss_of)
     else:
-        StatsHandler(name="medt3d.train", tag_name="loss", output_transform=from_engine(["loss"], first=True),
+        StatsHandler(name="medt3d.train", tag_name="loss", output_transform=_loss_of,
                      iteration_log=lambda engine, _: engine.state.iteration % max(1, engine.state.epoch_length // 2) == 0
                      ).attach(trainer)
     StatsHandler(name="medt3d.train", iteration_log=False,

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from medt3d.data.datalist import DatasetError
 
 from medt3d.checkpoint import load_checkpoint, load_model
 from medt3d.cli import build_parser
 from medt3d.commands.common import config_from_args
 from medt3d.commands.train import FLAG_KEYS
 from medt3d.config import load_config
+from medt3d.data.datalist import DatasetError
 from medt3d.data.phantoms import write_phantom_dataset
 from medt3d.losses import build_loss
 from medt3d.networks import build_network, gate_parameters
@@ -77,22 +77,38 @@ def test_train_writes_checkpoints_history_and_tracking(phantom_dir: Path, tmp_pa
     (mlrun,) = client.search_runs([exp.experiment_id])
     assert len(client.get_metric_history(mlrun.info.run_id, "train_loss")) == 4
     assert len(client.get_metric_history(mlrun.info.run_id, "val_mean_dice")) == 2
-    assert len(client.get_metric_history(mlrun.info.run_id, "lr")) >= 2
+    assert len(client.get_metric_history(mlrun.info.run_id, "lr_group_0")) >= 2
     assert mlrun.data.params["train.max_epochs"] == "2"
     artifacts = {a.path for a in client.list_artifacts(mlrun.info.run_id)}
     assert {"config.yaml", "best.pt"} <= artifacts
 
 
-def test_resume_gives_the_same_losses_as_an_uninterrupted_run(phantom_dir: Path, tmp_path: Path):
-    full = train(tiny_cfg("train.max_epochs=3"), phantom_dir, tmp_path / "full")
-    first = train(tiny_cfg("train.max_epochs=1"), phantom_dir, tmp_path / "split")
-    second = train(tiny_cfg("train.max_epochs=3"), phantom_dir, tmp_path / "split", resume=True)
-    assert len(first.losses) == 2 and len(second.losses) == 4
-    np.testing.assert_allclose(first.losses + second.losses, full.losses, rtol=1e-5, atol=1e-6)
+def test_resume_gives_the_same_losses_as_an_uninterrupted_run(phantom_dir: Path, tmp_path: Path, monkeypatch):
+    import medt3d.training as training
+
+    cfg = tiny_cfg("train.max_epochs=3")
+    full = train(cfg, phantom_dir, tmp_path / "full")
+
+    real_save = training.save_checkpoint
+
+    def save_then_crash(path, **kwargs):
+        real_save(path, **kwargs)
+        if Path(path).name == "last.pt" and kwargs["epoch"] == 1:
+            raise KeyboardInterrupt("simulated crash right after the epoch-1 checkpoint")
+
+    monkeypatch.setattr(training, "save_checkpoint", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, phantom_dir, tmp_path / "split")
+    monkeypatch.setattr(training, "save_checkpoint", real_save)
+    second = train(cfg, phantom_dir, tmp_path / "split", resume=True)
+    assert second.epochs_run == 3 and len(second.losses) == 4  # epochs 2 and 3 only
+    np.testing.assert_allclose(second.losses, full.losses[2:], rtol=1e-5, atol=1e-6)
     a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")["network"]
     b = load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")["network"]
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+    history = json.loads((tmp_path / "split" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3]
 
 
 def test_resume_without_checkpoint_is_a_clear_error(phantom_dir: Path, tmp_path: Path):
