@@ -110,9 +110,16 @@ def test_write_dataset_refuses_non_empty_folder(tmp_path):
         write_phantom_dataset(tmp_path / "other", n_train=0, n_val=1, shape=SHAPE)
 
 
+def _canonical(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Array and affine reordered to RAS axes, for comparing the same volume stored two ways."""
+    ornt = nib.io_orientation(affine)
+    return (nib.orientations.apply_orientation(array, ornt),
+            affine @ nib.orientations.inv_ornt_aff(ornt, array.shape))
+
+
 def test_dicom_series_matches_nifti(tmp_path):
-    out = write_phantom_dataset(tmp_path / "data", n_train=2, n_val=0, shape=(24, 20, 8), dicom=True)
-    for name in ("phantom_000", "phantom_001"):  # RAS and LPS storage
+    out = write_phantom_dataset(tmp_path / "data", n_train=4, n_val=0, shape=(24, 20, 8), dicom=True)
+    for name in ("phantom_000", "phantom_001", "phantom_003"):  # RAS, LPS and PLS storage
         reader = sitk.ImageSeriesReader()
         files = reader.GetGDCMSeriesFileNames(str(out / "dicom" / "train" / name))
         assert len(files) == 8
@@ -125,9 +132,13 @@ def test_dicom_series_matches_nifti(tmp_path):
         affine[:3, :3] = np.array(vol.GetDirection()).reshape(3, 3) * spacing
         affine[:3, 3] = vol.GetOrigin()
         affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
-        np.testing.assert_allclose(affine, nii.affine, atol=1e-3)
         values = sitk.GetArrayFromImage(vol).transpose(2, 1, 0)
-        np.testing.assert_array_equal(values, np.rint(np.asarray(nii.dataobj)))
+        # the same voxels at the same world positions (a left-handed in-plane basis, as in PLS,
+        # makes DICOM readers stack the slices the other way round, so compare in RAS order)
+        dicom_ras, dicom_affine = _canonical(values, affine)
+        nii_ras, nii_affine = _canonical(np.rint(np.asarray(nii.dataobj)), nii.affine)
+        np.testing.assert_allclose(dicom_affine, nii_affine, atol=1e-3)
+        np.testing.assert_array_equal(dicom_ras, nii_ras)
 
 
 def test_cli_writes_phantoms(tmp_path, capsys):
