@@ -172,7 +172,9 @@ def _geometry(cfg: Config, keys: Sequence[str]) -> list[MapTransform]:
     # explicit RAS world labels (the loader's affines are RAS); also silences MONAI's default-change warning
     out: list[MapTransform] = [Orientationd(keys, axcodes=cfg.preprocess.orientation.upper(), labels=_RAS_LABELS)]
     if cfg.preprocess.spacing is not None:
-        out.append(Spacingd(keys, pixdim=cfg.preprocess.spacing, mode=modes))
+        # float32 resampling (MONAI's default is float64): halves the sampling grid, which dominates peak
+        # memory when a prediction is inverted onto a 512x512x300 scan
+        out.append(Spacingd(keys, pixdim=cfg.preprocess.spacing, mode=modes, dtype=np.float32))
     if cfg.preprocess.crop_foreground:
         select = _is_body_ct if cfg.data.modality == "CT" else _is_nonzero_mr
         out.append(CropForegroundd(keys, source_key=IMAGE, select_fn=select, allow_smaller=True))
