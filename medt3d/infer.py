@@ -95,8 +95,8 @@ def label_table(cfg: Config) -> list[dict[str, Any]]:
 
 def class_volumes_ml(label: Any, affine: Any, num_classes: int) -> tuple[list[int], list[float]]:
     """Voxel count and volume in mL of every class value 0..num_classes-1."""
-    values = np.asarray(label.detach().cpu() if isinstance(label, torch.Tensor) else label).ravel()
-    counts = np.bincount(values.astype(np.int64, copy=False), minlength=num_classes)[:num_classes]
+    values = torch.as_tensor(label).detach().cpu().flatten()  # bincount on uint8 needs no int64 copy
+    counts = torch.bincount(values, minlength=num_classes)[:num_classes].tolist()
     voxel_ml = abs(float(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3]))) / 1000.0
     return [int(c) for c in counts], [float(c) * voxel_ml for c in counts]
 
