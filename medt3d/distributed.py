@@ -63,8 +63,10 @@ def shard(items: Sequence[Any], info: DistInfo, even: bool = False) -> list[Any]
 
 
 def is_main_process() -> bool:
-    """True when not distributed, or on rank 0."""
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    """True when not distributed, or on rank 0 (also before/after the process group exists)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def cleanup_distributed() -> None:

@@ -250,10 +250,10 @@ def _progress_handlers(trainer: SupervisedTrainer, evaluator: SupervisedEvaluato
 
         ProgressBar(persist=True).attach(trainer, output_transform=_loss_of)
     else:
-        StatsHandler(name="medt3d.train", tag_name="loss", output_transform=_loss_of,
+        StatsHandler(name="medt3d.stats", tag_name="loss", output_transform=_loss_of,
                      iteration_log=lambda engine, _: engine.state.iteration % max(1, engine.state.epoch_length // 2) == 0
                      ).attach(trainer)
-    StatsHandler(name="medt3d.train", iteration_log=False,
+    StatsHandler(name="medt3d.stats", iteration_log=False,
                  global_epoch_transform=lambda _: trainer.state.epoch).attach(evaluator)
 
 
@@ -276,8 +276,8 @@ def train(cfg: Config, data_dir: str | Path, output: str | Path, resume: bool = 
         cfg: the resolved config.
         data_dir: a data folder or datalist JSON (any layout ``build_datalist`` knows).
         output: the run folder (checkpoints, config.yaml, history.json, tensorboard, mlflow.db).
-        resume: continue from ``output/checkpoints/last.pt`` (its embedded config wins over ``cfg``
-            except ``train.max_epochs``, which may be raised to train longer).
+        resume: continue from ``output/checkpoints/last.pt``; its embedded config wins over ``cfg``
+            except ``train.max_epochs``, taken from ``cfg`` (so a run can be extended or cut short).
         tracking_uri: MLflow tracking URI; default is ``sqlite:///<output>/mlflow.db``.
 
     Returns:
@@ -303,7 +303,7 @@ def _train(cfg: Config, data_dir: str | Path, run_dir: Path, resume: bool, track
 
         max_epochs = cfg.train.max_epochs
         cfg = config_from_dict(resume_payload["config"], source=f"{resume_payload['path']} (embedded config)")
-        cfg.train.max_epochs = max(max_epochs, cfg.train.max_epochs)
+        cfg.train.max_epochs = max_epochs
     if info.is_main:
         _check_output(run_dir)
     datalist = prepare_datalist(cfg, data_dir)
