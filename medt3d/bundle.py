@@ -1,0 +1,420 @@
+"""``medt3d export``: a trained checkpoint -> a MONAI bundle that deploys it.
+
+The bundle (see :func:`export_bundle`)::
+
+    BUNDLE_DIR/
+      LICENSE
+      docs/README.md              generated: task, input, training, metrics, how to run, limits
+      configs/metadata.json       MONAI schema 20240725
+      configs/medt3d.yaml         the checkpoint's resolved medt3d config
+      configs/inference.json      \\
+      configs/evaluate.json        | MONAI model-zoo keys; every component built by medt3d's own
+      configs/train.json           | builders from configs/medt3d.yaml (medt3d.bundle_configs)
+      configs/multi_gpu_train.json/
+      configs/logging.conf
+      models/model.pt             state_dict
+      models/model.ts             TorchScript (monai.bundle.ckpt_export), metadata + inference.json embedded
+      models/model.onnx           with onnx=True
+
+Nothing is written unless everything checks out: the checkpoint must fit the network its config
+describes and the bundle source's contract (modality, channels, labels); the bundle is assembled
+in a temporary folder, checked (MONAI workflow properties, network in/out, TorchScript against
+the checkpoint) and only then renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medt3d.bundle_configs import (
+    MEDT3D_CONFIG,
+    evaluate_config,
+    inference_config,
+    logging_conf,
+    multi_gpu_train_config,
+    train_config,
+)
+from medt3d.bundle_docs import ModelFacts, build_metadata, build_readme, find_summary, summary_from
+from medt3d.bundle_source import (
+    BundleSource,
+    contract_differences,
+    generic_source,
+    load_bundle_source,
+    recipe_differences,
+)
+from medt3d.bundle_zip import unpack_bundle, zip_bundle
+from medt3d.config import Config, config_from_dict, load_config, save_config
+from medt3d.io_utils import atomic_save, atomic_write_text
+
+__all__ = [
+    "ExportResult",
+    "TS_TOLERANCE",
+    "ONNX_TOLERANCE",
+    "check_state_dict",
+    "export_bundle",
+    "is_bundle",
+    "load_bundle_model",
+    "verify_bundle",
+]
+
+logger = logging.getLogger("medt3d.export")
+
+#: Largest |logit| difference accepted between the checkpoint and models/model.ts, and models/model.onnx.
+TS_TOLERANCE = 1e-5
+ONNX_TOLERANCE = 1e-4
+_LISTED = 8  # keys listed per kind of mismatch in error messages
+
+
+@dataclass
+class ExportResult:
+    """Where the bundle went and what it holds."""
+
+    bundle_dir: Path
+    zip_path: Path | None
+    torchscript: str
+    onnx: bool
+    summary_path: Path | None
+    metadata: dict[str, Any]
+
+
+# --------------------------------------------------------------------------------------------- checks
+
+
+def _listed(items: list[str]) -> str:
+    more = f" and {len(items) - _LISTED} more" if len(items) > _LISTED else ""
+    return ", ".join(items[:_LISTED]) + more
+
+
+def check_state_dict(network: torch.nn.Module, state: Any, source: str, cfg: Config) -> None:
+    """Check that ``state`` holds exactly ``network``'s tensors, with the same shapes.
+
+    Raises:
+        ValueError: naming ``source``, the network the config describes, and the missing,
+            unexpected and mis-shaped keys (e.g. a first layer made for another channel count).
+    """
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{source}: 'network' is not a state_dict (a mapping of parameter names to tensors)")
+    expected = network.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f"{k} {list(state[k].shape)} (network needs {list(v.shape)})" for k, v in expected.items()
+              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if not (missing or unexpected or shapes):
+        return
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_listed(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_listed(unexpected)}")
+    if shapes:
+        problems.append(f"wrong shapes: {_listed(shapes)}")
+    n = cfg.network
+    raise ValueError(
+        f"{source}: the weights do not fit the network its config describes ({n.name}, preset {n.preset}, "
+        f"data.in_channels={cfg.data.in_channels}, {cfg.data.num_classes} classes {list(cfg.data.labels)}): "
+        + "; ".join(problems))
+
+
+def _load_checked_checkpoint(model: str | Path) -> tuple[dict[str, Any], Config, torch.nn.Module]:
+    from medt3d.checkpoint import load_checkpoint
+    from medt3d.networks import build_network
+
+    payload = load_checkpoint(model)  # weights_only=True
+    source = payload["path"]
+    for key in ("network", "config"):
+        if key not in payload or payload[key] is None:
+            raise ValueError(f"{source}: the checkpoint has no '{key}' entry; it cannot be exported "
+                             "(expected a medt3d training checkpoint)")
+    if not isinstance(payload["config"], dict):
+        raise ValueError(f"{source}: the checkpoint's 'config' entry is not a mapping")
+    cfg = config_from_dict(payload["config"], source=f"{source} (embedded config)")
+    network = build_network(cfg)
+    check_state_dict(network, payload["network"], source, cfg)
+    network.load_state_dict(payload["network"])
+    return payload, cfg, network.eval()
+
+
+def _deployable(cfg: Config) -> Config:
+    """The checkpoint's config without machine-specific paths (cache folder, MLflow URI)."""
+    return replace(cfg, data=replace(cfg.data, cache_dir=None), tracking=replace(cfg.tracking, mlflow_uri=None))
+
+
+def _check_output(output: Path) -> None:
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise ValueError(f"output {output} already exists and is not empty; medt3d export does not overwrite: "
+                         "choose a new folder")
+
+
+# --------------------------------------------------------------------------------------------- writing
+
+
+def _write_json(path: Path, values: Any) -> None:
+    atomic_write_text(path, json.dumps(values, indent=4) + "\n")
+
+
+def _write_configs(root: Path, cfg: Config) -> None:
+    from medt3d.training import KEY_METRIC
+
+    save_config(cfg, root / MEDT3D_CONFIG)
+    _write_json(root / "configs" / "inference.json", inference_config())
+    _write_json(root / "configs" / "evaluate.json", evaluate_config())
+    _write_json(root / "configs" / "train.json", train_config(KEY_METRIC))
+    _write_json(root / "configs" / "multi_gpu_train.json", multi_gpu_train_config())
+    atomic_write_text(root / "configs" / "logging.conf", logging_conf())
+
+
+def _torchscript(root: Path, cfg: Config, network: torch.nn.Module) -> str:
+    """Write models/model.ts with ``monai.bundle.ckpt_export``; script it, or trace it when scripting fails."""
+    from monai.bundle import ckpt_export
+
+    common = {
+        "net_id": "network_def",
+        "filepath": str(root / "models" / "model.ts"),
+        "ckpt_file": str(root / "models" / "model.pt"),
+        "meta_file": str(root / "configs" / "metadata.json"),
+        "config_file": str(root / "configs" / "inference.json"),
+        "bundle_root": str(root),
+    }
+    try:
+        ckpt_export(**common, use_trace=False)
+        return "script"
+    except Exception as err:  # torch.jit.script raises many types for unsupported code
+        reason = " ".join(str(err).split())[:300]
+        logger.warning("TorchScript scripting failed (%s: %s); tracing on a %s patch instead",
+                       type(err).__name__, reason, list(cfg.patch.roi_size))
+    shape = [1, cfg.data.in_channels, *cfg.patch.roi_size]
+    ckpt_export(**common, use_trace=True, input_shape=shape)
+    return "trace"
+
+
+def _onnx(root: Path, cfg: Config, network: torch.nn.Module) -> None:
+    """Write models/model.onnx (batch axis dynamic, patch of ``patch.roi_size``)."""
+    x = torch.zeros(1, cfg.data.in_channels, *cfg.patch.roi_size)
+    target = root / "models" / "model.onnx"
+    kwargs: dict[str, Any] = {"input_names": ["image"], "output_names": ["pred"], "opset_version": 17,
+                              "dynamic_axes": {"image": {0: "batch"}, "pred": {0: "batch"}}}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                torch.onnx.export(network, (x,), str(target), dynamo=False, **kwargs)
+            except TypeError:  # torch versions without the dynamo switch
+                torch.onnx.export(network, (x,), str(target), **kwargs)
+    except Exception as err:
+        raise ValueError(f"ONNX export of the network failed: {type(err).__name__}: {str(err)[:300]}") from None
+
+
+def _check_logits(root: Path, cfg: Config, network: torch.nn.Module, onnx: bool) -> None:
+    """models/model.ts (and model.onnx) must give the checkpoint's logits."""
+    from monai.data import load_net_with_metadata
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(2, cfg.data.in_channels, *cfg.patch.roi_size, generator=generator)
+    with torch.no_grad():
+        expected = network(x)
+        ts, _, _ = load_net_with_metadata(str(root / "models" / "model.ts"))
+        diff = float((ts(x) - expected).abs().max())
+    if not diff <= TS_TOLERANCE:
+        raise ValueError(f"models/model.ts differs from the checkpoint by {diff:.3g} (> {TS_TOLERANCE:g}) in logits")
+    if onnx:
+        import onnxruntime as ort
+
+        try:
+            session = ort.InferenceSession(str(root / "models" / "model.onnx"), providers=["CPUExecutionProvider"])
+            out = session.run(["pred"], {"image": x.numpy()})[0]
+        except Exception as err:  # onnxruntime raises its own exception types
+            raise ValueError(f"models/model.onnx does not run in onnxruntime: {str(err)[:300]}") from None
+        diff = float((torch.from_numpy(out) - expected).abs().max())
+        if not diff <= ONNX_TOLERANCE:
+            raise ValueError(f"models/model.onnx differs from the checkpoint by {diff:.3g} (> {ONNX_TOLERANCE:g})")
+
+
+def verify_bundle(root: str | Path, dataset_dir: str | Path | None = None) -> None:
+    """Check an exported bundle with MONAI's own tools.
+
+    ``ConfigWorkflow(...).check_properties()`` for the inference and training workflows (and the
+    evaluation and multi-GPU configs on top of them) must report nothing missing or wrong, and
+    ``verify_net_in_out`` must pass for ``network_def`` against the metadata.
+
+    Args:
+        root: the bundle folder.
+        dataset_dir: data to instantiate the workflows with; ``None`` checks them with no cases.
+
+    Raises:
+        ValueError: naming the configs and the missing or wrong properties.
+    """
+    from monai.bundle import verify_net_in_out
+
+    root = Path(root)
+    runs = (
+        ("infer", ["inference.json"]),
+        ("infer", ["inference.json", "evaluate.json"]),
+        ("train", ["train.json"]),
+        ("train", ["train.json", "multi_gpu_train.json"]),
+    )
+    scratch = tempfile.mkdtemp(prefix="medt3d-verify-")  # handlers create their folders when they are built
+    try:
+        for kind, names in runs:
+            _check_workflow(root, kind, names, dataset_dir, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    configs = root / "configs"
+    verify_net_in_out(net_id="network_def", meta_file=str(configs / "metadata.json"),
+                      config_file=str(configs / "inference.json"), device="cpu", bundle_root=str(root))
+
+
+def _check_workflow(root: Path, kind: str, names: list[str], dataset_dir: str | Path | None, scratch: str) -> None:
+    """Instantiate one workflow (without running its ``initialize``) and check its MONAI properties."""
+    from monai.bundle import ConfigWorkflow
+
+    configs = root / "configs"
+    override: dict[str, Any] = {"bundle_root": str(root), "output_dir": scratch}
+    if dataset_dir is not None:
+        override["dataset_dir"] = str(dataset_dir)
+    elif kind == "infer":
+        override["datalist"] = "$[]"
+    else:
+        override["datalist"] = "$medt3d.data.datalist.Datalist(train=[], val=[])"
+        override["train#dataloader#shuffle"] = False  # a random sampler needs at least one case
+    if "multi_gpu_train.json" in names:  # checked without a process group: keep the single-process parts
+        override.update({"device": "$torch.device('cpu')", "network": "$@network_def.to(@device)",
+                         "train#dataloader#sampler": None, "validate#dataloader#sampler": None})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        workflow = ConfigWorkflow(config_file=[str(configs / n) for n in names],
+                                  meta_file=str(configs / "metadata.json"), logging_file=False,
+                                  init_id="_no_initialize_", workflow_type=kind, **override)
+        workflow.initialize()
+        missing = workflow.check_properties()
+    if missing:
+        raise ValueError(f"{' + '.join(names)}: MONAI {kind} workflow properties missing or wrong: {missing}")
+
+
+def export_bundle(model: str | Path, output: str | Path, name: str | Path | None = None, onnx: bool = False,
+                  zip_bundle_too: bool = False, summary: str | Path | None = None) -> ExportResult:
+    """Export a checkpoint as a MONAI bundle in ``output`` (see the module docstring for the layout).
+
+    Args:
+        model: a medt3d checkpoint (``best.pt``) or a training run folder.
+        output: the bundle folder to create (must not exist, or be empty).
+        name: a bundle source (``spleen_ct_medt3d``, ``phantom_demo_medt3d`` or a folder with a
+            ``bundle.yaml``) for the hand-written parts; ``None`` describes the model from its config.
+        onnx: also write ``models/model.onnx`` (checked with onnxruntime).
+        zip_bundle_too: also write ``<output>.zip``.
+        summary: the evaluation ``summary.json`` whose metrics the README reports; default: the one
+            ``medt3d evaluate`` or ``medt3d demo`` left beside the run (if any).
+
+    Returns:
+        An :class:`ExportResult`.
+
+    Raises:
+        FileNotFoundError: no checkpoint, bundle source or summary there.
+        ValueError: the checkpoint is unreadable, misses an entry, does not fit its config or the
+            source's contract (the message says which keys/values), the output exists and is not
+            empty, or the exported model fails a check. Nothing is left behind in that case.
+    """
+    output = Path(output)
+    _check_output(output)
+    payload, cfg, network = _load_checked_checkpoint(model)
+    source: BundleSource = load_bundle_source(name) if name is not None else generic_source(cfg, key=output.name)
+    problems = contract_differences(cfg, source)
+    if problems:
+        raise ValueError(f"{payload['path']} does not match bundle source {source.key}: " + "; ".join(problems))
+    differences = recipe_differences(cfg, source) if name is not None else []
+    for line in differences:
+        logger.warning("checkpoint differs from the recipe of %s: %s", source.key, line)
+    summary_path = Path(summary) if summary is not None else find_summary(Path(payload["path"]))
+    if summary is not None and not summary_path.is_file():
+        raise FileNotFoundError(f"summary file not found: {summary_path}")
+    cfg = _deployable(cfg)
+    facts = ModelFacts(
+        cfg=cfg, parameters=sum(p.numel() for p in network.parameters()), epoch=int(payload.get("epoch", -1)),
+        best_epoch=int(payload.get("best_epoch", -1)), val_metrics=payload.get("metrics") or {},
+        summary=summary_from(summary_path) if summary_path else None, summary_path=summary_path,
+        onnx=onnx, recipe_differences=differences,
+    )
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the bundle is an ordinary folder
+    try:
+        atomic_write_text(tmp / "LICENSE", source.license_text)
+        _write_configs(tmp, cfg)
+        metadata = build_metadata(source, facts)
+        _write_json(tmp / "configs" / "metadata.json", metadata)
+        state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+        atomic_save(tmp / "models" / "model.pt", lambda p: torch.save(state, p))
+        verify_bundle(tmp)
+        facts.torchscript = _torchscript(tmp, cfg, network)
+        if onnx:
+            _onnx(tmp, cfg, network)
+        _check_logits(tmp, cfg, network, onnx)
+        atomic_write_text(tmp / "docs" / "README.md", build_readme(source, facts, output.name))
+        for path in tmp.rglob("*"):  # temporary files are private (0600); a bundle is for sharing
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        if output.exists():
+            output.rmdir()
+        tmp.replace(output)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    zip_path = zip_bundle(output) if zip_bundle_too else None
+    logger.info("exported %s to %s (TorchScript by %s%s)%s", payload["path"], output, facts.torchscript,
+                ", ONNX" if onnx else "", f"; zip {zip_path}" if zip_path else "")
+    return ExportResult(bundle_dir=output, zip_path=zip_path, torchscript=facts.torchscript, onnx=onnx,
+                        summary_path=summary_path, metadata=metadata)
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+def is_bundle(path: str | Path) -> bool:
+    """True for an exported bundle folder (``configs/medt3d.yaml`` + ``models/model.pt``) or a ``.zip`` of one."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".zip":
+        return True
+    return path.is_dir() and (path / MEDT3D_CONFIG).is_file() and (path / "models" / "model.pt").is_file()
+
+
+def _load_bundle_dir(root: Path, device: torch.device | str) -> tuple[torch.nn.Module, Config]:
+    from medt3d.networks import build_network
+
+    cfg_file, weights = root / MEDT3D_CONFIG, root / "models" / "model.pt"
+    for needed in (cfg_file, weights):
+        if not needed.is_file():
+            raise FileNotFoundError(f"bundle {root}: {needed.relative_to(root)} not found")
+    cfg = load_config(cfg_file)
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for corrupt/unsafe files
+        raise ValueError(f"{weights}: not a readable state_dict ({type(err).__name__}: {str(err)[:200]})") from None
+    network = build_network(cfg)
+    check_state_dict(network, state, str(weights), cfg)
+    network.load_state_dict(state)
+    return network.to(device).eval(), cfg
+
+
+def load_bundle_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, Config]:
+    """Network and config of an exported bundle folder, or of a bundle ``.zip`` (unpacked safely).
+
+    Raises:
+        FileNotFoundError: the bundle lacks ``configs/medt3d.yaml`` or ``models/model.pt``.
+        ValueError: the weights do not fit the config, or the zip is unsafe (see :mod:`medt3d.bundle_zip`).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"bundle not found: {path}")
+    if path.is_file():
+        with tempfile.TemporaryDirectory(prefix="medt3d-bundle-") as tmp:
+            root = unpack_bundle(path, Path(tmp) / "bundle")
+            return _load_bundle_dir(root, device)
+    return _load_bundle_dir(path, device)

@@ -1,0 +1,207 @@
+"""What an exported bundle's configs call at run time, besides medt3d's own builders.
+
+The bundle's ``configs/*.json`` build their transforms, network, loss, optimiser and sliding-window
+inferer with the same medt3d functions that ``medt3d train`` and ``medt3d infer`` use (so the two
+cannot drift). This module holds the few pieces that glue those builders into MONAI's bundle
+workflow: an ``Inferer`` that runs medt3d's :class:`~medt3d.inference.Predictor` (sliding window,
+precision, test-time flips), an atomic NIfTI writer for ``SaveImaged``, the datasets, and the
+training extras (gradient clipping, gate freezing) that MONAI's handlers do not cover.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events
+from monai.data import Dataset, NibabelWriter
+from monai.engines.utils import IterationEvents
+from monai.inferers import Inferer
+from monai.transforms import MapTransform
+from monai.utils import convert_to_dst_type
+
+from medt3d.config import Config
+from medt3d.io_utils import atomic_path
+
+__all__ = [
+    "AtomicNibabelWriter",
+    "CheckImaged",
+    "PredictorInferer",
+    "TrainExtrasHandler",
+    "dataset",
+    "image_cases",
+    "infer_transforms",
+    "labelled_cases",
+    "with_precision",
+]
+
+
+def with_precision(cfg: Config, precision: str | None) -> Config:
+    """A copy of ``cfg`` whose ``infer.precision`` is ``precision`` (``None`` keeps the config's)."""
+    if precision is None or precision == cfg.infer.precision:
+        return cfg
+    from medt3d.config import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} is not one of {list(PRECISIONS)}")
+    return dataclasses.replace(cfg, infer=dataclasses.replace(cfg.infer, precision=precision))
+
+
+class CheckImaged(MapTransform):
+    """Refuse a scan that ``medt3d infer`` refuses: a channel count the model does not take, NaN/Inf voxels.
+
+    Args:
+        cfg: the model's config (``data.in_channels``).
+        keys: the image key.
+
+    Raises:
+        ValueError: naming the scan and the problem.
+    """
+
+    def __init__(self, cfg: Config, keys: str = "image") -> None:
+        super().__init__(keys)
+        self.in_channels = cfg.data.in_channels
+
+    def __call__(self, data: Any) -> dict:
+        from medt3d.inference import check_finite
+
+        d = dict(data)
+        for key in self.key_iterator(d):
+            image = d[key]
+            source = getattr(image, "meta", {}).get("filename_or_obj", key)
+            if image.shape[0] != self.in_channels:
+                raise ValueError(f"{source}: image has {image.shape[0]} channel(s) but the model expects "
+                                 f"{self.in_channels} (data.in_channels in its config)")
+            check_finite(image, source)
+        return d
+
+
+def infer_transforms(cfg: Config) -> Any:
+    """``medt3d.data.transforms.build_infer_transforms(cfg)`` with the checks of ``medt3d infer`` after loading."""
+    from medt3d.data.io import LoadVolumed
+    from medt3d.data.transforms import Pipeline, build_infer_transforms
+
+    steps = list(build_infer_transforms(cfg).transforms)
+    after_load = max(i for i, t in enumerate(steps) if isinstance(t, LoadVolumed)) + 1
+    return Pipeline([*steps[:after_load], CheckImaged(cfg), *steps[after_load:]])
+
+
+class PredictorInferer(Inferer):
+    """MONAI ``Inferer`` that runs medt3d's Predictor: the very code path of ``medt3d infer``.
+
+    Sliding window with the config's ROI, overlap and blending, autocast at ``precision``, and
+    test-time flips when ``infer.tta_flips`` is set. Returns per-class probabilities (softmax)
+    on the CPU, as a MetaTensor carrying the input's metadata so that ``Invertd`` can map it back.
+
+    Args:
+        cfg: the model's medt3d config.
+        device: where the windows run.
+        precision: ``fp32``, ``bf16`` or ``fp16``; ``None`` keeps ``cfg.infer.precision``.
+
+    Raises:
+        ValueError: the precision is not supported on ``device`` (fp16 needs a GPU).
+    """
+
+    def __init__(self, cfg: Config, device: torch.device | str, precision: str | None = None) -> None:
+        super().__init__()
+        from medt3d.devices import autocast_dtype
+
+        self.cfg = with_precision(cfg, precision)
+        self.device = torch.device(device)
+        autocast_dtype(self.cfg.infer.precision, self.device)  # fail now, not at the first case
+        self._predictor: Any = None
+        self._network: torch.nn.Module | None = None
+
+    def _predictor_for(self, network: torch.nn.Module) -> Any:
+        from medt3d.inference import Predictor
+
+        if self._predictor is None or self._network is not network:
+            self._predictor = Predictor(network, self.cfg, self.device)
+            self._network = network
+        return self._predictor
+
+    def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """Probabilities (B, C, X, Y, Z) for a batch of preprocessed images (B, C_in, X, Y, Z)."""
+        predictor = self._predictor_for(network)
+        out = torch.cat([predictor.logits(image) for image in inputs], dim=0)
+        return convert_to_dst_type(out, inputs, device=out.device)[0] if hasattr(inputs, "meta") else out
+
+
+class AtomicNibabelWriter(NibabelWriter):
+    """MONAI's NIfTI writer, writing to a temporary file that is renamed into place when complete."""
+
+    def write(self, filename: Any, verbose: bool = False, **obj_kwargs: Any) -> None:
+        """Write the NIfTI file atomically (see :func:`medt3d.io_utils.atomic_path`)."""
+        with atomic_path(filename) as tmp:
+            super().write(str(tmp), verbose=verbose, **obj_kwargs)
+
+
+def dataset(data: Sequence[dict], transform: Any, cfg: Config, cache_dir: str | Path | None = None) -> Dataset:
+    """The dataset ``medt3d train`` would build (``data.cache`` decides the caching).
+
+    A thin adapter so that bundle configs keep MONAI's ``dataset#data`` / ``dataset#transform`` keys.
+    """
+    from medt3d.data.datasets import build_dataset
+
+    return build_dataset(list(data), transform, cfg, cache_dir=cache_dir)
+
+
+def image_cases(dataset_dir: str | Path) -> list[dict[str, str]]:
+    """``[{"image": path}]`` for every scan (NIfTI, NRRD, DICOM series folder) under ``dataset_dir``.
+
+    The same search as ``medt3d infer`` (:func:`medt3d.data.io.find_inputs`).
+    """
+    from medt3d.data.io import find_inputs
+
+    return [{"image": str(p)} for p in find_inputs(dataset_dir)]
+
+
+def labelled_cases(dataset_dir: str | Path) -> list[dict[str, Any]]:
+    """Every image/label pair of a data folder in any layout ``medt3d`` reads (train and val splits together)."""
+    from medt3d.data.datalist import build_datalist
+
+    datalist = build_datalist(dataset_dir)
+    cases = list(datalist.train) + list(datalist.val)
+    if not cases:
+        raise ValueError(f"{dataset_dir}: no image/label pairs found")
+    return cases
+
+
+class TrainExtrasHandler:
+    """What ``medt3d train`` does besides MONAI's handlers: gradient clipping and gate freezing.
+
+    Clips the gradient norm to ``train.max_norm`` after each backward pass, and keeps the
+    attention gates frozen for the first ``train.freeze_gates_epochs`` epochs.
+
+    Args:
+        cfg: the medt3d config.
+        network: the trained network (DDP-wrapped or not).
+    """
+
+    def __init__(self, cfg: Config, network: torch.nn.Module) -> None:
+        from medt3d.distributed import unwrap
+        from medt3d.networks import gate_parameters
+
+        self.cfg = cfg
+        self.network = network
+        self.gates = list(gate_parameters(unwrap(network)))
+
+    def attach(self, engine: Engine) -> None:
+        """Register the handlers on the trainer."""
+        engine.add_event_handler(Events.EPOCH_STARTED, self._freeze)
+        engine.add_event_handler(IterationEvents.BACKWARD_COMPLETED, self._clip)
+
+    def _freeze(self, engine: Engine) -> None:
+        frozen = engine.state.epoch <= self.cfg.train.freeze_gates_epochs
+        for p in self.gates:
+            p.requires_grad_(not frozen)
+
+    def _clip(self, engine: Engine) -> None:
+        if self.cfg.train.max_norm is None:
+            return
+        if getattr(engine, "scaler", None) is not None and engine.amp:
+            engine.scaler.unscale_(engine.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.cfg.train.max_norm)

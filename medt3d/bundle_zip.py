@@ -1,0 +1,136 @@
+"""Zip a bundle folder, and unpack a bundle zip without letting it write outside its target folder.
+
+``zipfile.extractall`` sanitises names, but silently (a member ``../x`` lands somewhere else than
+its name says) and a zip may hold symlinks; a bundle from elsewhere is refused outright instead
+when any member is absolute, climbs out with ``..``, is a link or a special file, or collides.
+"""
+
+from __future__ import annotations
+
+import shutil
+import stat
+import tempfile
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from medt3d.io_utils import atomic_path
+
+__all__ = ["UnsafeZipError", "check_zip_members", "unpack_bundle", "zip_bundle"]
+
+#: Largest total unpacked size accepted (a guard against zip bombs).
+MAX_UNPACKED_BYTES = 8 * 2**30
+
+
+class UnsafeZipError(ValueError):
+    """A zip member would be written outside the target folder, or is not a plain file or folder."""
+
+
+def zip_bundle(bundle_dir: str | Path, zip_path: str | Path | None = None) -> Path:
+    """Write ``bundle_dir`` as a zip whose members sit under the bundle's folder name (model-zoo layout).
+
+    Args:
+        bundle_dir: the exported bundle.
+        zip_path: target file; default ``<bundle_dir>.zip``.
+
+    Returns:
+        The zip's path (written atomically).
+    """
+    bundle_dir = Path(bundle_dir)
+    zip_path = Path(zip_path) if zip_path is not None else bundle_dir.with_name(bundle_dir.name + ".zip")
+    with atomic_path(zip_path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(bundle_dir.rglob("*")):
+            if path.is_symlink():
+                raise ValueError(f"{path}: bundles must not contain symbolic links")
+            if path.is_file():
+                zf.write(path, arcname=str(PurePosixPath(bundle_dir.name) / path.relative_to(bundle_dir).as_posix()))
+    zip_path.chmod(0o644)  # the temporary file was private
+    return zip_path
+
+
+def _member_problem(info: zipfile.ZipInfo) -> str | None:
+    name = info.filename
+    if "\\" in name or "\x00" in name:
+        return "has a backslash or NUL in its name"
+    pure = PurePosixPath(name)
+    if pure.is_absolute() or (len(name) > 1 and name[1] == ":"):
+        return "has an absolute path"
+    if ".." in pure.parts:
+        return "climbs out of the folder with '..'"
+    kind = stat.S_IFMT(info.external_attr >> 16)  # 0 when the zip records no Unix file type
+    if kind == stat.S_IFLNK:
+        return "is a symbolic link"
+    if kind and kind not in (stat.S_IFREG, stat.S_IFDIR):
+        return "is not a plain file or folder"
+    return None
+
+
+def check_zip_members(zip_path: str | Path) -> list[zipfile.ZipInfo]:
+    """Every member of ``zip_path``, after checking that all are safe to unpack.
+
+    Raises:
+        UnsafeZipError: naming the zip and each bad member with what is wrong with it.
+        ValueError: the file is not a zip.
+    """
+    zip_path = Path(zip_path)
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            members = zf.infolist()
+    except zipfile.BadZipFile as err:
+        raise ValueError(f"{zip_path}: not a zip file ({err})") from None
+    problems = [f"{m.filename!r} {why}" for m in members if (why := _member_problem(m))]
+    seen: set[str] = set()
+    for m in members:
+        key = m.filename.rstrip("/").lower()
+        if key in seen:
+            problems.append(f"{m.filename!r} appears twice")
+        seen.add(key)
+    if sum(m.file_size for m in members) > MAX_UNPACKED_BYTES:
+        problems.append(f"unpacks to more than {MAX_UNPACKED_BYTES / 2**30:.0f} GiB")
+    if problems:
+        raise UnsafeZipError(f"{zip_path}: refusing to unpack: " + "; ".join(problems))
+    return members
+
+
+def unpack_bundle(zip_path: str | Path, dest: str | Path) -> Path:
+    """Unpack a bundle zip into the new folder ``dest`` and return the bundle folder inside it.
+
+    Nothing is written unless every member is safe (see :func:`check_zip_members`); the files go to
+    a temporary folder beside ``dest`` that is renamed into place when complete.
+
+    Returns:
+        The bundle root: ``dest/<name>`` when the zip holds one top folder (model-zoo layout), else ``dest``.
+
+    Raises:
+        UnsafeZipError: a member is absolute, climbs out with ``..``, is a link or a special file.
+        ValueError: ``dest`` exists and is not empty, or the file is not a zip.
+    """
+    zip_path, dest = Path(zip_path), Path(dest)
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise ValueError(f"{dest} already exists and is not empty; unpack into a new folder")
+    members = check_zip_members(zip_path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the bundle is an ordinary folder
+    try:
+        root = tmp.resolve()
+        with zipfile.ZipFile(zip_path) as zf:
+            for m in members:
+                target = (root / m.filename).resolve()
+                if root != target and root not in target.parents:  # second line of defence
+                    raise UnsafeZipError(f"{zip_path}: member {m.filename!r} would be written outside {dest}")
+                if m.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(m) as src, open(target, "wb") as out:
+                    shutil.copyfileobj(src, out)
+        if dest.exists():
+            dest.rmdir()
+        tmp.replace(dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    tops = {PurePosixPath(m.filename).parts[0] for m in members if PurePosixPath(m.filename).parts}
+    if len(tops) == 1 and (dest / next(iter(tops))).is_dir():
+        return dest / next(iter(tops))
+    return dest
