@@ -171,6 +171,17 @@ def test_bad_cases_fail_alone_with_clear_messages(scans, tmp_path: Path):
         assert not list(out.glob(f"{name}_*"))
 
 
+def test_dicom_seg_of_a_series_without_frame_of_reference_fails_that_case(shared_data: Path, tmp_path: Path):
+    """The real MR series has no FrameOfReferenceUID, which a DICOM SEG must have: a clear failure, no files."""
+    series = shared_data / "mr_dicom_series" / "series"
+    out = tmp_path / "out"
+    summary = _run([series], out, "patch.roi_size=[64,64,16]", options=InferOptions(progress=False, dicom_seg=True))
+    assert summary["exit_code"] == 1
+    assert "FrameOfReferenceUID" in summary["failed"][0]["error"] and str(series) in summary["failed"][0]["error"]
+    assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
+    assert _run([series], tmp_path / "plain", "patch.roi_size=[64,64,16]")["exit_code"] == 0
+
+
 def test_a_case_failing_while_writing_leaves_no_files(scans, tmp_path: Path, monkeypatch):
     import medt3d.dicom_seg
 
@@ -271,11 +282,16 @@ def test_cli_with_a_checkpoint_exit_codes_and_summary(scans, tmp_path: Path):
     assert sidecar["model"]["file"] == str(ckpt.resolve()) and len(sidecar["model"]["sha256"]) == 64
     seg = nib.load(str(out / "ct_c_seg.nii.gz"))
     np.testing.assert_allclose(seg.affine, read_header(scans["dicom"]).affine, atol=1e-3)
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    ckpt.rename(run_dir / "checkpoints" / "best.pt")
+    ckpt = run_dir  # a training run folder works as --model too
     rc = main(["infer", str(scans["nifti"]), str(tmp_path / "nope.nii.gz"), "--model", str(ckpt),
                "--output", str(tmp_path / "out2"), "--no-progress"])
     assert rc == 1
-    failed = json.loads((tmp_path / "out2" / "summary.json").read_text())["failed"]
-    assert [f["case"] for f in failed] == ["nope"]
+    summary = json.loads((tmp_path / "out2" / "summary.json").read_text())
+    assert [f["case"] for f in summary["failed"]] == ["nope"] and summary["done"] == 1
+    assert summary["model"]["file"] == str((run_dir / "checkpoints" / "best.pt").resolve())
     assert main(["infer", str(scans["nifti"]), "--model", str(tmp_path / "none.pt"), "--output",
                  str(tmp_path / "o3")]) == 2
 
