@@ -136,16 +136,19 @@ class GatedAxialAttention(nn.Module):
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """Gated attention of (N, heads, L, d) lines; ``idx`` is the (L, L) relative index."""
         n, h, length, _ = q.shape
-        full = idx.expand(n, h, length, length)
+        # gates and 1/sqrt(d) are folded into the small tables, not applied to (N, h, L, L) tensors
+        q = q * self.scale
+        rel_q = self.gate_qr * self.rel_q
+        rel_k = (self.gate_kr * self.scale) * self.rel_k
+        rel_v = self.gate_sve * self.rel_v
         # q_i.r^q_(i-j): project q on every table row once, then pick row idx[i, j]
-        qr = torch.matmul(q, self.rel_q.t()).gather(-1, full)
+        qr = torch.matmul(q, rel_q.t()).gather(-1, idx.expand(n, h, length, length))
         # k_j.r^k_(i-j): rows are j here, so gather with idx transposed and swap back
-        kr = torch.matmul(k, self.rel_k.t()).gather(-1, idx.t().expand(n, h, length, length)).transpose(-1, -2)
-        logits = torch.matmul(q, k.transpose(-1, -2)) + self.gate_qr * qr + self.gate_kr * kr
-        attn = self.attn_drop(F.softmax(logits * self.scale, dim=-1))
-        out_v = torch.matmul(attn, v)
-        out_r = torch.einsum("nhij,ijd->nhid", attn, self.rel_v[idx])
-        return self.gate_sv * out_v + self.gate_sve * out_r
+        kr = torch.matmul(k, rel_k.t()).gather(-1, idx.t().expand(n, h, length, length)).transpose(-1, -2)
+        logits = torch.matmul(q, k.transpose(-1, -2)) + qr + kr
+        attn = self.attn_drop(F.softmax(logits, dim=-1))
+        out_r = torch.einsum("nhij,ijd->nhid", attn, rel_v[idx])
+        return out_r + self.gate_sv * torch.matmul(attn, v)
 
 
 def gate_parameters(model: nn.Module) -> list[nn.Parameter]:

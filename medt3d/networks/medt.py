@@ -1,0 +1,225 @@
+"""MedT3D: convolutional stem, gated axial attention encoder (+ LoGo local branch), U-shaped decoder.
+
+Layout for ``stem_stride = 2**k`` and ``S = len(channels)`` attention stages::
+
+    x -> conv s2 (level 1) -> ... -> conv s2 (level k)                       (3x3x3, norm, act)
+           |  skip                     |
+           |                           stage 0: gated axial blocks (+ local branch, LoGo)
+           |                           |  skip
+           |                           stage s: conv s2 -> gated axial blocks
+           |                           |
+           + <- refine <- up ... <- up +   (up: x2 transposed-conv equivalent; refine: 3x3x3 conv)
+           |
+    logits = voxel shuffle (level 1 -> full resolution) + pointwise(x)
+
+Attention runs only at ``1/stem_stride`` resolution and below, where it is cheap. The
+full-resolution path holds no feature maps: each level-1 voxel predicts the logits of its
+2x2x2 children, plus a pointwise term of the input itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medt3d.networks.blocks import GatedAxialBlock, LocalBranch
+from medt3d.networks.layers import ConvNormAct, PointwiseConv, VoxelShuffleUp
+
+__all__ = ["MEDT3D_PRESETS", "MedT3D", "MedT3DPreset"]
+
+
+@dataclass(frozen=True)
+class MedT3DPreset:
+    """Size of a MedT3D network.
+
+    Attributes:
+        channels: width of each attention stage (stage ``s`` runs at ``1/(stem_stride * 2**s)``).
+        blocks: gated axial blocks per stage.
+        heads: attention heads (every width must be a multiple of it).
+        span: clip of relative distances in the attention.
+        stem_stride: downsampling of the convolutional stem (a power of two).
+        local_patch: edge of the local branch's sub-volumes, at stage-0 resolution.
+    """
+
+    channels: tuple[int, ...]
+    blocks: tuple[int, ...]
+    heads: int
+    span: int
+    stem_stride: int
+    local_patch: int
+
+
+#: The one table of preset sizes. ``tiny`` is for tests and the phantom demo, ``small`` is the
+#: default (benchmarked in docs/benchmarks.md), ``base`` is the bigger option.
+MEDT3D_PRESETS: dict[str, MedT3DPreset] = {
+    "tiny": MedT3DPreset(channels=(16,), blocks=(1,), heads=2, span=4, stem_stride=4, local_patch=4),
+    "small": MedT3DPreset(channels=(48, 96), blocks=(2, 2), heads=4, span=8, stem_stride=8, local_patch=4),
+    "base": MedT3DPreset(channels=(48, 96, 192), blocks=(2, 2, 2), heads=4, span=12, stem_stride=4, local_patch=8),
+}
+
+
+class EncoderStage(nn.Module):
+    """Optional strided conv, then gated axial blocks; the local branch (LoGo) is added to their output."""
+
+    def __init__(self, down: nn.Module, blocks: nn.Module, local: LocalBranch | None) -> None:
+        super().__init__()
+        self.down = down
+        self.blocks = blocks
+        self.local = local
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.down(x)
+        y = self.blocks(x)
+        local = self.local
+        if local is not None:
+            y = y + local(x)
+        return y
+
+
+class UpLevel(nn.Module):
+    """Upsample x2 (transposed-conv equivalent), add the skip, refine."""
+
+    def __init__(self, cin: int, cout: int, refine: bool) -> None:
+        super().__init__()
+        self.up = VoxelShuffleUp(cin, cout)
+        self.refine = ConvNormAct(cout, cout) if refine else nn.Identity()
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return self.refine(self.up(x) + skip)
+
+
+class MedT3D(nn.Module):
+    """3-D Medical Transformer for segmentation: (B, in_channels, X, Y, Z) -> logits (B, out_channels, X, Y, Z).
+
+    Any spatial size is accepted: the input is zero-padded at the end of each axis to a
+    multiple of :attr:`size_multiple` and the logits are cropped back.
+
+    Args:
+        in_channels: image channels.
+        out_channels: classes (logits, no softmax).
+        channels: width of each attention stage.
+        blocks: gated axial blocks per stage (0 allowed).
+        heads: attention heads.
+        span: clip of relative distances.
+        stem_stride: stem downsampling before attention, a power of two (1 = attention at full resolution).
+        logo: add the local branch to stage 0.
+        local_patch: the local branch's sub-volume edge, at stage-0 resolution.
+        dropout: dropout inside the attention blocks.
+        mlp_ratio: MLP width relative to the block width.
+        local_blocks: gated axial blocks of the local branch.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        channels: tuple[int, ...] | list[int] = MEDT3D_PRESETS["small"].channels,
+        blocks: tuple[int, ...] | list[int] = MEDT3D_PRESETS["small"].blocks,
+        heads: int = MEDT3D_PRESETS["small"].heads,
+        span: int = MEDT3D_PRESETS["small"].span,
+        stem_stride: int = MEDT3D_PRESETS["small"].stem_stride,
+        logo: bool = True,
+        local_patch: int = MEDT3D_PRESETS["small"].local_patch,
+        dropout: float = 0.0,
+        mlp_ratio: float = 2.0,
+        local_blocks: int = 1,
+    ) -> None:
+        super().__init__()
+        channels, blocks = tuple(channels), tuple(blocks)
+        if in_channels < 1 or out_channels < 1:
+            raise ValueError(f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}")
+        if not channels or len(channels) != len(blocks):
+            raise ValueError(
+                f"channels {list(channels)} and blocks {list(blocks)} need one entry per stage (same length, >= 1)"
+            )
+        for c in channels:
+            if c < 1 or c % heads:
+                raise ValueError(f"every width in channels {list(channels)} must be a multiple of heads={heads}")
+        if any(b < 0 for b in blocks):
+            raise ValueError(f"blocks must be >= 0, got {list(blocks)}")
+        if stem_stride < 1 or stem_stride & (stem_stride - 1):
+            raise ValueError(f"stem_stride must be a power of two (1, 2, 4, 8...), got {stem_stride}")
+        if span < 1:
+            raise ValueError(f"span must be >= 1, got {span}")
+        if logo and local_patch < 2:
+            raise ValueError(f"local_patch must be >= 2 when logo is on, got {local_patch}")
+
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        levels = stem_stride.bit_length() - 1
+        #: inputs are padded to a multiple of this (stem stride times the stage downsampling)
+        self.size_multiple = stem_stride * 2 ** (len(channels) - 1)
+        # widths[i]: channels at stem level i (stride 2**i); the last stem level has channels[0]
+        widths = [0] + [max(8, channels[0] >> (levels - i)) for i in range(1, levels)] + [channels[0]]
+
+        self.embed = PointwiseConv(in_channels, channels[0]) if levels == 0 else nn.Identity()
+        self.stem = nn.ModuleList(
+            [ConvNormAct(in_channels if i == 1 else widths[i - 1], widths[i], stride=2) for i in range(1, levels + 1)]
+        )
+
+        def make_blocks(c: int, n: int) -> nn.Module:
+            return nn.Sequential(*[GatedAxialBlock(c, heads, span, mlp_ratio, dropout) for _ in range(n)])
+
+        stages = []
+        for s, (c, n) in enumerate(zip(channels, blocks)):
+            down = nn.Identity() if s == 0 else ConvNormAct(channels[s - 1], c, stride=2)
+            local = None
+            if s == 0 and logo:
+                local = LocalBranch(c, heads, span, local_patch, local_blocks, mlp_ratio, dropout)
+            stages.append(EncoderStage(down, make_blocks(c, n), local))
+        self.stages = nn.ModuleList(stages)
+
+        ups = [UpLevel(channels[s], channels[s - 1], refine=True) for s in range(len(channels) - 1, 0, -1)]
+        ups += [UpLevel(widths[i], widths[i - 1], refine=True) for i in range(levels, 1, -1)]
+        self.ups = nn.ModuleList(ups)
+        # logits: from stem level 1 straight to full resolution (each voxel predicts its 2x2x2
+        # children), plus a pointwise term of the input itself; no full-resolution feature maps
+        if levels == 0:
+            self.final = PointwiseConv(channels[0], out_channels)
+        else:
+            self.final = VoxelShuffleUp(widths[1], out_channels)
+        self.input_head = PointwiseConv(in_channels, out_channels)
+
+    @classmethod
+    def from_preset(cls, preset: str, in_channels: int, out_channels: int, **overrides) -> MedT3D:
+        """Build from a :data:`MEDT3D_PRESETS` entry; keyword overrides that are None keep the preset's value.
+
+        Overrides: channels, blocks, heads, span, stem_stride, local_patch (sizes), logo, dropout, mlp_ratio.
+        """
+        if preset not in MEDT3D_PRESETS:
+            raise ValueError(f"unknown MedT3D preset {preset!r}; known: {sorted(MEDT3D_PRESETS)}")
+        sizes = {k: v for k, v in overrides.items() if k in MedT3DPreset.__dataclass_fields__ and v is not None}
+        size = replace(MEDT3D_PRESETS[preset], **sizes)
+        if len(size.channels) != len(size.blocks):
+            raise ValueError(
+                f"network.channels {list(size.channels)} and network.blocks {list(size.blocks)} "
+                f"(preset {preset!r} fills what is null) must have one entry per stage"
+            )
+        extra = {k: v for k, v in overrides.items() if k not in MedT3DPreset.__dataclass_fields__ and v is not None}
+        return cls(in_channels, out_channels, **vars(size), **extra)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 5 or x.shape[1] != self.in_channels:
+            raise ValueError(f"MedT3D expects (B, {self.in_channels}, X, Y, Z), got {list(x.shape)}")
+        size_x, size_y, size_z = x.shape[2], x.shape[3], x.shape[4]
+        m = self.size_multiple
+        pad_x, pad_y, pad_z = (m - size_x % m) % m, (m - size_y % m) % m, (m - size_z % m) % m
+        if pad_x or pad_y or pad_z:
+            x = F.pad(x, [0, pad_z, 0, pad_y, 0, pad_x])
+        y = self.embed(x)
+        skips: list[torch.Tensor] = []
+        for i, conv in enumerate(self.stem):
+            if i > 0:
+                skips.append(y)  # stem levels 1..k-1 are skips; level k feeds stage 0
+            y = conv(y)
+        for stage in self.stages:
+            y = stage(y)
+            skips.append(y)
+        y = skips.pop()
+        for i, up in enumerate(self.ups):
+            y = up(y, skips[len(skips) - 1 - i])
+        y = self.final(y) + self.input_head(x)
+        return y[:, :, :size_x, :size_y, :size_z]
