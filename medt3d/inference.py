@@ -71,6 +71,8 @@ def model_file(path: str | Path) -> Path:
         raise FileNotFoundError(f"model not found: {path}")
     if not path.is_dir():
         return path
+    if (path / "configs" / "metadata.json").is_file() and (path / "models" / "model.pt").is_file():
+        return path / "models" / "model.pt"  # an exported MONAI bundle (medt3d export)
     for name in RUN_FOLDER_CHECKPOINTS:
         if (path / name).is_file():
             return path / name
@@ -78,22 +80,25 @@ def model_file(path: str | Path) -> Path:
 
 
 def load_inference_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, Config]:
-    """Load a model for inference from a checkpoint file or a training run folder.
+    """Load a model for inference from a checkpoint file, a training run folder or an exported bundle.
 
-    This is the one place that maps a ``--model`` argument to ``(network, config)``; exported
-    bundle folders are to be added here.
+    This is the one place that maps a ``--model`` argument to ``(network, config)``. A bundle is a
+    folder written by ``medt3d export`` or its ``.zip`` (unpacked safely, see :mod:`medt3d.bundle`).
 
     Raises:
         FileNotFoundError: no model at ``path``.
-        ValueError: unreadable checkpoint, weights that do not fit its config, or a bundle folder
-            (not supported yet).
+        ValueError: unreadable checkpoint, weights that do not fit its config, a MONAI bundle not
+            made by ``medt3d export``, or an unsafe bundle zip.
     """
+    from medt3d.bundle import is_bundle, load_bundle_model
     from medt3d.checkpoint import load_model
 
     path = Path(path)
+    if is_bundle(path):
+        return load_bundle_model(path, device)
     if path.is_dir() and (path / "configs" / "metadata.json").is_file():
-        raise ValueError(f"{path} is a MONAI bundle folder; loading bundles in 'medt3d infer' is not supported "
-                         "yet: pass the checkpoint (.pt) or the training run folder it was exported from")
+        raise ValueError(f"{path} is a MONAI bundle folder without configs/medt3d.yaml and models/model.pt; "
+                         "'medt3d infer' loads only bundles written by 'medt3d export'")
     return load_model(model_file(path), device)
 
 

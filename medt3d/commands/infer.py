@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "Exit code 1 when any case failed (see OUT_DIR/summary.json).")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="NIfTI/NRRD file, DICOM series folder, or a folder searched for them")
-    p.add_argument("--model", required=True, help="checkpoint (.pt) or training run folder")
+    p.add_argument("--model", required=True,
+                   help="checkpoint (.pt), training run folder, or bundle (folder or .zip) from medt3d export")
     p.add_argument("--output", required=True, help="output folder (OUT_DIR)")
     p.add_argument("--device", help="cpu | cuda | cuda:N | mps | auto (default: the model's infer.device)")
     p.add_argument("--roi-size", type=int, nargs=3, metavar=("X", "Y", "Z"),
