@@ -81,6 +81,10 @@ class GatedAxialAttention(nn.Module):
             raise ValueError(f"chunk_elements must be >= 1, got {chunk_elements}")
         self.channels = channels
         self.axis = int(axis)
+        # (B, C, D, H, W) -> (B, other, other, L, C) and back; explicit positive permutations export to ONNX
+        others = [d for d in (2, 3, 4) if d != self.axis]
+        self._to_lines: list[int] = [0, others[0], others[1], self.axis, 1]
+        self._from_lines: list[int] = [self._to_lines.index(d) for d in range(5)]
         self.heads = heads
         self.head_dim = channels // heads
         self.span = span
@@ -112,7 +116,7 @@ class GatedAxialAttention(nn.Module):
                 f"GatedAxialAttention expects (B, {self.channels}, D, H, W), got {list(x.shape)}"
             )
         # channels last, then the attended axis just before them: (B, o1, o2, L, C)
-        lines = x.movedim(1, -1).movedim(self.axis - 1, -2)
+        lines = x.permute(self._to_lines)
         shape = lines.shape
         length = shape[-2]
         qkv = self.qkv(lines.reshape(-1, length, self.channels))
@@ -131,7 +135,7 @@ class GatedAxialAttention(nn.Module):
                 parts.append(self._attend(q[start:stop], k[start:stop], v[start:stop], idx))
             out = torch.cat(parts, 0)
         out = out.transpose(1, 2).reshape(shape)
-        return out.movedim(-2, self.axis - 1).movedim(-1, 1)
+        return out.permute(self._from_lines)
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """Gated attention of (N, heads, L, d) lines; ``idx`` is the (L, L) relative index."""

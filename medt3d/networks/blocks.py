@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medt3d.networks.attention import GatedAxialAttention
+from medt3d.networks.layers import channels_first, channels_last
 
 __all__ = ["ChannelLayerNorm", "GatedAxialBlock", "LocalBranch", "PointwiseMLP"]
 
@@ -19,7 +20,7 @@ class ChannelLayerNorm(nn.LayerNorm):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x.movedim(1, -1), self.normalized_shape, self.weight, self.bias, self.eps).movedim(-1, 1)
+        return channels_first(F.layer_norm(channels_last(x), self.normalized_shape, self.weight, self.bias, self.eps))
 
 
 class PointwiseMLP(nn.Module):
@@ -32,8 +33,8 @@ class PointwiseMLP(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.fc2(self.drop(F.gelu(self.fc1(x.movedim(1, -1)))))
-        return self.drop(y).movedim(-1, 1)
+        y = self.fc2(self.drop(F.gelu(self.fc1(channels_last(x)))))
+        return channels_first(self.drop(y))
 
 
 class GatedAxialBlock(nn.Module):
@@ -66,7 +67,7 @@ class GatedAxialBlock(nn.Module):
     def attend(self, x: torch.Tensor) -> torch.Tensor:
         """The attention residual branch alone (D, then H, then W), without the MLP."""
         y = self.attn_w(self.attn_h(self.attn_d(self.norm1(x))))
-        return self.proj_drop(self.proj(y.movedim(1, -1))).movedim(-1, 1)
+        return channels_first(self.proj_drop(self.proj(channels_last(y))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attend(x)
@@ -108,7 +109,7 @@ class LocalBranch(nn.Module):
         b, c, d, h, w = x.shape
         p = self.patch
         pad_d, pad_h, pad_w = (p - d % p) % p, (p - h % p) % p, (p - w % p) % p
-        if pad_d or pad_h or pad_w:
+        if torch.jit.is_tracing() or pad_d > 0 or pad_h > 0 or pad_w > 0:  # traced: keep sizes dynamic
             x = F.pad(x, [0, pad_w, 0, pad_h, 0, pad_d])
         nd, nh, nw = (d + pad_d) // p, (h + pad_h) // p, (w + pad_w) // p
         t = x.reshape(b, c, nd, p, nh, p, nw, p).permute(0, 2, 4, 6, 1, 3, 5, 7)

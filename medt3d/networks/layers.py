@@ -5,7 +5,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ConvNormAct", "FastConv3d", "PointwiseConv", "VoxelShuffleUp"]
+__all__ = ["ConvNormAct", "FastConv3d", "PointwiseConv", "VoxelShuffleUp", "channels_first", "channels_last"]
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, D, H, W) -> (B, D, H, W, C) view (an explicit permutation, which ONNX export needs)."""
+    return x.permute(0, 2, 3, 4, 1)
+
+
+def channels_first(x: torch.Tensor) -> torch.Tensor:
+    """(B, D, H, W, C) -> (B, C, D, H, W) view."""
+    return x.permute(0, 4, 1, 2, 3)
 
 
 class FastConv3d(nn.Conv3d):
@@ -67,7 +77,7 @@ class VoxelShuffleUp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, d, h, w = x.shape[0], x.shape[2], x.shape[3], x.shape[4]
-        y = self.linear(x.movedim(1, -1)).view(b, d, h, w, self.cout, 2, 2, 2)
+        y = self.linear(channels_last(x)).view(b, d, h, w, self.cout, 2, 2, 2)
         return y.permute(0, 4, 1, 5, 2, 6, 3, 7).reshape(b, self.cout, 2 * d, 2 * h, 2 * w)
 
 

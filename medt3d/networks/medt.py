@@ -207,7 +207,7 @@ class MedT3D(nn.Module):
         size_x, size_y, size_z = x.shape[2], x.shape[3], x.shape[4]
         m = self.size_multiple
         pad_x, pad_y, pad_z = (m - size_x % m) % m, (m - size_y % m) % m, (m - size_z % m) % m
-        if pad_x or pad_y or pad_z:
+        if torch.jit.is_tracing() or pad_x > 0 or pad_y > 0 or pad_z > 0:  # traced: keep sizes dynamic
             x = F.pad(x, [0, pad_z, 0, pad_y, 0, pad_x])
         y = self.embed(x)
         skips: list[torch.Tensor] = []
