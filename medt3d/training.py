@@ -243,6 +243,20 @@ def _tracking_handlers(cfg: Config, run_dir: Path, tracking_uri: str | None, tra
                       ).attach(evaluator)
 
 
+def _stats_logger() -> str:
+    """Name of a logger for MONAI's StatsHandler that writes to stderr.
+
+    MONAI's ``get_logger`` adds a stdout handler only to loggers that do not exist yet, and turns
+    propagation off; creating the logger first keeps stdout clean for JSON and the lines visible.
+    """
+    stats = logging.getLogger("medt3d.stats")
+    if not stats.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        stats.addHandler(handler)
+    return stats.name
+
+
 def _progress_handlers(trainer: SupervisedTrainer, evaluator: SupervisedEvaluator) -> None:
     """A tqdm bar with loss and ETA on a terminal; plain log lines otherwise."""
     if sys.stderr.isatty():
@@ -250,10 +264,10 @@ def _progress_handlers(trainer: SupervisedTrainer, evaluator: SupervisedEvaluato
 
         ProgressBar(persist=True).attach(trainer, output_transform=_loss_of)
     else:
-        StatsHandler(name="medt3d.stats", tag_name="loss", output_transform=_loss_of,
+        StatsHandler(name=_stats_logger(), tag_name="loss", output_transform=_loss_of,
                      iteration_log=lambda engine, _: engine.state.iteration % max(1, engine.state.epoch_length // 2) == 0
                      ).attach(trainer)
-    StatsHandler(name="medt3d.stats", iteration_log=False,
+    StatsHandler(name=_stats_logger(), iteration_log=False,
                  global_epoch_transform=lambda _: trainer.state.epoch).attach(evaluator)
 
 
