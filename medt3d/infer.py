@@ -335,6 +335,7 @@ def _run_case(case: Case, predictor: Predictor, out_dir: Path, options: InferOpt
             "volumes_ml": {t["name"]: round(v, 4) for t, v in zip(table, volumes)},
             "voxels": {t["name"]: c for t, c in zip(table, counts)},
             "seconds": round(seconds, 3),
+            "timings": prediction.timings,
             "model": model_info,
             "inference": _settings(cfg, predictor.device),
             "notes": notes,

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -159,10 +160,12 @@ class Prediction:
     Attributes:
         label: integer label volume (1, X, Y, Z) as a MetaTensor with the input's affine.
         probabilities: per-class probabilities (C, X, Y, Z) when requested, else None.
+        timings: seconds spent loading, preprocessing, in the sliding windows and postprocessing.
     """
 
     label: MetaTensor
     probabilities: MetaTensor | None = None
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def affine(self) -> np.ndarray:
@@ -266,12 +269,24 @@ class Predictor:
             FileNotFoundError, ValueError: the scan is missing or unusable (the message names it).
         """
         want_prob = self.cfg.infer.save_probabilities if probabilities is None else probabilities
+        clock = time.perf_counter()
+        timings: dict[str, float] = {}
+
+        def lap(name: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            timings[name] = round(now - clock, 3)
+            clock = now
+
         data = self.load(image_path)
         shape = tuple(data["image"].shape[1:])
         affine = data["image"].affine.clone()
+        lap("load_s")
         data = self.pre(data, start=self._after_load)
         image = data["image"]
+        lap("preprocess_s")
         prob = self.logits(image)[0]
+        lap("windows_s")
         label = self.post_label({**data, "pred": self._like(image, prob)})["pred"]  # argmax makes a new tensor
         prob_out = None
         if want_prob:
@@ -281,7 +296,8 @@ class Predictor:
         label = self._on_scan_grid(label, shape, affine, image_path)
         if self.cfg.infer.largest_component:
             label = self.keep_largest(label)
-        return Prediction(label=label, probabilities=prob_out)
+        lap("postprocess_s")
+        return Prediction(label=label, probabilities=prob_out, timings=timings)
 
     @staticmethod
     def _like(image: MetaTensor, values: torch.Tensor) -> MetaTensor:

@@ -78,6 +78,8 @@ def test_folder_of_mixed_inputs_gives_labels_on_each_scans_grid_and_sidecars(sca
         assert sidecar["input"] == str(source.resolve())
         assert sidecar["outputs"]["label"] == f"{name}_seg.nii.gz"
         assert sidecar["seconds"] > 0 and sidecar["model"]["network"] == "medt3d"
+        assert set(sidecar["timings"]) == {"load_s", "preprocess_s", "windows_s", "postprocess_s"}
+        assert sum(sidecar["timings"].values()) <= sidecar["seconds"]
         assert sidecar["inference"]["roi_size"] == [16, 16, 16]
     written = json.loads((out / "summary.json").read_text())
     assert [c["case"] for c in written["cases"]] == ["ct_a", "ct_b", "ct_c"]
@@ -316,3 +318,18 @@ def test_torchrun_two_cpu_processes_split_the_cases(tmp_path: Path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["done"] == 5 and summary["world_size"] == 2
     assert (proc.stdout + proc.stderr).count("medt3d infer: 5 done") == 1, "only rank 0 reports"
+
+
+@pytest.mark.slow
+def test_bench_infer_measures_both_routes_in_fresh_processes(tmp_path: Path):
+    from medt3d.bench_infer import bench_infer
+
+    cfg = threshold_config("network.preset=tiny", "preprocess.spacing=[1.5,1.5,2.0]", "patch.roi_size=[32,32,32]")
+    result = bench_infer(cfg, tmp_path, volumes={"small": ((24, 24, 16), (1.0, 1.0, 1.5))}, log=lambda m: None)
+    rows = result["rows"]
+    assert [(r["network"], r["rc"]) for r in rows] == [("medt3d-tiny", 0), ("unet", 0)], result
+    for row in rows:
+        assert 0 < row["peak_rss_gb"] < 8 and row["process_wall_s"] >= row["case_s"] >= row["window_s"] >= 0
+    assert result["settings"]["roi_size"] == [32, 32, 32]
+    assert (tmp_path / "medt3d_small" / "ct_small_seg.nii.gz").is_file() and (tmp_path / "unet_small_seg.nii.gz").is_file()
+    assert "| small | unet |" in result["table"]

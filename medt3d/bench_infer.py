@@ -1,0 +1,233 @@
+"""``medt3d bench --infer``: whole-scan inference time and peak memory, MedT3D against MONAI UNet.
+
+Each measurement runs in a fresh Python process so that its peak resident memory is its own:
+MedT3D through the real command (``medt3d infer``), and MONAI's UNet through
+``monai.inferers.sliding_window_inference`` with the same preprocessing, ROI, overlap, blending and
+window batch size, followed by the same inversion onto the scan's grid and a NIfTI write.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medt3d.config import Config
+
+__all__ = ["INFER_VOLUMES", "bench_infer", "format_infer_table", "infer_worker", "monai_unet_worker",
+           "write_bench_ct"]
+
+Log = Callable[[str], None]
+
+#: Volumes timed by ``medt3d bench --infer``: name -> (size in voxels, spacing in mm it is made with).
+#: The small one is already on ct_abdomen's 1.5x1.5x2 mm grid; the large one is a clinical-like CT
+#: (0.8 mm in-plane, 1.5 mm slices) that inference resamples to the model's grid and back.
+INFER_VOLUMES: dict[str, tuple[tuple[int, int, int], tuple[float, float, float]]] = {
+    "160x160x96": ((160, 160, 96), (1.5, 1.5, 2.0)),
+    "512x512x300": ((512, 512, 300), (0.8, 0.8, 1.5)),
+}
+
+
+def _peak_memory_gb() -> float:
+    """Peak resident memory of this process in GB.
+
+    On Linux this reads ``VmHWM`` (per address space): ``getrusage`` would also count the parent's
+    memory at the time it spawned us, which the kernel carries over at ``exec``.
+    """
+    import resource
+
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 / 1e9
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1e9 if sys.platform == "darwin" else peak * 1024 / 1e9
+
+
+def write_bench_ct(path: str | Path, shape: tuple[int, int, int], spacing: tuple[float, float, float]) -> Path:
+    """Write phantom 0 at ``shape``/``spacing`` as an int16 CT NIfTI (HU), as scanners store it."""
+    import nibabel as nib
+
+    from medt3d.data.phantoms import make_phantom
+    from medt3d.io_utils import atomic_path
+
+    path = Path(path)
+    if path.is_file():
+        return path
+    ph = make_phantom(0, shape=shape, spacing=spacing)
+    hu, affine = np.clip(np.rint(ph.image), -32768, 32767).astype(np.int16), ph.affine
+    del ph
+    img = nib.Nifti1Image(hu, affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+    return path
+
+
+def infer_worker(report: str, argv: list[str]) -> None:
+    """Run ``medt3d infer ARGV`` in this (fresh) process and write wall time and peak memory to ``report``."""
+    from medt3d.cli import main
+
+    start = time.perf_counter()
+    rc = main(["infer", *argv])
+    Path(report).write_text(json.dumps({"rc": rc, "wall_s": time.perf_counter() - start,
+                                        "peak_gb": _peak_memory_gb()}))
+    sys.exit(rc)
+
+
+def monai_unet_worker(report: str, spec: dict[str, Any]) -> None:
+    """MONAI UNet through ``monai.inferers.sliding_window_inference`` on one scan, in this (fresh) process.
+
+    The same work as one case of ``medt3d infer``: the config's preprocessing, the sliding window with
+    the same ROI, overlap, blending and window batch, argmax, inversion onto the scan's grid and a
+    NIfTI label; only the network and the inferer call differ.
+    """
+    import nibabel as nib
+    from monai.inferers import sliding_window_inference
+
+    from medt3d.config import config_from_dict
+    from medt3d.data.transforms import build_infer_transforms, build_postprocessing
+    from medt3d.networks import build_network
+
+    start = time.perf_counter()
+    cfg = config_from_dict(spec["config"])
+    device = torch.device(spec["device"])
+    torch.manual_seed(0)
+    net = build_network(cfg).to(device).eval()
+    pre = build_infer_transforms(cfg)
+    post = build_postprocessing(cfg, pre, argmax=True)
+    case_start = time.perf_counter()
+    data = pre({"image": spec["scan"]})
+    with torch.no_grad():
+        window_start = time.perf_counter()
+        logits = sliding_window_inference(
+            data["image"].unsqueeze(0).to(device), roi_size=cfg.patch.roi_size, sw_batch_size=cfg.infer.sw_batch_size,
+            predictor=net, overlap=cfg.infer.overlap, mode=cfg.infer.mode, sw_device=device,
+            device=torch.device("cpu"))
+        window_s = time.perf_counter() - window_start
+    pred = post({**data, "pred": logits[0]})["pred"]
+    del logits
+    nib.save(nib.Nifti1Image(pred[0].numpy(), np.asarray(pred.affine)), spec["output"])
+    now = time.perf_counter()
+    Path(report).write_text(json.dumps({"rc": 0, "wall_s": now - start, "case_s": now - case_start,
+                                        "window_s": window_s, "peak_gb": _peak_memory_gb(),
+                                        "parameters": sum(p.numel() for p in net.parameters())}))
+
+
+def _spawn(code: str, args: list[str], log: Path) -> tuple[int, float]:
+    """Run ``python -c code args`` in a fresh process; return its exit code and wall time (s)."""
+    start = time.perf_counter()
+    with open(log, "w") as handle:
+        rc = subprocess.run([sys.executable, "-c", code, *args], stdout=handle, stderr=subprocess.STDOUT).returncode
+    return rc, time.perf_counter() - start
+
+
+def bench_infer(cfg: Config, output: str | Path,
+                volumes: Sequence[str] | dict[str, tuple[tuple[int, int, int], tuple[float, float, float]]] | None = None,
+                device: str = "cpu", log: Log = print) -> dict[str, Any]:
+    """Time whole-scan inference: MedT3D through ``medt3d infer`` and MONAI UNet through
+    ``sliding_window_inference`` with the same preprocessing, ROI, overlap, blending and window
+    batch, each in a fresh process (wall time of the process, its peak resident memory).
+
+    The MedT3D weights are random (the time does not depend on them); the scans are phantoms,
+    written to ``output`` once and reused by later runs.
+
+    Args:
+        cfg: config (preprocessing, ROI, inferer settings, MedT3D size), e.g. ``ct_abdomen``.
+        output: folder for scans, checkpoint, predictions, logs and ``bench_infer.json``.
+        volumes: names from :data:`INFER_VOLUMES` (default: all), or a mapping like it.
+        device: where the windows run.
+        log: progress messages.
+
+    Returns:
+        ``settings``, one row per (volume, network) in ``rows``, and a Markdown ``table``.
+    """
+    from medt3d.checkpoint import save_checkpoint
+    from medt3d.config import config_to_dict
+    from medt3d.io_utils import atomic_write_text
+    from medt3d.networks import build_network
+
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    medt = build_network(cfg)
+    medt_params = sum(p.numel() for p in medt.parameters())
+    ckpt = save_checkpoint(out / "medt3d_random.pt", network=medt, cfg=cfg, epoch=0, iteration=0)
+    del medt
+    unet_cfg = config_to_dict(cfg)
+    unet_cfg["network"]["name"] = "unet"
+    settings = {"roi_size": list(cfg.patch.roi_size), "overlap": cfg.infer.overlap, "mode": cfg.infer.mode,
+                "sw_batch_size": cfg.infer.sw_batch_size, "model_spacing_mm": cfg.preprocess.spacing and
+                list(cfg.preprocess.spacing), "crop_foreground": cfg.preprocess.crop_foreground,
+                "medt3d_preset": cfg.network.preset, "device": device, "torch_threads": torch.get_num_threads(),
+                "python": sys.version.split()[0], "torch": torch.__version__}
+    rows: list[dict[str, Any]] = []
+    if volumes is None:
+        volumes = INFER_VOLUMES
+    elif not isinstance(volumes, dict):
+        unknown = [v for v in volumes if v not in INFER_VOLUMES]
+        if unknown:
+            raise ValueError(f"unknown benchmark volume(s) {unknown}; choose from {list(INFER_VOLUMES)}")
+        volumes = {v: INFER_VOLUMES[v] for v in volumes}
+    for name, (shape, spacing) in volumes.items():
+        log(f"infer: writing the {name} phantom CT ({spacing} mm)")
+        scan = write_bench_ct(out / f"ct_{name}.nii.gz", shape, spacing)
+        base = {"volume": name, "scan_spacing_mm": list(spacing)}
+
+        log(f"infer: {name}: MedT3D ({cfg.network.preset}) through medt3d infer")
+        pred_dir = out / f"medt3d_{name}"
+        report = out / f"medt3d_{name}.json"
+        argv = [str(scan), "--model", str(ckpt), "--output", str(pred_dir), "--device", device, "--no-progress"]
+        rc, wall = _spawn("import sys; from medt3d.bench_infer import infer_worker; infer_worker(sys.argv[1], sys.argv[2:])",
+                          [str(report), *argv], out / f"medt3d_{name}.log")
+        row = {**base, "network": f"medt3d-{cfg.network.preset}", "route": "medt3d infer", "parameters": medt_params,
+               "rc": rc, "process_wall_s": round(wall, 1)}
+        if rc == 0:
+            sidecar = json.loads((pred_dir / f"ct_{name}_seg.json").read_text())
+            row.update(peak_rss_gb=round(json.loads(report.read_text())["peak_gb"], 2),
+                       case_s=round(sidecar["seconds"], 1), window_s=round(sidecar["timings"]["windows_s"], 1))
+        rows.append(row)
+
+        log(f"infer: {name}: MONAI UNet through sliding_window_inference")
+        report = out / f"unet_{name}.json"
+        spec = {"config": unet_cfg, "scan": str(scan), "output": str(out / f"unet_{name}_seg.nii.gz"),
+                "device": device}
+        rc, wall = _spawn("import json, sys; from medt3d.bench_infer import monai_unet_worker; "
+                          "monai_unet_worker(sys.argv[1], json.loads(sys.argv[2]))",
+                          [str(report), json.dumps(spec)], out / f"unet_{name}.log")
+        row = {**base, "network": "unet", "route": "monai sliding_window_inference", "rc": rc,
+               "process_wall_s": round(wall, 1)}
+        if rc == 0:
+            measured = json.loads(report.read_text())
+            row.update(parameters=measured["parameters"], peak_rss_gb=round(measured["peak_gb"], 2),
+                       case_s=round(measured["case_s"], 1), window_s=round(measured["window_s"], 1))
+        rows.append(row)
+        result = {"settings": settings, "rows": rows, "table": format_infer_table(rows)}
+        atomic_write_text(out / "bench_infer.json", json.dumps(result, indent=2))
+    for row in rows:
+        if row["rc"] != 0:
+            log(f"infer: {row['network']} on {row['volume']} failed (exit {row['rc']}); see the log in {out}")
+    return {"settings": settings, "rows": rows, "table": format_infer_table(rows)}
+
+
+def format_infer_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Markdown table of :func:`bench_infer` rows."""
+    lines = ["| volume | network | route | process wall s | case s | windows s | peak RSS GB |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["rc"] != 0:
+            lines.append(f"| {r['volume']} | {r['network']} | {r['route']} | failed (exit {r['rc']}) | | | |")
+            continue
+        lines.append(f"| {r['volume']} | {r['network']} | {r['route']} | {r['process_wall_s']} | {r['case_s']} | "
+                     f"{r['window_s']} | {r['peak_rss_gb']} |")
+    return "\n".join(lines)
