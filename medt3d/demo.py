@@ -40,6 +40,8 @@ def run_demo(output: str | Path, cfg: Config | None = None, cases: tuple[int, in
     from medt3d.training import train
 
     out = Path(output)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"demo output folder {out} already exists and is not empty; pass a new --output")
     cfg = cfg or load_config("demo")
     start = time.time()
     n_train, n_val, n_test = cases
