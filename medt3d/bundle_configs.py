@@ -274,8 +274,10 @@ def train_config(key_metric: str) -> dict[str, Any]:
                 {"_target_": "TensorBoardStatsHandler",
                  "_disabled_": "$not (@is_main_process and @medt3d_cfg.tracking.tensorboard)",
                  "log_dir": "$os.path.join(@output_dir, 'tensorboard')", "iteration_log": False},
-                {"_target_": "CheckpointSaver", "_disabled_": main_only, "save_dir": "@ckpt_dir",
-                 "save_dict": {"model": "@network"}, "save_key_metric": True, "key_metric_filename": "model.pt"},
+                # on every rank: ignite writes the file on rank 0 only, and building it on rank 0 alone would
+                # start ignite's distributed set-up (a collective) on that rank only and hang the others
+                {"_target_": "CheckpointSaver", "save_dir": "@ckpt_dir", "save_dict": {"model": "@network"},
+                 "save_key_metric": True, "key_metric_filename": "model.pt"},
             ],
             "evaluator": {
                 "_target_": "SupervisedEvaluator",
@@ -313,8 +315,9 @@ def multi_gpu_train_config() -> dict[str, Any]:
                           "shuffle": True},
         "train#dataloader#sampler": "@train#sampler",
         "train#dataloader#shuffle": False,
+        # even shares, as medt3d train does (a rank may repeat a case when there are fewer cases than ranks)
         "validate#sampler": {"_target_": "DistributedSampler", "dataset": "@validate#dataset",
-                             "even_divisible": False, "shuffle": False},
+                             "even_divisible": True, "shuffle": False},
         "validate#dataloader#sampler": "@validate#sampler",
         "initialize": [
             "$dist.is_initialized() or dist.init_process_group(backend='nccl' if torch.cuda.is_available() "

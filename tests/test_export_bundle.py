@@ -230,6 +230,17 @@ def test_bundle_trains_one_epoch_and_logs_to_sqlite_mlflow(exported, tmp_path: P
     assert sorted(p.name for p in exported.bundle.iterdir()) == ["LICENSE", "configs", "docs", "models"]
 
 
+def test_multi_gpu_train_config_runs_under_torchrun_on_two_cpu_processes(exported, tmp_path: Path):
+    out = tmp_path / "ddp_out"
+    _run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run",
+          "--config_file", "['configs/train.json','configs/multi_gpu_train.json']", "--dataset_dir",
+          str(exported.data), "--output_dir", str(out), "--train#trainer#max_epochs", "1"], cwd=exported.bundle,
+         timeout=300)
+    state = torch.load(out / "models" / "model.pt", map_location="cpu", weights_only=True)
+    model, _ = load_bundle_model(exported.bundle)
+    model.load_state_dict(state)  # rank 0 saved the unwrapped network's weights
+
+
 # ------------------------------------------------------------------------------------------- loading
 
 
