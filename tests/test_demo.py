@@ -30,6 +30,10 @@ def test_short_demo_writes_every_output(tmp_path: Path):
     assert set(np.unique(np.asarray(label.dataobj))) <= {0, 1, 2, 3}
     saved = json.loads((tmp_path / "demo" / "demo.json").read_text())
     assert saved["best_checkpoint"] == report["best_checkpoint"]
+    bundle = Path(report["bundle"])  # the demo ends by exporting its MONAI bundle, with the evaluation's metrics
+    assert (bundle / "models" / "model.ts").is_file() and (bundle / "configs" / "inference.json").is_file()
+    assert "## Metrics" in (bundle / "docs" / "README.md").read_text()
+    assert json.loads((bundle / "configs" / "metadata.json").read_text())["eval_metrics"]["mean_dice"] >= 0
 
 
 def test_demo_refuses_a_used_folder(tmp_path: Path):

@@ -33,5 +33,7 @@ def run(args: argparse.Namespace) -> int:
           f" mean foreground Dice {report['eval_foreground_mean_dice']:.3f})")
     for path in report["predictions"]:
         print(f"  prediction:          {path}")
+    print(f"  MONAI bundle:        {report['bundle']}  (python -m monai.bundle run --config_file"
+          " configs/inference.json ... from inside it)")
     print(f"  summary:             {output / 'demo.json'}")
     return 0
