@@ -242,7 +242,7 @@ class InferOptions:
         save_probabilities: also write per-class probabilities (``infer.save_probabilities``).
         precision: ``fp32``, ``bf16`` or ``fp16`` (``infer.precision``).
         dicom_seg: also write a DICOM SEG for DICOM inputs.
-        skip_existing: leave cases that already have a sidecar in the output folder.
+        skip_existing: leave cases that already have their sidecar and label in the output folder.
         progress: progress bars over cases and windows.
     """
 
@@ -427,9 +427,10 @@ def _one(case: Case, predictor: Predictor, out_dir: Path, options: InferOptions,
     if case.path is None:
         logger.error("%s: %s", case.input, case.error)
         return CaseResult(case=case.name, input=case.input, status="failed", error=case.error, rank=info.rank)
-    if options.skip_existing and case_outputs(out_dir, case.name)["sidecar"].is_file():
+    paths = case_outputs(out_dir, case.name)
+    if options.skip_existing and paths["sidecar"].is_file() and paths["label"].is_file():
         return CaseResult(case=case.name, input=case.input, status="skipped", rank=info.rank,
-                          outputs={k: str(v) for k, v in case_outputs(out_dir, case.name).items() if v.is_file()})
+                          outputs={k: str(v) for k, v in paths.items() if v.is_file()})
     start = time.perf_counter()
     try:
         return _run_case(case, predictor, out_dir, options, model_info, table, info)

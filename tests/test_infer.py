@@ -213,12 +213,14 @@ def test_skip_existing_redoes_only_unfinished_cases(scans, tmp_path: Path):
     first_calls = net.calls
     stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*_seg.json")}
     (out / "ct_b_seg.json").unlink()  # as if interrupted before ct_b finished
+    (out / "ct_c_seg.nii.gz").unlink()  # a label removed by hand
     options = InferOptions(progress=False, skip_existing=True)
     summary = _run([scans["folder"]], out, net=net, options=options)
-    assert summary["skipped"] == 2 and summary["done"] == 1 and summary["exit_code"] == 0
+    assert summary["skipped"] == 1 and summary["done"] == 2 and summary["exit_code"] == 0
     assert {c["case"]: c["status"] for c in summary["cases"]} == {"ct_a": "skipped", "ct_b": "done",
-                                                                  "ct_c": "skipped"}
+                                                                  "ct_c": "done"}
     assert (out / "ct_a_seg.json").stat().st_mtime_ns == stamps["ct_a_seg.json"]
+    assert (out / "ct_b_seg.json").is_file() and (out / "ct_c_seg.nii.gz").is_file()
     assert 0 < net.calls - first_calls < first_calls
 
 
