@@ -51,6 +51,7 @@ _IMPORTS = [
 _NUM_CLASSES = "$@medt3d_cfg.data.num_classes"
 _DICE_INPUTS = "$monai.handlers.from_engine(['pred', 'label'])"
 _LOSS_OUTPUT = "$monai.handlers.from_engine(['loss'], first=True)"
+_SET_EARLY_STOP = "$@validate#handlers#0 is None or @validate#handlers#0.set_trainer(@train#trainer)"
 
 
 def _common(device_key: str) -> dict[str, Any]:
@@ -177,8 +178,8 @@ def train_config(key_metric: str) -> dict[str, Any]:
     """``configs/train.json``: train on ``dataset_dir`` like ``medt3d train`` (MONAI engines and handlers).
 
     Same data split and checks (:func:`medt3d.training.prepare_datalist`), transforms, network,
-    loss, optimiser, warm-up/cosine schedule, gradient clipping, gate freezing and sliding-window
-    validation as ``medt3d train``; the best weights go to ``<output_dir>/models/model.pt`` (a
+    loss, optimiser, warm-up/cosine schedule, gradient clipping, gate freezing, early stopping and
+    sliding-window validation as ``medt3d train`` (not its per-epoch reseeding for exact resumes); the best weights go to ``<output_dir>/models/model.pt`` (a
     state_dict, like the bundle's own). ``--tracking mlflow`` logs to the SQLite store
     ``tracking_uri`` (default ``<output_dir>/mlflow.db``).
 
@@ -270,6 +271,12 @@ def train_config(key_metric: str) -> dict[str, Any]:
                 key_metric: {"_target_": "MeanDice", "include_background": False, "output_transform": _DICE_INPUTS}
             },
             "handlers": [
+                {   # validate#handlers#0: given the trainer in "run" (a reference here would be circular)
+                    "_target_": "EarlyStopHandler",
+                    "_disabled_": "$@medt3d_cfg.train.early_stopping_patience is None",
+                    "patience": "$@medt3d_cfg.train.early_stopping_patience or 1",
+                    "score_function": f"$lambda engine: engine.state.metrics['{key_metric}']",
+                },
                 {"_target_": "StatsHandler", "_disabled_": main_only, "iteration_log": False},
                 {"_target_": "TensorBoardStatsHandler",
                  "_disabled_": "$not (@is_main_process and @medt3d_cfg.tracking.tensorboard)",
@@ -292,7 +299,8 @@ def train_config(key_metric: str) -> dict[str, Any]:
             },
         },
         "initialize": ["$monai.utils.set_determinism(seed=@medt3d_cfg.train.seed)"],
-        "run": ["$@train#trainer.run()"],
+        "run": [_SET_EARLY_STOP,
+                "$@train#trainer.run()"],
     }
 
 
@@ -325,7 +333,8 @@ def multi_gpu_train_config() -> dict[str, Any]:
             "$torch.cuda.set_device(@device) if torch.cuda.is_available() else None",
             "$monai.utils.set_determinism(seed=@medt3d_cfg.train.seed)",
         ],
-        "run": ["$@train#trainer.run()"],
+        "run": [_SET_EARLY_STOP,
+                "$@train#trainer.run()"],
         "finalize": ["$dist.is_initialized() and dist.destroy_process_group()"],
     }
 

@@ -241,6 +241,23 @@ def test_train_config_builds_what_medt3d_train_builds(tmp_path: Path):
     assert type(parser.get_parsed_content("loss")).__name__ == "DiceCELoss"
 
 
+@pytest.mark.parametrize("patience", [None, 2])
+def test_train_config_early_stopping_follows_the_config(tmp_path: Path, patience):
+    cfg = load_config("demo", [*TINY, f"train.early_stopping_patience={'null' if patience is None else patience}"])
+    parser = _parser_for(tmp_path, train_config(KEY_METRIC), cfg)
+    parser["output_dir"] = str(tmp_path / "out")
+    parser["datalist"] = "$medt3d.data.datalist.Datalist(train=[], val=[])"
+    parser["train#dataloader#shuffle"] = False
+    handlers = parser.get_parsed_content("validate#handlers")
+    stoppers = [h for h in handlers if type(h).__name__ == "EarlyStopHandler"]
+    parser.get_parsed_content("run#0")
+    if patience is None:
+        assert stoppers == [] and None not in handlers
+    else:
+        assert len(stoppers) == 1 and stoppers[0].patience == 2
+        assert stoppers[0]._handler.trainer is parser.get_parsed_content("train#trainer")
+
+
 def test_bundle_precision_fp16_is_refused_on_a_cpu():
     cfg = load_config("demo", TINY)
     with pytest.raises(ValueError, match="fp16 needs a GPU"):

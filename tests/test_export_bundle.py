@@ -202,6 +202,17 @@ def test_bundle_inference_in_bf16_equals_medt3d_infer_in_bf16(exported, tmp_path
     _assert_same_labels(_labels(tmp_path / "bundle_bf16"), _labels(tmp_path / "infer_bf16"))
 
 
+def test_precision_comparison_reports_dice_speed_and_agreement(exported):
+    from medt3d.bundle_precision import compare_precisions
+
+    result = compare_precisions(exported.bundle, exported.data, ("fp32", "bf16"), repeats=1)
+    fp32, bf16 = result["precisions"]["fp32"], result["precisions"]["bf16"]
+    assert fp32["labels_differing_from_fp32"] == 0.0 and 0.0 <= bf16["labels_differing_from_fp32"] < 0.5
+    assert bf16["dice_change"] == pytest.approx(bf16["foreground_dice"] - fp32["foreground_dice"])
+    assert bf16["speedup"] > 0 and result["cases"] == 1
+    assert fp32["foreground_dice"] == pytest.approx(exported.summary["foreground_mean"]["dice"], abs=1e-6)
+
+
 def test_bundle_evaluate_config_scores_the_labels(exported, tmp_path: Path):
     from monai.bundle import run
 
