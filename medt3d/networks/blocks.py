@@ -63,6 +63,12 @@ class GatedAxialBlock(nn.Module):
         self.proj_drop = nn.Dropout(dropout)
         self.norm2 = ChannelLayerNorm(channels)
         self.mlp = PointwiseMLP(channels, max(1, int(round(channels * mlp_ratio))), dropout)
+        # ViT-style initialisation: small linear weights, so each block starts close to the identity
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
 
     def attend(self, x: torch.Tensor) -> torch.Tensor:
         """The attention residual branch alone (D, then H, then W), without the MLP."""

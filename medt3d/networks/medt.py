@@ -55,7 +55,7 @@ class MedT3DPreset:
 #: The one table of preset sizes. ``tiny`` is for tests and the phantom demo, ``small`` is the
 #: default (benchmarked in docs/benchmarks.md), ``base`` is the bigger option.
 MEDT3D_PRESETS: dict[str, MedT3DPreset] = {
-    "tiny": MedT3DPreset(channels=(16,), blocks=(1,), heads=2, span=4, stem_stride=4, local_patch=4),
+    "tiny": MedT3DPreset(channels=(32,), blocks=(1,), heads=2, span=4, stem_stride=4, local_patch=4),
     "small": MedT3DPreset(channels=(48, 96), blocks=(2, 2), heads=4, span=8, stem_stride=8, local_patch=4),
     "base": MedT3DPreset(channels=(48, 96, 192), blocks=(2, 2, 2), heads=4, span=12, stem_stride=4, local_patch=8),
 }
@@ -75,7 +75,7 @@ class EncoderStage(nn.Module):
         y = self.blocks(x)
         local = self.local
         if local is not None:
-            y = y + local(x)
+            y = 0.5 * (y + local(x))  # LoGo: mean of the global and local branches (both residual on x)
         return y
 
 

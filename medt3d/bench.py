@@ -1,0 +1,380 @@
+"""Benchmarks that print JSON: ``medt3d bench``.
+
+Each mode is one function here that returns a JSON-ready dict (``bench_networks`` for
+``--networks``); ``medt3d/commands/bench.py`` maps each mode flag to its function, so a new
+mode is one function here and one entry there. Progress goes to the ``log`` callable (stderr
+on the command line), results to stdout.
+
+Mode ``networks`` measures MedT3D (every preset) and the MONAI baselines in one process, on
+the same machine and under the same conditions: parameters, forward and forward+backward
+time on one patch, peak memory, sliding-window throughput on a whole volume, and for MedT3D
+how inference and attention memory grow with the patch size.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from medt3d.config import Config, config_from_dict
+
+__all__ = ["NETWORK_CHOICES", "NetworkBenchSettings", "PeakMemory", "bench_networks", "network_config"]
+
+#: Networks the ``networks`` mode can measure: every MedT3D preset and the MONAI baselines.
+NETWORK_CHOICES = ("medt3d-tiny", "medt3d-small", "medt3d-base", "unet", "unetr", "swinunetr")
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class NetworkBenchSettings:
+    """What the ``networks`` mode measures; the defaults are the sizes of docs/benchmarks.md.
+
+    Sliding-window overlap, blending and window batch come from ``cfg.infer`` (one source of
+    truth for them); ``cfg.data`` gives the input channels and classes.
+
+    Attributes:
+        networks: names from :data:`NETWORK_CHOICES`.
+        patch: edge of the cubic patch for forward/backward timing and memory (also the ROI).
+        volume: size of the volume for sliding-window inference.
+        repeats: timed runs after one warm-up; the median is reported.
+        memory_sizes: patch edges at which MedT3D's inference and attention memory are measured.
+        sliding_window: measure sliding-window inference (the slowest part).
+        threads: torch threads; ``None`` keeps torch's default.
+    """
+
+    networks: tuple[str, ...] = NETWORK_CHOICES
+    patch: int = 64
+    volume: tuple[int, int, int] = (160, 160, 96)
+    repeats: int = 3
+    memory_sizes: tuple[int, ...] = (64, 96, 128)
+    sliding_window: bool = True
+    threads: int | None = None
+
+
+# --------------------------------------------------------------------------- peak memory
+
+
+class PeakMemory:
+    """Peak resident memory (RSS) of this process over a block of code, on Linux.
+
+    PyTorch has no peak-memory counter for CPU tensors, so the process's high-water mark
+    (``VmHWM``) is reset through ``/proc/self/clear_refs`` before the block and read after
+    it. glibc is told to give memory back at once (allocations of 64 KiB or more are mapped
+    and unmapped, the heap top is trimmed), so the RSS follows the live tensors. This slows
+    allocation a little: measure time before calling :meth:`enable`.
+    """
+
+    _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+    def __init__(self) -> None:
+        self.available = os.path.exists("/proc/self/clear_refs") and os.path.exists("/proc/self/status")
+        self._libc = None
+        if self.available:
+            try:
+                self._libc = ctypes.CDLL("libc.so.6")
+            except OSError:
+                self._libc = None
+
+    def enable(self) -> None:
+        """Make the RSS follow live allocations (process-wide, for the rest of the run)."""
+        if self._libc is not None:
+            self._libc.mallopt(self._M_MMAP_THRESHOLD, 64 * 1024)
+            self._libc.mallopt(self._M_TRIM_THRESHOLD, 0)
+
+    @staticmethod
+    def _status_kib(key: str) -> int:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+        raise RuntimeError(f"/proc/self/status has no {key}")
+
+    def start(self) -> int:
+        """Reset the high-water mark; return the current RSS in KiB."""
+        gc.collect()
+        if self._libc is not None:
+            self._libc.malloc_trim(0)
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return self._status_kib("VmRSS")
+
+    def peak_mib(self, start_kib: int) -> float:
+        """Peak RSS above ``start_kib`` since :meth:`start`, in MiB."""
+        return max(0, self._status_kib("VmHWM") - start_kib) / 1024.0
+
+    @contextmanager
+    def measure(self) -> Iterator[dict[str, float | None]]:
+        """``with peak.measure() as m: ...`` then ``m["mib"]`` is the block's peak (None if unavailable)."""
+        result: dict[str, float | None] = {"mib": None}
+        if not self.available:
+            yield result
+            return
+        base = self.start()
+        yield result
+        result["mib"] = round(self.peak_mib(base), 1)
+
+
+@contextmanager
+def attention_peaks(model: nn.Module, peak: PeakMemory) -> Iterator[list[float]]:
+    """Record the peak memory of every GatedAxialAttention call inside the block (MiB each)."""
+    from medt3d.networks import GatedAxialAttention
+
+    peaks: list[float] = []
+    handles = []
+
+    def before(module: nn.Module, args: tuple) -> None:
+        module._bench_base = peak.start()
+
+    def after(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        peaks.append(peak.peak_mib(module._bench_base))
+
+    for module in model.modules():
+        if isinstance(module, GatedAxialAttention):
+            handles.append(module.register_forward_pre_hook(before))
+            handles.append(module.register_forward_hook(after))
+    try:
+        yield peaks
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _median_seconds(fn: Callable[[], Any], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def network_config(name: str, cfg: Config, patch: int) -> Config:
+    """``cfg`` with ``network.name``/``preset`` set for a bench name and the ROI set to ``patch``."""
+    if name not in NETWORK_CHOICES:
+        raise ValueError(f"unknown network {name!r} for the benchmark; choose from {list(NETWORK_CHOICES)}")
+    from medt3d.config import config_to_dict
+
+    values = config_to_dict(cfg)
+    if name.startswith("medt3d-"):
+        values["network"].update(name="medt3d", preset=name.split("-", 1)[1])
+    else:
+        values["network"]["name"] = name
+    values["patch"]["roi_size"] = [patch, patch, patch]
+    return config_from_dict(values, source=f"benchmark config for {name}")
+
+
+def _environment() -> dict[str, Any]:
+    import monai
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            names = [line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    return {
+        "torch": torch.__version__,
+        "monai": monai.__version__,
+        "python": platform.python_version(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "load_average_start": [round(v, 2) for v in os.getloadavg()],
+    }
+
+
+def _forward_backward(model: nn.Module, x: torch.Tensor) -> None:
+    model.zero_grad(set_to_none=True)
+    model(x).float().mean().backward()
+
+
+# --------------------------------------------------------------------------- networks mode
+
+
+def bench_networks(cfg: Config | None = None, settings: NetworkBenchSettings | None = None,
+                   log: Log | None = None) -> dict[str, Any]:
+    """Measure every network of ``settings.networks`` in this process; a JSON-ready dict.
+
+    Timings first (all networks, rounds interleaved so that a busy machine slows them alike),
+    then memory, which needs a different allocator setting (see :class:`PeakMemory`).
+
+    Args:
+        cfg: config for ``data`` (channels, classes) and ``infer`` (sliding-window settings);
+            defaults when None.
+        settings: sizes and networks; :class:`NetworkBenchSettings` defaults when None.
+        log: progress callback (one line per step).
+    """
+    from monai.inferers import sliding_window_inference
+
+    from medt3d.networks import build_network
+
+    cfg = cfg or config_from_dict({})
+    s = settings or NetworkBenchSettings()
+    log = log or (lambda _msg: None)
+    if s.repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {s.repeats}")
+    if s.patch < 16 or any(v < 1 for v in s.volume) or any(m < 16 for m in s.memory_sizes):
+        raise ValueError(f"patch and memory sizes must be >= 16 and the volume positive, got patch={s.patch}, "
+                         f"volume={list(s.volume)}, memory_sizes={list(s.memory_sizes)}")
+    if s.threads is not None:
+        torch.set_num_threads(s.threads)
+    torch.manual_seed(cfg.train.seed)
+    env = _environment()
+    in_ch, n_cls = cfg.data.in_channels, cfg.data.num_classes
+    patch = torch.randn(1, in_ch, s.patch, s.patch, s.patch)
+
+    models: dict[str, nn.Module] = {}
+    results: dict[str, dict[str, Any]] = {}
+    for name in s.networks:
+        log(f"building {name}")
+        models[name] = build_network(network_config(name, cfg, s.patch))
+        results[name] = {"params": sum(p.numel() for p in models[name].parameters())}
+
+    # timings: one warm-up each, then `repeats` rounds over all networks
+    fwd: dict[str, list[float]] = {n: [] for n in models}
+    fwb: dict[str, list[float]] = {n: [] for n in models}
+    for name, model in models.items():
+        log(f"warm-up {name}")
+        with torch.no_grad():
+            model.eval()(patch)
+        _forward_backward(model.train(), patch)
+    for r in range(s.repeats):
+        for name, model in models.items():
+            log(f"timing {name}: round {r + 1}/{s.repeats}")
+            with torch.no_grad():
+                model.eval()
+                fwd[name].append(_median_seconds(lambda m=model: m(patch), 1))
+            model.train()
+            fwb[name].append(_median_seconds(lambda m=model: _forward_backward(m, patch), 1))
+    for name in models:
+        results[name]["forward_s"] = round(statistics.median(fwd[name]), 4)
+        results[name]["forward_backward_s"] = round(statistics.median(fwb[name]), 4)
+
+    if s.sliding_window:
+        volume = torch.randn(1, in_ch, *s.volume)
+        voxels = volume[0, 0].numel()
+        for name, model in models.items():
+            log(f"sliding window {name} on {list(s.volume)}")
+            model.eval()
+            with torch.no_grad():
+                start = time.perf_counter()
+                out = sliding_window_inference(
+                    volume, (s.patch,) * 3, cfg.infer.sw_batch_size, model,
+                    overlap=cfg.infer.overlap, mode=cfg.infer.mode,
+                )
+                seconds = time.perf_counter() - start
+            if tuple(out.shape) != (1, n_cls, *s.volume):
+                raise RuntimeError(f"{name}: sliding-window output {tuple(out.shape)} has the wrong shape")
+            results[name]["sliding_window_s"] = round(seconds, 3)
+            results[name]["sliding_window_mvox_s"] = round(voxels / seconds / 1e6, 4)
+            del out
+
+    # memory: allocator switched to give memory back at once (after all timings)
+    peak = PeakMemory()
+    if peak.available:
+        peak.enable()
+        for name, model in models.items():
+            log(f"memory {name}")
+            model.train()
+            _forward_backward(model, patch)  # warm-up in this allocator mode
+            model.zero_grad(set_to_none=True)
+            with peak.measure() as m:
+                _forward_backward(model, patch)
+            model.zero_grad(set_to_none=True)
+            results[name]["peak_mib_forward_backward"] = m["mib"]
+            model.eval()
+            with torch.no_grad():
+                model(patch)
+                with peak.measure() as m:
+                    model(patch)
+            results[name]["peak_mib_inference"] = m["mib"]
+            if name.startswith("medt3d-"):
+                results[name]["by_size"] = _medt3d_memory_by_size(model, s.memory_sizes, in_ch, peak, log, name)
+    else:
+        log("peak memory: /proc/self/clear_refs is not available here; memory is not measured")
+
+    env["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
+    return {
+        "mode": "networks",
+        "environment": env,
+        "settings": {
+            "patch": [s.patch] * 3,
+            "volume": list(s.volume),
+            "roi": [s.patch] * 3,
+            "sw_batch_size": cfg.infer.sw_batch_size,
+            "overlap": cfg.infer.overlap,
+            "blend": cfg.infer.mode,
+            "repeats": s.repeats,
+            "in_channels": in_ch,
+            "classes": n_cls,
+            "logo": cfg.network.logo,
+            "timing": "wall clock, median of the repeats after one warm-up; rounds interleaved over networks",
+            "memory": "peak RSS above the start of the block (VmHWM), MiB",
+        },
+        "networks": results,
+        "targets": _targets(results),
+    }
+
+
+def _medt3d_memory_by_size(model: nn.Module, sizes: tuple[int, ...], in_ch: int, peak: PeakMemory, log: Log,
+                           name: str) -> dict[str, Any]:
+    """Inference peak and the largest attention-call peak at each cubic patch size."""
+    out: dict[str, Any] = {}
+    model.eval()
+    for size in sizes:
+        log(f"memory {name} at {size}^3")
+        x = torch.randn(1, in_ch, size, size, size)
+        with torch.no_grad():
+            model(x)
+            with peak.measure() as m:
+                model(x)
+            with attention_peaks(model, peak) as calls:
+                model(x)
+        out[str(size)] = {
+            "voxels": size**3,
+            "peak_mib_inference": m["mib"],
+            "attention_peak_mib": round(max(calls), 2) if calls else None,
+        }
+    base = out[str(sizes[0])]
+    for size in sizes:
+        row = out[str(size)]
+        row["voxel_ratio"] = round(row["voxels"] / base["voxels"], 3)
+        if base["attention_peak_mib"]:
+            row["attention_ratio"] = round(row["attention_peak_mib"] / base["attention_peak_mib"], 3)
+        if base["peak_mib_inference"]:
+            row["inference_ratio"] = round(row["peak_mib_inference"] / base["peak_mib_inference"], 3)
+    return out
+
+
+def _targets(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The issue's targets for medt3d-small, as ratios measured in this run."""
+    small = results.get("medt3d-small")
+    if not small:
+        return {}
+    targets: dict[str, Any] = {}
+    for base, need in (("unet", 1.0), ("unetr", 5.0), ("swinunetr", 20.0)):
+        if base in results and "sliding_window_mvox_s" in small and "sliding_window_mvox_s" in results[base]:
+            ratio = small["sliding_window_mvox_s"] / results[base]["sliding_window_mvox_s"]
+            targets[f"sliding_window_vs_{base}"] = {"ratio": round(ratio, 2), "needed": need, "met": ratio >= need}
+    if "unetr" in results:
+        for key in ("peak_mib_forward_backward", "peak_mib_inference"):
+            ours, theirs = small.get(key), results["unetr"].get(key)
+            if ours is not None and theirs is not None:
+                targets[f"{key}_vs_unetr"] = {"medt3d_small": ours, "unetr": theirs, "met": ours <= theirs}
+    return targets

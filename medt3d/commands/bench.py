@@ -1,0 +1,82 @@
+"""``medt3d bench``: benchmarks that print JSON on stdout (progress on stderr).
+
+Modes are flags; with none given, ``--networks`` runs. To add a mode, write its function in
+:mod:`medt3d.bench`, add its flag and options in :func:`register` and an entry in ``_MODES``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from medt3d.commands.common import add_config_args, config_from_args
+
+
+def _networks(cfg, args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
+    from medt3d.bench import NetworkBenchSettings, bench_networks
+
+    defaults = NetworkBenchSettings()
+    settings = NetworkBenchSettings(
+        networks=tuple(args.names) if args.names else defaults.networks,
+        patch=args.patch if args.patch is not None else defaults.patch,
+        volume=tuple(args.volume) if args.volume else defaults.volume,
+        repeats=args.repeats if args.repeats is not None else defaults.repeats,
+        memory_sizes=tuple(args.memory_sizes) if args.memory_sizes else defaults.memory_sizes,
+        sliding_window=not args.no_sliding_window,
+        threads=args.threads,
+    )
+    return bench_networks(cfg, settings, log)
+
+
+#: mode flag (argparse dest) -> runner(cfg, args, log) -> JSON-ready dict
+_MODES: dict[str, Callable[..., dict[str, Any]]] = {"networks": _networks}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``bench`` command."""
+    from medt3d.bench import NETWORK_CHOICES, NetworkBenchSettings
+
+    d = NetworkBenchSettings()
+    p = sub.add_parser(
+        "bench", help="benchmark networks (JSON on stdout)",
+        description="Benchmarks printed as JSON on stdout, progress on stderr. Without a mode flag, --networks runs.",
+    )
+    modes = p.add_argument_group("modes")
+    modes.add_argument("--networks", action="store_true",
+                       help="MedT3D presets and MONAI baselines: parameters, forward and forward+backward time, "
+                            "peak memory, sliding-window throughput (the default mode)")
+    add_config_args(p)
+    net = p.add_argument_group("--networks options (defaults: the sizes of docs/benchmarks.md)")
+    net.add_argument("--names", nargs="+", choices=NETWORK_CHOICES, metavar="NAME",
+                     help=f"networks to measure (default: all of {', '.join(NETWORK_CHOICES)})")
+    net.add_argument("--patch", type=int, help=f"cubic patch edge for timing/memory, also the ROI (default {d.patch})")
+    net.add_argument("--volume", type=int, nargs=3, metavar=("X", "Y", "Z"),
+                     help=f"sliding-window volume (default {' '.join(map(str, d.volume))})")
+    net.add_argument("--repeats", type=int, help=f"timed runs after a warm-up; median reported (default {d.repeats})")
+    net.add_argument("--memory-sizes", type=int, nargs="+", metavar="EDGE",
+                     help=f"patch edges for MedT3D memory growth (default {' '.join(map(str, d.memory_sizes))})")
+    net.add_argument("--no-sliding-window", action="store_true", help="skip sliding-window inference")
+    net.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--output", help="also write the JSON to this file (atomically)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the selected modes and print one JSON object keyed by mode."""
+    cfg = config_from_args(args)
+    selected = [mode for mode in _MODES if getattr(args, mode, False)] or ["networks"]
+
+    def log(message: str) -> None:
+        print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+    report = {mode: _MODES[mode](cfg, args, log) for mode in selected}
+    text = json.dumps(report, indent=2)
+    if args.output:
+        from medt3d.io_utils import atomic_write_text
+
+        atomic_write_text(args.output, text + "\n")
+    print(text)
+    return 0
