@@ -36,6 +36,9 @@ NETWORK_CHOICES = ("medt3d-tiny", "medt3d-small", "medt3d-base", "unet", "unetr"
 
 Log = Callable[[str], None]
 
+#: Sliding-window runs are repeated (median) only while all repeats fit in this many seconds.
+SW_REPEAT_BUDGET_S = 90.0
+
 
 @dataclass
 class NetworkBenchSettings:
@@ -92,6 +95,12 @@ class PeakMemory:
         if self._libc is not None:
             self._libc.mallopt(self._M_MMAP_THRESHOLD, 64 * 1024)
             self._libc.mallopt(self._M_TRIM_THRESHOLD, 0)
+
+    def disable(self) -> None:
+        """Back to glibc's default thresholds (128 KiB)."""
+        if self._libc is not None:
+            self._libc.mallopt(self._M_MMAP_THRESHOLD, 128 * 1024)
+            self._libc.mallopt(self._M_TRIM_THRESHOLD, 128 * 1024)
 
     @staticmethod
     def _status_kib(key: str) -> int:
@@ -220,20 +229,31 @@ def bench_networks(cfg: Config | None = None, settings: NetworkBenchSettings | N
         settings: sizes and networks; :class:`NetworkBenchSettings` defaults when None.
         log: progress callback (one line per step).
     """
-    from monai.inferers import sliding_window_inference
-
-    from medt3d.networks import build_network
-
     cfg = cfg or config_from_dict({})
     s = settings or NetworkBenchSettings()
     log = log or (lambda _msg: None)
+    unknown = [n for n in s.networks if n not in NETWORK_CHOICES]
+    if unknown or not s.networks:
+        raise ValueError(f"unknown or no networks {unknown or list(s.networks)}; choose from {list(NETWORK_CHOICES)}")
     if s.repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {s.repeats}")
     if s.patch < 16 or any(v < 1 for v in s.volume) or any(m < 16 for m in s.memory_sizes):
         raise ValueError(f"patch and memory sizes must be >= 16 and the volume positive, got patch={s.patch}, "
                          f"volume={list(s.volume)}, memory_sizes={list(s.memory_sizes)}")
+    threads = torch.get_num_threads()
     if s.threads is not None:
         torch.set_num_threads(s.threads)
+    try:
+        return _bench_networks(cfg, s, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _bench_networks(cfg: Config, s: NetworkBenchSettings, log: Log) -> dict[str, Any]:
+    from monai.inferers import sliding_window_inference
+
+    from medt3d.networks import build_network
+
     torch.manual_seed(cfg.train.seed)
     env = _environment()
     in_ch, n_cls = cfg.data.in_channels, cfg.data.num_classes
@@ -272,40 +292,32 @@ def bench_networks(cfg: Config | None = None, settings: NetworkBenchSettings | N
         for name, model in models.items():
             log(f"sliding window {name} on {list(s.volume)}")
             model.eval()
-            with torch.no_grad():
-                start = time.perf_counter()
-                out = sliding_window_inference(
-                    volume, (s.patch,) * 3, cfg.infer.sw_batch_size, model,
-                    overlap=cfg.infer.overlap, mode=cfg.infer.mode,
-                )
-                seconds = time.perf_counter() - start
-            if tuple(out.shape) != (1, n_cls, *s.volume):
-                raise RuntimeError(f"{name}: sliding-window output {tuple(out.shape)} has the wrong shape")
+            runs: list[float] = []
+            # repeat (median) while the repeats fit in SW_REPEAT_BUDGET_S; the slow baselines run once
+            while len(runs) < s.repeats and (not runs or runs[0] * s.repeats <= SW_REPEAT_BUDGET_S):
+                with torch.no_grad():
+                    start = time.perf_counter()
+                    out = sliding_window_inference(
+                        volume, (s.patch,) * 3, cfg.infer.sw_batch_size, model,
+                        overlap=cfg.infer.overlap, mode=cfg.infer.mode,
+                    )
+                    runs.append(time.perf_counter() - start)
+                if tuple(out.shape) != (1, n_cls, *s.volume):
+                    raise RuntimeError(f"{name}: sliding-window output {tuple(out.shape)} has the wrong shape")
+                del out
+            seconds = statistics.median(runs)
             results[name]["sliding_window_s"] = round(seconds, 3)
+            results[name]["sliding_window_runs"] = len(runs)
             results[name]["sliding_window_mvox_s"] = round(voxels / seconds / 1e6, 4)
-            del out
 
     # memory: allocator switched to give memory back at once (after all timings)
     peak = PeakMemory()
     if peak.available:
         peak.enable()
-        for name, model in models.items():
-            log(f"memory {name}")
-            model.train()
-            _forward_backward(model, patch)  # warm-up in this allocator mode
-            model.zero_grad(set_to_none=True)
-            with peak.measure() as m:
-                _forward_backward(model, patch)
-            model.zero_grad(set_to_none=True)
-            results[name]["peak_mib_forward_backward"] = m["mib"]
-            model.eval()
-            with torch.no_grad():
-                model(patch)
-                with peak.measure() as m:
-                    model(patch)
-            results[name]["peak_mib_inference"] = m["mib"]
-            if name.startswith("medt3d-"):
-                results[name]["by_size"] = _medt3d_memory_by_size(model, s.memory_sizes, in_ch, peak, log, name)
+        try:
+            _measure_memory(models, patch, s, in_ch, peak, results, log)
+        finally:
+            peak.disable()
     else:
         log("peak memory: /proc/self/clear_refs is not available here; memory is not measured")
 
@@ -330,6 +342,28 @@ def bench_networks(cfg: Config | None = None, settings: NetworkBenchSettings | N
         "networks": results,
         "targets": _targets(results),
     }
+
+
+def _measure_memory(models: dict[str, nn.Module], patch: torch.Tensor, s: NetworkBenchSettings, in_ch: int,
+                    peak: PeakMemory, results: dict[str, dict[str, Any]], log: Log) -> None:
+    """Training and inference peak on the patch; for MedT3D also the growth with the patch size."""
+    for name, model in models.items():
+        log(f"memory {name}")
+        model.train()
+        _forward_backward(model, patch)  # warm-up in this allocator mode
+        model.zero_grad(set_to_none=True)
+        with peak.measure() as m:
+            _forward_backward(model, patch)
+        model.zero_grad(set_to_none=True)
+        results[name]["peak_mib_forward_backward"] = m["mib"]
+        model.eval()
+        with torch.no_grad():
+            model(patch)
+            with peak.measure() as m:
+                model(patch)
+        results[name]["peak_mib_inference"] = m["mib"]
+        if name.startswith("medt3d-"):
+            results[name]["by_size"] = _medt3d_memory_by_size(model, s.memory_sizes, in_ch, peak, log, name)
 
 
 def _medt3d_memory_by_size(model: nn.Module, sizes: tuple[int, ...], in_ch: int, peak: PeakMemory, log: Log,
