@@ -148,10 +148,13 @@ def _deployable(cfg: Config) -> Config:
     return replace(cfg, data=replace(cfg.data, cache_dir=None), tracking=replace(cfg.tracking, mlflow_uri=None))
 
 
-def _check_output(output: Path) -> None:
+def _check_output(output: Path, zip_too: bool) -> None:
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise ValueError(f"output {output} already exists and is not empty; medt3d export does not overwrite: "
                          "choose a new folder")
+    zip_path = output.with_name(output.name + ".zip")
+    if zip_too and zip_path.exists():
+        raise ValueError(f"{zip_path} already exists; medt3d export does not overwrite: choose a new output name")
 
 
 # --------------------------------------------------------------------------------------------- writing
@@ -323,7 +326,7 @@ def export_bundle(model: str | Path, output: str | Path, name: str | Path | None
             empty, or the exported model fails a check. Nothing is left behind in that case.
     """
     output = Path(output)
-    _check_output(output)
+    _check_output(output, zip_bundle_too)
     payload, cfg, network = _load_checked_checkpoint(model)
     source: BundleSource = load_bundle_source(name) if name is not None else generic_source(cfg, key=output.name)
     problems = contract_differences(cfg, source)

@@ -323,6 +323,10 @@ def test_export_never_overwrites(trained, tmp_path: Path):
     with pytest.raises(ValueError, match="already exists and is not empty"):
         export_bundle(trained.ckpt, target)
     assert [p.name for p in target.iterdir()] == ["mine.txt"]
+    (tmp_path / "fresh.zip").write_text("someone's zip")
+    with pytest.raises(ValueError, match="fresh.zip already exists"):
+        export_bundle(trained.ckpt, tmp_path / "fresh", zip_bundle_too=True)
+    assert not (tmp_path / "fresh").exists() and (tmp_path / "fresh.zip").read_text() == "someone's zip"
 
 
 def test_export_with_onnx_matches_onnxruntime(trained, tmp_path: Path):
