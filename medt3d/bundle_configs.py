@@ -87,6 +87,7 @@ def _label_postprocessing() -> list[Any]:
             "resample": False,
             "separate_folder": False,
             "writer": "$medt3d.bundle_runtime.AtomicNibabelWriter",
+            "output_name_formatter": "$medt3d.bundle_runtime.case_name_formatter",
             "print_log": False,
         },
     ]
@@ -110,7 +111,7 @@ def inference_config() -> dict[str, Any]:
         "dataset_dir": "/workspace/data",
         "output_dir": "$os.path.join(@bundle_root, 'eval')",
         "precision": "$@medt3d_cfg.infer.precision",
-        "datalist": "$medt3d.bundle_runtime.image_cases(@dataset_dir)",
+        "datalist": "$medt3d.bundle_runtime.image_cases(@dataset_dir, @output_dir)",
         "preprocessing": "$medt3d.bundle_runtime.infer_transforms(@medt3d_cfg)",
         "dataset": {"_target_": "Dataset", "data": "@datalist", "transform": "@preprocessing"},
         "dataloader": {"_target_": "DataLoader", "dataset": "@dataset", "batch_size": 1, "shuffle": False,

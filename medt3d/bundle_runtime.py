@@ -26,11 +26,17 @@ from monai.utils import convert_to_dst_type
 from medt3d.config import Config
 from medt3d.io_utils import atomic_path
 
+#: Image metadata key holding the case name that output files are named after.
+CASE_META_KEY = "medt3d_case"
+
 __all__ = [
     "AtomicNibabelWriter",
+    "CASE_META_KEY",
+    "CaseNamed",
     "CheckImaged",
     "PredictorInferer",
     "TrainExtrasHandler",
+    "case_name_formatter",
     "dataset",
     "image_cases",
     "infer_transforms",
@@ -80,13 +86,16 @@ class CheckImaged(MapTransform):
 
 
 def infer_transforms(cfg: Config) -> Any:
-    """``medt3d.data.transforms.build_infer_transforms(cfg)`` with the checks of ``medt3d infer`` after loading."""
+    """``medt3d.data.transforms.build_infer_transforms(cfg)`` with the checks of ``medt3d infer`` after loading.
+
+    Also records the case name in the image's metadata, so that the label files get ``medt3d infer``'s names.
+    """
     from medt3d.data.io import LoadVolumed
     from medt3d.data.transforms import Pipeline, build_infer_transforms
 
     steps = list(build_infer_transforms(cfg).transforms)
     after_load = max(i for i, t in enumerate(steps) if isinstance(t, LoadVolumed)) + 1
-    return Pipeline([*steps[:after_load], CheckImaged(cfg), *steps[after_load:]])
+    return Pipeline([*steps[:after_load], CheckImaged(cfg), CaseNamed(), *steps[after_load:]])
 
 
 class PredictorInferer(Inferer):
@@ -149,14 +158,47 @@ def dataset(data: Sequence[dict], transform: Any, cfg: Config, cache_dir: str | 
     return build_dataset(list(data), transform, cfg, cache_dir=cache_dir)
 
 
-def image_cases(dataset_dir: str | Path) -> list[dict[str, str]]:
-    """``[{"image": path}]`` for every scan (NIfTI, NRRD, DICOM series folder) under ``dataset_dir``.
+def image_cases(dataset_dir: str | Path, output_dir: str | Path | None = None) -> list[dict[str, str]]:
+    """``[{"image": path, "name": case}]`` for every scan under ``dataset_dir``, named as ``medt3d infer`` names them.
 
-    The same search as ``medt3d infer`` (:func:`medt3d.data.io.find_inputs`).
+    The same search and the same unique case names as ``medt3d infer`` (:func:`medt3d.infer.discover_cases`:
+    NIfTI, NRRD and DICOM series folders; files already inside ``output_dir`` are left out).
+
+    Raises:
+        ValueError: listing every input that cannot be read, or when there is none.
     """
-    from medt3d.data.io import find_inputs
+    from medt3d.infer import discover_cases
 
-    return [{"image": str(p)} for p in find_inputs(dataset_dir)]
+    cases = discover_cases([dataset_dir], output_dir if output_dir is not None else Path(dataset_dir) / ".none")
+    problems = [f"{c.input}: {c.error}" for c in cases if c.path is None]
+    if problems:
+        raise ValueError("\n".join(problems))
+    return [{"image": str(c.path), "name": c.name} for c in cases]
+
+
+class CaseNamed(MapTransform):
+    """Record the case name (``data["name"]``) in the image's metadata, for :func:`case_name_formatter`."""
+
+    def __init__(self, keys: str = "image", name_key: str = "name") -> None:
+        super().__init__(keys, allow_missing_keys=True)
+        self.name_key = name_key
+
+    def __call__(self, data: Any) -> dict:
+        d = dict(data)
+        if self.name_key in d:
+            for key in self.key_iterator(d):
+                d[key].meta[CASE_META_KEY] = str(d[self.name_key])
+        return d
+
+
+def case_name_formatter(metadict: dict, saver: Any) -> dict[str, Any]:
+    """``SaveImaged`` naming: ``<case>_seg.nii.gz`` with the case name ``medt3d infer`` gives the scan."""
+    from monai.data.folder_layout import default_name_formatter
+
+    if not metadict or CASE_META_KEY not in metadict:
+        return default_name_formatter(metadict, saver)
+    # FolderLayout strips one extension (two for .gz) from the subject: give it one so dotted names survive
+    return {"subject": f"{metadict[CASE_META_KEY]}.nii.gz", "idx": metadict.get("patch_index")}
 
 
 def labelled_cases(dataset_dir: str | Path) -> list[dict[str, Any]]:

@@ -176,15 +176,17 @@ def _assert_same_labels(a: dict[str, nib.Nifti1Image], b: dict[str, nib.Nifti1Im
 
 
 def test_bundle_inference_cli_equals_medt3d_infer(exported, tmp_path: Path):
-    images = tmp_path / "images"  # a RAS and an LPS-stored phantom
-    images.mkdir()
-    for split, name in (("train", "phantom_001"), ("val", "phantom_002")):
-        (images / f"{name}.nii.gz").write_bytes((exported.data / split / "images" / f"{name}.nii.gz").read_bytes())
+    images = tmp_path / "images"  # RAS and LPS-stored phantoms, names that collide or hold dots
+    for split, name, target in (("train", "phantom_001", "a/scan.nii.gz"), ("val", "phantom_002", "b/scan.nii.gz"),
+                                ("train", "phantom_000", "case.v2.nii.gz")):
+        (images / target).parent.mkdir(parents=True, exist_ok=True)
+        (images / target).write_bytes((exported.data / split / "images" / f"{name}.nii.gz").read_bytes())
     _run(["-m", "monai.bundle", "run", "--config_file", "configs/inference.json", "--dataset_dir", str(images),
           "--output_dir", str(tmp_path / "bundle_out")], cwd=exported.bundle)
     assert medt3d_main(["infer", str(images), "--model", str(exported.ckpt), "--output", str(tmp_path / "infer_out"),
                         "--no-progress"]) == 0
     bundle_labels = _labels(tmp_path / "bundle_out")
+    assert sorted(bundle_labels) == ["a_scan_seg.nii.gz", "b_scan_seg.nii.gz", "case.v2_seg.nii.gz"]
     _assert_same_labels(bundle_labels, _labels(tmp_path / "infer_out"))
     assert len(np.unique(np.asarray(next(iter(bundle_labels.values())).dataobj))) > 1
     assert not (exported.bundle / "eval").exists()  # the bundle folder is left as it was
