@@ -59,6 +59,7 @@ __all__ = [
     "ExportResult",
     "TS_TOLERANCE",
     "ONNX_TOLERANCE",
+    "accepts_other_sizes",
     "check_state_dict",
     "export_bundle",
     "is_bundle",
@@ -199,12 +200,29 @@ def _torchscript(root: Path, cfg: Config, network: torch.nn.Module) -> str:
     return "trace"
 
 
-def _onnx(root: Path, cfg: Config, network: torch.nn.Module) -> None:
-    """Write models/model.onnx (batch axis dynamic, patch of ``patch.roi_size``)."""
+def _other_size(cfg: Config) -> list[int]:
+    """A patch size unlike the training ROI (odd edges), to check that exports are not tied to one size."""
+    return [int(r) + k for r, k in zip(cfg.patch.roi_size, (1, 2, 3))]
+
+
+def accepts_other_sizes(cfg: Config, network: torch.nn.Module) -> bool:
+    """True when the network maps a (1, C, *size) input of another size than the ROI to logits of that size."""
+    x = torch.zeros(1, cfg.data.in_channels, *_other_size(cfg))
+    try:
+        with torch.no_grad():
+            out = network(x)
+    except Exception:  # networks with fixed input sizes raise many error types
+        return False
+    return tuple(out.shape) == (1, cfg.data.num_classes, *x.shape[2:])
+
+
+def _onnx(root: Path, cfg: Config, network: torch.nn.Module, any_size: bool) -> None:
+    """Write models/model.onnx: input ``image``, output ``pred``; batch axis dynamic, spatial axes too if ``any_size``."""
     x = torch.zeros(1, cfg.data.in_channels, *cfg.patch.roi_size)
+    axes = {0: "batch", 2: "x", 3: "y", 4: "z"} if any_size else {0: "batch"}
     target = root / "models" / "model.onnx"
     kwargs: dict[str, Any] = {"input_names": ["image"], "output_names": ["pred"], "opset_version": 17,
-                              "dynamic_axes": {"image": {0: "batch"}, "pred": {0: "batch"}}}
+                              "dynamic_axes": {"image": axes, "pred": axes}}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -216,29 +234,42 @@ def _onnx(root: Path, cfg: Config, network: torch.nn.Module) -> None:
         raise ValueError(f"ONNX export of the network failed: {type(err).__name__}: {str(err)[:300]}") from None
 
 
-def _check_logits(root: Path, cfg: Config, network: torch.nn.Module, onnx: bool) -> None:
-    """models/model.ts (and model.onnx) must give the checkpoint's logits."""
+def _check_logits(root: Path, cfg: Config, network: torch.nn.Module, onnx: bool, any_size: bool) -> None:
+    """models/model.ts (and model.onnx) must give the checkpoint's logits, on the ROI and (if any_size) another size."""
     from monai.data import load_net_with_metadata
 
     generator = torch.Generator().manual_seed(0)
-    x = torch.rand(2, cfg.data.in_channels, *cfg.patch.roi_size, generator=generator)
-    with torch.no_grad():
-        expected = network(x)
-        ts, _, _ = load_net_with_metadata(str(root / "models" / "model.ts"))
-        diff = float((ts(x) - expected).abs().max())
-    if not diff <= TS_TOLERANCE:
-        raise ValueError(f"models/model.ts differs from the checkpoint by {diff:.3g} (> {TS_TOLERANCE:g}) in logits")
+    inputs = [torch.rand(2, cfg.data.in_channels, *cfg.patch.roi_size, generator=generator)]
+    if any_size:
+        inputs.append(torch.rand(1, cfg.data.in_channels, *_other_size(cfg), generator=generator))
+    ts, _, _ = load_net_with_metadata(str(root / "models" / "model.ts"))
+    session = None
     if onnx:
         import onnxruntime as ort
 
+        session = ort.InferenceSession(str(root / "models" / "model.onnx"), providers=["CPUExecutionProvider"])
+    for x in inputs:
+        shape = list(x.shape)
+        with torch.no_grad():
+            expected = network(x)
+            try:
+                diff = float((ts(x) - expected).abs().max())
+            except Exception as err:  # a TorchScript module raises torch.jit errors of its own
+                raise ValueError(f"models/model.ts fails on a {shape} input: {str(err)[:300]}") from None
+        if not diff <= TS_TOLERANCE:
+            raise ValueError(f"models/model.ts differs from the checkpoint by {diff:.3g} (> {TS_TOLERANCE:g}) "
+                             f"on a {shape} input")
+        if session is None:
+            continue
         try:
-            session = ort.InferenceSession(str(root / "models" / "model.onnx"), providers=["CPUExecutionProvider"])
             out = session.run(["pred"], {"image": x.numpy()})[0]
         except Exception as err:  # onnxruntime raises its own exception types
-            raise ValueError(f"models/model.onnx does not run in onnxruntime: {str(err)[:300]}") from None
+            raise ValueError(f"models/model.onnx does not run in onnxruntime on a {shape} input: "
+                             f"{str(err)[:300]}") from None
         diff = float((torch.from_numpy(out) - expected).abs().max())
         if not diff <= ONNX_TOLERANCE:
-            raise ValueError(f"models/model.onnx differs from the checkpoint by {diff:.3g} (> {ONNX_TOLERANCE:g})")
+            raise ValueError(f"models/model.onnx differs from the checkpoint by {diff:.3g} (> {ONNX_TOLERANCE:g}) "
+                             f"on a {shape} input")
 
 
 def verify_bundle(root: str | Path, dataset_dir: str | Path | None = None) -> None:
@@ -358,9 +389,10 @@ def export_bundle(model: str | Path, output: str | Path, name: str | Path | None
         atomic_save(tmp / "models" / "model.pt", lambda p: torch.save(state, p))
         verify_bundle(tmp)
         facts.torchscript = _torchscript(tmp, cfg, network)
+        facts.any_size = accepts_other_sizes(cfg, network)
         if onnx:
-            _onnx(tmp, cfg, network)
-        _check_logits(tmp, cfg, network, onnx)
+            _onnx(tmp, cfg, network, facts.any_size)
+        _check_logits(tmp, cfg, network, onnx, facts.any_size)
         atomic_write_text(tmp / "docs" / "README.md", build_readme(source, facts, output.name))
         for path in tmp.rglob("*"):  # temporary files are private (0600); a bundle is for sharing
             path.chmod(0o755 if path.is_dir() else 0o644)

@@ -50,13 +50,14 @@ class ModelFacts:
         summary_path: where that summary was read.
         torchscript: how ``models/model.ts`` was made (``script`` or ``trace``).
         onnx: whether ``models/model.onnx`` was written.
+        any_size: whether the exported models were checked on a size other than the ROI.
         recipe_differences: settings where the checkpoint differs from the source's recipe.
     """
 
     def __init__(self, cfg: Config, parameters: int, epoch: int = -1, best_epoch: int = -1,
                  val_metrics: dict[str, float] | None = None, summary: dict[str, Any] | None = None,
                  summary_path: Path | None = None, torchscript: str = "script", onnx: bool = False,
-                 recipe_differences: list[str] | None = None) -> None:
+                 recipe_differences: list[str] | None = None, any_size: bool = False) -> None:
         self.cfg = cfg
         self.parameters = parameters
         self.epoch = epoch
@@ -66,6 +67,7 @@ class ModelFacts:
         self.summary_path = summary_path
         self.torchscript = torchscript
         self.onnx = onnx
+        self.any_size = any_size
         self.recipe_differences = list(recipe_differences or [])
 
 
@@ -331,10 +333,14 @@ def build_readme(source: BundleSource, facts: ModelFacts, bundle_name: str) -> s
         "```",
         "",
     ]
+    sizes = ("any spatial size (checked on the ROI and on another size)" if facts.any_size
+             else f"patches of {roi} voxels (sliding windows)")
+    which = "`models/model.ts` and `models/model.onnx` take" if facts.onnx else "`models/model.ts` takes"
+    lines += [f"{which} {sizes}; the batch size may vary.", ""]
     if facts.onnx:
         lines += [
-            f"`models/model.onnx` (ONNX, input `image`, output `pred`) runs with onnxruntime on patches of {roi} "
-            "voxels (sliding windows); the batch size may vary.",
+            "`models/model.onnx` (ONNX opset 17, input `image`, output `pred`) runs with onnxruntime and gives "
+            "the same logits.",
             "",
         ]
     lines += [

@@ -130,15 +130,16 @@ def test_verify_net_in_out_and_ckpt_export_cli(exported, tmp_path: Path):
 def test_torchscript_gives_the_checkpoint_logits_with_metadata_embedded(exported):
     from monai.data import load_net_with_metadata
 
-    x = torch.rand(2, 1, 16, 16, 16, generator=torch.Generator().manual_seed(2))
-    expected = _logits_of_checkpoint(exported.ckpt, x)
     ts = exported.bundle / "models" / "model.ts"
-    with torch.no_grad():
-        plain = torch.jit.load(str(ts))(x)
-        net, meta, extra = load_net_with_metadata(str(ts), more_extra_files=["inference.json"])
-        with_meta = net(x)
-    assert float((plain - expected).abs().max()) <= 1e-5
-    assert float((with_meta - expected).abs().max()) <= 1e-5
+    for shape in ((2, 1, 16, 16, 16), (1, 1, 19, 24, 11)):  # the ROI, and another size
+        x = torch.rand(*shape, generator=torch.Generator().manual_seed(2))
+        expected = _logits_of_checkpoint(exported.ckpt, x)
+        with torch.no_grad():
+            plain = torch.jit.load(str(ts))(x)
+            net, meta, extra = load_net_with_metadata(str(ts), more_extra_files=["inference.json"])
+            with_meta = net(x)
+        assert float((plain - expected).abs().max()) <= 1e-5
+        assert float((with_meta - expected).abs().max()) <= 1e-5
     assert meta["network_data_format"]["outputs"]["pred"]["num_channels"] == 4
     assert meta["version"] == json.loads((exported.bundle / "configs" / "metadata.json").read_text())["version"]
     assert json.loads(extra["inference.json"])["network_def"] == "$medt3d.networks.build_network(@medt3d_cfg)"
@@ -337,7 +338,10 @@ def test_export_with_onnx_matches_onnxruntime(trained, tmp_path: Path):
     result = export_bundle(trained.ckpt, tmp_path / "with_onnx", onnx=True)
     onnx_file = result.bundle_dir / "models" / "model.onnx"
     session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
-    x = torch.rand(3, 1, 16, 16, 16, generator=torch.Generator().manual_seed(3))
-    out = session.run(["pred"], {"image": x.numpy()})[0]
-    assert float(np.abs(out - _logits_of_checkpoint(trained.ckpt, x).numpy()).max()) <= 1e-4
-    assert "models/model.onnx" in (result.bundle_dir / "docs" / "README.md").read_text()
+    for shape in ((3, 1, 16, 16, 16), (1, 1, 21, 18, 13)):  # the ROI, and another size (MedT3D takes any)
+        x = torch.rand(*shape, generator=torch.Generator().manual_seed(3))
+        out = session.run(["pred"], {"image": x.numpy()})[0]
+        assert out.shape == (shape[0], 4, *shape[2:])
+        assert float(np.abs(out - _logits_of_checkpoint(trained.ckpt, x).numpy()).max()) <= 1e-4
+    readme = (result.bundle_dir / "docs" / "README.md").read_text()
+    assert "`models/model.ts` and `models/model.onnx` take any spatial size" in readme
