@@ -21,10 +21,13 @@ import torch
 
 from medt3d.config import Config
 
-__all__ = ["INFER_VOLUMES", "bench_infer", "format_infer_table", "infer_worker", "monai_unet_worker",
+__all__ = ["DEFAULT_DIR", "INFER_VOLUMES", "bench_infer", "format_infer_table", "infer_worker", "monai_unet_worker",
            "write_bench_ct"]
 
 Log = Callable[[str], None]
+
+#: Default folder of ``medt3d bench --infer`` (scans are written once and reused).
+DEFAULT_DIR = "bench_infer"
 
 #: Volumes timed by ``medt3d bench --infer``: name -> (size in voxels, spacing in mm it is made with).
 #: The small one is already on ct_abdomen's 1.5x1.5x2 mm grid; the large one is a clinical-like CT
