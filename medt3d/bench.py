@@ -29,7 +29,7 @@ from torch import nn
 
 from medt3d.config import Config, config_from_dict
 
-__all__ = ["NETWORK_CHOICES", "NetworkBenchSettings", "PeakMemory", "bench_networks", "network_config"]
+__all__ = ["NETWORK_CHOICES", "NetworkBenchSettings", "PeakMemory", "bench_networks", "network_config", "networks_markdown"]
 
 #: Networks the ``networks`` mode can measure: every MedT3D preset and the MONAI baselines.
 NETWORK_CHOICES = ("medt3d-tiny", "medt3d-small", "medt3d-base", "unet", "unetr", "swinunetr")
@@ -74,7 +74,7 @@ class PeakMemory:
 
     PyTorch has no peak-memory counter for CPU tensors, so the process's high-water mark
     (``VmHWM``) is reset through ``/proc/self/clear_refs`` before the block and read after
-    it. glibc is told to give memory back at once (allocations of 64 KiB or more are mapped
+    it. glibc is told to give memory back at once (allocations of 16 KiB or more are mapped
     and unmapped, the heap top is trimmed), so the RSS follows the live tensors. This slows
     allocation a little: measure time before calling :meth:`enable`.
     """
@@ -93,7 +93,7 @@ class PeakMemory:
     def enable(self) -> None:
         """Make the RSS follow live allocations (process-wide, for the rest of the run)."""
         if self._libc is not None:
-            self._libc.mallopt(self._M_MMAP_THRESHOLD, 64 * 1024)
+            self._libc.mallopt(self._M_MMAP_THRESHOLD, 16 * 1024)
             self._libc.mallopt(self._M_TRIM_THRESHOLD, 0)
 
     def disable(self) -> None:
@@ -163,13 +163,11 @@ def attention_peaks(model: nn.Module, peak: PeakMemory) -> Iterator[list[float]]
 # --------------------------------------------------------------------------- helpers
 
 
-def _median_seconds(fn: Callable[[], Any], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _timed(fn: Callable[[], Any]) -> tuple[float, float]:
+    """(wall-clock seconds, process CPU seconds) of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def network_config(name: str, cfg: Config, patch: int) -> Config:
@@ -267,8 +265,8 @@ def _bench_networks(cfg: Config, s: NetworkBenchSettings, log: Log) -> dict[str,
         results[name] = {"params": sum(p.numel() for p in models[name].parameters())}
 
     # timings: one warm-up each, then `repeats` rounds over all networks
-    fwd: dict[str, list[float]] = {n: [] for n in models}
-    fwb: dict[str, list[float]] = {n: [] for n in models}
+    fwd: dict[str, list[tuple[float, float]]] = {n: [] for n in models}
+    fwb: dict[str, list[tuple[float, float]]] = {n: [] for n in models}
     for name, model in models.items():
         log(f"warm-up {name}")
         with torch.no_grad():
@@ -279,12 +277,13 @@ def _bench_networks(cfg: Config, s: NetworkBenchSettings, log: Log) -> dict[str,
             log(f"timing {name}: round {r + 1}/{s.repeats}")
             with torch.no_grad():
                 model.eval()
-                fwd[name].append(_median_seconds(lambda m=model: m(patch), 1))
+                fwd[name].append(_timed(lambda m=model: m(patch)))
             model.train()
-            fwb[name].append(_median_seconds(lambda m=model: _forward_backward(m, patch), 1))
+            fwb[name].append(_timed(lambda m=model: _forward_backward(m, patch)))
     for name in models:
-        results[name]["forward_s"] = round(statistics.median(fwd[name]), 4)
-        results[name]["forward_backward_s"] = round(statistics.median(fwb[name]), 4)
+        for key, runs in (("forward", fwd[name]), ("forward_backward", fwb[name])):
+            results[name][f"{key}_s"] = round(statistics.median(w for w, _ in runs), 4)
+            results[name][f"{key}_cpu_s"] = round(statistics.median(c for _, c in runs), 4)
 
     if s.sliding_window:
         volume = torch.randn(1, in_ch, *s.volume)
@@ -292,21 +291,25 @@ def _bench_networks(cfg: Config, s: NetworkBenchSettings, log: Log) -> dict[str,
         for name, model in models.items():
             log(f"sliding window {name} on {list(s.volume)}")
             model.eval()
-            runs: list[float] = []
-            # repeat (median) while the repeats fit in SW_REPEAT_BUDGET_S; the slow baselines run once
-            while len(runs) < s.repeats and (not runs or runs[0] * s.repeats <= SW_REPEAT_BUDGET_S):
+            runs: list[tuple[float, float]] = []
+            shapes: list[tuple[int, ...]] = []
+
+            def infer(m: nn.Module = model, shapes: list[tuple[int, ...]] = shapes) -> None:
                 with torch.no_grad():
-                    start = time.perf_counter()
                     out = sliding_window_inference(
-                        volume, (s.patch,) * 3, cfg.infer.sw_batch_size, model,
+                        volume, (s.patch,) * 3, cfg.infer.sw_batch_size, m,
                         overlap=cfg.infer.overlap, mode=cfg.infer.mode,
                     )
-                    runs.append(time.perf_counter() - start)
-                if tuple(out.shape) != (1, n_cls, *s.volume):
-                    raise RuntimeError(f"{name}: sliding-window output {tuple(out.shape)} has the wrong shape")
-                del out
-            seconds = statistics.median(runs)
+                shapes.append(tuple(out.shape))
+
+            # repeat (median) while the repeats fit in SW_REPEAT_BUDGET_S; the slow baselines run once
+            while len(runs) < s.repeats and (not runs or runs[0][0] * s.repeats <= SW_REPEAT_BUDGET_S):
+                runs.append(_timed(infer))
+            if shapes[0] != (1, n_cls, *s.volume):
+                raise RuntimeError(f"{name}: sliding-window output {shapes[0]} has the wrong shape")
+            seconds = statistics.median(w for w, _ in runs)
             results[name]["sliding_window_s"] = round(seconds, 3)
+            results[name]["sliding_window_cpu_s"] = round(statistics.median(c for _, c in runs), 3)
             results[name]["sliding_window_runs"] = len(runs)
             results[name]["sliding_window_mvox_s"] = round(voxels / seconds / 1e6, 4)
 
@@ -336,7 +339,8 @@ def _bench_networks(cfg: Config, s: NetworkBenchSettings, log: Log) -> dict[str,
             "in_channels": in_ch,
             "classes": n_cls,
             "logo": cfg.network.logo,
-            "timing": "wall clock, median of the repeats after one warm-up; rounds interleaved over networks",
+            "timing": "wall clock (and process CPU time, *_cpu_s), median of the repeats after one warm-up; "
+                      "rounds interleaved over networks",
             "memory": "peak RSS above the start of the block (VmHWM), MiB",
         },
         "networks": results,
@@ -405,10 +409,64 @@ def _targets(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     for base, need in (("unet", 1.0), ("unetr", 5.0), ("swinunetr", 20.0)):
         if base in results and "sliding_window_mvox_s" in small and "sliding_window_mvox_s" in results[base]:
             ratio = small["sliding_window_mvox_s"] / results[base]["sliding_window_mvox_s"]
-            targets[f"sliding_window_vs_{base}"] = {"ratio": round(ratio, 2), "needed": need, "met": ratio >= need}
+            row = {"ratio": round(ratio, 2), "needed": need, "met": ratio >= need}
+            if small.get("sliding_window_cpu_s") and results[base].get("sliding_window_cpu_s"):
+                # CPU time: the work itself, steadier than wall time on a shared machine (1 thread)
+                row["cpu_ratio"] = round(results[base]["sliding_window_cpu_s"] / small["sliding_window_cpu_s"], 2)
+            targets[f"sliding_window_vs_{base}"] = row
     if "unetr" in results:
         for key in ("peak_mib_forward_backward", "peak_mib_inference"):
             ours, theirs = small.get(key), results["unetr"].get(key)
             if ours is not None and theirs is not None:
                 targets[f"{key}_vs_unetr"] = {"medt3d_small": ours, "unetr": theirs, "met": ours <= theirs}
     return targets
+
+
+def networks_markdown(report: dict[str, Any]) -> str:
+    """Markdown tables of a ``networks`` report (as written to docs/benchmarks.md)."""
+
+    def num(value: Any, fmt: str) -> str:
+        return "n/a" if value is None else format(value, fmt)
+
+    env, st, nets = report["environment"], report["settings"], report["networks"]
+    lines = [
+        f"Machine: {env['cpu']}, {env['cpu_count']} cores, torch {env['torch']} with {env['threads']} thread(s), "
+        f"MONAI {env['monai']}; load average {env['load_average_start'][0]} at the start, "
+        f"{env.get('load_average_end', ['?'])[0]} at the end.",
+        "",
+        f"| network | params | forward {st['patch'][0]}^3 (s) | fwd+bwd (s) | peak MiB fwd+bwd | peak MiB inference "
+        f"| sliding window {'x'.join(map(str, st['volume']))} (s) | Mvox/s | sliding window CPU (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in nets.items():
+        lines.append(
+            f"| {name} | {r['params'] / 1e6:.2f} M | {num(r.get('forward_s'), '.3f')} "
+            f"| {num(r.get('forward_backward_s'), '.3f')} | {num(r.get('peak_mib_forward_backward'), '.1f')} "
+            f"| {num(r.get('peak_mib_inference'), '.1f')} | {num(r.get('sliding_window_s'), '.2f')} "
+            f"| {num(r.get('sliding_window_mvox_s'), '.3f')} | {num(r.get('sliding_window_cpu_s'), '.2f')} |"
+        )
+    sized = {n: r["by_size"] for n, r in nets.items() if r.get("by_size")}
+    if sized:
+        lines += [
+            "",
+            "| network | patch | voxels (x of first) | peak MiB inference (x) | largest attention call MiB (x) |",
+            "|---|---|---:|---:|---:|",
+        ]
+        for name, rows in sized.items():
+            for size, row in rows.items():
+                lines.append(
+                    f"| {name} | {size}^3 | {row['voxels']:,} ({row['voxel_ratio']:g}) "
+                    f"| {num(row['peak_mib_inference'], '.1f')} ({num(row.get('inference_ratio'), '.2f')}) "
+                    f"| {num(row['attention_peak_mib'], '.2f')} ({num(row.get('attention_ratio'), '.2f')}) |"
+                )
+    if report.get("targets"):
+        lines += ["", "| target (medt3d-small) | measured (wall) | CPU-time ratio | needed | met (wall) |",
+                  "|---|---:|---:|---:|---|"]
+        for key, t in report["targets"].items():
+            if "ratio" in t:
+                lines.append(f"| {key} | {t['ratio']:.2f}x | {num(t.get('cpu_ratio'), '.2f')}x | {t['needed']:g}x "
+                             f"| {'yes' if t['met'] else 'no'} |")
+            else:
+                lines.append(f"| {key} | {t['medt3d_small']:.1f} MiB | | <= {t['unetr']:.1f} MiB (UNETR) "
+                             f"| {'yes' if t['met'] else 'no'} |")
+    return "\n".join(lines) + "\n"

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from medt3d.bench import NetworkBenchSettings, PeakMemory, _targets, bench_networks
+from medt3d.bench import NetworkBenchSettings, PeakMemory, _targets, bench_networks, networks_markdown
 from medt3d.cli import main
 from medt3d.networks import MedT3D
 
@@ -50,6 +50,8 @@ def test_bench_networks_reports_every_figure() -> None:
     assert report["settings"]["volume"] == [20, 24, 18]
     assert report["settings"]["overlap"] == 0.25 and report["settings"]["blend"] == "gaussian"
     json.dumps(report)  # JSON-ready
+    table = networks_markdown(report)
+    assert f"| medt3d-tiny | {row['params'] / 1e6:.2f} M | {row['forward_s']:.3f} |" in table
     if PeakMemory().available:
         assert row["peak_mib_forward_backward"] > 0
         by_size = row["by_size"]
@@ -79,6 +81,7 @@ def test_bench_command_prints_json_on_stdout_and_progress_on_stderr(tmp_path, ca
     code = main([
         "bench", "--networks", "--names", "medt3d-tiny", "--patch", "16", "--volume", "16", "20", "16",
         "--repeats", "1", "--memory-sizes", "16", "--threads", "1", "--output", str(out_file),
+        "--markdown", str(tmp_path / "bench.md"),
     ])
     captured = capsys.readouterr()
     assert code == 0
@@ -87,6 +90,7 @@ def test_bench_command_prints_json_on_stdout_and_progress_on_stderr(tmp_path, ca
     assert report["networks"]["networks"]["medt3d-tiny"]["sliding_window_mvox_s"] > 0
     assert "[bench]" in captured.err and "[bench]" not in captured.out
     assert json.loads(out_file.read_text()) == report
+    assert "| medt3d-tiny |" in (tmp_path / "bench.md").read_text()
 
 
 def test_bench_command_rejects_bad_sizes(capsys) -> None:

@@ -61,6 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     net.add_argument("--no-sliding-window", action="store_true", help="skip sliding-window inference")
     net.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("--output", help="also write the JSON to this file (atomically)")
+    p.add_argument("--markdown", help="also write the --networks tables as Markdown to this file")
     p.set_defaults(func=run)
 
 
@@ -78,5 +79,10 @@ def run(args: argparse.Namespace) -> int:
         from medt3d.io_utils import atomic_write_text
 
         atomic_write_text(args.output, text + "\n")
+    if args.markdown and "networks" in report:
+        from medt3d.bench import networks_markdown
+        from medt3d.io_utils import atomic_write_text
+
+        atomic_write_text(args.markdown, networks_markdown(report["networks"]))
     print(text)
     return 0

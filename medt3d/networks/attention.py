@@ -54,7 +54,8 @@ class GatedAxialAttention(nn.Module):
         heads: attention heads.
         span: relative distances are clipped to ``[-span, span]``; any axis length is accepted.
         dropout: dropout on the attention weights (training only).
-        chunk_elements: most attention-logit values held at once (bounds memory on whole scans).
+        chunk_elements: most values of one (lines, heads, L, L) tensor held at once: lines are
+            processed in chunks beyond it, so attention memory grows linearly with the voxels.
     """
 
     def __init__(
@@ -64,7 +65,7 @@ class GatedAxialAttention(nn.Module):
         heads: int = 4,
         span: int = 8,
         dropout: float = 0.0,
-        chunk_elements: int = 1 << 22,
+        chunk_elements: int = 1 << 17,
     ) -> None:
         super().__init__()
         if isinstance(axis, str):
