@@ -193,6 +193,23 @@ def test_bundle_inference_cli_equals_medt3d_infer(exported, tmp_path: Path):
     assert not (exported.bundle / "eval").exists()  # the bundle folder is left as it was
 
 
+def test_bundle_inference_equals_medt3d_infer_on_the_real_spleen_ct(exported, shared_data: Path, tmp_path: Path):
+    from monai.bundle import run
+
+    images = tmp_path / "ct"
+    images.mkdir()
+    (images / "spleen_2_ct.nii.gz").write_bytes((shared_data / "ct_spleen" / "spleen_2_ct.nii.gz").read_bytes())
+    run(config_file=str(exported.bundle / "configs" / "inference.json"), logging_file=False,
+        bundle_root=str(exported.bundle), dataset_dir=str(images), output_dir=str(tmp_path / "bundle_out"))
+    assert medt3d_main(["infer", str(images), "--model", str(exported.bundle), "--output", str(tmp_path / "infer_out"),
+                        "--no-progress"]) == 0
+    labels = _labels(tmp_path / "bundle_out")
+    _assert_same_labels(labels, _labels(tmp_path / "infer_out"))
+    image = nib.load(images / "spleen_2_ct.nii.gz")
+    assert labels["spleen_2_ct_seg.nii.gz"].shape == image.shape  # on the scan's own 0.8 x 0.8 x 5 mm grid
+    np.testing.assert_allclose(labels["spleen_2_ct_seg.nii.gz"].affine, image.affine, atol=1e-4)
+
+
 def test_bundle_inference_in_bf16_equals_medt3d_infer_in_bf16(exported, tmp_path: Path):
     from monai.bundle import run
 
