@@ -298,6 +298,31 @@ def test_readme_reports_summary_metrics_and_how_to_run():
     assert metadata["eval_metrics"] == {KEY_METRIC: 0.8, "mean_dice": 0.8123, "dice_spleen": 0.8123}
 
 
+class _Payload:
+    """A pickled object that weights_only loading must refuse to build."""
+
+    def __reduce__(self):
+        return (print, ("code ran while loading",))
+
+
+def test_bundle_weights_load_with_weights_only(tmp_path: Path, capsys):
+    from medt3d.bundle import load_bundle_model
+    from medt3d.networks import build_network
+
+    cfg = load_config("demo", TINY)
+    save_config(cfg, tmp_path / MEDT3D_CONFIG)
+    (tmp_path / "models").mkdir()
+    torch.save({"weight": _Payload()}, tmp_path / "models" / "model.pt")
+    with pytest.raises(ValueError, match="model.pt: not a readable state_dict"):
+        load_bundle_model(tmp_path)
+    assert "code ran" not in capsys.readouterr().out
+    state = build_network(cfg).state_dict()
+    state.pop(next(iter(state)))
+    torch.save(state, tmp_path / "models" / "model.pt")
+    with pytest.raises(ValueError, match="missing keys"):
+        load_bundle_model(tmp_path)
+
+
 # ----------------------------------------------------------------------------------------- zips
 
 
