@@ -31,8 +31,14 @@ def _networks(cfg, args: argparse.Namespace, log: Callable[[str], None]) -> dict
     return bench_networks(cfg, settings, log)
 
 
+def _infer(cfg, args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
+    from medt3d.bench_infer import bench_infer
+
+    return bench_infer(cfg, args.infer_dir, volumes=args.infer_volumes, device=args.infer_device, log=log)
+
+
 #: mode flag (argparse dest) -> runner(cfg, args, log) -> JSON-ready dict
-_MODES: dict[str, Callable[..., dict[str, Any]]] = {"networks": _networks}
+_MODES: dict[str, Callable[..., dict[str, Any]]] = {"networks": _networks, "infer": _infer}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,6 +54,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     modes.add_argument("--networks", action="store_true",
                        help="MedT3D presets and MONAI baselines: parameters, forward and forward+backward time, "
                             "peak memory, sliding-window throughput (the default mode)")
+    modes.add_argument("--infer", action="store_true",
+                       help="whole-scan inference on phantom CTs: MedT3D through 'medt3d infer' and MONAI UNet "
+                            "through sliding_window_inference (same ROI, overlap, blending), wall time and peak "
+                            "memory, each in a fresh process (docs/benchmarks.md uses --config ct_abdomen)")
     add_config_args(p)
     net = p.add_argument_group("--networks options (defaults: the sizes of docs/benchmarks.md)")
     net.add_argument("--names", nargs="+", choices=NETWORK_CHOICES, metavar="NAME",
@@ -60,6 +70,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help=f"patch edges for MedT3D memory growth (default {' '.join(map(str, d.memory_sizes))})")
     net.add_argument("--no-sliding-window", action="store_true", help="skip sliding-window inference")
     net.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    from medt3d.bench_infer import DEFAULT_DIR, INFER_VOLUMES
+
+    inf = p.add_argument_group("--infer options")
+    inf.add_argument("--infer-volumes", nargs="+", choices=list(INFER_VOLUMES), metavar="NAME",
+                     help=f"volumes to time (default: all of {', '.join(INFER_VOLUMES)})")
+    inf.add_argument("--infer-dir", default=DEFAULT_DIR,
+                     help=f"folder for phantom scans (made once, reused), checkpoint, predictions and logs "
+                          f"(default: {DEFAULT_DIR})")
+    inf.add_argument("--infer-device", default="cpu", help="where the windows run (default: cpu)")
     p.add_argument("--output", help="also write the JSON to this file (atomically)")
     p.add_argument("--markdown", help="also write the --networks tables as Markdown to this file")
     p.set_defaults(func=run)
