@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_text", "atomic_write_bytes", "check_writable_dir"]
+__all__ = ["atomic_dir", "atomic_path", "atomic_save", "atomic_write_text", "atomic_write_bytes", "check_writable_dir"]
 
 
 @contextmanager
@@ -30,6 +31,26 @@ def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]
         os.replace(tmp_path, target)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_dir(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder beside ``target``; move it onto ``target`` if the block succeeds.
+
+    ``target`` must be absent or an empty folder. On error the temporary folder is removed, so a
+    folder of outputs appears whole or not at all.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield tmp
+        if target.exists():
+            target.rmdir()
+        tmp.replace(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

@@ -15,8 +15,6 @@ for DICOM, SimpleITK.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +23,7 @@ import numpy as np
 from pydicom.uid import generate_uid
 from scipy import ndimage
 
-from medt3d.io_utils import atomic_path
+from medt3d.io_utils import atomic_dir, atomic_path
 
 __all__ = [
     "CLASS_NAMES",
@@ -251,8 +249,7 @@ def write_dicom_series(image: np.ndarray, affine: np.ndarray, folder: str | Path
         "0028|1053": "1",  # rescale slope
         "0028|1054": "HU",
     }
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent if folder.parent.exists() else None))
-    try:
+    with atomic_dir(folder) as tmp:
         writer = sitk.ImageFileWriter()
         writer.KeepOriginalImageUIDOn()
         for k in range(volume.GetDepth()):
@@ -265,13 +262,6 @@ def write_dicom_series(image: np.ndarray, affine: np.ndarray, folder: str | Path
             slice_.SetMetaData("0008|0018", generate_uid(entropy_srcs=[*seed_text, f"slice{k}"]))
             writer.SetFileName(str(tmp / f"slice_{k:04d}.dcm"))
             writer.Execute(slice_)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        if folder.exists():
-            folder.rmdir()
-        tmp.replace(folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 
@@ -310,9 +300,7 @@ def write_phantom_dataset(
         raise ValueError(f"phantom counts must be n_train >= 1, n_val >= 0, n_test >= 0; got {n_train}, {n_val}, {n_test}")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ValueError(f"phantom output folder {out_dir} already exists and is not empty; choose a new folder")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         splits = [("train", n_train), ("val", n_val), ("test", n_test)]
         index = 0
         for split, count in splits:
@@ -323,10 +311,4 @@ def write_phantom_dataset(
                 if dicom:
                     write_dicom_series(ph.image, ph.affine, tmp / "dicom" / split / ph.name, name=ph.name)
                 index += 1
-        if out_dir.exists():
-            out_dir.rmdir()
-        tmp.replace(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
