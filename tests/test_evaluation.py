@@ -79,6 +79,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
     data = write_phantom_dataset(root / "data", n_train=2, n_val=2, shape=(32, 32, 20))
     cfg = load_config("demo", ["preprocess.spacing=[3.0, 3.0, 3.0]", "patch.roi_size=[16, 16, 16]",
                                "network.preset=tiny", "train.max_epochs=2", "train.val_interval=1",
+                               "train.iterations_per_epoch=null", "train.max_seconds=null",
                                "tracking.mlflow=false", "tracking.tensorboard=false"])
     result = train(cfg, data, root / "run")
     return data, result
