@@ -53,7 +53,7 @@ from medt3d.bundle_source import (
 )
 from medt3d.bundle_zip import unpack_bundle, zip_bundle
 from medt3d.config import Config, config_from_dict, load_config, save_config
-from medt3d.io_utils import atomic_save, atomic_write_text
+from medt3d.io_utils import atomic_dir, atomic_save, atomic_write_text
 
 __all__ = [
     "ExportResult",
@@ -380,10 +380,7 @@ def export_bundle(model: str | Path, output: str | Path, name: str | Path | None
         onnx=onnx, recipe_differences=differences,
     )
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the bundle is an ordinary folder
-    try:
+    with atomic_dir(output) as tmp:
         atomic_write_text(tmp / "LICENSE", source.license_text)
         _write_configs(tmp, cfg)
         metadata = build_metadata(source, facts)
@@ -397,14 +394,8 @@ def export_bundle(model: str | Path, output: str | Path, name: str | Path | None
             _onnx(tmp, cfg, network, facts.any_size)
         _check_logits(tmp, cfg, network, onnx, facts.any_size)
         atomic_write_text(tmp / "docs" / "README.md", build_readme(source, facts, output.name))
-        for path in tmp.rglob("*"):  # temporary files are private (0600); a bundle is for sharing
+        for path in [tmp, *tmp.rglob("*")]:  # temporary files and folders are private; a bundle is for sharing
             path.chmod(0o755 if path.is_dir() else 0o644)
-        if output.exists():
-            output.rmdir()
-        tmp.replace(output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     zip_path = zip_bundle(output) if zip_bundle_too else None
     logger.info("exported %s to %s (TorchScript by %s%s)%s", payload["path"], output, facts.torchscript,
                 ", ONNX" if onnx else "", f"; zip {zip_path}" if zip_path else "")

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import shutil
 import stat
-import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from medt3d.io_utils import atomic_path
+from medt3d.io_utils import atomic_dir, atomic_path
 
 __all__ = ["UnsafeZipError", "check_zip_members", "unpack_bundle", "zip_bundle"]
 
@@ -108,10 +107,8 @@ def unpack_bundle(zip_path: str | Path, dest: str | Path) -> Path:
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise ValueError(f"{dest} already exists and is not empty; unpack into a new folder")
     members = check_zip_members(zip_path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the bundle is an ordinary folder
-    try:
+    with atomic_dir(dest) as tmp:
+        tmp.chmod(0o755)  # mkdtemp makes it private; the bundle is an ordinary folder
         root = tmp.resolve()
         with zipfile.ZipFile(zip_path) as zf:
             for m in members:
@@ -124,12 +121,6 @@ def unpack_bundle(zip_path: str | Path, dest: str | Path) -> Path:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(m) as src, open(target, "wb") as out:
                     shutil.copyfileobj(src, out)
-        if dest.exists():
-            dest.rmdir()
-        tmp.replace(dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     tops = {PurePosixPath(m.filename).parts[0] for m in members if PurePosixPath(m.filename).parts}
     if len(tops) == 1 and (dest / next(iter(tops))).is_dir():
         return dest / next(iter(tops))
