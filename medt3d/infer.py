@@ -370,7 +370,8 @@ def run_inference(inputs: Sequence[str | Path], output: str | Path, model: str |
     Args:
         inputs: NIfTI/NRRD files, DICOM series folders, or folders holding them.
         output: the output folder (created).
-        model: checkpoint file or training run folder (see :func:`medt3d.inference.load_inference_model`).
+        model: checkpoint file, training run folder or exported bundle
+            (see :func:`medt3d.inference.load_inference_model`).
         options: inference settings; defaults come from the model's config.
         network: an already built ``(model, config)`` instead of ``model`` (for tests and benchmarks).
 
