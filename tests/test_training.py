@@ -222,7 +222,7 @@ def _run_cli(args: list[str], tmp_path: Path, timeout: int = 600, **kw):
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, **kw)
+                            stderr=subprocess.STDOUT, encoding="utf-8", errors="replace", **kw)
 
 
 def _cli_overrides(*extra: str) -> list[str]:
