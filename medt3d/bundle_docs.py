@@ -374,7 +374,7 @@ def build_readme(source: BundleSource, facts: ModelFacts, bundle_name: str) -> s
 def summary_from(path: Path) -> dict[str, Any]:
     """Read an evaluation ``summary.json``, with a clear error when it is not one."""
     try:
-        summary = json.loads(Path(path).read_text())
+        summary = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"{path}: not a readable summary.json ({err})") from None
     if not isinstance(summary, dict) or "per_class" not in summary or "foreground_mean" not in summary:

@@ -138,7 +138,7 @@ def load_bundle_source(name_or_path: str | Path) -> BundleSource:
         path = candidate
     spec_file = path / "bundle.yaml"
     try:
-        spec = yaml.safe_load(spec_file.read_text())
+        spec = yaml.safe_load(spec_file.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise _fail(spec_file, f"not valid YAML: {err}") from None
     _check_keys(spec, _TOP_KEYS, _REQUIRED_TOP, "top level", spec_file)
@@ -165,7 +165,7 @@ def load_bundle_source(name_or_path: str | Path) -> BundleSource:
         license_file = path / str(spec["license"])
         if not license_file.is_file():
             raise _fail(spec_file, f"licence file {license_file} not found")
-        license_text = license_file.read_text()
+        license_text = license_file.read_text(encoding="utf-8")
     return BundleSource(
         key=path.name, name=str(spec["name"]), version=version,
         changelog={str(k): str(v) for k, v in changelog.items()}, cfg=cfg,

@@ -42,7 +42,7 @@ def meta_schema(shared_data: Path) -> dict:
     path = shared_data.parent / "bundle" / "meta_schema_20240725.json"
     if not path.is_file():
         pytest.fail(f"MONAI metadata schema not found at {path}")
-    return json.loads(path.read_text())
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 # ----------------------------------------------------------------------------------------- sources
@@ -348,7 +348,7 @@ def test_zip_round_trip_keeps_the_bundle_folder(tmp_path: Path):
     assert sorted(names) == ["my_bundle/LICENSE", "my_bundle/configs/inference.json"]
     root = unpack_bundle(zip_path, tmp_path / "unpacked")
     assert root == tmp_path / "unpacked" / "my_bundle"
-    assert (root / "LICENSE").read_text() == "licence" and (root / "configs" / "inference.json").read_text() == "{}"
+    assert (root / "LICENSE").read_text(encoding="utf-8") == "licence" and (root / "configs" / "inference.json").read_text(encoding="utf-8") == "{}"
 
 
 @pytest.mark.parametrize("members, links, what", [
@@ -375,7 +375,7 @@ def test_unpack_refuses_a_non_empty_destination_and_non_zips(tmp_path: Path):
     (tmp_path / "full" / "keep.txt").write_text("mine")
     with pytest.raises(ValueError, match="not empty"):
         unpack_bundle(zip_path, tmp_path / "full")
-    assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+    assert (tmp_path / "full" / "keep.txt").read_text(encoding="utf-8") == "mine"
     (tmp_path / "fake.zip").write_text("not a zip")
     with pytest.raises(ValueError, match="not a zip file"):
         check_zip_members(tmp_path / "fake.zip")

@@ -32,7 +32,7 @@ def test_short_demo_writes_every_output(tmp_path: Path):
     assert saved["best_checkpoint"] == report["best_checkpoint"]
     bundle = Path(report["bundle"])  # the demo ends by exporting its MONAI bundle, with the evaluation's metrics
     assert (bundle / "models" / "model.ts").is_file() and (bundle / "configs" / "inference.json").is_file()
-    assert "## Metrics" in (bundle / "docs" / "README.md").read_text()
+    assert "## Metrics" in (bundle / "docs" / "README.md").read_text(encoding="utf-8")
     assert json.loads((bundle / "configs" / "metadata.json").read_text())["eval_metrics"]["mean_dice"] >= 0
 
 

@@ -37,8 +37,8 @@ OVERRIDES = [
 
 def _run(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, encoding="utf-8",
+                          errors="replace", timeout=timeout)
     assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return proc
 
@@ -87,7 +87,7 @@ def test_bundle_layout_metadata_and_readme(exported):
         assert (b / rel).is_file(), rel
     assert not (b / "models" / "model.onnx").exists()
     assert not [p for p in b.parent.iterdir() if p.name.startswith(".phantom_bundle")]  # no temporary folder left
-    meta = json.loads((b / "configs" / "metadata.json").read_text())
+    meta = json.loads((b / "configs" / "metadata.json").read_text(encoding="utf-8"))
     assert meta["version"] in meta["changelog"]
     assert meta["required_packages_version"]["medt3d"]
     assert meta["monai_version"] and meta["pytorch_version"] and meta["numpy_version"]
@@ -101,12 +101,12 @@ def test_bundle_layout_metadata_and_readme(exported):
     # the shipped medt3d config is the checkpoint's, without machine-specific paths
     shipped = config_to_dict(load_config(b / "configs" / "medt3d.yaml"))
     assert shipped == config_to_dict(exported.cfg)
-    readme = (b / "docs" / "README.md").read_text()
+    readme = (b / "docs" / "README.md").read_text(encoding="utf-8")
     assert f"| **foreground mean** | {dice:.3f} |" in readme
     for section in ("## What it segments", "## Input", "## Training", "## Metrics", "## How to run it", "## Limits"):
         assert section in readme
     assert "3 x 3 x 3 mm" in readme and "-150 to 250 HU" in readme
-    assert (b / "LICENSE").read_text().startswith("Copyright")
+    assert (b / "LICENSE").read_text(encoding="utf-8").startswith("Copyright")
 
 
 def test_metadata_passes_monai_verify_metadata_cli(exported, meta_schema_file: Path):
@@ -141,7 +141,7 @@ def test_torchscript_gives_the_checkpoint_logits_with_metadata_embedded(exported
         assert float((plain - expected).abs().max()) <= 1e-5
         assert float((with_meta - expected).abs().max()) <= 1e-5
     assert meta["network_data_format"]["outputs"]["pred"]["num_channels"] == 4
-    assert meta["version"] == json.loads((exported.bundle / "configs" / "metadata.json").read_text())["version"]
+    assert meta["version"] == json.loads((exported.bundle / "configs" / "metadata.json").read_text(encoding="utf-8"))["version"]
     assert json.loads(extra["inference.json"])["network_def"] == "$medt3d.networks.build_network(@medt3d_cfg)"
 
 
@@ -240,9 +240,9 @@ def test_bundle_evaluate_config_scores_the_labels(exported, tmp_path: Path):
     run(config_file=[str(configs / "inference.json"), str(configs / "evaluate.json")], logging_file=False,
         bundle_root=str(exported.bundle), dataset_dir=str(exported.data), output_dir=str(tmp_path / "eval"))
     assert len(list((tmp_path / "eval").glob("*_seg.nii.gz"))) == 3
-    rows = (tmp_path / "eval" / "mean_dice_raw.csv").read_text().strip().splitlines()
+    rows = (tmp_path / "eval" / "mean_dice_raw.csv").read_text(encoding="utf-8").strip().splitlines()
     assert len(rows) == 1 + 3
-    assert (tmp_path / "eval" / "metrics.csv").read_text().startswith("mean_dice")
+    assert (tmp_path / "eval" / "metrics.csv").read_text(encoding="utf-8").startswith("mean_dice")
 
 
 def test_bundle_trains_one_epoch_and_logs_to_sqlite_mlflow(exported, tmp_path: Path):
@@ -346,7 +346,7 @@ def test_export_never_overwrites(trained, tmp_path: Path):
     (tmp_path / "fresh.zip").write_text("someone's zip")
     with pytest.raises(ValueError, match="fresh.zip already exists"):
         export_bundle(trained.ckpt, tmp_path / "fresh", zip_bundle_too=True)
-    assert not (tmp_path / "fresh").exists() and (tmp_path / "fresh.zip").read_text() == "someone's zip"
+    assert not (tmp_path / "fresh").exists() and (tmp_path / "fresh.zip").read_text(encoding="utf-8") == "someone's zip"
 
 
 def test_export_with_onnx_matches_onnxruntime(trained, tmp_path: Path):
@@ -360,5 +360,5 @@ def test_export_with_onnx_matches_onnxruntime(trained, tmp_path: Path):
         out = session.run(["pred"], {"image": x.numpy()})[0]
         assert out.shape == (shape[0], 4, *shape[2:])
         assert float(np.abs(out - _logits_of_checkpoint(trained.ckpt, x).numpy()).max()) <= 1e-4
-    readme = (result.bundle_dir / "docs" / "README.md").read_text()
+    readme = (result.bundle_dir / "docs" / "README.md").read_text(encoding="utf-8")
     assert "`models/model.ts` and `models/model.onnx` take any spatial size" in readme
