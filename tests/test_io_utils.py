@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from medt3d.io_utils import atomic_dir, atomic_write_text, check_writable_dir
+
+
+def test_atomic_write_gives_normal_permissions_and_no_leftovers(tmp_path: Path):
+    target = tmp_path / "out" / "a.nii.gz"
+    atomic_write_text(target, "x")
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~mask
+    assert [p.name for p in target.parent.iterdir()] == ["a.nii.gz"]
+
+
+def test_failed_atomic_dir_leaves_nothing(tmp_path: Path):
+    with pytest.raises(RuntimeError), atomic_dir(tmp_path / "bundle") as tmp:
+        (tmp / "half.txt").write_text("half")
+        raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_dir_is_a_clear_error(tmp_path: Path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(PermissionError, match="not writable"):
+        check_writable_dir(blocker / "sub")
