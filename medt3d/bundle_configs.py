@@ -42,6 +42,7 @@ _IMPORTS = [
     "$import medt3d.data.io",
     "$import medt3d.data.transforms",
     "$import medt3d.devices",
+    "$import medt3d.inference",
     "$import medt3d.losses",
     "$import medt3d.networks",
     "$import medt3d.optim",
@@ -260,7 +261,7 @@ def train_config(key_metric: str) -> dict[str, Any]:
             },
             "dataloader": {"_target_": "DataLoader", "dataset": "@validate#dataset", "batch_size": 1, "shuffle": False,
                            "num_workers": "$@medt3d_cfg.data.num_workers"},
-            "inferer": "$medt3d.training.build_sliding_window_inferer(@medt3d_cfg)",
+            "inferer": "$medt3d.inference.build_sliding_window_inferer(@medt3d_cfg)",
             "postprocessing": {
                 "_target_": "Compose",
                 "transforms": [

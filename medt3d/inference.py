@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 from monai.data import MetaTensor
+from monai.inferers import SlidingWindowInferer
 from monai.transforms import KeepLargestConnectedComponent
 
 from medt3d.config import Config, config_from_dict, config_to_dict
@@ -30,6 +31,7 @@ from medt3d.data.transforms import build_infer_transforms, build_postprocessing
 from medt3d.devices import autocast_dtype
 
 __all__ = [
+    "build_sliding_window_inferer",
     "Prediction",
     "Predictor",
     "check_finite",
@@ -153,6 +155,19 @@ def check_finite(image: torch.Tensor, source: str | Path) -> None:
     )
 
 
+def build_sliding_window_inferer(cfg: Config, sw_device: torch.device | None = None,
+                                 device: torch.device | None = None) -> SlidingWindowInferer:
+    """The sliding-window inferer every route uses (validation, evaluation, inference, bundle)."""
+    return SlidingWindowInferer(
+        roi_size=cfg.patch.roi_size,
+        sw_batch_size=cfg.infer.sw_batch_size,
+        overlap=cfg.infer.overlap,
+        mode=cfg.infer.mode,
+        sw_device=sw_device,
+        device=device,
+    )
+
+
 @dataclass
 class Prediction:
     """One case's result on the scan's own grid.
@@ -185,10 +200,6 @@ class Predictor:
 
     def __init__(self, model: torch.nn.Module, cfg: Config, device: torch.device | str,
                  progress: bool = False) -> None:
-        # imported here: the training module pulls in the engines and trackers, which plain
-        # inference does not need until a Predictor is built
-        from medt3d.training import build_sliding_window_inferer
-
         self.model = model.eval()
         self.cfg = cfg
         self.device = torch.device(device)

@@ -33,7 +33,7 @@ from monai.handlers import (
     ValidationHandler,
     from_engine,
 )
-from monai.inferers import SimpleInferer, SlidingWindowInferer
+from monai.inferers import SimpleInferer
 from monai.transforms import AsDiscreted, Compose
 from monai.utils import set_determinism
 from torch.nn.parallel import DistributedDataParallel
@@ -45,13 +45,14 @@ from medt3d.data.datasets import build_dataset
 from medt3d.data.transforms import build_train_transforms, build_val_transforms
 from medt3d.devices import resolve_device
 from medt3d.distributed import DistInfo, cleanup_distributed, init_distributed, shard, unwrap
+from medt3d.inference import build_sliding_window_inferer
 from medt3d.io_utils import atomic_write_text, check_writable_dir
 from medt3d.losses import build_loss
 from medt3d.networks import build_network, gate_parameters
 from medt3d.optim import build_optimizer, build_scheduler
 from medt3d.preflight import check_labels
 
-__all__ = ["TrainResult", "train", "build_sliding_window_inferer", "MIN_FREE_DISK_MB", "KEY_METRIC"]
+__all__ = ["TrainResult", "train", "MIN_FREE_DISK_MB", "KEY_METRIC"]
 
 logger = logging.getLogger("medt3d.train")
 
@@ -78,19 +79,6 @@ class TrainResult:
     def last_checkpoint(self) -> Path:
         """Path of the last checkpoint."""
         return self.run_dir / "checkpoints" / "last.pt"
-
-
-def build_sliding_window_inferer(cfg: Config, sw_device: torch.device | None = None,
-                                 device: torch.device | None = None) -> SlidingWindowInferer:
-    """The sliding-window inferer every route uses (validation, evaluation, inference, bundle)."""
-    return SlidingWindowInferer(
-        roi_size=cfg.patch.roi_size,
-        sw_batch_size=cfg.infer.sw_batch_size,
-        overlap=cfg.infer.overlap,
-        mode=cfg.infer.mode,
-        sw_device=sw_device,
-        device=device,
-    )
 
 
 # --------------------------------------------------------------------------- data
