@@ -9,6 +9,7 @@ without one. See ``bundles/README.md``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -95,8 +96,8 @@ class BundleSource:
 
 
 def bundle_sources_dir() -> Path:
-    """The repository's ``bundles/`` folder (next to the ``medt3d`` package)."""
-    return Path(__file__).resolve().parents[1] / "bundles"
+    """Folder of the maintained bundle sources (``bundles/`` in the repository, ``medt3d.bundles`` installed)."""
+    return Path(str(resources.files("medt3d.bundles")))
 
 
 def list_bundle_sources() -> list[str]:

@@ -1,12 +1,15 @@
 """Quality comparison: MedT3D against MONAI baselines on the same data, pipeline, seed and wall-clock budget.
 
 Each network is trained with the same config (only ``network.name`` differs) under the same
-``train.max_seconds`` budget, then its best checkpoint is scored on the validation cases in each
-scan's own geometry with :func:`medt3d.evaluation.evaluate`. The result is one JSON document.
+``train.max_seconds`` budget. By default a short timing run first fits ``train.max_epochs`` to that
+budget, so every network's learning-rate schedule ends inside it. Each best checkpoint is then scored
+on the validation cases in each scan's own geometry with :func:`medt3d.evaluation.evaluate`. The
+result is one JSON document.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 import time
@@ -17,13 +20,37 @@ import torch
 
 from medt3d.config import load_config
 
-__all__ = ["compare_models"]
+__all__ = ["compare_models", "fit_epochs_to_budget"]
 
 logger = logging.getLogger("medt3d.compare")
 
 
+def _epoch_seconds(history: list[dict[str, Any]]) -> float:
+    """Typical seconds per epoch (training + validation) of a run, leaving out the warm-up first epoch."""
+    times = sorted(h["seconds"] for h in (history[1:] or history))
+    return times[len(times) // 2]
+
+
+def fit_epochs_to_budget(config: str, overrides: list[str], data_dir: str | Path, output: Path, budget_s: float,
+                         calibration_epochs: int = 3) -> tuple[int, float]:
+    """Time a short run and return (max_epochs that fit ``budget_s``, seconds per epoch).
+
+    Fitting the epoch count lets each network's learning-rate schedule finish inside the budget
+    (warm-up and the full cosine decay), instead of being cut off half-way by ``train.max_seconds``.
+    """
+    from medt3d.training import train
+
+    cfg = load_config(config, [*overrides, f"train.max_epochs={calibration_epochs}", "train.max_seconds=null"])
+    result = train(cfg, data_dir, output)
+    history = json.loads((result.run_dir / "history.json").read_text(encoding="utf-8"))
+    per_epoch = _epoch_seconds(history)
+    # 5% headroom: the per-epoch time drifts, and train.max_seconds still stops a run that overruns
+    return max(1, int(0.95 * budget_s / per_epoch)), per_epoch
+
+
 def compare_models(data_dir: str | Path, output: str | Path, networks: list[str], budget_s: float,
-                   config: str = "demo", overrides: list[str] | None = None) -> dict[str, Any]:
+                   config: str = "demo", overrides: list[str] | None = None,
+                   fit_epochs: bool = True, calibration_epochs: int = 3) -> dict[str, Any]:
     """Train and score each network under the same budget; return the comparison as a dict.
 
     Args:
@@ -33,16 +60,30 @@ def compare_models(data_dir: str | Path, output: str | Path, networks: list[str]
         budget_s: wall-clock training budget per network, in seconds.
         config: config preset or YAML path shared by all networks.
         overrides: ``--set`` style overrides shared by all networks.
+        fit_epochs: time ``calibration_epochs`` epochs of each network first (not counted in the
+            budget) and set its ``train.max_epochs`` to what fits the budget; otherwise every network
+            keeps the config's ``max_epochs`` and ``train.max_seconds`` cuts it off.
+        calibration_epochs: length of the timing run (at least 2; the first epoch is left out).
     """
     from medt3d.evaluation import evaluate
     from medt3d.networks import build_network
     from medt3d.training import train
 
+    if calibration_epochs < 2:
+        raise ValueError(f"calibration_epochs must be >= 2 (the first epoch is not timed), got {calibration_epochs}")
     out = Path(output)
     results: dict[str, Any] = {}
     for name in networks:
-        cfg = load_config(config, [*(overrides or []), f"network.name={name}", f"train.max_seconds={budget_s}",
-                                   "train.val_interval=1", "tracking.mlflow=false", "tracking.tensorboard=false"])
+        shared = [*(overrides or []), f"network.name={name}", "train.val_interval=1", "tracking.mlflow=false",
+                  "tracking.tensorboard=false"]
+        fitted: dict[str, Any] = {}
+        if fit_epochs:
+            epochs, per_epoch = fit_epochs_to_budget(config, shared, data_dir, out / name / "calibration", budget_s,
+                                                     calibration_epochs)
+            shared.append(f"train.max_epochs={epochs}")
+            fitted = {"fitted_max_epochs": epochs, "calibrated_epoch_seconds": round(per_epoch, 2)}
+            logger.info("%s: %.2f s per epoch, so %d epochs fit %.0f s", name, per_epoch, epochs, budget_s)
+        cfg = load_config(config, [*shared, f"train.max_seconds={budget_s}"])
         params = sum(p.numel() for p in build_network(cfg).parameters())
         logger.info("training %s (%.2f M parameters) for at most %.0f s", name, params / 1e6, budget_s)
         start = time.time()
@@ -51,6 +92,7 @@ def compare_models(data_dir: str | Path, output: str | Path, networks: list[str]
         summary = evaluate(result.best_checkpoint, data_dir, out / name / "evaluation", overlays=False)
         results[name] = {
             "params_m": round(params / 1e6, 3),
+            **fitted,
             "epochs_run": result.epochs_run,
             "train_seconds": round(seconds, 1),
             "best_val_mean_dice": round(result.best_metric, 4),
@@ -63,6 +105,7 @@ def compare_models(data_dir: str | Path, output: str | Path, networks: list[str]
         "config": config,
         "overrides": overrides or [],
         "budget_s_per_network": budget_s,
+        "fit_epochs": fit_epochs,
         "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
                     "torch": torch.__version__},
         "results": results,

@@ -151,6 +151,7 @@ class _RunState:
         self.epoch_start = 0  # index in ``losses`` where the current epoch began
         self.started = time.time()
         self.session_epochs = 0  # epochs completed by this process since it started (or resumed)
+        self.epoch_started_at = self.started
 
 
 def _attach_handlers(trainer: SupervisedTrainer, evaluator: SupervisedEvaluator, cfg: Config, run_dir: Path,
@@ -171,6 +172,7 @@ def _attach_handlers(trainer: SupervisedTrainer, evaluator: SupervisedEvaluator,
         for p in gates:
             p.requires_grad_(not frozen)
         state.epoch_start = len(state.losses)
+        state.epoch_started_at = time.time()
 
     @trainer.on(IterationEvents.BACKWARD_COMPLETED)
     def _clip(engine: Engine) -> None:
@@ -191,7 +193,8 @@ def _attach_handlers(trainer: SupervisedTrainer, evaluator: SupervisedEvaluator,
         metric = evaluator.state.metrics.get(KEY_METRIC) if evaluator.state.epoch == epoch else None
         epoch_losses = state.losses[state.epoch_start:]
         record = {"epoch": epoch, "loss": sum(epoch_losses) / max(1, len(epoch_losses)),
-                  "lr": float(engine.optimizer.param_groups[0]["lr"])}
+                  "lr": float(engine.optimizer.param_groups[0]["lr"]),
+                  "seconds": round(time.time() - state.epoch_started_at, 3)}  # training + validation
         if metric is not None:
             record[KEY_METRIC] = float(metric)
         state.history.append(record)
@@ -351,6 +354,11 @@ def _train(cfg: Config, data_dir: str | Path, run_dir: Path, resume: bool, track
     optimizer = build_optimizer(cfg, network)
     scheduler = build_scheduler(cfg, optimizer, iterations)
     num_classes = cfg.data.num_classes
+    # MONAI's engines autocast with torch.autocast("cuda") only, so mixed precision is a CUDA feature here
+    amp = cfg.train.amp and device.type == "cuda"
+    if cfg.train.amp and not amp and info.is_main:
+        logger.info("train.amp is on but the device is %s: training in float32 (mixed precision needs CUDA)",
+                    device)
 
     evaluator = SupervisedEvaluator(
         device=device,
@@ -362,9 +370,8 @@ def _train(cfg: Config, data_dir: str | Path, run_dir: Path, resume: bool, track
                                 AsDiscreted(keys="label", to_onehot=num_classes)]),
         key_val_metric={KEY_METRIC: MeanDice(include_background=False,
                                              output_transform=from_engine(["pred", "label"]))},
-        amp=cfg.train.amp and device.type == "cuda",
+        amp=amp,
     )
-    amp = cfg.train.amp and device.type == "cuda"
     trainer = SupervisedTrainer(
         device=device,
         max_epochs=cfg.train.max_epochs,

@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", type=float, default=240.0, help="training seconds per network")
     p.add_argument("--config", default="demo", help="config preset or YAML shared by all networks")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--no-fit-epochs", dest="fit_epochs", action="store_false",
+                   help="keep the config's train.max_epochs instead of fitting it to the budget by a timing run")
     p.add_argument("--output", help="folder for runs (default: a temporary folder)")
     p.add_argument("--json-out", help="also write the JSON here")
     args = p.parse_args(argv)
@@ -42,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         from medt3d.demo import DEMO_CASES, DEMO_SHAPE
 
         data = write_phantom_dataset(output / "data", n_train=DEMO_CASES[0], n_val=DEMO_CASES[1], shape=DEMO_SHAPE)
-    report = compare_models(data, output, args.networks, args.budget, args.config, args.overrides)
+    report = compare_models(data, output, args.networks, args.budget, args.config, args.overrides,
+                            fit_epochs=args.fit_epochs)
     text = json.dumps(report, indent=2)
     print(text)
     if args.json_out:

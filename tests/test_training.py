@@ -68,7 +68,7 @@ def test_train_writes_checkpoints_history_and_tracking(phantom_dir: Path, tmp_pa
 
     history = json.loads((run / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
-    assert all("val_mean_dice" in h and "lr" in h for h in history)
+    assert all("val_mean_dice" in h and "lr" in h and h["seconds"] > 0 for h in history)
     assert (run / "config.yaml").is_file()
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
 

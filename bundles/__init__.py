@@ -1,0 +1,1 @@
+"""Maintained bundle sources (one folder each), installed as the package ``medt3d.bundles``."""
