@@ -182,6 +182,8 @@ class NetworkConfig:
         logo: add the local (LoGo) branch on non-overlapping sub-volumes.
         local_patch: size of the local branch's sub-volumes at the attention resolution; ``null`` keeps the preset's.
         dropout: dropout rate inside attention blocks.
+        full_res_channels: width of MedT3D's optional full-resolution path (sharper boundaries, more
+            memory); 0 turns it off; ``null`` keeps the preset's.
     """
 
     name: str = "medt3d"
@@ -194,6 +196,7 @@ class NetworkConfig:
     logo: bool = True
     local_patch: int | None = None
     dropout: float = 0.0
+    full_res_channels: int | None = None
 
 
 @dataclass
@@ -456,6 +459,9 @@ def validate(cfg: Config, source: str = "<config>") -> None:
         value = getattr(n, name)
         if value is not None:
             _require(value >= 1, source, f"network.{name}", f"must be >= 1, got {value}")
+    if n.full_res_channels is not None:
+        _require(n.full_res_channels >= 0, source, "network.full_res_channels",
+                 f"must be >= 0, got {n.full_res_channels}")
     if n.channels is not None:
         _require(len(n.channels) >= 1 and all(c >= 1 for c in n.channels), source, "network.channels",
                  f"must be positive widths, got {n.channels}")

@@ -4,7 +4,7 @@
 Examples:
     python scripts/compare_models.py --phantoms --budget 240
     python scripts/compare_models.py --data ../shared/data/ct_spleen --config ct_abdomen --budget 300 \
-        --set patch.roi_size=[64,64,32]
+        --validate-on-training-data --set patch.roi_size=[64,64,32]
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--no-fit-epochs", dest="fit_epochs", action="store_false",
                    help="keep the config's train.max_epochs instead of fitting it to the budget by a timing run")
+    p.add_argument("--validate-on-training-data", action="store_true",
+                   help="validate on the training cases themselves (for a single labelled scan; the score "
+                        "then measures fitting, not generalisation)")
     p.add_argument("--output", help="folder for runs (default: a temporary folder)")
     p.add_argument("--json-out", help="also write the JSON here")
     args = p.parse_args(argv)
@@ -44,8 +47,13 @@ def main(argv: list[str] | None = None) -> int:
         from medt3d.demo import DEMO_CASES, DEMO_SHAPE
 
         data = write_phantom_dataset(output / "data", n_train=DEMO_CASES[0], n_val=DEMO_CASES[1], shape=DEMO_SHAPE)
+    if args.validate_on_training_data:
+        from medt3d.compare import self_validation_datalist
+
+        data = self_validation_datalist(data, output)
     report = compare_models(data, output, args.networks, args.budget, args.config, args.overrides,
                             fit_epochs=args.fit_epochs)
+    report["validated_on_training_data"] = args.validate_on_training_data
     text = json.dumps(report, indent=2)
     print(text)
     if args.json_out:

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from test_training import TINY
 
-from medt3d.compare import _epoch_seconds, compare_models
+from medt3d.compare import BUDGET_USE, _epoch_seconds, compare_models, self_validation_datalist
+from medt3d.data.datalist import build_datalist
 from medt3d.data.phantoms import write_phantom_dataset
 
 
@@ -32,7 +33,7 @@ def test_compare_fits_each_networks_epochs_to_the_budget(phantom_dir: Path, tmp_
     for name, row in report["results"].items():
         calibration = json.loads((tmp_path / name / "calibration" / "history.json").read_text())
         assert len(calibration) == 2
-        assert row["fitted_max_epochs"] == max(1, int(0.95 * budget / calibration[1]["seconds"]))
+        assert row["fitted_max_epochs"] == max(1, int(BUDGET_USE * budget / calibration[1]["seconds"]))
         assert 1 <= row["epochs_run"] <= row["fitted_max_epochs"]
         assert 0.0 <= row["eval_foreground_dice"] <= 1.0
         assert set(row["eval_per_class_dice"]) == {"organ_a", "organ_b", "organ_c"}
@@ -50,3 +51,12 @@ def test_compare_without_fitting_keeps_the_configured_epochs(phantom_dir: Path, 
 def test_compare_refuses_a_one_epoch_calibration(phantom_dir: Path, tmp_path: Path):
     with pytest.raises(ValueError, match="calibration_epochs must be >= 2"):
         compare_models(phantom_dir, tmp_path, ["medt3d"], 10.0, "demo", TINY, calibration_epochs=1)
+
+
+def test_self_validation_datalist_validates_on_the_training_scans(phantom_dir: Path, tmp_path: Path):
+    path = self_validation_datalist(phantom_dir, tmp_path)
+    datalist = build_datalist(path)
+    original = build_datalist(phantom_dir)
+    assert [c["image"] for c in datalist.train] == [c["image"] for c in original.cases]
+    assert [c["image"] for c in datalist.val] == [c["image"] for c in original.cases]
+    assert {c["name"] for c in datalist.val} == {f"{c['name']}-as-val" for c in original.cases}

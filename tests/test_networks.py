@@ -69,6 +69,8 @@ def test_sizes_larger_than_the_training_patch_and_varying_sizes() -> None:
         {"channels": (8, 16), "blocks": (0, 1)},
         {"logo": False},
         {"span": 1},
+        {"full_res_channels": 4},
+        {"stem_stride": 2, "full_res_channels": 8},
     ],
 )
 def test_size_overrides_build_and_keep_shape(overrides: dict) -> None:
@@ -100,6 +102,18 @@ def test_gradients_reach_every_trainable_parameter() -> None:
     loss.backward()
     missing = [n for n, p in net.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
     assert not missing, f"no gradient for {missing}"
+
+
+def test_full_res_path_trains_and_scripts() -> None:
+    torch.manual_seed(2)
+    net = _tiny(full_res_channels=4)
+    x = torch.randn(2, 1, 16, 16, 16)
+    F.cross_entropy(net(x), (x[:, 0] > 0).long()).backward()
+    assert net.full_stem[0].weight.grad.abs().sum() > 0 and net.full_head.weight.grad.abs().sum() > 0
+    assert net.final.cout == 4  # the decoder's last upsampling now feeds the path, not the logits
+    net.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.script(net)(x), net(x))
 
 
 def test_same_seed_same_network_and_output() -> None:
@@ -250,6 +264,8 @@ def test_fast_conv3d_matches_conv3d_values_and_gradients() -> None:
         ({"span": 0}, "span"),
         ({"local_patch": 1}, "local_patch"),
         ({"blocks": (-1,), "channels": (16,)}, "blocks"),
+        ({"full_res_channels": 4, "stem_stride": 1}, "full_res_channels"),
+        ({"full_res_channels": -1}, "full_res_channels"),
     ],
 )
 def test_bad_sizes_raise(kwargs: dict, match: str) -> None:
@@ -286,6 +302,14 @@ def test_build_network_uses_preset_and_overrides() -> None:
     assert (attn.channels, attn.heads, attn.span) == (16, 4, 2)
     with torch.no_grad():
         assert net(torch.randn(1, 1, 10, 9, 11)).shape == (1, 2, 10, 9, 11)
+
+
+def test_build_network_passes_full_res_channels_and_config_checks_it() -> None:
+    net = build_network(load_config(None, ["network.preset=tiny", "network.full_res_channels=6"]))
+    assert net.full_res_channels == 6 and net.full_head.weight.shape[1] == 6
+    assert build_network(load_config(None, ["network.preset=tiny"])).full_res_channels == 0
+    with pytest.raises(ValueError, match="network.full_res_channels"):
+        load_config(None, ["network.full_res_channels=-2"])
 
 
 def test_build_network_rejects_mismatched_stage_lists() -> None:

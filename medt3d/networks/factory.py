@@ -51,6 +51,7 @@ def build_network(cfg) -> nn.Module:
             span=net.span,
             stem_stride=net.stem_stride,
             local_patch=net.local_patch,
+            full_res_channels=net.full_res_channels,
             logo=net.logo,
             dropout=net.dropout,
         )

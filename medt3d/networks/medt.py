@@ -42,6 +42,9 @@ class MedT3DPreset:
         span: clip of relative distances in the attention.
         stem_stride: downsampling of the convolutional stem (a power of two).
         local_patch: edge of the local branch's sub-volumes, at stage-0 resolution.
+        full_res_channels: width of an optional full-resolution path (a 3x3x3 conv of the input,
+            merged with the upsampled decoder and refined before the logits) that sharpens
+            boundaries; 0 leaves it out (no full-resolution feature maps).
     """
 
     channels: tuple[int, ...]
@@ -50,6 +53,7 @@ class MedT3DPreset:
     span: int
     stem_stride: int
     local_patch: int
+    full_res_channels: int = 0
 
 
 #: The one table of preset sizes. ``tiny`` is for tests and the phantom demo, ``small`` is the
@@ -126,6 +130,7 @@ class MedT3D(nn.Module):
         dropout: float = 0.0,
         mlp_ratio: float = 2.0,
         local_blocks: int = 1,
+        full_res_channels: int = 0,
     ) -> None:
         super().__init__()
         channels, blocks = tuple(channels), tuple(blocks)
@@ -146,6 +151,11 @@ class MedT3D(nn.Module):
             raise ValueError(f"span must be >= 1, got {span}")
         if logo and local_patch < 2:
             raise ValueError(f"local_patch must be >= 2 when logo is on, got {local_patch}")
+        if full_res_channels < 0 or (full_res_channels and stem_stride < 2):
+            raise ValueError(
+                f"full_res_channels must be 0, or > 0 with stem_stride >= 2, got {full_res_channels} "
+                f"(stem_stride {stem_stride})"
+            )
 
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -177,17 +187,24 @@ class MedT3D(nn.Module):
         self.ups = nn.ModuleList(ups)
         # logits: from stem level 1 straight to full resolution (each voxel predicts its 2x2x2
         # children), plus a pointwise term of the input itself; no full-resolution feature maps
+        self.full_res_channels = full_res_channels
         if levels == 0:
             self.final = PointwiseConv(channels[0], out_channels)
         else:
-            self.final = VoxelShuffleUp(widths[1], out_channels)
+            self.final = VoxelShuffleUp(widths[1], full_res_channels or out_channels)
+        # optional full-resolution path: upsampled decoder + conv of the input, refined, then logits
+        self.full_stem: nn.Module = ConvNormAct(in_channels, full_res_channels) if full_res_channels else nn.Identity()
+        self.full_refine: nn.Module = (ConvNormAct(full_res_channels, full_res_channels) if full_res_channels
+                                       else nn.Identity())
+        self.full_head: nn.Module = PointwiseConv(full_res_channels, out_channels) if full_res_channels else nn.Identity()
         self.input_head = PointwiseConv(in_channels, out_channels)
 
     @classmethod
     def from_preset(cls, preset: str, in_channels: int, out_channels: int, **overrides) -> MedT3D:
         """Build from a :data:`MEDT3D_PRESETS` entry; keyword overrides that are None keep the preset's value.
 
-        Overrides: channels, blocks, heads, span, stem_stride, local_patch (sizes), logo, dropout, mlp_ratio.
+        Overrides: channels, blocks, heads, span, stem_stride, local_patch, full_res_channels (sizes),
+        logo, dropout, mlp_ratio.
         """
         if preset not in MEDT3D_PRESETS:
             raise ValueError(f"unknown MedT3D preset {preset!r}; known: {sorted(MEDT3D_PRESETS)}")
@@ -221,5 +238,8 @@ class MedT3D(nn.Module):
         y = skips.pop()
         for i, up in enumerate(self.ups):
             y = up(y, skips[len(skips) - 1 - i])
-        y = self.final(y) + self.input_head(x)
+        y = self.final(y)
+        if self.full_res_channels > 0:
+            y = self.full_head(self.full_refine(y + self.full_stem(x)))
+        y = y + self.input_head(x)
         return y[:, :, :size_x, :size_y, :size_z]
