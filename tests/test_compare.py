@@ -26,7 +26,9 @@ def test_epoch_seconds_is_the_median_without_the_first_epoch():
 
 def test_compare_fits_each_networks_epochs_to_the_budget(phantom_dir: Path, tmp_path: Path):
     budget = 2.0
-    report = compare_models(phantom_dir, tmp_path, ["medt3d", "unet"], budget, "demo", TINY,
+    # UNet needs more than one voxel at its 1/16 bottleneck
+    overrides = [*TINY, "patch.roi_size=[32, 32, 16]"]
+    report = compare_models(phantom_dir, tmp_path, ["medt3d", "unet"], budget, "demo", overrides,
                             calibration_epochs=2)
     assert report["budget_s_per_network"] == budget and report["fit_epochs"] is True
     assert set(report["results"]) == {"medt3d", "unet"}

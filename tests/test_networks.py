@@ -355,7 +355,7 @@ def test_swinunetr_baseline_forward() -> None:
         assert net(torch.randn(1, 1, 64, 64, 64)).shape == (1, 2, 64, 64, 64)
 
 
-@pytest.mark.parametrize(("name", "roi"), [("unet", "[40,32,32]"), ("unetr", "[24,32,32]"), ("swinunetr", "[48,48,48]"), ("swinunetr", "[32,64,64]")])
+@pytest.mark.parametrize(("name", "roi"), [("unet", "[40,32,32]"), ("unet", "[16,16,16]"), ("unetr", "[24,32,32]"), ("swinunetr", "[48,48,48]"), ("swinunetr", "[32,64,64]")])
 def test_baselines_reject_roi_they_cannot_take(name: str, roi: str) -> None:
     cfg = load_config(None, [f"network.name={name}", f"patch.roi_size={roi}"])
     with pytest.raises(ValueError, match="patch.roi_size"):
