@@ -410,8 +410,9 @@ def _train(cfg: Config, data_dir: str | Path, run_dir: Path, resume: bool, track
     if info.is_main:
         _tracking_handlers(cfg, run_dir, tracking_uri, trainer, evaluator)
         _progress_handlers(trainer, evaluator)
-        logger.info("training %s (%s preset) on %s: %d train / %d val cases, %d iterations/epoch, %d epochs%s",
-                    cfg.network.name, cfg.network.preset, device, len(datalist.train), len(datalist.val),
+        network_name = f"medt3d ({cfg.network.preset} preset)" if cfg.network.name == "medt3d" else cfg.network.name
+        logger.info("training %s on %s: %d train / %d val cases, %d iterations/epoch, %d epochs%s",
+                    network_name, device, len(datalist.train), len(datalist.val),
                     iterations, cfg.train.max_epochs,
                     f", {info.world_size} processes" if info.enabled else "")
 
