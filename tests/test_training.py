@@ -50,6 +50,15 @@ def tiny_cfg(*extra: str, tracking: bool = False):
     return load_config("demo", [*overrides, *extra])
 
 
+def test_amp_on_a_cpu_trains_in_float32_and_says_so(phantom_dir: Path, tmp_path: Path, caplog):
+    # MONAI's engines autocast on CUDA only; on a CPU the run must still work, in float32, and say why
+    caplog.set_level(logging.INFO, logger="medt3d.train")
+    result = train(tiny_cfg("train.amp=true", "train.max_epochs=1"), phantom_dir, tmp_path / "run")
+    assert result.epochs_run == 1 and all(np.isfinite(result.losses))
+    assert "mixed precision needs CUDA" in caplog.text
+    assert "float32" in caplog.text
+
+
 def test_train_writes_checkpoints_history_and_tracking(phantom_dir: Path, tmp_path: Path):
     run = tmp_path / "run"
     result = train(tiny_cfg(tracking=True), phantom_dir, run)
