@@ -27,6 +27,8 @@ logger = logging.getLogger("medt3d.compare")
 
 #: share of the budget that the fitted epochs are planned to fill
 BUDGET_USE = 0.9
+#: epochs of the timing run that fits ``train.max_epochs`` to the budget (the first is not timed)
+CALIBRATION_EPOCHS = 4
 
 
 def self_validation_datalist(data_dir: str | Path, output: str | Path) -> Path:
@@ -54,7 +56,7 @@ def _epoch_seconds(history: list[dict[str, Any]]) -> float:
 
 
 def fit_epochs_to_budget(config: str, overrides: list[str], data_dir: str | Path, output: Path, budget_s: float,
-                         calibration_epochs: int = 4) -> tuple[int, float]:
+                         calibration_epochs: int = CALIBRATION_EPOCHS) -> tuple[int, float]:
     """Time a short run and return (max_epochs that fit ``budget_s``, seconds per epoch).
 
     Fitting the epoch count lets each network's learning-rate schedule finish inside the budget
@@ -73,7 +75,7 @@ def fit_epochs_to_budget(config: str, overrides: list[str], data_dir: str | Path
 
 def compare_models(data_dir: str | Path, output: str | Path, networks: list[str], budget_s: float,
                    config: str = "demo", overrides: list[str] | None = None,
-                   fit_epochs: bool = True, calibration_epochs: int = 4) -> dict[str, Any]:
+                   fit_epochs: bool = True, calibration_epochs: int = CALIBRATION_EPOCHS) -> dict[str, Any]:
     """Train and score each network under the same budget; return the comparison as a dict.
 
     Args:

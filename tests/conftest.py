@@ -27,6 +27,14 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="module")
+def phantom_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three small phantoms (2 train, 1 val), written once per test module."""
+    from medt3d.data.phantoms import write_phantom_dataset
+
+    return write_phantom_dataset(tmp_path_factory.mktemp("ph") / "data", n_train=2, n_val=1, shape=(32, 32, 20))
+
+
 @pytest.fixture(autouse=True)
 def _quiet_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep tests deterministic and light on the 2-core CI machine."""

@@ -10,12 +10,6 @@ from test_training import TINY
 
 from medt3d.compare import BUDGET_USE, _epoch_seconds, compare_models, self_validation_datalist
 from medt3d.data.datalist import build_datalist
-from medt3d.data.phantoms import write_phantom_dataset
-
-
-@pytest.fixture(scope="module")
-def phantom_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_phantom_dataset(tmp_path_factory.mktemp("ph") / "data", n_train=2, n_val=1, shape=(32, 32, 20))
 
 
 def test_epoch_seconds_is_the_median_without_the_first_epoch():

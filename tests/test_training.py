@@ -18,7 +18,6 @@ from medt3d.commands.common import config_from_args
 from medt3d.commands.train import FLAG_KEYS
 from medt3d.config import load_config
 from medt3d.data.datalist import DatasetError
-from medt3d.data.phantoms import write_phantom_dataset
 from medt3d.losses import build_loss
 from medt3d.networks import build_network, gate_parameters
 from medt3d.training import train
@@ -38,11 +37,6 @@ TINY = [
     "data.cache=memory",
     "infer.sw_batch_size=2",
 ]
-
-
-@pytest.fixture(scope="module")
-def phantom_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_phantom_dataset(tmp_path_factory.mktemp("ph") / "data", n_train=2, n_val=1, shape=(32, 32, 20))
 
 
 def tiny_cfg(*extra: str, tracking: bool = False):

@@ -187,16 +187,20 @@ class MedT3D(nn.Module):
         self.ups = nn.ModuleList(ups)
         # logits: from stem level 1 straight to full resolution (each voxel predicts its 2x2x2
         # children), plus a pointwise term of the input itself; no full-resolution feature maps
+        # unless the optional full-resolution path is on (upsampled decoder + 3x3x3 conv of the
+        # input, refined, then logits)
         self.full_res_channels = full_res_channels
         if levels == 0:
             self.final = PointwiseConv(channels[0], out_channels)
         else:
             self.final = VoxelShuffleUp(widths[1], full_res_channels or out_channels)
-        # optional full-resolution path: upsampled decoder + conv of the input, refined, then logits
-        self.full_stem: nn.Module = ConvNormAct(in_channels, full_res_channels) if full_res_channels else nn.Identity()
-        self.full_refine: nn.Module = (ConvNormAct(full_res_channels, full_res_channels) if full_res_channels
-                                       else nn.Identity())
-        self.full_head: nn.Module = PointwiseConv(full_res_channels, out_channels) if full_res_channels else nn.Identity()
+        self.full_stem: nn.Module = nn.Identity()
+        self.full_refine: nn.Module = nn.Identity()
+        self.full_head: nn.Module = nn.Identity()
+        if full_res_channels:
+            self.full_stem = ConvNormAct(in_channels, full_res_channels)
+            self.full_refine = ConvNormAct(full_res_channels, full_res_channels)
+            self.full_head = PointwiseConv(full_res_channels, out_channels)
         self.input_head = PointwiseConv(in_channels, out_channels)
 
     @classmethod
