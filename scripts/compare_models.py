@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from medt3d.compare import compare_models
+from medt3d.bench.compare import compare_models
 from medt3d.config import NETWORKS
 
 
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
         data = write_phantom_dataset(output / "data", n_train=DEMO_CASES[0], n_val=DEMO_CASES[1], shape=DEMO_SHAPE)
     if args.validate_on_training_data:
-        from medt3d.compare import self_validation_datalist
+        from medt3d.bench.compare import self_validation_datalist
 
         data = self_validation_datalist(data, output)
     report = compare_models(data, output, args.networks, args.budget, args.config, args.overrides,

@@ -12,26 +12,26 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from medt3d.bundle_configs import (
+from medt3d.bundle.configs import (
     MEDT3D_CONFIG,
     evaluate_config,
     inference_config,
     multi_gpu_train_config,
     train_config,
 )
-from medt3d.bundle_docs import ModelFacts, build_metadata, build_readme, input_value_range
-from medt3d.bundle_runtime import CheckImaged, PredictorInferer
-from medt3d.bundle_source import (
+from medt3d.bundle.docs import ModelFacts, build_metadata, build_readme, input_value_range
+from medt3d.bundle.runtime import CheckImaged, PredictorInferer
+from medt3d.bundle.source import (
     contract_differences,
     generic_source,
     list_bundle_sources,
     load_bundle_source,
 )
-from medt3d.bundle_zip import UnsafeZipError, check_zip_members, unpack_bundle, zip_bundle
 from medt3d.config import load_config, save_config
 from medt3d.data.phantoms import CLASS_NAMES
 from medt3d.data.transforms import build_infer_transforms, build_train_transforms, build_val_transforms
-from medt3d.training import KEY_METRIC
+from medt3d.models.archive import UnsafeZipError, check_zip_members, unpack_bundle, zip_bundle
+from medt3d.training.engine import KEY_METRIC
 
 TINY = ["preprocess.spacing=[3,3,3]", "patch.roi_size=[16,16,16]", "network.preset=tiny"]
 
@@ -198,7 +198,7 @@ def test_configs_call_medt3d_builders_instead_of_spelling_out_transforms():
                     "RandCropByPosNegLabeld", "RandFlipd", "SlidingWindowInferer", "DiceCELoss", "AdamW",
                     "MedT3D("):
         assert literal not in text, literal
-    for builder in ("build_network", "bundle_runtime.infer_transforms", "build_train_transforms", "build_val_transforms",
+    for builder in ("build_network", "bundle.runtime.infer_transforms", "build_train_transforms", "build_val_transforms",
                     "build_sliding_window_inferer", "build_postprocessing", "build_loss", "build_optimizer",
                     "build_scheduler", "prepare_datalist"):
         assert builder in text, builder
@@ -306,7 +306,7 @@ class _Payload:
 
 
 def test_bundle_weights_load_with_weights_only(tmp_path: Path, capsys):
-    from medt3d.bundle import load_bundle_model
+    from medt3d.models.loading import load_bundle_model
     from medt3d.networks import build_network
 
     cfg = load_config("demo", TINY)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from test_training import TINY
 
-from medt3d.compare import BUDGET_USE, _epoch_seconds, compare_models, self_validation_datalist
+from medt3d.bench.compare import BUDGET_USE, _epoch_seconds, compare_models, self_validation_datalist
 from medt3d.data.datalist import build_datalist
 
 

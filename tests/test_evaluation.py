@@ -14,9 +14,9 @@ from PIL import Image
 from medt3d.cli import main
 from medt3d.config import load_config
 from medt3d.data.phantoms import write_phantom_dataset
-from medt3d.evaluation import evaluate, summarise
-from medt3d.metrics import case_metrics
-from medt3d.training import train
+from medt3d.evaluation.evaluate import evaluate, summarise
+from medt3d.evaluation.metrics import case_metrics
+from medt3d.training.engine import train
 
 NAMES = ["background", "a", "b"]
 

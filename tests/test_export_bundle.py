@@ -20,14 +20,16 @@ import numpy as np
 import pytest
 import torch
 
-from medt3d.bundle import export_bundle, is_bundle, load_bundle_model
-from medt3d.checkpoint import load_checkpoint, load_model
+from medt3d.bundle.export import export_bundle
 from medt3d.cli import main as medt3d_main
 from medt3d.config import config_to_dict, load_config
 from medt3d.data.phantoms import write_phantom_dataset
-from medt3d.evaluation import evaluate
-from medt3d.inference import load_inference_model
-from medt3d.training import train
+from medt3d.evaluation.evaluate import evaluate
+from medt3d.models.checkpoint import load_checkpoint
+from medt3d.models.loading import is_bundle, load_bundle_model
+from medt3d.models.loading import load_checkpoint_model as load_model
+from medt3d.models.loading import load_model as load_inference_model
+from medt3d.training.engine import train
 
 OVERRIDES = [
     "preprocess.spacing=[3,3,3]", "patch.roi_size=[16,16,16]", "network.preset=tiny", "train.max_epochs=1",
@@ -223,7 +225,7 @@ def test_bundle_inference_in_bf16_equals_medt3d_infer_in_bf16(exported, tmp_path
 
 
 def test_precision_comparison_reports_dice_speed_and_agreement(exported):
-    from medt3d.bundle_precision import compare_precisions
+    from medt3d.bundle.precision import compare_precisions
 
     result = compare_precisions(exported.bundle, exported.data, ("fp32", "bf16"), repeats=1)
     fp32, bf16 = result["precisions"]["fp32"], result["precisions"]["bf16"]

@@ -20,7 +20,7 @@ from dicom_utils import rotation, write_dicom_series
 from test_inference import THRESHOLD_HU, ThresholdNet, blob_volume, save, threshold_config
 
 from medt3d.data.io import read_header
-from medt3d.infer import InferOptions, discover_cases, label_table, run_inference
+from medt3d.inference.batch import InferOptions, discover_cases, label_table, run_inference
 
 QUIET = InferOptions(progress=False)
 
@@ -185,12 +185,12 @@ def test_dicom_seg_of_a_series_without_frame_of_reference_fails_that_case(shared
 
 
 def test_a_case_failing_while_writing_leaves_no_files(scans, tmp_path: Path, monkeypatch):
-    import medt3d.dicom_seg
+    import medt3d.inference.dicom_seg
 
     def broken(*args, **kwargs):
         raise ValueError("disk on fire")
 
-    monkeypatch.setattr(medt3d.dicom_seg, "write_dicom_seg", broken)
+    monkeypatch.setattr(medt3d.inference.dicom_seg, "write_dicom_seg", broken)
     out = tmp_path / "out"
     summary = _run([scans["dicom"]], out, options=InferOptions(progress=False, dicom_seg=True))
     assert summary["exit_code"] == 1 and "disk on fire" in summary["failed"][0]["error"]
@@ -260,7 +260,7 @@ def test_case_names_stay_unique(tmp_path: Path):
 
 def _tiny_checkpoint(path: Path, *overrides: str) -> Path:
     """A real (untrained) tiny MedT3D checkpoint with the threshold config's preprocessing."""
-    from medt3d.checkpoint import save_checkpoint
+    from medt3d.models.checkpoint import save_checkpoint
     from medt3d.networks import build_network
 
     cfg = threshold_config("network.preset=tiny", *overrides)
@@ -324,7 +324,7 @@ def test_torchrun_two_cpu_processes_split_the_cases(tmp_path: Path):
 
 @pytest.mark.slow
 def test_bench_infer_measures_both_routes_in_fresh_processes(tmp_path: Path):
-    from medt3d.bench_infer import bench_infer
+    from medt3d.bench.inference import bench_infer
 
     cfg = threshold_config("network.preset=tiny", "preprocess.spacing=[1.5,1.5,2.0]", "patch.roi_size=[32,32,32]")
     result = bench_infer(cfg, tmp_path, volumes={"small": ((24, 24, 16), (1.0, 1.0, 1.5))}, log=lambda m: None)

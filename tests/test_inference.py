@@ -19,7 +19,7 @@ from scipy import ndimage
 
 from medt3d.config import ConfigError, load_config
 from medt3d.data.io import load_volume, read_header
-from medt3d.inference import Predictor, check_finite, flip_tta_axes, override_config
+from medt3d.inference.predictor import Predictor, check_finite, flip_tta_axes, override_config
 
 #: voxels above this (HU) are class 1 for ThresholdNet with the window below
 THRESHOLD_HU = 500.0

@@ -7,7 +7,13 @@ import json
 import pytest
 import torch
 
-from medt3d.bench import NetworkBenchSettings, PeakMemory, _targets, bench_networks, networks_markdown
+from medt3d.bench.networks import (
+    NetworkBenchSettings,
+    PeakMemory,
+    _targets,
+    bench_networks,
+    networks_markdown,
+)
 from medt3d.cli import main
 from medt3d.networks import MedT3D
 

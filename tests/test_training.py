@@ -12,15 +12,16 @@ import numpy as np
 import pytest
 import torch
 
-from medt3d.checkpoint import load_checkpoint, load_model
 from medt3d.cli import build_parser
 from medt3d.commands.common import config_from_args
 from medt3d.commands.train import FLAG_KEYS
 from medt3d.config import load_config
 from medt3d.data.datalist import DatasetError
-from medt3d.losses import build_loss
+from medt3d.models.checkpoint import load_checkpoint
+from medt3d.models.loading import load_checkpoint_model as load_model
 from medt3d.networks import build_network, gate_parameters
-from medt3d.training import train
+from medt3d.training.engine import train
+from medt3d.training.losses import build_loss
 
 TINY = [
     "preprocess.spacing=[3.0, 3.0, 3.0]",
@@ -89,7 +90,7 @@ def test_train_writes_checkpoints_history_and_tracking(phantom_dir: Path, tmp_pa
 
 
 def test_resume_gives_the_same_losses_as_an_uninterrupted_run(phantom_dir: Path, tmp_path: Path, monkeypatch):
-    import medt3d.training as training
+    import medt3d.training.engine as training
 
     cfg = tiny_cfg("train.max_epochs=3")
     full = train(cfg, phantom_dir, tmp_path / "full")

@@ -1,7 +1,7 @@
 """``medt3d bench``: benchmarks that print JSON on stdout (progress on stderr).
 
 Modes are flags; with none given, ``--networks`` runs. To add a mode, write its function in
-:mod:`medt3d.bench`, add its flag and options in :func:`register` and an entry in ``_MODES``.
+:mod:`medt3d.bench.networks`, add its flag and options in :func:`register` and an entry in ``_MODES``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from medt3d.commands.common import add_config_args, config_from_args
 
 
 def _networks(cfg, args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
-    from medt3d.bench import NetworkBenchSettings, bench_networks
+    from medt3d.bench.networks import NetworkBenchSettings, bench_networks
 
     defaults = NetworkBenchSettings()
     settings = NetworkBenchSettings(
@@ -32,7 +32,7 @@ def _networks(cfg, args: argparse.Namespace, log: Callable[[str], None]) -> dict
 
 
 def _infer(cfg, args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
-    from medt3d.bench_infer import bench_infer
+    from medt3d.bench.inference import bench_infer
 
     return bench_infer(cfg, args.infer_dir, volumes=args.infer_volumes, device=args.infer_device, log=log)
 
@@ -43,7 +43,7 @@ _MODES: dict[str, Callable[..., dict[str, Any]]] = {"networks": _networks, "infe
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``bench`` command."""
-    from medt3d.bench import NETWORK_CHOICES, NetworkBenchSettings
+    from medt3d.bench.networks import NETWORK_CHOICES, NetworkBenchSettings
 
     d = NetworkBenchSettings()
     p = sub.add_parser(
@@ -70,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help=f"patch edges for MedT3D memory growth (default {' '.join(map(str, d.memory_sizes))})")
     net.add_argument("--no-sliding-window", action="store_true", help="skip sliding-window inference")
     net.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    from medt3d.bench_infer import DEFAULT_DIR, INFER_VOLUMES
+    from medt3d.bench.inference import DEFAULT_DIR, INFER_VOLUMES
 
     inf = p.add_argument_group("--infer options")
     inf.add_argument("--infer-volumes", nargs="+", choices=list(INFER_VOLUMES), metavar="NAME",
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
 
         atomic_write_text(args.output, text + "\n")
     if args.markdown and "networks" in report:
-        from medt3d.bench import networks_markdown
+        from medt3d.bench.networks import networks_markdown
         from medt3d.io_utils import atomic_write_text
 
         atomic_write_text(args.markdown, networks_markdown(report["networks"]))

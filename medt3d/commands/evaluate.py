@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from medt3d.evaluation import SPLITS
+from medt3d.evaluation.evaluate import SPLITS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command."""
-    from medt3d.evaluation import evaluate
+    from medt3d.evaluation.evaluate import evaluate
 
     summary = evaluate(args.model, args.data_dir, args.output, split=args.split, device=args.device,
                        overlays=not args.no_overlays)

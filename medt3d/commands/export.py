@@ -7,7 +7,7 @@ import argparse
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``export`` command."""
-    from medt3d.bundle_source import list_bundle_sources
+    from medt3d.bundle.source import list_bundle_sources
 
     p = sub.add_parser(
         "export", help="export a trained model as a MONAI bundle",
@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command."""
-    from medt3d.bundle import export_bundle
+    from medt3d.bundle.export import export_bundle
 
     result = export_bundle(args.model, args.output, name=args.name, onnx=args.onnx, zip_bundle_too=args.zip,
                            summary=args.summary)

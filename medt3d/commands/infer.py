@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command; returns 1 when any case failed."""
-    from medt3d.infer import InferOptions, run_inference
+    from medt3d.inference.batch import InferOptions, run_inference
 
     options = InferOptions(
         device=args.device, roi_size=args.roi_size, overlap=args.overlap, mode=args.mode,

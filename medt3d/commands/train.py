@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the command."""
     from medt3d.distributed import is_main_process
-    from medt3d.training import train
+    from medt3d.training.engine import train
 
     cfg = config_from_args(args, {key: getattr(args, flag) for flag, key in FLAG_KEYS.items()})
     result = train(cfg, args.data_dir, args.output, resume=args.resume, tracking_uri=args.tracking_uri)

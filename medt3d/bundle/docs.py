@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 import medt3d
-from medt3d.bundle_source import MEDT_REFERENCE, BundleSource
+from medt3d.bundle.source import MEDT_REFERENCE, BundleSource
 from medt3d.config import CT_WINDOWS, Config
 
 __all__ = [

@@ -13,10 +13,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from medt3d.config import Config, config_from_dict, config_to_dict
+from medt3d.config import Config, config_to_dict
 from medt3d.io_utils import atomic_save
+from medt3d.models.layout import RUN_CHECKPOINTS
 
-__all__ = ["FORMAT", "capture_rng", "restore_rng", "save_checkpoint", "load_checkpoint", "load_model"]
+__all__ = ["FORMAT", "capture_rng", "restore_rng", "save_checkpoint", "load_checkpoint"]
 
 FORMAT = "medt3d-checkpoint-1"
 
@@ -75,10 +76,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """
     path = Path(path)
     if path.is_dir():
-        candidates = [path / "checkpoints" / "best.pt", path / "checkpoints" / "last.pt", path / "best.pt"]
-        found = next((c for c in candidates if c.is_file()), None)
+        found = next((path / c for c in RUN_CHECKPOINTS if (path / c).is_file()), None)
         if found is None:
-            raise FileNotFoundError(f"no checkpoint in run folder {path} (looked for checkpoints/best.pt, last.pt)")
+            raise FileNotFoundError(f"no checkpoint in run folder {path} (looked for {', '.join(RUN_CHECKPOINTS)})")
         path = found
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -90,21 +90,3 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: not a medt3d checkpoint (missing format tag {FORMAT!r})")
     payload["path"] = str(path)
     return payload
-
-
-def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, Config]:
-    """Rebuild the network from a checkpoint's config and load its weights (eval mode).
-
-    Raises:
-        ValueError: the weights do not fit the network the config describes.
-    """
-    from medt3d.networks import build_network
-
-    payload = load_checkpoint(path)
-    cfg = config_from_dict(payload["config"], source=f"{payload['path']} (embedded config)")
-    model = build_network(cfg)
-    try:
-        model.load_state_dict(payload["network"])
-    except RuntimeError as err:
-        raise ValueError(f"{payload['path']}: weights do not match the network in its config: {err}") from None
-    return model.to(device).eval(), cfg

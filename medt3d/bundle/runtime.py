@@ -3,7 +3,7 @@
 The bundle's ``configs/*.json`` build their transforms, network, loss, optimiser and sliding-window
 inferer with the same medt3d functions that ``medt3d train`` and ``medt3d infer`` use (so the two
 cannot drift). This module holds the few pieces that glue those builders into MONAI's bundle
-workflow: an ``Inferer`` that runs medt3d's :class:`~medt3d.inference.Predictor` (sliding window,
+workflow: an ``Inferer`` that runs medt3d's :class:`~medt3d.inference.predictor.Predictor` (sliding window,
 precision, test-time flips), an atomic NIfTI writer for ``SaveImaged``, the datasets, and the
 training extras (gradient clipping, gate freezing) that MONAI's handlers do not cover.
 """
@@ -72,7 +72,7 @@ class CheckImaged(MapTransform):
         self.in_channels = cfg.data.in_channels
 
     def __call__(self, data: Any) -> dict:
-        from medt3d.inference import check_finite
+        from medt3d.inference.predictor import check_finite
 
         d = dict(data)
         for key in self.key_iterator(d):
@@ -125,7 +125,7 @@ class PredictorInferer(Inferer):
         self._network: torch.nn.Module | None = None
 
     def _predictor_for(self, network: torch.nn.Module) -> Any:
-        from medt3d.inference import Predictor
+        from medt3d.inference.predictor import Predictor
 
         if self._predictor is None or self._network is not network:
             self._predictor = Predictor(network, self.cfg, self.device)
@@ -161,13 +161,13 @@ def dataset(data: Sequence[dict], transform: Any, cfg: Config, cache_dir: str | 
 def image_cases(dataset_dir: str | Path, output_dir: str | Path | None = None) -> list[dict[str, str]]:
     """``[{"image": path, "name": case}]`` for every scan under ``dataset_dir``, named as ``medt3d infer`` names them.
 
-    The same search and the same unique case names as ``medt3d infer`` (:func:`medt3d.infer.discover_cases`:
+    The same search and the same unique case names as ``medt3d infer`` (:func:`medt3d.inference.batch.discover_cases`:
     NIfTI, NRRD and DICOM series folders; files already inside ``output_dir`` are left out).
 
     Raises:
         ValueError: listing every input that cannot be read, or when there is none.
     """
-    from medt3d.infer import discover_cases
+    from medt3d.inference.batch import discover_cases
 
     cases = discover_cases([dataset_dir], output_dir if output_dir is not None else Path(dataset_dir) / ".none")
     problems = [f"{c.input}: {c.error}" for c in cases if c.path is None]

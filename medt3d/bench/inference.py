@@ -77,12 +77,18 @@ def write_bench_ct(path: str | Path, shape: tuple[int, int, int], spacing: tuple
     return path
 
 
-def infer_worker(report: str, argv: list[str]) -> None:
-    """Run ``medt3d infer ARGV`` in this (fresh) process and write wall time and peak memory to ``report``."""
-    from medt3d.cli import main
+def infer_worker(report: str, spec: dict[str, Any]) -> None:
+    """Run what ``medt3d infer SCAN --model MODEL --output OUT`` runs, in this (fresh) process.
+
+    Writes the exit code, wall time and peak memory to ``report``. ``spec`` holds ``scan``,
+    ``model``, ``output`` and ``device``.
+    """
+    from medt3d.inference.batch import InferOptions, run_inference
 
     start = time.perf_counter()
-    rc = main(["infer", *argv])
+    summary = run_inference([spec["scan"]], spec["output"], model=spec["model"],
+                            options=InferOptions(device=spec["device"], progress=False))
+    rc = int(summary["exit_code"])
     Path(report).write_text(json.dumps({"rc": rc, "wall_s": time.perf_counter() - start,
                                         "peak_gb": _peak_memory_gb()}))
     sys.exit(rc)
@@ -155,9 +161,9 @@ def bench_infer(cfg: Config, output: str | Path,
     Returns:
         ``settings``, one row per (volume, network) in ``rows``, and a Markdown ``table``.
     """
-    from medt3d.checkpoint import save_checkpoint
     from medt3d.config import config_to_dict
     from medt3d.io_utils import atomic_write_text
+    from medt3d.models.checkpoint import save_checkpoint
     from medt3d.networks import build_network
 
     out = Path(output)
@@ -190,9 +196,10 @@ def bench_infer(cfg: Config, output: str | Path,
         log(f"infer: {name}: MedT3D ({cfg.network.preset}) through medt3d infer")
         pred_dir = out / f"medt3d_{name}"
         report = out / f"medt3d_{name}.json"
-        argv = [str(scan), "--model", str(ckpt), "--output", str(pred_dir), "--device", device, "--no-progress"]
-        rc, wall = _spawn("import sys; from medt3d.bench_infer import infer_worker; infer_worker(sys.argv[1], sys.argv[2:])",
-                          [str(report), *argv], out / f"medt3d_{name}.log")
+        spec = {"scan": str(scan), "model": str(ckpt), "output": str(pred_dir), "device": device}
+        rc, wall = _spawn("import json, sys; from medt3d.bench.inference import infer_worker; "
+                          "infer_worker(sys.argv[1], json.loads(sys.argv[2]))",
+                          [str(report), json.dumps(spec)], out / f"medt3d_{name}.log")
         row = {**base, "network": f"medt3d-{cfg.network.preset}", "route": "medt3d infer", "parameters": medt_params,
                "rc": rc, "process_wall_s": round(wall, 1)}
         if rc == 0:
@@ -205,7 +212,7 @@ def bench_infer(cfg: Config, output: str | Path,
         report = out / f"unet_{name}.json"
         spec = {"config": unet_cfg, "scan": str(scan), "output": str(out / f"unet_{name}_seg.nii.gz"),
                 "device": device}
-        rc, wall = _spawn("import json, sys; from medt3d.bench_infer import monai_unet_worker; "
+        rc, wall = _spawn("import json, sys; from medt3d.bench.inference import monai_unet_worker; "
                           "monai_unet_worker(sys.argv[1], json.loads(sys.argv[2]))",
                           [str(report), json.dumps(spec)], out / f"unet_{name}.log")
         row = {**base, "network": "unet", "route": "monai sliding_window_inference", "rc": rc,

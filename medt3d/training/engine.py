@@ -38,19 +38,19 @@ from monai.transforms import AsDiscreted, Compose
 from monai.utils import set_determinism
 from torch.nn.parallel import DistributedDataParallel
 
-from medt3d.checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from medt3d.config import Config, config_to_dict, save_config
 from medt3d.data.datalist import Datalist, build_datalist, check_pairs, split_cases
 from medt3d.data.datasets import build_dataset
+from medt3d.data.preflight import check_labels
 from medt3d.data.transforms import build_train_transforms, build_val_transforms
 from medt3d.devices import resolve_device
 from medt3d.distributed import DistInfo, cleanup_distributed, init_distributed, shard, unwrap
-from medt3d.inference import build_sliding_window_inferer
+from medt3d.inference.inferer import build_sliding_window_inferer
 from medt3d.io_utils import atomic_write_text, check_writable_dir
-from medt3d.losses import build_loss
+from medt3d.models.checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from medt3d.networks import build_network, gate_parameters
-from medt3d.optim import build_optimizer, build_scheduler
-from medt3d.preflight import check_labels
+from medt3d.training.losses import build_loss
+from medt3d.training.optim import build_optimizer, build_scheduler
 
 __all__ = ["TrainResult", "train", "MIN_FREE_DISK_MB", "KEY_METRIC"]
 

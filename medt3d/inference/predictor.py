@@ -22,32 +22,25 @@ from typing import Any
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from monai.inferers import SlidingWindowInferer
 from monai.transforms import KeepLargestConnectedComponent
 
 from medt3d.config import Config, config_from_dict, config_to_dict
 from medt3d.data.io import GEOMETRY_ATOL_MM, LoadVolumed
 from medt3d.data.transforms import build_infer_transforms, build_postprocessing
 from medt3d.devices import autocast_dtype
+from medt3d.inference.inferer import build_sliding_window_inferer
 
 __all__ = [
-    "build_sliding_window_inferer",
     "Prediction",
     "Predictor",
     "check_finite",
     "flip_tta_axes",
-    "load_inference_model",
-    "model_file",
     "override_config",
     "save_nifti",
     "sha256_file",
     "voxel_spacing",
     "write_nifti",
 ]
-
-#: Where a training run folder keeps its checkpoints, in the order :func:`medt3d.checkpoint.load_checkpoint` tries them.
-RUN_FOLDER_CHECKPOINTS = ("checkpoints/best.pt", "checkpoints/last.pt", "best.pt")
-
 
 def voxel_spacing(affine: Any) -> list[float]:
     """Voxel spacing (mm) along each array axis, from a 4x4 affine."""
@@ -58,51 +51,6 @@ def voxel_spacing(affine: Any) -> list[float]:
 def flip_tta_axes() -> list[tuple[int, ...]]:
     """Spatial flip combinations used for test-time augmentation (dims of a (B, C, X, Y, Z) tensor)."""
     return [(), (2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4)]
-
-
-# --------------------------------------------------------------------------- model loading
-
-
-def model_file(path: str | Path) -> Path:
-    """The checkpoint file behind ``path`` (a checkpoint, or a training run folder).
-
-    Raises:
-        FileNotFoundError: nothing there, or a run folder without checkpoint.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"model not found: {path}")
-    if not path.is_dir():
-        return path
-    if (path / "configs" / "metadata.json").is_file() and (path / "models" / "model.pt").is_file():
-        return path / "models" / "model.pt"  # an exported MONAI bundle (medt3d export)
-    for name in RUN_FOLDER_CHECKPOINTS:
-        if (path / name).is_file():
-            return path / name
-    raise FileNotFoundError(f"no checkpoint in run folder {path} (looked for {', '.join(RUN_FOLDER_CHECKPOINTS)})")
-
-
-def load_inference_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, Config]:
-    """Load a model for inference from a checkpoint file, a training run folder or an exported bundle.
-
-    This is the one place that maps a ``--model`` argument to ``(network, config)``. A bundle is a
-    folder written by ``medt3d export`` or its ``.zip`` (unpacked safely, see :mod:`medt3d.bundle`).
-
-    Raises:
-        FileNotFoundError: no model at ``path``.
-        ValueError: unreadable checkpoint, weights that do not fit its config, a MONAI bundle not
-            made by ``medt3d export``, or an unsafe bundle zip.
-    """
-    from medt3d.bundle import is_bundle, load_bundle_model
-    from medt3d.checkpoint import load_model
-
-    path = Path(path)
-    if is_bundle(path):
-        return load_bundle_model(path, device)
-    if path.is_dir() and (path / "configs" / "metadata.json").is_file():
-        raise ValueError(f"{path} is a MONAI bundle folder without configs/medt3d.yaml and models/model.pt; "
-                         "'medt3d infer' loads only bundles written by 'medt3d export'")
-    return load_model(model_file(path), device)
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -152,19 +100,6 @@ def check_finite(image: torch.Tensor, source: str | Path) -> None:
         f"{source}: {n_nan} NaN and {n_inf} Inf voxel(s) in the scan; medt3d rejects such scans rather than "
         "guess values for them (intensity windowing would turn Inf into a valid-looking value and NaN would "
         "spread through resampling): fix the scan or replace those voxels first"
-    )
-
-
-def build_sliding_window_inferer(cfg: Config, sw_device: torch.device | None = None,
-                                 device: torch.device | None = None) -> SlidingWindowInferer:
-    """The sliding-window inferer every route uses (validation, evaluation, inference, bundle)."""
-    return SlidingWindowInferer(
-        roi_size=cfg.patch.roi_size,
-        sw_batch_size=cfg.infer.sw_batch_size,
-        overlap=cfg.infer.overlap,
-        mode=cfg.infer.mode,
-        sw_device=sw_device,
-        device=device,
     )
 
 

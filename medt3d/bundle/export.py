@@ -9,7 +9,7 @@ The bundle (see :func:`export_bundle`)::
       configs/medt3d.yaml         the checkpoint's resolved medt3d config
       configs/inference.json      \\
       configs/evaluate.json        | MONAI model-zoo keys; every component built by medt3d's own
-      configs/train.json           | builders from configs/medt3d.yaml (medt3d.bundle_configs)
+      configs/train.json           | builders from configs/medt3d.yaml (medt3d.bundle.configs)
       configs/multi_gpu_train.json/
       configs/logging.conf
       models/model.pt             state_dict
@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from medt3d.bundle_configs import (
+from medt3d.bundle.configs import (
     MEDT3D_CONFIG,
     evaluate_config,
     inference_config,
@@ -43,27 +43,26 @@ from medt3d.bundle_configs import (
     multi_gpu_train_config,
     train_config,
 )
-from medt3d.bundle_docs import ModelFacts, build_metadata, build_readme, find_summary, summary_from
-from medt3d.bundle_source import (
+from medt3d.bundle.docs import ModelFacts, build_metadata, build_readme, find_summary, summary_from
+from medt3d.bundle.source import (
     BundleSource,
     contract_differences,
     generic_source,
     load_bundle_source,
     recipe_differences,
 )
-from medt3d.bundle_zip import unpack_bundle, zip_bundle
-from medt3d.config import Config, config_from_dict, load_config, save_config
+from medt3d.config import Config, save_config
 from medt3d.io_utils import atomic_dir, atomic_save, atomic_write_text
+from medt3d.models.archive import zip_bundle
+from medt3d.models.checkpoint import load_checkpoint
+from medt3d.models.loading import model_from_checkpoint
 
 __all__ = [
     "ExportResult",
     "TS_TOLERANCE",
     "ONNX_TOLERANCE",
     "accepts_other_sizes",
-    "check_state_dict",
     "export_bundle",
-    "is_bundle",
-    "load_bundle_model",
     "verify_bundle",
 ]
 
@@ -73,7 +72,6 @@ logger = logging.getLogger("medt3d.export")
 #: per unit of the largest |logit| when that exceeds 1 (float32 round-off grows with the values).
 TS_TOLERANCE = 1e-5
 ONNX_TOLERANCE = 1e-4
-_LISTED = 8  # keys listed per kind of mismatch in error messages
 
 
 @dataclass
@@ -89,60 +87,6 @@ class ExportResult:
 
 
 # --------------------------------------------------------------------------------------------- checks
-
-
-def _listed(items: list[str]) -> str:
-    more = f" and {len(items) - _LISTED} more" if len(items) > _LISTED else ""
-    return ", ".join(items[:_LISTED]) + more
-
-
-def check_state_dict(network: torch.nn.Module, state: Any, source: str, cfg: Config) -> None:
-    """Check that ``state`` holds exactly ``network``'s tensors, with the same shapes.
-
-    Raises:
-        ValueError: naming ``source``, the network the config describes, and the missing,
-            unexpected and mis-shaped keys (e.g. a first layer made for another channel count).
-    """
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{source}: 'network' is not a state_dict (a mapping of parameter names to tensors)")
-    expected = network.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [f"{k} {list(state[k].shape)} (network needs {list(v.shape)})" for k, v in expected.items()
-              if k in state and tuple(state[k].shape) != tuple(v.shape)]
-    if not (missing or unexpected or shapes):
-        return
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {_listed(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {_listed(unexpected)}")
-    if shapes:
-        problems.append(f"wrong shapes: {_listed(shapes)}")
-    n = cfg.network
-    raise ValueError(
-        f"{source}: the weights do not fit the network its config describes ({n.name}, preset {n.preset}, "
-        f"data.in_channels={cfg.data.in_channels}, {cfg.data.num_classes} classes {list(cfg.data.labels)}): "
-        + "; ".join(problems))
-
-
-def _load_checked_checkpoint(model: str | Path) -> tuple[dict[str, Any], Config, torch.nn.Module]:
-    from medt3d.checkpoint import load_checkpoint
-    from medt3d.networks import build_network
-
-    payload = load_checkpoint(model)  # weights_only=True
-    source = payload["path"]
-    for key in ("network", "config"):
-        if key not in payload or payload[key] is None:
-            raise ValueError(f"{source}: the checkpoint has no '{key}' entry; it cannot be exported "
-                             "(expected a medt3d training checkpoint)")
-    if not isinstance(payload["config"], dict):
-        raise ValueError(f"{source}: the checkpoint's 'config' entry is not a mapping")
-    cfg = config_from_dict(payload["config"], source=f"{source} (embedded config)")
-    network = build_network(cfg)
-    check_state_dict(network, payload["network"], source, cfg)
-    network.load_state_dict(payload["network"])
-    return payload, cfg, network.eval()
 
 
 def _deployable(cfg: Config) -> Config:
@@ -167,7 +111,7 @@ def _write_json(path: Path, values: Any) -> None:
 
 
 def _write_configs(root: Path, cfg: Config) -> None:
-    from medt3d.training import KEY_METRIC
+    from medt3d.training.engine import KEY_METRIC
 
     save_config(cfg, root / MEDT3D_CONFIG)
     _write_json(root / "configs" / "inference.json", inference_config())
@@ -361,7 +305,8 @@ def export_bundle(model: str | Path, output: str | Path, name: str | Path | None
     """
     output = Path(output)
     _check_output(output, zip_bundle_too)
-    payload, cfg, network = _load_checked_checkpoint(model)
+    payload = load_checkpoint(model)  # weights_only=True
+    network, cfg = model_from_checkpoint(payload)
     source: BundleSource = load_bundle_source(name) if name is not None else generic_source(cfg, key=output.name)
     problems = contract_differences(cfg, source)
     if problems:
@@ -401,49 +346,3 @@ def export_bundle(model: str | Path, output: str | Path, name: str | Path | None
                 ", ONNX" if onnx else "", f"; zip {zip_path}" if zip_path else "")
     return ExportResult(bundle_dir=output, zip_path=zip_path, torchscript=facts.torchscript, onnx=onnx,
                         summary_path=summary_path, metadata=metadata)
-
-
-# --------------------------------------------------------------------------------------------- loading
-
-
-def is_bundle(path: str | Path) -> bool:
-    """True for an exported bundle folder (``configs/medt3d.yaml`` + ``models/model.pt``) or a ``.zip`` of one."""
-    path = Path(path)
-    if path.is_file() and path.suffix == ".zip":
-        return True
-    return path.is_dir() and (path / MEDT3D_CONFIG).is_file() and (path / "models" / "model.pt").is_file()
-
-
-def _load_bundle_dir(root: Path, device: torch.device | str) -> tuple[torch.nn.Module, Config]:
-    from medt3d.networks import build_network
-
-    cfg_file, weights = root / MEDT3D_CONFIG, root / "models" / "model.pt"
-    for needed in (cfg_file, weights):
-        if not needed.is_file():
-            raise FileNotFoundError(f"bundle {root}: {needed.relative_to(root)} not found")
-    cfg = load_config(cfg_file)
-    try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for corrupt/unsafe files
-        raise ValueError(f"{weights}: not a readable state_dict ({type(err).__name__}: {str(err)[:200]})") from None
-    network = build_network(cfg)
-    check_state_dict(network, state, str(weights), cfg)
-    network.load_state_dict(state)
-    return network.to(device).eval(), cfg
-
-
-def load_bundle_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, Config]:
-    """Network and config of an exported bundle folder, or of a bundle ``.zip`` (unpacked safely).
-
-    Raises:
-        FileNotFoundError: the bundle lacks ``configs/medt3d.yaml`` or ``models/model.pt``.
-        ValueError: the weights do not fit the config, or the zip is unsafe (see :mod:`medt3d.bundle_zip`).
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"bundle not found: {path}")
-    if path.is_file():
-        with tempfile.TemporaryDirectory(prefix="medt3d-bundle-") as tmp:
-            root = unpack_bundle(path, Path(tmp) / "bundle")
-            return _load_bundle_dir(root, device)
-    return _load_bundle_dir(path, device)

@@ -2,7 +2,7 @@
 
 Writes ``metrics.csv`` (one row per case and class), ``summary.json`` (mean and std per class and
 the foreground mean), contour overlays per case, and ``curves.png`` when the checkpoint's run
-folder has a training history. Empty structures get defined values: see :mod:`medt3d.metrics`.
+folder has a training history. Empty structures get defined values: see :mod:`medt3d.evaluation.metrics`.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from medt3d.checkpoint import load_model
 from medt3d.data.datalist import build_datalist
 from medt3d.data.io import load_volume
 from medt3d.devices import resolve_device
-from medt3d.inference import Predictor, voxel_spacing
+from medt3d.evaluation.metrics import METRIC_NAMES, case_metrics
+from medt3d.evaluation.plots import save_curves, save_overlay
+from medt3d.inference.predictor import Predictor, voxel_spacing
 from medt3d.io_utils import atomic_write_text, check_writable_dir
-from medt3d.metrics import METRIC_NAMES, case_metrics
-from medt3d.plots import save_curves, save_overlay
+from medt3d.models.loading import load_model
 
 __all__ = ["evaluate", "summarise", "SPLITS"]
 

@@ -1,6 +1,6 @@
 """Dice and speed of reduced-precision inference against fp32, on labelled scans.
 
-``python -m medt3d.bundle_precision --model MODEL --data DATA [--precisions fp32 bf16] [--repeats 3]``
+``python -m medt3d.bundle.precision --model MODEL --data DATA [--precisions fp32 bf16] [--repeats 3]``
 
 MODEL is a checkpoint, run folder or exported bundle; DATA is any layout medt3d reads (its
 validation split is used when it has one). Each precision runs medt3d's Predictor (the route of
@@ -47,16 +47,17 @@ def compare_precisions(model: str | Path, data_dir: str | Path, precisions: tupl
         device: where the windows run.
         threads: torch CPU threads (``None`` keeps torch's default).
     """
-    from medt3d.bundle_runtime import with_precision
+    from medt3d.bundle.runtime import with_precision
     from medt3d.data.io import load_volume
     from medt3d.devices import resolve_device
-    from medt3d.inference import Predictor, load_inference_model, voxel_spacing
-    from medt3d.metrics import case_metrics
+    from medt3d.evaluation.metrics import case_metrics
+    from medt3d.inference.predictor import Predictor, voxel_spacing
+    from medt3d.models.loading import load_model
 
     if threads is not None:
         torch.set_num_threads(threads)
     dev = resolve_device(device)
-    net, cfg = load_inference_model(model)
+    net, cfg = load_model(model)
     net = net.to(dev)
     predictors = {p: Predictor(net, with_precision(cfg, p), dev) for p in precisions}
     cases = _cases(data_dir)
@@ -98,7 +99,7 @@ def compare_precisions(model: str | Path, data_dir: str | Path, precisions: tupl
 
 def main(argv: list[str] | None = None) -> int:
     """Command line; prints the JSON result."""
-    parser = argparse.ArgumentParser(prog="python -m medt3d.bundle_precision", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m medt3d.bundle.precision", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="checkpoint, run folder or exported bundle")
     parser.add_argument("--data", required=True, help="labelled data (validation split used when present)")
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], help="first one is the reference")

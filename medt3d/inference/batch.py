@@ -41,17 +41,16 @@ from medt3d.config import Config
 from medt3d.data.io import DICOM, detect_kind, find_inputs, strip_suffix
 from medt3d.devices import resolve_device
 from medt3d.distributed import DistInfo, cleanup_distributed, init_distributed, shard
-from medt3d.inference import (
+from medt3d.inference.predictor import (
     Prediction,
     Predictor,
-    load_inference_model,
-    model_file,
     override_config,
     save_nifti,
     sha256_file,
     voxel_spacing,
 )
 from medt3d.io_utils import atomic_path, check_writable_dir
+from medt3d.models.loading import load_model, model_file
 
 __all__ = [
     "Case",
@@ -64,7 +63,7 @@ __all__ = [
     "run_inference",
 ]
 
-logger = logging.getLogger("medt3d.infer")
+logger = logging.getLogger("medt3d.inference.batch")
 
 SEG_SUFFIX = "_seg.nii.gz"
 PROB_SUFFIX = "_probs.nii.gz"
@@ -315,7 +314,7 @@ def _run_case(case: Case, predictor: Predictor, out_dir: Path, options: InferOpt
             written["probabilities"] = paths["probabilities"]
         if options.dicom_seg:
             if kind == DICOM:
-                from medt3d.dicom_seg import write_dicom_seg
+                from medt3d.inference.dicom_seg import write_dicom_seg
 
                 tmp = stack.enter_context(atomic_path(paths["dicom_seg"]))
                 write_dicom_seg(label, case.path, tmp, table, model_name=f"medt3d {cfg.network.name}")
@@ -371,7 +370,7 @@ def run_inference(inputs: Sequence[str | Path], output: str | Path, model: str |
         inputs: NIfTI/NRRD files, DICOM series folders, or folders holding them.
         output: the output folder (created).
         model: checkpoint file, training run folder or exported bundle
-            (see :func:`medt3d.inference.load_inference_model`).
+            (see :func:`medt3d.models.loading.load_model`).
         options: inference settings; defaults come from the model's config.
         network: an already built ``(model, config)`` instead of ``model`` (for tests and benchmarks).
 
@@ -392,7 +391,7 @@ def run_inference(inputs: Sequence[str | Path], output: str | Path, model: str |
     check_writable_dir(out_dir)
 
     if network is None:
-        net, cfg = load_inference_model(model)  # type: ignore[arg-type]
+        net, cfg = load_model(model)  # type: ignore[arg-type]
     else:
         net, cfg = network
     cfg = options.apply(cfg)

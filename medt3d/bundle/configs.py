@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from medt3d.models.layout import BUNDLE_CONFIG as MEDT3D_CONFIG
+
 __all__ = [
     "CONFIG_FILES",
     "MEDT3D_CONFIG",
@@ -24,8 +26,6 @@ __all__ = [
     "train_config",
 ]
 
-#: The medt3d config shipped in the bundle (relative to the bundle root).
-MEDT3D_CONFIG = "configs/medt3d.yaml"
 #: Config files every bundle has, relative to the bundle root.
 CONFIG_FILES = ("configs/inference.json", "configs/evaluate.json", "configs/train.json",
                 "configs/multi_gpu_train.json", "configs/logging.conf")
@@ -37,16 +37,16 @@ _IMPORTS = [
     "$import torch",
     "$import monai",
     "$import medt3d",
-    "$import medt3d.bundle_runtime",
+    "$import medt3d.bundle.runtime",
     "$import medt3d.config",
     "$import medt3d.data.io",
     "$import medt3d.data.transforms",
     "$import medt3d.devices",
-    "$import medt3d.inference",
-    "$import medt3d.losses",
+    "$import medt3d.inference.predictor",
+    "$import medt3d.training.losses",
     "$import medt3d.networks",
-    "$import medt3d.optim",
-    "$import medt3d.training",
+    "$import medt3d.training.optim",
+    "$import medt3d.training.engine",
 ]
 
 _NUM_CLASSES = "$@medt3d_cfg.data.num_classes"
@@ -87,8 +87,8 @@ def _label_postprocessing() -> list[Any]:
             "output_dtype": "$numpy.uint8",
             "resample": False,
             "separate_folder": False,
-            "writer": "$medt3d.bundle_runtime.AtomicNibabelWriter",
-            "output_name_formatter": "$medt3d.bundle_runtime.case_name_formatter",
+            "writer": "$medt3d.bundle.runtime.AtomicNibabelWriter",
+            "output_name_formatter": "$medt3d.bundle.runtime.case_name_formatter",
             "print_log": False,
         },
     ]
@@ -103,7 +103,7 @@ def inference_config() -> dict[str, Any]:
     """``configs/inference.json``: predict every scan under ``dataset_dir`` into ``output_dir``.
 
     Writes ``<case>_seg.nii.gz`` label maps on each scan's own grid, like ``medt3d infer``: the
-    windows run through :class:`medt3d.bundle_runtime.PredictorInferer` (the Predictor of
+    windows run through :class:`medt3d.bundle.runtime.PredictorInferer` (the Predictor of
     ``medt3d infer``) at ``precision`` (``fp32``, ``bf16`` or ``fp16``; default: the config's).
     """
     return {
@@ -112,12 +112,12 @@ def inference_config() -> dict[str, Any]:
         "dataset_dir": "/workspace/data",
         "output_dir": "$os.path.join(@bundle_root, 'eval')",
         "precision": "$@medt3d_cfg.infer.precision",
-        "datalist": "$medt3d.bundle_runtime.image_cases(@dataset_dir, @output_dir)",
-        "preprocessing": "$medt3d.bundle_runtime.infer_transforms(@medt3d_cfg)",
+        "datalist": "$medt3d.bundle.runtime.image_cases(@dataset_dir, @output_dir)",
+        "preprocessing": "$medt3d.bundle.runtime.infer_transforms(@medt3d_cfg)",
         "dataset": {"_target_": "Dataset", "data": "@datalist", "transform": "@preprocessing"},
         "dataloader": {"_target_": "DataLoader", "dataset": "@dataset", "batch_size": 1, "shuffle": False,
                        "num_workers": "$@medt3d_cfg.data.num_workers"},
-        "inferer": {"_target_": "medt3d.bundle_runtime.PredictorInferer", "cfg": "@medt3d_cfg", "device": "@device",
+        "inferer": {"_target_": "medt3d.bundle.runtime.PredictorInferer", "cfg": "@medt3d_cfg", "device": "@device",
                     "precision": "@precision"},
         "postprocessing": {"_target_": "Compose", "transforms": _label_postprocessing()},
         "handlers": [_checkpoint_loader(), {"_target_": "StatsHandler", "iteration_log": False}],
@@ -143,7 +143,7 @@ def evaluate_config() -> dict[str, Any]:
     ``metrics.csv`` and ``mean_dice_raw.csv`` to ``output_dir``.
     """
     return {
-        "datalist": "$medt3d.bundle_runtime.labelled_cases(@dataset_dir)",
+        "datalist": "$medt3d.bundle.runtime.labelled_cases(@dataset_dir)",
         "load_label": {
             "_target_": "Compose",
             "transforms": [
@@ -179,14 +179,14 @@ def evaluate_config() -> dict[str, Any]:
 def train_config(key_metric: str) -> dict[str, Any]:
     """``configs/train.json``: train on ``dataset_dir`` like ``medt3d train`` (MONAI engines and handlers).
 
-    Same data split and checks (:func:`medt3d.training.prepare_datalist`), transforms, network,
+    Same data split and checks (:func:`medt3d.training.engine.prepare_datalist`), transforms, network,
     loss, optimiser, warm-up/cosine schedule, gradient clipping, gate freezing, early stopping and
     sliding-window validation as ``medt3d train`` (not its per-epoch reseeding for exact resumes); the best weights go to ``<output_dir>/models/model.pt`` (a
     state_dict, like the bundle's own). ``--tracking mlflow`` logs to the SQLite store
     ``tracking_uri`` (default ``<output_dir>/mlflow.db``).
 
     Args:
-        key_metric: name of the validation metric (``medt3d.training.KEY_METRIC``).
+        key_metric: name of the validation metric (``medt3d.training.engine.KEY_METRIC``).
     """
     main_only = "$not @is_main_process"
     return {
@@ -201,13 +201,13 @@ def train_config(key_metric: str) -> dict[str, Any]:
         "experiment_name": "$@medt3d_cfg.tracking.experiment",
         "val_interval": "$@medt3d_cfg.train.val_interval",
         "amp": "$@medt3d_cfg.train.amp and @device.type == 'cuda'",
-        "datalist": "$medt3d.training.prepare_datalist(@medt3d_cfg, @dataset_dir)",
-        "loss": "$medt3d.losses.build_loss(@medt3d_cfg).to(@device)",
-        "optimizer": "$medt3d.optim.build_optimizer(@medt3d_cfg, @network)",
+        "datalist": "$medt3d.training.engine.prepare_datalist(@medt3d_cfg, @dataset_dir)",
+        "loss": "$medt3d.training.losses.build_loss(@medt3d_cfg).to(@device)",
+        "optimizer": "$medt3d.training.optim.build_optimizer(@medt3d_cfg, @network)",
         "train": {
             "preprocessing": "$medt3d.data.transforms.build_train_transforms(@medt3d_cfg)",
             "dataset": {
-                "_target_": "medt3d.bundle_runtime.dataset",
+                "_target_": "medt3d.bundle.runtime.dataset",
                 "data": "$@datalist.train",
                 "transform": "@train#preprocessing",
                 "cfg": "@medt3d_cfg",
@@ -222,13 +222,13 @@ def train_config(key_metric: str) -> dict[str, Any]:
             },
             "iterations": "$@medt3d_cfg.train.iterations_per_epoch or len(@train#dataloader)",
             "inferer": {"_target_": "SimpleInferer"},
-            "scheduler": "$medt3d.optim.build_scheduler(@medt3d_cfg, @optimizer, @train#iterations)",
+            "scheduler": "$medt3d.training.optim.build_scheduler(@medt3d_cfg, @optimizer, @train#iterations)",
             "handlers": [
                 {"_target_": "LrScheduleHandler", "lr_scheduler": "@train#scheduler", "print_lr": False,
                  "epoch_level": False},
                 {"_target_": "ValidationHandler", "validator": "@validate#evaluator", "interval": "@val_interval",
                  "epoch_level": True},
-                {"_target_": "medt3d.bundle_runtime.TrainExtrasHandler", "cfg": "@medt3d_cfg", "network": "@network"},
+                {"_target_": "medt3d.bundle.runtime.TrainExtrasHandler", "cfg": "@medt3d_cfg", "network": "@network"},
                 {"_target_": "StatsHandler", "_disabled_": main_only, "tag_name": "train_loss",
                  "output_transform": _LOSS_OUTPUT},
                 {"_target_": "TensorBoardStatsHandler",
@@ -253,7 +253,7 @@ def train_config(key_metric: str) -> dict[str, Any]:
         "validate": {
             "preprocessing": "$medt3d.data.transforms.build_val_transforms(@medt3d_cfg)",
             "dataset": {
-                "_target_": "medt3d.bundle_runtime.dataset",
+                "_target_": "medt3d.bundle.runtime.dataset",
                 "data": "$@datalist.val",
                 "transform": "@validate#preprocessing",
                 "cfg": "@medt3d_cfg",
@@ -261,7 +261,7 @@ def train_config(key_metric: str) -> dict[str, Any]:
             },
             "dataloader": {"_target_": "DataLoader", "dataset": "@validate#dataset", "batch_size": 1, "shuffle": False,
                            "num_workers": "$@medt3d_cfg.data.num_workers"},
-            "inferer": "$medt3d.inference.build_sliding_window_inferer(@medt3d_cfg)",
+            "inferer": "$medt3d.inference.inferer.build_sliding_window_inferer(@medt3d_cfg)",
             "postprocessing": {
                 "_target_": "Compose",
                 "transforms": [

@@ -3,7 +3,7 @@
 Each network is trained with the same config (only ``network.name`` differs) under the same
 ``train.max_seconds`` budget. By default a short timing run first fits ``train.max_epochs`` to that
 budget, so every network's learning-rate schedule ends inside it. Each best checkpoint is then scored
-on the validation cases in each scan's own geometry with :func:`medt3d.evaluation.evaluate`. The
+on the validation cases in each scan's own geometry with :func:`medt3d.evaluation.evaluate.evaluate`. The
 result is one JSON document.
 """
 
@@ -23,7 +23,7 @@ from medt3d.io_utils import atomic_write_text
 
 __all__ = ["compare_models", "fit_epochs_to_budget", "self_validation_datalist"]
 
-logger = logging.getLogger("medt3d.compare")
+logger = logging.getLogger("medt3d.bench.compare")
 
 #: share of the budget that the fitted epochs are planned to fill
 BUDGET_USE = 0.9
@@ -62,7 +62,7 @@ def fit_epochs_to_budget(config: str, overrides: list[str], data_dir: str | Path
     Fitting the epoch count lets each network's learning-rate schedule finish inside the budget
     (warm-up and the full cosine decay), instead of being cut off half-way by ``train.max_seconds``.
     """
-    from medt3d.training import train
+    from medt3d.training.engine import train
 
     cfg = load_config(config, [*overrides, f"train.max_epochs={calibration_epochs}", "train.max_seconds=null"])
     result = train(cfg, data_dir, output)
@@ -90,9 +90,9 @@ def compare_models(data_dir: str | Path, output: str | Path, networks: list[str]
             keeps the config's ``max_epochs`` and ``train.max_seconds`` cuts it off.
         calibration_epochs: length of the timing run (at least 2; the first epoch is left out).
     """
-    from medt3d.evaluation import evaluate
+    from medt3d.evaluation.evaluate import evaluate
     from medt3d.networks import build_network
-    from medt3d.training import train
+    from medt3d.training.engine import train
 
     if calibration_epochs < 2:
         raise ValueError(f"calibration_epochs must be >= 2 (the first epoch is not timed), got {calibration_epochs}")

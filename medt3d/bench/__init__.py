@@ -1,0 +1,1 @@
+"""Benchmarks: network speed, whole-scan inference, reduced precision and quality comparisons."""

@@ -1,0 +1,1 @@
+"""MONAI bundle: export, the bundle's configs, docs, sources and runtime helpers."""

@@ -1,0 +1,1 @@
+"""Evaluation: per-case metrics, ``medt3d evaluate`` and its plots."""

@@ -1,0 +1,79 @@
+"""Where things live in a training run folder and in an exported bundle: the one owner of these names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = [
+    "BUNDLE_CONFIG",
+    "BUNDLE_METADATA",
+    "BUNDLE_WEIGHTS",
+    "RUN_CHECKPOINTS",
+    "RunLayout",
+]
+
+#: A run folder's checkpoints, in the order a ``--model RUN`` tries them.
+RUN_CHECKPOINTS = ("checkpoints/best.pt", "checkpoints/last.pt", "best.pt")
+
+#: The medt3d config shipped in an exported bundle (relative to the bundle root).
+BUNDLE_CONFIG = "configs/medt3d.yaml"
+#: The bundle's state_dict.
+BUNDLE_WEIGHTS = "models/model.pt"
+#: The bundle's MONAI metadata.
+BUNDLE_METADATA = "configs/metadata.json"
+
+
+class RunLayout:
+    """The files of a training run folder.
+
+    Args:
+        root: the run folder (``medt3d train --output``).
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def checkpoints(self) -> Path:
+        """Folder of the checkpoints."""
+        return self.root / "checkpoints"
+
+    @property
+    def best(self) -> Path:
+        """Checkpoint of the best validation score."""
+        return self.checkpoints / "best.pt"
+
+    @property
+    def last(self) -> Path:
+        """Checkpoint of the last finished epoch (what ``--resume`` continues from)."""
+        return self.checkpoints / "last.pt"
+
+    @property
+    def config(self) -> Path:
+        """The resolved config of the run."""
+        return self.root / "config.yaml"
+
+    @property
+    def history(self) -> Path:
+        """Per-epoch loss, learning rate, time and validation score."""
+        return self.root / "history.json"
+
+    @property
+    def tensorboard(self) -> Path:
+        """TensorBoard event files."""
+        return self.root / "tensorboard"
+
+    @property
+    def mlflow_db(self) -> Path:
+        """MLflow's SQLite store."""
+        return self.root / "mlflow.db"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        """MLflow's artifact folder."""
+        return self.root / "mlflow-artifacts"
+
+    @property
+    def cache(self) -> Path:
+        """Default disk cache of preprocessed volumes."""
+        return self.root / "cache"
