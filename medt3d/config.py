@@ -216,7 +216,8 @@ class TrainConfig:
         max_norm: gradient clipping norm; ``null`` disables clipping.
         amp: mixed precision where the device supports it.
         freeze_gates_epochs: keep the attention gates frozen for this many epochs.
-        val_interval: validate every this many epochs.
+        val_interval: validate every this many epochs; 0 never validates during training (no ``best.pt``:
+            ``last.pt`` is the model).
         early_stopping_patience: stop after this many validations without improvement; ``null`` disables.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         seed: global random seed.
@@ -489,10 +490,12 @@ def validate(cfg: Config, source: str = "<config>") -> None:
         _require(t.max_norm > 0, source, "train.max_norm", f"must be positive, got {t.max_norm}")
     _require(t.freeze_gates_epochs >= 0, source, "train.freeze_gates_epochs",
              f"must be >= 0, got {t.freeze_gates_epochs}")
-    _require(t.val_interval >= 1, source, "train.val_interval", f"must be >= 1, got {t.val_interval}")
+    _require(t.val_interval >= 0, source, "train.val_interval", f"must be >= 0, got {t.val_interval}")
     if t.early_stopping_patience is not None:
         _require(t.early_stopping_patience >= 1, source, "train.early_stopping_patience",
                  f"must be >= 1, got {t.early_stopping_patience}")
+        _require(t.val_interval > 0, source, "train.early_stopping_patience",
+                 "needs validation during training, but train.val_interval is 0")
     for path, dev in (("train.device", t.device), ("infer.device", i.device)):
         _require(_valid_device(dev), source, path, f"= {dev!r} is not one of auto, cpu, cuda, cuda:N, mps")
 

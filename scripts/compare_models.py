@@ -4,7 +4,9 @@
 Examples:
     python scripts/compare_models.py --phantoms --budget 240
     python scripts/compare_models.py --data ../shared/data/ct_spleen --config ct_abdomen --budget 300 \
-        --validate-on-training-data --set patch.roi_size=[64,64,32]
+        --validate-on-training-data
+
+For the cross-patient comparison on real CT, use ``medt3d bench --quality``.
 """
 
 from __future__ import annotations
@@ -30,8 +32,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", type=float, default=240.0, help="training seconds per network")
     p.add_argument("--config", default="demo", help="config preset or YAML shared by all networks")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--no-fit-epochs", dest="fit_epochs", action="store_false",
-                   help="keep the config's train.max_epochs instead of fitting it to the budget by a timing run")
     p.add_argument("--validate-on-training-data", action="store_true",
                    help="validate on the training cases themselves (for a single labelled scan; the score "
                         "then measures fitting, not generalisation)")
@@ -51,8 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         from medt3d.bench.compare import self_validation_datalist
 
         data = self_validation_datalist(data, output)
-    report = compare_models(data, output, args.networks, args.budget, args.config, args.overrides,
-                            fit_epochs=args.fit_epochs)
+    report = compare_models(data, output, args.networks, args.budget, args.config, args.overrides)
     report["validated_on_training_data"] = args.validate_on_training_data
     text = json.dumps(report, indent=2)
     print(text)

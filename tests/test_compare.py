@@ -1,52 +1,72 @@
-"""The MedT3D-vs-baseline quality comparison: equal budgets, schedules fitted to them, JSON report."""
+"""The MedT3D-vs-baseline comparison (equal wall-clock budgets) and the budget-following schedule."""
 
 from __future__ import annotations
 
-import json
+import math
 from pathlib import Path
 
 import pytest
-from test_training import TINY
+import torch
+from test_training import TINY, tiny_cfg
 
-from medt3d.bench.compare import BUDGET_USE, _epoch_seconds, compare_models, self_validation_datalist
+from medt3d.bench.compare import BUDGET_EPOCHS, budget_overrides, compare_models, self_validation_datalist
 from medt3d.data.datalist import build_datalist
+from medt3d.models.checkpoint import load_checkpoint
+from medt3d.training.engine import train
+from medt3d.training.optim import TrainingClock, build_scheduler, lr_factor
 
 
-def test_epoch_seconds_is_the_median_without_the_first_epoch():
-    history = [{"seconds": 30.0}, {"seconds": 2.0}, {"seconds": 4.0}, {"seconds": 3.0}]
-    assert _epoch_seconds(history) == 3.0
-    assert _epoch_seconds([{"seconds": 5.0}]) == 5.0
+def test_lr_factor_warms_up_then_follows_the_budget_that_runs_out_first():
+    assert lr_factor(0, warmup=4, total=104) == pytest.approx(1 / 5)
+    assert lr_factor(3, warmup=4, total=104) == pytest.approx(4 / 5)
+    assert lr_factor(4, warmup=4, total=104) == pytest.approx(1.0)
+    assert lr_factor(54, warmup=4, total=104) == pytest.approx(0.5)  # half the steps
+    assert lr_factor(104, warmup=4, total=104) == pytest.approx(0.0, abs=1e-12)
+    # the time budget is ahead of the steps: the cosine follows the time
+    assert lr_factor(5, warmup=4, total=104, time_fraction=0.5) == pytest.approx(0.5)
+    assert lr_factor(5, warmup=4, total=104, time_fraction=1.0) == pytest.approx(0.0, abs=1e-12)
+    # and the other way round
+    assert lr_factor(54, warmup=4, total=104, time_fraction=0.1) == pytest.approx(0.5)
 
 
-def test_compare_fits_each_networks_epochs_to_the_budget(phantom_dir: Path, tmp_path: Path):
-    budget = 2.0
+def test_scheduler_decays_with_the_clock_and_a_resumed_clock_counts_earlier_sessions():
+    cfg = tiny_cfg("train.max_epochs=1000", "train.warmup_epochs=0", "train.max_seconds=100")
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    clock = TrainingClock(100.0, spent_s=75.0)  # a resumed run that has spent 3/4 of its budget
+    scheduler = build_scheduler(cfg, optimizer, iterations_per_epoch=1, clock=clock)
+    optimizer.step()
+    scheduler.step()
+    expected = 0.5 * (1 + math.cos(math.pi * clock.fraction()))
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(expected, abs=1e-3)
+    assert optimizer.param_groups[0]["lr"] < 0.16  # 0.146 at 3/4; far below the steps' schedule (~1.0)
+    assert TrainingClock(None).fraction() == 0.0
+
+
+def test_a_budgeted_run_stops_on_time_and_records_its_seconds(phantom_dir: Path, tmp_path: Path):
+    result = train(tiny_cfg(*budget_overrides("medt3d", 4.0)[1:], "train.val_interval=0"), phantom_dir,
+                   tmp_path / "run")
+    assert 1 <= result.epochs_run < BUDGET_EPOCHS
+    last = load_checkpoint(result.last_checkpoint)
+    assert 0.0 < last["train_seconds"] < 8.0  # the stop rule allows one epoch past the budget at most
+    # without validation there is no best.pt, and the last checkpoint is the model
+    assert not result.best_checkpoint.exists() and result.model_checkpoint == result.last_checkpoint
+
+
+def test_compare_trains_each_network_on_the_same_budget(phantom_dir: Path, tmp_path: Path):
+    budget = 3.0
     # UNet needs more than one voxel at its 1/16 bottleneck
     overrides = [*TINY, "patch.roi_size=[32, 32, 16]"]
-    report = compare_models(phantom_dir, tmp_path, ["medt3d", "unet"], budget, "demo", overrides,
-                            calibration_epochs=2)
-    assert report["budget_s_per_network"] == budget and report["fit_epochs"] is True
+    report = compare_models(phantom_dir, tmp_path, ["medt3d", "unet"], budget, "demo", overrides)
+    assert report["budget_s_per_network"] == budget
     assert set(report["results"]) == {"medt3d", "unet"}
     for name, row in report["results"].items():
-        calibration = json.loads((tmp_path / name / "calibration" / "history.json").read_text())
-        assert len(calibration) == 2
-        assert row["fitted_max_epochs"] == max(1, int(BUDGET_USE * budget / calibration[1]["seconds"]))
-        assert 1 <= row["epochs_run"] <= row["fitted_max_epochs"]
-        assert 0.0 <= row["eval_foreground_dice"] <= 1.0
+        assert row["epochs_run"] >= 1 and row["iterations"] >= row["epochs_run"]
+        assert row["train_seconds"] < budget + 60  # stops after the epoch that would overrun (plus setup)
         assert set(row["eval_per_class_dice"]) == {"organ_a", "organ_b", "organ_c"}
         assert (tmp_path / name / "evaluation" / "metrics.csv").is_file()
+        assert load_checkpoint(row["checkpoint"])["train_seconds"] < 2 * budget  # one epoch past at most
     assert report["results"]["unet"]["params_m"] > report["results"]["medt3d"]["params_m"]
-
-
-def test_compare_without_fitting_keeps_the_configured_epochs(phantom_dir: Path, tmp_path: Path):
-    report = compare_models(phantom_dir, tmp_path, ["medt3d"], 600.0, "demo", TINY, fit_epochs=False)
-    row = report["results"]["medt3d"]
-    assert row["epochs_run"] == 2 and "fitted_max_epochs" not in row
-    assert not (tmp_path / "medt3d" / "calibration").exists()
-
-
-def test_compare_refuses_a_one_epoch_calibration(phantom_dir: Path, tmp_path: Path):
-    with pytest.raises(ValueError, match="calibration_epochs must be >= 2"):
-        compare_models(phantom_dir, tmp_path, ["medt3d"], 10.0, "demo", TINY, calibration_epochs=1)
 
 
 def test_self_validation_datalist_validates_on_the_training_scans(phantom_dir: Path, tmp_path: Path):

@@ -1,10 +1,10 @@
 """Quality comparison: MedT3D against MONAI baselines on the same data, pipeline, seed and wall-clock budget.
 
 Each network is trained with the same config (only ``network.name`` differs) under the same
-``train.max_seconds`` budget. By default a short timing run first fits ``train.max_epochs`` to that
-budget, so every network's learning-rate schedule ends inside it. Each best checkpoint is then scored
-on the validation cases in each scan's own geometry with :func:`medt3d.evaluation.evaluate.evaluate`. The
-result is one JSON document.
+``train.max_seconds`` budget. The learning-rate schedule follows the clock (see
+:mod:`medt3d.training.optim`), so every network's cosine decay ends when its budget is spent,
+however fast it runs. Each model is then scored in each scan's own geometry with
+:func:`medt3d.evaluation.evaluate.evaluate`. The result is one JSON document.
 """
 
 from __future__ import annotations
@@ -21,14 +21,13 @@ import torch
 from medt3d.config import load_config
 from medt3d.io_utils import atomic_write_text
 
-__all__ = ["compare_models", "fit_epochs_to_budget", "self_validation_datalist"]
+__all__ = ["BUDGET_EPOCHS", "budget_overrides", "compare_models", "machine", "self_validation_datalist",
+           "train_on_budget"]
 
 logger = logging.getLogger("medt3d.bench.compare")
 
-#: share of the budget that the fitted epochs are planned to fill
-BUDGET_USE = 0.9
-#: epochs of the timing run that fits ``train.max_epochs`` to the budget (the first is not timed)
-CALIBRATION_EPOCHS = 4
+#: ``train.max_epochs`` of a budgeted run: more than any budget here holds, so that time ends the run.
+BUDGET_EPOCHS = 100_000
 
 
 def self_validation_datalist(data_dir: str | Path, output: str | Path) -> Path:
@@ -49,33 +48,48 @@ def self_validation_datalist(data_dir: str | Path, output: str | Path) -> Path:
     return path
 
 
-def _epoch_seconds(history: list[dict[str, Any]]) -> float:
-    """Typical seconds per epoch (training + validation) of a run, leaving out the warm-up first epoch."""
-    times = sorted(h["seconds"] for h in (history[1:] or history))
-    return times[len(times) // 2]
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    return {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__}
 
 
-def fit_epochs_to_budget(config: str, overrides: list[str], data_dir: str | Path, output: Path, budget_s: float,
-                         calibration_epochs: int = CALIBRATION_EPOCHS) -> tuple[int, float]:
-    """Time a short run and return (max_epochs that fit ``budget_s``, seconds per epoch).
+def budget_overrides(name: str, budget_s: float) -> list[str]:
+    """Overrides that train network ``name`` for ``budget_s`` wall-clock seconds, without tracking."""
+    return [f"network.name={name}", f"train.max_seconds={budget_s}", f"train.max_epochs={BUDGET_EPOCHS}",
+            "tracking.mlflow=false", "tracking.tensorboard=false"]
 
-    Fitting the epoch count lets each network's learning-rate schedule finish inside the budget
-    (warm-up and the full cosine decay), instead of being cut off half-way by ``train.max_seconds``.
+
+def train_on_budget(config: str, overrides: list[str], data: str | Path, run_dir: Path) -> dict[str, Any]:
+    """Train one network as configured and return what it ran: parameters, epochs, iterations, seconds.
+
+    Returns:
+        A dict with ``params_m``, ``epochs_run``, ``iterations``, ``train_seconds``, ``best_val_mean_dice``
+        and ``checkpoint`` (the model to score: best, else last).
     """
+    from medt3d.models.checkpoint import load_checkpoint
+    from medt3d.networks import build_network
     from medt3d.training.engine import train
 
-    cfg = load_config(config, [*overrides, f"train.max_epochs={calibration_epochs}", "train.max_seconds=null"])
-    result = train(cfg, data_dir, output)
-    history = json.loads((result.run_dir / "history.json").read_text(encoding="utf-8"))
-    per_epoch = _epoch_seconds(history)
-    # 10% headroom: epoch times vary by +-30% on a shared 2-core machine; if the run still overruns,
-    # train.max_seconds stops it in the last tenth of the cosine decay, where the rate is already tiny
-    return max(1, int(BUDGET_USE * budget_s / per_epoch)), per_epoch
+    cfg = load_config(config, overrides)
+    params = sum(p.numel() for p in build_network(cfg).parameters())
+    logger.info("training %s (%.2f M parameters) for at most %s s", cfg.network.name, params / 1e6,
+                cfg.train.max_seconds)
+    start = time.time()
+    result = train(cfg, data, run_dir)
+    seconds = time.time() - start
+    last = load_checkpoint(result.last_checkpoint)
+    return {
+        "params_m": round(params / 1e6, 3),
+        "epochs_run": result.epochs_run,
+        "iterations": int(last["iteration"]),
+        "train_seconds": round(seconds, 1),
+        "best_val_mean_dice": round(result.best_metric, 4) if result.best_epoch > 0 else None,
+        "checkpoint": str(result.model_checkpoint),
+    }
 
 
 def compare_models(data_dir: str | Path, output: str | Path, networks: list[str], budget_s: float,
-                   config: str = "demo", overrides: list[str] | None = None,
-                   fit_epochs: bool = True, calibration_epochs: int = CALIBRATION_EPOCHS) -> dict[str, Any]:
+                   config: str = "demo", overrides: list[str] | None = None) -> dict[str, Any]:
     """Train and score each network under the same budget; return the comparison as a dict.
 
     Args:
@@ -85,43 +99,17 @@ def compare_models(data_dir: str | Path, output: str | Path, networks: list[str]
         budget_s: wall-clock training budget per network, in seconds.
         config: config preset or YAML path shared by all networks.
         overrides: ``--set`` style overrides shared by all networks.
-        fit_epochs: time ``calibration_epochs`` epochs of each network first (not counted in the
-            budget) and set its ``train.max_epochs`` to what fits the budget; otherwise every network
-            keeps the config's ``max_epochs`` and ``train.max_seconds`` cuts it off.
-        calibration_epochs: length of the timing run (at least 2; the first epoch is left out).
     """
     from medt3d.evaluation.evaluate import evaluate
-    from medt3d.networks import build_network
-    from medt3d.training.engine import train
 
-    if calibration_epochs < 2:
-        raise ValueError(f"calibration_epochs must be >= 2 (the first epoch is not timed), got {calibration_epochs}")
     out = Path(output)
     results: dict[str, Any] = {}
     for name in networks:
-        shared = [*(overrides or []), f"network.name={name}", "train.val_interval=1", "tracking.mlflow=false",
-                  "tracking.tensorboard=false"]
-        fitted: dict[str, Any] = {}
-        if fit_epochs:
-            epochs, per_epoch = fit_epochs_to_budget(config, shared, data_dir, out / name / "calibration", budget_s,
-                                                     calibration_epochs)
-            shared.append(f"train.max_epochs={epochs}")
-            fitted = {"fitted_max_epochs": epochs, "calibrated_epoch_seconds": round(per_epoch, 2)}
-            logger.info("%s: %.2f s per epoch, so %d epochs fit %.0f s", name, per_epoch, epochs, budget_s)
-        cfg = load_config(config, [*shared, f"train.max_seconds={budget_s}"])
-        params = sum(p.numel() for p in build_network(cfg).parameters())
-        logger.info("training %s (%.2f M parameters) for at most %.0f s", name, params / 1e6, budget_s)
-        start = time.time()
-        result = train(cfg, data_dir, out / name / "run")
-        seconds = time.time() - start
-        summary = evaluate(result.best_checkpoint, data_dir, out / name / "evaluation", overlays=False)
+        run = train_on_budget(config, [*(overrides or []), *budget_overrides(name, budget_s)], data_dir,
+                              out / name / "run")
+        summary = evaluate(run["checkpoint"], data_dir, out / name / "evaluation", overlays=False)
         results[name] = {
-            "params_m": round(params / 1e6, 3),
-            **fitted,
-            "epochs_run": result.epochs_run,
-            "train_seconds": round(seconds, 1),
-            "best_val_mean_dice": round(result.best_metric, 4),
-            "best_epoch": result.best_epoch,
+            **run,
             "eval_foreground_dice": round(summary["foreground_mean"]["dice"], 4),
             "eval_per_class_dice": {k: round(v["dice"]["mean"], 4) for k, v in summary["per_class"].items() if v},
         }
@@ -130,8 +118,6 @@ def compare_models(data_dir: str | Path, output: str | Path, networks: list[str]
         "config": config,
         "overrides": overrides or [],
         "budget_s_per_network": budget_s,
-        "fit_epochs": fit_epochs,
-        "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
-                    "torch": torch.__version__},
+        "machine": machine(),
         "results": results,
     }

@@ -199,7 +199,7 @@ def train_config(key_metric: str) -> dict[str, Any]:
         "tracking_uri": "$@medt3d_cfg.tracking.mlflow_uri or "
                         "monai.utils.path_to_sqlite_uri(os.path.join(@output_dir, 'mlflow.db'))",
         "experiment_name": "$@medt3d_cfg.tracking.experiment",
-        "val_interval": "$@medt3d_cfg.train.val_interval",
+        "val_interval": "$@medt3d_cfg.train.val_interval or @medt3d_cfg.train.max_epochs",
         "amp": "$@medt3d_cfg.train.amp and @device.type == 'cuda'",
         "datalist": "$medt3d.training.engine.prepare_datalist(@medt3d_cfg, @dataset_dir)",
         "loss": "$medt3d.training.losses.build_loss(@medt3d_cfg).to(@device)",

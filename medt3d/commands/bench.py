@@ -12,7 +12,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from medt3d.commands.common import add_config_args, config_from_args
+from medt3d.commands.common import add_config_args
+from medt3d.config import NETWORKS, load_config
 
 
 def _networks(cfg, args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
@@ -37,8 +38,18 @@ def _infer(cfg, args: argparse.Namespace, log: Callable[[str], None]) -> dict[st
     return bench_infer(cfg, args.infer_dir, volumes=args.infer_volumes, device=args.infer_device, log=log)
 
 
+def _quality(cfg, args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
+    from medt3d.bench.quality import DEFAULT_CONFIG, bench_quality
+
+    return bench_quality(args.quality_dir, shared_data=args.quality_data, networks=args.quality_networks,
+                         budget_s=args.budget, config=args.config or DEFAULT_CONFIG, overrides=args.overrides,
+                         multi_organ=args.multi_organ, log=log)
+
+
 #: mode flag (argparse dest) -> runner(cfg, args, log) -> JSON-ready dict
-_MODES: dict[str, Callable[..., dict[str, Any]]] = {"networks": _networks, "infer": _infer}
+_MODES: dict[str, Callable[..., dict[str, Any]]] = {"networks": _networks, "infer": _infer, "quality": _quality}
+#: config of each mode when --config is not given
+_DEFAULT_CONFIG = "default"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -58,7 +69,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="whole-scan inference on phantom CTs: MedT3D through 'medt3d infer' and MONAI UNet "
                             "through sliding_window_inference (same ROI, overlap, blending), wall time and peak "
                             "memory, each in a fresh process (docs/benchmarks.md uses --config ct_abdomen)")
-    add_config_args(p)
+    modes.add_argument("--quality", action="store_true",
+                       help="does it learn real anatomy? Leave one patient out on the two real CT patients of "
+                            "../shared/data: train MedT3D and MONAI UNet with the same config, seed and budget on "
+                            "one, score the spleen on the other (Dice, HD95, volumes, overlays), both ways "
+                            "(default config: ct_abdomen)")
+    add_config_args(p, default=None)
     net = p.add_argument_group("--networks options (defaults: the sizes of docs/benchmarks.md)")
     net.add_argument("--names", nargs="+", choices=NETWORK_CHOICES, metavar="NAME",
                      help=f"networks to measure (default: all of {', '.join(NETWORK_CHOICES)})")
@@ -79,15 +95,28 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help=f"folder for phantom scans (made once, reused), checkpoint, predictions and logs "
                           f"(default: {DEFAULT_DIR})")
     inf.add_argument("--infer-device", default="cpu", help="where the windows run (default: cpu)")
+    from medt3d.bench.quality import DEFAULT_BUDGET_S, DEFAULT_NETWORKS
+
+    qual = p.add_argument_group("--quality options")
+    qual.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S,
+                      help=f"training seconds per network and run (default {DEFAULT_BUDGET_S:.0f})")
+    qual.add_argument("--quality-networks", nargs="+", default=list(DEFAULT_NETWORKS), choices=NETWORKS,
+                      metavar="NAME", help=f"networks to compare (default: {' '.join(DEFAULT_NETWORKS)})")
+    qual.add_argument("--quality-data", help="folder of the real CT patients (default: ../shared/data)")
+    qual.add_argument("--quality-dir", default="bench_quality",
+                      help="folder for labels, runs, evaluations and overlays (default: bench_quality)")
+    qual.add_argument("--multi-organ", action="store_true",
+                      help="also train on the four organs of ct_abdomen_ts: self-fit Dice per organ and the spleen "
+                           "on ct_spleen")
     p.add_argument("--output", help="also write the JSON to this file (atomically)")
-    p.add_argument("--markdown", help="also write the --networks tables as Markdown to this file")
+    p.add_argument("--markdown", help="also write the tables of --networks or --quality as Markdown to this file")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the selected modes and print one JSON object keyed by mode."""
-    cfg = config_from_args(args)
     selected = [mode for mode in _MODES if getattr(args, mode, False)] or ["networks"]
+    cfg = None if selected == ["quality"] else load_config(args.config or _DEFAULT_CONFIG, args.overrides)
 
     def log(message: str) -> None:
         print(f"[bench] {message}", file=sys.stderr, flush=True)
@@ -98,10 +127,18 @@ def run(args: argparse.Namespace) -> int:
         from medt3d.io_utils import atomic_write_text
 
         atomic_write_text(args.output, text + "\n")
-    if args.markdown and "networks" in report:
-        from medt3d.bench.networks import networks_markdown
+    if args.markdown:
         from medt3d.io_utils import atomic_write_text
 
-        atomic_write_text(args.markdown, networks_markdown(report["networks"]))
+        parts = []
+        if "networks" in report:
+            from medt3d.bench.networks import networks_markdown
+
+            parts.append(networks_markdown(report["networks"]))
+        if "quality" in report:
+            from medt3d.bench.quality import quality_markdown
+
+            parts.append(quality_markdown(report["quality"]))
+        atomic_write_text(args.markdown, "\n".join(parts))
     print(text)
     return 0

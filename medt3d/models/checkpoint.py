@@ -48,8 +48,13 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 def save_checkpoint(path: str | Path, *, network: torch.nn.Module, cfg: Config, epoch: int, iteration: int,
                     optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None,
-                    best_metric: float = -1.0, best_epoch: int = -1, metrics: dict[str, float] | None = None) -> Path:
-    """Write a checkpoint atomically (temporary file, then rename)."""
+                    best_metric: float = -1.0, best_epoch: int = -1, metrics: dict[str, float] | None = None,
+                    train_seconds: float = 0.0) -> Path:
+    """Write a checkpoint atomically (temporary file, then rename).
+
+    ``train_seconds`` is the wall-clock time the run has trained so far (its ``train.max_seconds``
+    budget continues from it on a resume).
+    """
     payload = {
         "format": FORMAT,
         "network": {k: v.detach().cpu() for k, v in network.state_dict().items()},
@@ -60,6 +65,7 @@ def save_checkpoint(path: str | Path, *, network: torch.nn.Module, cfg: Config, 
         "best_metric": float(best_metric),
         "best_epoch": int(best_epoch),
         "metrics": {k: float(v) for k, v in (metrics or {}).items()},
+        "train_seconds": float(train_seconds),
         "rng": capture_rng(),
         "config": config_to_dict(cfg),
     }

@@ -50,7 +50,7 @@ from medt3d.io_utils import atomic_write_text, check_writable_dir
 from medt3d.models.checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from medt3d.networks import build_network, gate_parameters
 from medt3d.training.losses import build_loss
-from medt3d.training.optim import build_optimizer, build_scheduler
+from medt3d.training.optim import TrainingClock, build_optimizer, build_scheduler
 
 __all__ = ["TrainResult", "train", "MIN_FREE_DISK_MB", "KEY_METRIC"]
 
@@ -80,6 +80,11 @@ class TrainResult:
         """Path of the last checkpoint."""
         return self.run_dir / "checkpoints" / "last.pt"
 
+    @property
+    def model_checkpoint(self) -> Path:
+        """The checkpoint to use: the best one, or the last one of a run that never validated."""
+        return self.best_checkpoint if self.best_checkpoint.is_file() else self.last_checkpoint
+
 
 # --------------------------------------------------------------------------- data
 
@@ -91,7 +96,7 @@ def prepare_datalist(cfg: Config, data_dir: str | Path) -> Datalist:
         DatasetError/ValueError: every problem found, each naming its file, before any training.
     """
     datalist = build_datalist(data_dir)
-    if not datalist.val:
+    if not datalist.val and cfg.train.val_interval > 0:  # no validation at all with val_interval 0
         train, val = split_cases(datalist.train, cfg.data.val_fraction, cfg.data.split_seed)
         if not val:  # a single case: validate on it too, and say so
             val = list(train)
@@ -143,15 +148,16 @@ def _seed_for(cfg: Config, epoch: int, rank: int) -> int:
 class _RunState:
     """Progress shared by the handlers (best metric survives a resume)."""
 
-    def __init__(self, best_metric: float = -1.0, best_epoch: int = -1, history: list | None = None) -> None:
+    def __init__(self, clock: TrainingClock, best_metric: float = -1.0, best_epoch: int = -1,
+                 history: list | None = None) -> None:
+        self.clock = clock  # seconds spent on this run, earlier sessions included; drives the time budget
         self.best_metric = best_metric
         self.best_epoch = best_epoch
         self.history: list[dict[str, Any]] = history or []
         self.losses: list[float] = []  # every iteration of this process, this session
         self.epoch_start = 0  # index in ``losses`` where the current epoch began
-        self.started = time.time()
         self.session_epochs = 0  # epochs completed by this process since it started (or resumed)
-        self.epoch_started_at = self.started
+        self.epoch_started_at = time.time()
 
 
 def _attach_handlers(trainer: SupervisedTrainer, evaluator: SupervisedEvaluator, cfg: Config, run_dir: Path,
@@ -207,7 +213,7 @@ def _attach_handlers(trainer: SupervisedTrainer, evaluator: SupervisedEvaluator,
         ckpt_dir = run_dir / "checkpoints"
         common = {"network": unwrap(network), "cfg": cfg, "epoch": epoch, "iteration": engine.state.iteration,
                   "optimizer": engine.optimizer, "scheduler": scheduler, "best_metric": state.best_metric,
-                  "best_epoch": state.best_epoch}
+                  "best_epoch": state.best_epoch, "train_seconds": state.clock.spent()}
         # history first: after a crash between the two writes, resume drops epochs newer than last.pt
         atomic_write_text(run_dir / "history.json", json.dumps(state.history, indent=1))
         if improved:
@@ -219,8 +225,8 @@ def _attach_handlers(trainer: SupervisedTrainer, evaluator: SupervisedEvaluator,
         budget = cfg.train.max_seconds
         if budget is None:
             return
-        elapsed = time.time() - state.started
-        per_epoch = elapsed / max(1, state.session_epochs)
+        elapsed = state.clock.spent()
+        per_epoch = (elapsed - state.clock.spent_before) / max(1, state.session_epochs)
         if elapsed + per_epoch > budget:
             logger.info("stopping after epoch %d: train.max_seconds=%s would be exceeded", engine.state.epoch, budget)
             engine.terminate()
@@ -352,7 +358,9 @@ def _train(cfg: Config, data_dir: str | Path, run_dir: Path, resume: bool, track
     if info.enabled:
         network = DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = build_optimizer(cfg, network)
-    scheduler = build_scheduler(cfg, optimizer, iterations)
+    clock = TrainingClock(cfg.train.max_seconds,
+                          resume_payload.get("train_seconds", 0.0) if resume_payload is not None else 0.0)
+    scheduler = build_scheduler(cfg, optimizer, iterations, clock)
     num_classes = cfg.data.num_classes
     # MONAI's engines autocast with torch.autocast("cuda") only, so mixed precision is a CUDA feature here
     amp = cfg.train.amp and device.type == "cuda"
@@ -386,9 +394,10 @@ def _train(cfg: Config, data_dir: str | Path, run_dir: Path, resume: bool, track
         decollate=False,
     )
     LrScheduleHandler(lr_scheduler=scheduler, print_lr=False, epoch_level=False).attach(trainer)
-    ValidationHandler(interval=cfg.train.val_interval, validator=evaluator, epoch_level=True).attach(trainer)
+    if cfg.train.val_interval > 0:
+        ValidationHandler(interval=cfg.train.val_interval, validator=evaluator, epoch_level=True).attach(trainer)
 
-    state = _RunState()
+    state = _RunState(clock)
     if resume_payload is not None:
         optimizer.load_state_dict(resume_payload["optimizer"])
         scheduler.load_state_dict(resume_payload["scheduler"])
@@ -417,6 +426,7 @@ def _train(cfg: Config, data_dir: str | Path, run_dir: Path, resume: bool, track
                     f", {info.world_size} processes" if info.enabled else "")
 
     start = time.time()
+    clock.start()
     if trainer.state.epoch < cfg.train.max_epochs:
         trainer.run()
     if info.is_main:

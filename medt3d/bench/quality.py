@@ -1,0 +1,242 @@
+"""``medt3d bench --quality``: does the network learn real anatomy? Cross-patient spleen on real CT.
+
+Leave one patient out on the two real abdominal CT patients of ``../shared/data``: train on one,
+score the spleen on the other, in both directions. Every network gets the same config, seed and
+wall-clock budget (:func:`medt3d.bench.compare.train_on_budget`), without validation during
+training: the model at the end of the budget is scored, so the test patient is never seen before. Each model is scored in the test scan's
+own geometry by :func:`medt3d.evaluation.evaluate.evaluate` (Dice, HD95, volumes, overlays), and on
+its own training patient too (the self-fit, which tells under-fitting from failing to generalise).
+
+``multi_organ=True`` adds one more run per network: all four organs of ``ct_abdomen_ts`` (spleen,
+kidneys, liver), scored per organ on that patient (self-fit) and for the spleen on ``ct_spleen``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medt3d.io_utils import atomic_path, atomic_write_text
+
+__all__ = [
+    "DEFAULT_BUDGET_S",
+    "DEFAULT_CONFIG",
+    "DEFAULT_NETWORKS",
+    "FOLDS",
+    "MULTI_ORGAN",
+    "PATIENTS",
+    "Patient",
+    "bench_quality",
+    "find_shared_data",
+    "organ_datalist",
+    "quality_markdown",
+]
+
+logger = logging.getLogger("medt3d.bench.quality")
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Patient:
+    """One real CT patient of ``../shared/data``: image, label and the label value of each organ."""
+
+    image: str
+    label: str
+    organs: dict[str, int]
+
+
+#: The real CT patients (paths relative to the shared data folder; see its README).
+PATIENTS: dict[str, Patient] = {
+    "ct_spleen": Patient("ct_spleen/spleen_2_ct.nii.gz", "ct_spleen/spleen_2_label.nii.gz", {"spleen": 1}),
+    "ct_abdomen_ts": Patient(
+        "ct_abdomen_ts/abdomen_ts_ct.nii.gz", "ct_abdomen_ts/abdomen_ts_label.nii.gz",
+        {"spleen": 1, "right_kidney": 2, "left_kidney": 3, "liver": 4},
+    ),
+}
+#: (training patient, test patient) of each fold.
+FOLDS: tuple[tuple[str, str], ...] = (("ct_spleen", "ct_abdomen_ts"), ("ct_abdomen_ts", "ct_spleen"))
+#: The multi-organ run: its training patient and organs, and the organ scored on the other patient.
+MULTI_ORGAN: dict[str, Any] = {"train": "ct_abdomen_ts", "organs": ("spleen", "right_kidney", "left_kidney", "liver"),
+                               "test": "ct_spleen", "test_organ": "spleen"}
+DEFAULT_BUDGET_S = 600.0
+DEFAULT_NETWORKS = ("medt3d", "unet")
+DEFAULT_CONFIG = "ct_abdomen"
+#: Where the shared data sit, relative to the working folder (a clone's sibling ``shared/``).
+DEFAULT_SHARED_DATA = Path("../shared/data")
+
+
+def find_shared_data(path: str | Path | None = None) -> Path:
+    """The folder holding the real CT patients.
+
+    Raises:
+        FileNotFoundError: the folder, or a patient's image or label, is missing.
+    """
+    root = Path(path) if path is not None else DEFAULT_SHARED_DATA
+    missing = [str(root / f) for p in PATIENTS.values() for f in (p.image, p.label) if not (root / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"the real CT patients are not in {root} (missing {', '.join(missing)}); "
+                                "pass the shared data folder with --quality-data")
+    return root
+
+
+def _organ_label(root: Path, patient: str, organs: Sequence[str], out: Path) -> Path:
+    """Write ``patient``'s label with ``organs`` renumbered 1..n in that order and everything else 0."""
+    import nibabel as nib
+
+    spec = PATIENTS[patient]
+    unknown = [o for o in organs if o not in spec.organs]
+    if unknown:
+        raise ValueError(f"{patient} has no label for {unknown}; it has {sorted(spec.organs)}")
+    source = nib.load(str(root / spec.label))
+    values = np.asarray(source.dataobj)
+    mapped = np.zeros(values.shape, dtype=np.uint8)
+    for index, organ in enumerate(organs, start=1):
+        mapped[values == spec.organs[organ]] = index
+    image = nib.Nifti1Image(mapped, source.affine, source.header)
+    image.set_data_dtype(np.uint8)
+    path = out / f"{patient}_{'_'.join(organs)}.nii.gz"
+    with atomic_path(path) as tmp:
+        nib.save(image, str(tmp))
+    return path
+
+
+def organ_datalist(root: Path, patient: str, organs: Sequence[str], out: Path) -> Path:
+    """A JSON datalist of one patient whose label holds ``organs`` (1..n); every other voxel is background."""
+    label = _organ_label(root, patient, organs, out)
+    case = {"name": patient, "image": str((root / PATIENTS[patient].image).resolve()), "label": str(label.resolve())}
+    path = out / f"{patient}_{'_'.join(organs)}.json"
+    atomic_write_text(path, json.dumps({"train": [case], "labels": ["background", *organs], "modality": "CT"},
+                                       indent=2) + "\n")
+    return path
+
+
+def _scores(summary: dict[str, Any], organ: str) -> dict[str, float]:
+    row = summary["per_class"][organ]
+    return {"dice": round(row["dice"]["mean"], 4), "hd95_mm": round(row["hd95_mm"]["mean"], 1),
+            "volume_pred_ml": round(row["volume_pred_ml"]["mean"], 1),
+            "volume_ref_ml": round(row["volume_gt_ml"]["mean"], 1)}
+
+
+def _run(config: str, overrides: list[str], name: str, budget_s: float, organs: Sequence[str], train_list: Path,
+         run_dir: Path) -> dict[str, Any]:
+    from medt3d.bench.compare import budget_overrides, train_on_budget
+
+    labels = ", ".join(["background", *organs])
+    # no validation during training: the model at the end of its budget is scored, and the test patient
+    # is never seen before that
+    return train_on_budget(config, [*overrides, f"data.labels=[{labels}]", "train.val_interval=0",
+                                    *budget_overrides(name, budget_s)], train_list, run_dir)
+
+
+def _score(checkpoint: str, datalist: Path, out: Path) -> dict[str, Any]:
+    from medt3d.evaluation.evaluate import evaluate
+
+    return evaluate(checkpoint, datalist, out, split="all", overlays=True)
+
+
+def bench_quality(output: str | Path, shared_data: str | Path | None = None,
+                  networks: Sequence[str] = DEFAULT_NETWORKS, budget_s: float = DEFAULT_BUDGET_S,
+                  config: str = DEFAULT_CONFIG, overrides: Sequence[str] = (), multi_organ: bool = False,
+                  folds: Sequence[tuple[str, str]] = FOLDS, log: Log = print) -> dict[str, Any]:
+    """Train every network on each fold's training patient and score the spleen on its test patient.
+
+    Args:
+        output: folder for labels, runs, evaluations and overlays.
+        shared_data: the folder holding the real CT patients (default ``../shared/data``).
+        networks: ``network.name`` values to compare, each with the same budget.
+        budget_s: wall-clock training seconds per network and run.
+        config: config preset or YAML shared by all networks.
+        overrides: ``--set`` style overrides shared by all networks.
+        multi_organ: also train on all organs of ``ct_abdomen_ts`` (see the module docstring).
+        folds: (training patient, test patient) pairs.
+        log: progress messages.
+
+    Returns:
+        The JSON-ready report: per fold and network the test patient's spleen Dice, HD95 and volumes,
+        the self-fit Dice, the epochs, iterations and seconds trained; and the mean Dice per network.
+    """
+    from medt3d.bench.compare import machine
+
+    root = find_shared_data(shared_data)
+    out = Path(output)
+    labels = out / "labels"
+    labels.mkdir(parents=True, exist_ok=True)
+    spleen = ("spleen",)
+    lists = {p: organ_datalist(root, p, spleen, labels) for p in {p for fold in folds for p in fold}}
+    report: dict[str, Any] = {"config": config, "overrides": list(overrides), "budget_s": budget_s,
+                              "networks": list(networks), "machine": machine(), "folds": []}
+    started = time.time()
+    for train_patient, test_patient in folds:
+        fold_name = f"{train_patient}_to_{test_patient}"
+        fold: dict[str, Any] = {"train": train_patient, "test": test_patient, "results": {}}
+        for name in networks:
+            log(f"quality: {fold_name}: training {name} for {budget_s:.0f} s")
+            work = out / fold_name / name
+            run = _run(config, list(overrides), name, budget_s, spleen, lists[train_patient], work / "run")
+            cross = _scores(_score(run["checkpoint"], lists[test_patient], work / "test"), "spleen")
+            self_fit = _scores(_score(run["checkpoint"], lists[train_patient], work / "self"), "spleen")
+            fold["results"][name] = {**cross, "self_fit_dice": self_fit["dice"], **run,
+                                     "overlay": str(work / "test" / "overlays" / f"{test_patient}.png")}
+            log(f"quality: {fold_name}: {name} spleen Dice {cross['dice']:.3f} on {test_patient} "
+                f"(self-fit {self_fit['dice']:.3f}), {run['epochs_run']} epochs")
+        report["folds"].append(fold)
+    report["mean_dice"] = {name: round(float(np.mean([f["results"][name]["dice"] for f in report["folds"]])), 4)
+                           for name in networks}
+    if multi_organ:
+        report["multi_organ"] = _multi_organ(root, out, labels, lists, networks, budget_s, config, overrides, log)
+    report["total_seconds"] = round(time.time() - started, 1)
+    return report
+
+
+def _multi_organ(root: Path, out: Path, labels: Path, lists: dict[str, Path], networks: Sequence[str],
+                 budget_s: float, config: str, overrides: Sequence[str], log: Log) -> dict[str, Any]:
+    organs = MULTI_ORGAN["organs"]
+    train_list = organ_datalist(root, MULTI_ORGAN["train"], organs, labels)
+    test_list = lists.get(MULTI_ORGAN["test"]) or organ_datalist(root, MULTI_ORGAN["test"], ("spleen",), labels)
+    results: dict[str, Any] = {}
+    for name in networks:
+        log(f"quality: multi-organ on {MULTI_ORGAN['train']}: training {name} for {budget_s:.0f} s")
+        work = out / "multi_organ" / name
+        run = _run(config, list(overrides), name, budget_s, organs, train_list, work / "run")
+        self_fit = _score(run["checkpoint"], train_list, work / "self")
+        cross = _score(run["checkpoint"], test_list, work / "test")
+        results[name] = {"self_fit": {organ: _scores(self_fit, organ) for organ in organs},
+                         "test_spleen": _scores(cross, MULTI_ORGAN["test_organ"]), **run}
+    return {"train": MULTI_ORGAN["train"], "organs": list(organs), "test": MULTI_ORGAN["test"], "results": results}
+
+
+def quality_markdown(report: dict[str, Any]) -> str:
+    """The report as Markdown tables (folds, then the multi-organ run when present)."""
+    lines = [
+        f"Config `{report['config']}`{' with ' + ', '.join(report['overrides']) if report['overrides'] else ''}, "
+        f"{report['budget_s']:.0f} s of training per network and run, {report['machine']['cpu_threads']} threads.",
+        "",
+        "| train → test | network | spleen Dice | HD95 (mm) | volume pred / ref (mL) | self-fit Dice | epochs | "
+        "iterations | seconds |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for fold in report["folds"]:
+        for name, r in fold["results"].items():
+            lines.append(f"| {fold['train']} → {fold['test']} | {name} | {r['dice']:.3f} | {r['hd95_mm']:.1f} | "
+                         f"{r['volume_pred_ml']:.0f} / {r['volume_ref_ml']:.0f} | {r['self_fit_dice']:.3f} | "
+                         f"{r['epochs_run']} | {r['iterations']} | {r['train_seconds']:.0f} |")
+    means = ", ".join(f"{name} {dice:.3f}" for name, dice in report["mean_dice"].items())
+    lines += ["", f"Mean cross-patient spleen Dice: {means}."]
+    multi = report.get("multi_organ")
+    if multi:
+        organs = multi["organs"]
+        lines += ["", f"Multi-organ: trained on {multi['train']} ({', '.join(organs)}); self-fit Dice per organ, "
+                      f"and the spleen on {multi['test']}.", "",
+                  "| network | " + " | ".join(organs) + f" | spleen on {multi['test']} | epochs |",
+                  "|---|" + "---|" * (len(organs) + 2)]
+        for name, r in multi["results"].items():
+            cells = " | ".join(f"{r['self_fit'][o]['dice']:.3f}" for o in organs)
+            lines.append(f"| {name} | {cells} | {r['test_spleen']['dice']:.3f} | {r['epochs_run']} |")
+    return "\n".join(lines) + "\n"

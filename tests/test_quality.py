@@ -1,0 +1,55 @@
+"""``medt3d bench --quality``: the cross-patient benchmark on the real CT patients of ../shared/data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from medt3d.bench.quality import PATIENTS, bench_quality, find_shared_data, organ_datalist, quality_markdown
+from medt3d.data.datalist import build_datalist
+
+pytestmark = pytest.mark.shared_data
+
+FAST = ["network.preset=tiny", "patch.roi_size=[32, 32, 32]", "patch.num_samples=1", "train.batch_size=1",
+        "preprocess.spacing=[4.0, 4.0, 4.0]", "train.iterations_per_epoch=2"]
+
+
+def test_organ_datalist_renumbers_the_chosen_organs_and_clears_the_rest(shared_data: Path, tmp_path: Path):
+    path = organ_datalist(shared_data, "ct_abdomen_ts", ("liver", "spleen"), tmp_path)
+    datalist = build_datalist(path)
+    assert [c["name"] for c in datalist.train] == ["ct_abdomen_ts"] and datalist.labels == ["background", "liver", "spleen"]
+    source = np.asarray(nib.load(shared_data / PATIENTS["ct_abdomen_ts"].label).dataobj)
+    mapped = nib.load(datalist.train[0]["label"])
+    values = np.asarray(mapped.dataobj)
+    assert np.array_equal(values == 1, source == 4) and np.array_equal(values == 2, source == 1)
+    assert set(np.unique(values)) == {0, 1, 2}  # the kidneys are background now
+    assert np.allclose(mapped.affine, nib.load(shared_data / PATIENTS["ct_abdomen_ts"].label).affine)
+    with pytest.raises(ValueError, match="ct_spleen has no label for \\['liver'\\]"):
+        organ_datalist(shared_data, "ct_spleen", ("liver",), tmp_path)
+
+
+def test_missing_shared_data_is_named(tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match="spleen_2_ct.nii.gz"):
+        find_shared_data(tmp_path)
+
+
+def test_quality_bench_trains_on_one_patient_and_scores_the_other(shared_data: Path, tmp_path: Path):
+    report = bench_quality(tmp_path, shared_data, networks=["medt3d"], budget_s=2.0, overrides=FAST,
+                           folds=[("ct_abdomen_ts", "ct_spleen")], log=lambda m: None)
+    row = report["folds"][0]["results"]["medt3d"]
+    assert report["folds"][0]["train"] == "ct_abdomen_ts" and report["folds"][0]["test"] == "ct_spleen"
+    # the reference volume is ct_spleen's: 96,672 voxels of 0.795 x 0.795 x 5 mm
+    assert row["volume_ref_ml"] == pytest.approx(96672 * 0.794922**2 * 5.0 / 1000, abs=0.2)
+    assert 0.0 <= row["dice"] <= 1.0 and row["epochs_run"] >= 1 and row["iterations"] >= 2
+    assert Path(row["overlay"]).is_file()
+    # no validation during training, so the test patient is never seen: only its own training case
+    run = tmp_path / "ct_abdomen_ts_to_ct_spleen" / "medt3d" / "run"
+    assert not (run / "checkpoints" / "best.pt").exists()
+    assert json.loads((run / "history.json").read_text())[0].get("val_mean_dice") is None
+    assert report["mean_dice"]["medt3d"] == row["dice"]
+    markdown = quality_markdown(report)
+    assert "| ct_abdomen_ts → ct_spleen | medt3d |" in markdown and "Mean cross-patient spleen Dice" in markdown
