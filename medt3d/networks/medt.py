@@ -10,11 +10,14 @@ Layout for ``stem_stride = 2**k`` and ``S = len(channels)`` attention stages::
            |                           |
            + <- refine <- up ... <- up +   (up: x2 transposed-conv equivalent; refine: 3x3x3 conv)
            |
-    logits = voxel shuffle (level 1 -> full resolution) + pointwise(x)
+    logits = trilinear x2 (pointwise(level 1)) + pointwise(x)
 
 Attention runs only at ``1/stem_stride`` resolution and below, where it is cheap. The
-full-resolution path holds no feature maps: each level-1 voxel predicts the logits of its
-2x2x2 children, plus a pointwise term of the input itself.
+full-resolution path holds no feature maps: the logits are computed at level 1 and upsampled
+trilinearly, plus a pointwise term of the input itself. Trilinear upsampling treats every
+full-resolution voxel alike; a learned x2 upsampling here (each level-1 voxel predicting its
+2x2x2 children) printed a period-2 grid into the masks, because no convolution at full resolution
+follows it to smooth it out.
 """
 
 from __future__ import annotations
@@ -185,15 +188,12 @@ class MedT3D(nn.Module):
         ups = [UpLevel(channels[s], channels[s - 1], refine=True) for s in range(len(channels) - 1, 0, -1)]
         ups += [UpLevel(widths[i], widths[i - 1], refine=True) for i in range(levels, 1, -1)]
         self.ups = nn.ModuleList(ups)
-        # logits: from stem level 1 straight to full resolution (each voxel predicts its 2x2x2
-        # children), plus a pointwise term of the input itself; no full-resolution feature maps
-        # unless the optional full-resolution path is on (upsampled decoder + 3x3x3 conv of the
-        # input, refined, then logits)
+        # logits: computed at stem level 1 and upsampled trilinearly (no grid), plus a pointwise term
+        # of the input itself; no full-resolution feature maps unless the optional full-resolution
+        # path is on (upsampled decoder + 3x3x3 conv of the input, refined, then logits)
         self.full_res_channels = full_res_channels
-        if levels == 0:
-            self.final = PointwiseConv(channels[0], out_channels)
-        else:
-            self.final = VoxelShuffleUp(widths[1], full_res_channels or out_channels)
+        self.upsample_final = levels > 0
+        self.final = PointwiseConv(channels[0] if levels == 0 else widths[1], full_res_channels or out_channels)
         self.full_stem: nn.Module = nn.Identity()
         self.full_refine: nn.Module = nn.Identity()
         self.full_head: nn.Module = nn.Identity()
@@ -243,6 +243,8 @@ class MedT3D(nn.Module):
         for i, up in enumerate(self.ups):
             y = up(y, skips[len(skips) - 1 - i])
         y = self.final(y)
+        if self.upsample_final:
+            y = F.interpolate(y, scale_factor=2.0, mode="trilinear", align_corners=False)
         if self.full_res_channels > 0:
             y = self.full_head(self.full_refine(y + self.full_stem(x)))
         y = y + self.input_head(x)
