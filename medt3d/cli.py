@@ -13,11 +13,11 @@ import logging
 import sys
 
 from medt3d import __version__
+from medt3d.errors import USER_ERRORS
 
 #: Command modules, in the order ``medt3d --help`` lists them.
 COMMANDS = ("inspect", "phantoms", "train", "evaluate", "infer", "export", "demo", "bench")
 
-USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,6 +23,8 @@ from typing import Any, Union
 
 import yaml
 
+from medt3d.networks.registry import NETWORKS, PRESETS
+
 __all__ = [
     "AugmentConfig",
     "Config",
@@ -53,8 +55,6 @@ CT_WINDOWS: dict[str, tuple[float, float]] = {
 }
 
 MODALITIES = ("CT", "MR")
-NETWORKS = ("medt3d", "unet", "unetr", "swinunetr")
-NETWORK_PRESETS = ("tiny", "small", "base")
 LOSSES = ("dice_ce", "dice", "weighted_dice", "focal")
 CACHE_KINDS = ("none", "memory", "disk")
 SAMPLING_MODES = ("pos_neg", "class_ratio")
@@ -455,7 +455,7 @@ def validate(cfg: Config, source: str = "<config>") -> None:
         _require(value >= 0, source, f"augment.{name}", f"must be >= 0, got {value}")
 
     _one_of(n.name, NETWORKS, source, "network.name")
-    _one_of(n.preset, NETWORK_PRESETS, source, "network.preset")
+    _one_of(n.preset, PRESETS, source, "network.preset")
     for name in ("heads", "span", "stem_stride", "local_patch"):
         value = getattr(n, name)
         if value is not None:

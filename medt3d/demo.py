@@ -35,9 +35,10 @@ def run_demo(output: str | Path, cfg: Config | None = None, cases: tuple[int, in
         Paths and key figures of the run (also written to ``output/demo.json``).
     """
     from medt3d.bundle.export import export_bundle
+    from medt3d.data.nifti import write_nifti
     from medt3d.data.phantoms import write_phantom_dataset
     from medt3d.evaluation.evaluate import evaluate
-    from medt3d.inference.predictor import Predictor, write_nifti
+    from medt3d.inference.predictor import Predictor
     from medt3d.io_utils import atomic_write_text
     from medt3d.models.loading import load_model
     from medt3d.training.engine import train

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from medt3d.bench.compare import compare_models
-from medt3d.config import NETWORKS
+from medt3d.networks.registry import NETWORKS
 
 
 def main(argv: list[str] | None = None) -> int:

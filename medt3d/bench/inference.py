@@ -19,24 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from medt3d.bench.settings import DEFAULT_DIR, INFER_VOLUMES
 from medt3d.config import Config
 
 __all__ = ["DEFAULT_DIR", "INFER_VOLUMES", "bench_infer", "format_infer_table", "infer_worker", "monai_unet_worker",
            "write_bench_ct"]
 
 Log = Callable[[str], None]
-
-#: Default folder of ``medt3d bench --infer`` (scans are written once and reused).
-DEFAULT_DIR = "bench_infer"
-
-#: Volumes timed by ``medt3d bench --infer``: name -> (size in voxels, spacing in mm it is made with).
-#: The small one is already on ct_abdomen's 1.5x1.5x2 mm grid; the large one is a clinical-like CT
-#: (0.8 mm in-plane, 1.5 mm slices) that inference resamples to the model's grid and back.
-INFER_VOLUMES: dict[str, tuple[tuple[int, int, int], tuple[float, float, float]]] = {
-    "160x160x96": ((160, 160, 96), (1.5, 1.5, 2.0)),
-    "512x512x300": ((512, 512, 300), (0.8, 0.8, 1.5)),
-}
-
 
 def _peak_memory_gb() -> float:
     """Peak resident memory of this process in GB.
@@ -58,10 +47,8 @@ def _peak_memory_gb() -> float:
 
 def write_bench_ct(path: str | Path, shape: tuple[int, int, int], spacing: tuple[float, float, float]) -> Path:
     """Write phantom 0 at ``shape``/``spacing`` as an int16 CT NIfTI (HU), as scanners store it."""
-    import nibabel as nib
-
+    from medt3d.data.nifti import write_nifti
     from medt3d.data.phantoms import make_phantom
-    from medt3d.io_utils import atomic_path
 
     path = Path(path)
     if path.is_file():
@@ -69,11 +56,7 @@ def write_bench_ct(path: str | Path, shape: tuple[int, int, int], spacing: tuple
     ph = make_phantom(0, shape=shape, spacing=spacing)
     hu, affine = np.clip(np.rint(ph.image), -32768, 32767).astype(np.int16), ph.affine
     del ph
-    img = nib.Nifti1Image(hu, affine)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    with atomic_path(path) as tmp:
-        nib.save(img, str(tmp))
+    write_nifti(hu, affine, path, dtype=None)
     return path
 
 
@@ -101,10 +84,10 @@ def monai_unet_worker(report: str, spec: dict[str, Any]) -> None:
     the same ROI, overlap, blending and window batch, argmax, inversion onto the scan's grid and a
     NIfTI label; only the network and the inferer call differ.
     """
-    import nibabel as nib
     from monai.inferers import sliding_window_inference
 
     from medt3d.config import config_from_dict
+    from medt3d.data.nifti import write_nifti
     from medt3d.data.transforms import build_infer_transforms, build_postprocessing
     from medt3d.networks import build_network
 
@@ -126,7 +109,7 @@ def monai_unet_worker(report: str, spec: dict[str, Any]) -> None:
         window_s = time.perf_counter() - window_start
     pred = post({**data, "pred": logits[0]})["pred"]
     del logits
-    nib.save(nib.Nifti1Image(pred[0].numpy(), np.asarray(pred.affine)), spec["output"])
+    write_nifti(pred, pred.affine, spec["output"], dtype=None)
     now = time.perf_counter()
     Path(report).write_text(json.dumps({"rc": 0, "wall_s": now - start, "case_s": now - case_start,
                                         "window_s": window_s, "peak_gb": _peak_memory_gb(),

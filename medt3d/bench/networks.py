@@ -21,49 +21,21 @@ import statistics
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from medt3d.bench.settings import NETWORK_CHOICES, NetworkBenchSettings
 from medt3d.config import Config, config_from_dict
 
 __all__ = ["NETWORK_CHOICES", "NetworkBenchSettings", "PeakMemory", "bench_networks", "network_config", "networks_markdown"]
 
-#: Networks the ``networks`` mode can measure: every MedT3D preset and the MONAI baselines.
-NETWORK_CHOICES = ("medt3d-tiny", "medt3d-small", "medt3d-base", "unet", "unetr", "swinunetr")
 
 Log = Callable[[str], None]
 
 #: Sliding-window runs are repeated (median) only while all repeats fit in this many seconds.
 SW_REPEAT_BUDGET_S = 90.0
-
-
-@dataclass
-class NetworkBenchSettings:
-    """What the ``networks`` mode measures; the defaults are the sizes of docs/benchmarks.md.
-
-    Sliding-window overlap, blending and window batch come from ``cfg.infer`` (one source of
-    truth for them); ``cfg.data`` gives the input channels and classes.
-
-    Attributes:
-        networks: names from :data:`NETWORK_CHOICES`.
-        patch: edge of the cubic patch for forward/backward timing and memory (also the ROI).
-        volume: size of the volume for sliding-window inference.
-        repeats: timed runs after one warm-up; the median is reported.
-        memory_sizes: patch edges at which MedT3D's inference and attention memory are measured.
-        sliding_window: measure sliding-window inference (the slowest part).
-        threads: torch threads; ``None`` keeps torch's default.
-    """
-
-    networks: tuple[str, ...] = NETWORK_CHOICES
-    patch: int = 64
-    volume: tuple[int, int, int] = (160, 160, 96)
-    repeats: int = 3
-    memory_sizes: tuple[int, ...] = (64, 96, 128)
-    sliding_window: bool = True
-    threads: int | None = None
 
 
 # --------------------------------------------------------------------------- peak memory

@@ -23,7 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from medt3d.io_utils import atomic_path, atomic_write_text
+from medt3d.bench.settings import DEFAULT_BUDGET_S, DEFAULT_CONFIG, DEFAULT_NETWORKS
+from medt3d.data.nifti import write_nifti
+from medt3d.io_utils import atomic_write_text
 
 __all__ = [
     "DEFAULT_BUDGET_S",
@@ -65,9 +67,6 @@ FOLDS: tuple[tuple[str, str], ...] = (("ct_spleen", "ct_abdomen_ts"), ("ct_abdom
 #: The multi-organ run: its training patient and organs, and the organ scored on the other patient.
 MULTI_ORGAN: dict[str, Any] = {"train": "ct_abdomen_ts", "organs": ("spleen", "right_kidney", "left_kidney", "liver"),
                                "test": "ct_spleen", "test_organ": "spleen"}
-DEFAULT_BUDGET_S = 600.0
-DEFAULT_NETWORKS = ("medt3d", "unet")
-DEFAULT_CONFIG = "ct_abdomen"
 #: Where the shared data sit, relative to the working folder (a clone's sibling ``shared/``).
 DEFAULT_SHARED_DATA = Path("../shared/data")
 
@@ -99,12 +98,7 @@ def _organ_label(root: Path, patient: str, organs: Sequence[str], out: Path) -> 
     mapped = np.zeros(values.shape, dtype=np.uint8)
     for index, organ in enumerate(organs, start=1):
         mapped[values == spec.organs[organ]] = index
-    image = nib.Nifti1Image(mapped, source.affine, source.header)
-    image.set_data_dtype(np.uint8)
-    path = out / f"{patient}_{'_'.join(organs)}.nii.gz"
-    with atomic_path(path) as tmp:
-        nib.save(image, str(tmp))
-    return path
+    return write_nifti(mapped, source.affine, out / f"{patient}_{'_'.join(organs)}.nii.gz")
 
 
 def organ_datalist(root: Path, patient: str, organs: Sequence[str], out: Path) -> Path:

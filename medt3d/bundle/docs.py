@@ -18,6 +18,7 @@ import torch
 import medt3d
 from medt3d.bundle.source import MEDT_REFERENCE, BundleSource
 from medt3d.config import CT_WINDOWS, Config
+from medt3d.models.layout import RunLayout
 
 __all__ = [
     "REQUIRED_PACKAGES",
@@ -77,10 +78,7 @@ def find_summary(checkpoint: Path) -> Path | None:
     Looks in the run folder (``<run>/summary.json``, ``<run>/evaluation/summary.json``) and beside it
     (``<run>/../evaluation/summary.json``, the demo's layout).
     """
-    checkpoint = Path(checkpoint)
-    run_dir = checkpoint if checkpoint.is_dir() else checkpoint.parent
-    if run_dir.name == "checkpoints":
-        run_dir = run_dir.parent
+    run_dir = RunLayout.of(checkpoint).root
     for candidate in (run_dir / "summary.json", run_dir / "evaluation" / "summary.json",
                       run_dir.parent / "evaluation" / "summary.json"):
         if candidate.is_file():

@@ -13,11 +13,13 @@ from collections.abc import Callable
 from typing import Any
 
 from medt3d.commands.common import add_config_args
-from medt3d.config import NETWORKS, load_config
+from medt3d.config import load_config
+from medt3d.networks.registry import NETWORKS
 
 
 def _networks(cfg, args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
-    from medt3d.bench.networks import NetworkBenchSettings, bench_networks
+    from medt3d.bench.networks import bench_networks
+    from medt3d.bench.settings import NetworkBenchSettings
 
     defaults = NetworkBenchSettings()
     settings = NetworkBenchSettings(
@@ -39,7 +41,8 @@ def _infer(cfg, args: argparse.Namespace, log: Callable[[str], None]) -> dict[st
 
 
 def _quality(cfg, args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
-    from medt3d.bench.quality import DEFAULT_CONFIG, bench_quality
+    from medt3d.bench.quality import bench_quality
+    from medt3d.bench.settings import DEFAULT_CONFIG
 
     return bench_quality(args.quality_dir, shared_data=args.quality_data, networks=args.quality_networks,
                          budget_s=args.budget, config=args.config or DEFAULT_CONFIG, overrides=args.overrides,
@@ -54,7 +57,14 @@ _DEFAULT_CONFIG = "default"
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``bench`` command."""
-    from medt3d.bench.networks import NETWORK_CHOICES, NetworkBenchSettings
+    from medt3d.bench.settings import (
+        DEFAULT_BUDGET_S,
+        DEFAULT_DIR,
+        DEFAULT_NETWORKS,
+        INFER_VOLUMES,
+        NETWORK_CHOICES,
+        NetworkBenchSettings,
+    )
 
     d = NetworkBenchSettings()
     p = sub.add_parser(
@@ -86,8 +96,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help=f"patch edges for MedT3D memory growth (default {' '.join(map(str, d.memory_sizes))})")
     net.add_argument("--no-sliding-window", action="store_true", help="skip sliding-window inference")
     net.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    from medt3d.bench.inference import DEFAULT_DIR, INFER_VOLUMES
-
     inf = p.add_argument_group("--infer options")
     inf.add_argument("--infer-volumes", nargs="+", choices=list(INFER_VOLUMES), metavar="NAME",
                      help=f"volumes to time (default: all of {', '.join(INFER_VOLUMES)})")
@@ -95,8 +103,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help=f"folder for phantom scans (made once, reused), checkpoint, predictions and logs "
                           f"(default: {DEFAULT_DIR})")
     inf.add_argument("--infer-device", default="cpu", help="where the windows run (default: cpu)")
-    from medt3d.bench.quality import DEFAULT_BUDGET_S, DEFAULT_NETWORKS
-
     qual = p.add_argument_group("--quality options")
     qual.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S,
                       help=f"training seconds per network and run (default {DEFAULT_BUDGET_S:.0f})")

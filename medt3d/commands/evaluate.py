@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from medt3d.evaluation.evaluate import SPLITS
+from medt3d.evaluation.splits import SPLITS
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -11,20 +11,12 @@ from typing import Any
 import yaml
 
 from medt3d.config import CT_WINDOWS, config_from_dict, config_to_dict, load_config
-from medt3d.data.datalist import build_datalist
-from medt3d.data.fingerprint import (
-    DEFAULT_MEMORY_GB,
-    PERCENTILES,
-    estimate_training_memory_gb,
-    fingerprint_dataset,
-    suggest_plan,
-)
-from medt3d.data.overview import write_overview
-from medt3d.data.transforms import window_bounds
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``inspect`` command."""
+    from medt3d.data.fingerprint import DEFAULT_MEMORY_GB
+
     parser = subparsers.add_parser(
         "inspect",
         help="dataset fingerprint, suggested spacing/patch/window, overview PNG",
@@ -68,6 +60,8 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 def format_report(fp: dict, plan: dict, memory_gb: float, patches: int, png: Path | None) -> str:
     """Readable text of a fingerprint and plan."""
+    from medt3d.data.fingerprint import PERCENTILES, estimate_training_memory_gb
+
     pct = "/".join(f"p{p:g}" for p in PERCENTILES)
     rows = []
     names = fp["labels"]
@@ -128,6 +122,11 @@ def format_report(fp: dict, plan: dict, memory_gb: float, patches: int, png: Pat
 
 def run(args: argparse.Namespace) -> int:
     """Fingerprint DATA, print the report (or JSON) and write the overview PNG."""
+    from medt3d.data.datalist import build_datalist
+    from medt3d.data.fingerprint import fingerprint_dataset, suggest_plan
+    from medt3d.data.overview import write_overview
+    from medt3d.data.transforms import window_bounds
+
     data = Path(args.data)
     cfg = load_config(args.config, args.overrides) if (args.config or args.overrides) else None
     if args.memory_gb <= 0:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from medt3d.commands.common import add_config_args, config_from_args
-from medt3d.config import NETWORKS
+from medt3d.networks.registry import NETWORKS
 
 #: Plain flags and the config keys they set (they mean the same as ``--set KEY=VALUE``).
 FLAG_KEYS = {

@@ -17,7 +17,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from medt3d.config import CT_WINDOWS, Config
-from medt3d.data.io import GEOMETRY_ATOL_MM, load_volume
 
 __all__ = [
     "ANISOTROPY_RATIO",
@@ -51,14 +50,12 @@ FOREGROUND_SAMPLES = 10_000
 CT_MIN_HU = -500.0
 
 
-def _spacing(affine: np.ndarray) -> list[float]:
-    return [float(v) for v in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)]
-
-
 def _ras_geometry(shape: Sequence[int], affine: np.ndarray) -> dict[str, list]:
     """Shape and spacing in RAS axis order (x, y, z), as the pipelines see them after ``Orientationd``."""
+    from medt3d.data.geometry import voxel_spacing
+
     ornt = nib.io_orientation(affine)
-    spacing = _spacing(affine)
+    spacing = voxel_spacing(affine)
     ras_shape, ras_spacing = [0, 0, 0], [0.0, 0.0, 0.0]
     for axis, (target, _) in enumerate(ornt):
         ras_shape[int(target)] = int(shape[axis])
@@ -78,6 +75,9 @@ def _percentiles(values: np.ndarray) -> dict[str, float]:
 
 def _read_case(case: Mapping[str, Any], samples: int, seed: int) -> tuple[dict, np.ndarray]:
     """Fingerprint of one case and a random sample of its foreground intensities."""
+    from medt3d.data.geometry import voxel_spacing
+    from medt3d.data.io import GEOMETRY_ATOL_MM, load_volume
+
     image_path = case["image"]
     image = load_volume(image_path)
     affine = np.asarray(image.affine, dtype=np.float64)
@@ -87,7 +87,7 @@ def _read_case(case: Mapping[str, Any], samples: int, seed: int) -> tuple[dict, 
         "name": str(case.get("name", image_path)),
         "image": str(image_path),
         "shape": [int(s) for s in array.shape],
-        "spacing": _spacing(affine),
+        "spacing": voxel_spacing(affine),
         "orientation": "".join(nib.aff2axcodes(affine)),
         **_ras_geometry(array.shape, affine),
         "intensity": {
@@ -109,7 +109,7 @@ def _read_case(case: Mapping[str, Any], samples: int, seed: int) -> tuple[dict, 
         raise ValueError(
             f"label {label_path} is not on the grid of image {image_path}: shape "
             f"{'x'.join(map(str, label.shape[1:]))} vs {'x'.join(map(str, array.shape))}, spacing "
-            f"{_mm(_spacing(label_affine))} vs {_mm(out['spacing'])} mm, origin {_mm(label_affine[:3, 3])} vs "
+            f"{_mm(voxel_spacing(label_affine))} vs {_mm(out['spacing'])} mm, origin {_mm(label_affine[:3, 3])} vs "
             f"{_mm(affine[:3, 3])} mm"
         )
     lab = label[0].numpy()
@@ -260,7 +260,7 @@ def estimate_training_memory_gb(roi_size: Sequence[int], patches_per_step: int) 
     return float(np.prod(roi_size)) * patches_per_step * TRAIN_BYTES_PER_VOXEL / 1e9
 
 
-def _target_spacing(fingerprint: dict) -> list[float]:
+def _targetvoxel_spacing(fingerprint: dict) -> list[float]:
     spacings = np.asarray(fingerprint.get("spacings") or [fingerprint["median_spacing"]], dtype=np.float64)
     target = np.median(spacings, axis=0)
     coarse = int(np.argmax(target))
@@ -309,7 +309,7 @@ def suggest_plan(
         raise ValueError(f"memory budget must be positive, got {memory_budget_gb} GB")
     cfg = cfg or Config()
     patches = cfg.train.batch_size * cfg.patch.num_samples
-    spacing = _target_spacing(fingerprint)
+    spacing = _targetvoxel_spacing(fingerprint)
     shapes = np.asarray([c["ras_shape"] for c in fingerprint.get("cases", [])] or [fingerprint["median_shape"]])
     spacings = np.asarray(fingerprint.get("spacings") or [fingerprint["median_spacing"]])
     resampled = np.median(shapes * spacings / np.asarray(spacing), axis=0)

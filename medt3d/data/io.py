@@ -31,6 +31,8 @@ import numpy as np
 from monai.data import ITKReader, NibabelReader
 from monai.transforms import LoadImage, MapTransform
 
+from medt3d.data.geometry import voxel_spacing
+
 __all__ = [
     "DICOM",
     "GEOMETRY_ATOL_MM",
@@ -401,7 +403,7 @@ class VolumeInfo:
     @property
     def spacing(self) -> tuple[float, ...]:
         """Voxel size in mm along each spatial axis."""
-        return tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))
+        return tuple(voxel_spacing(self.affine))
 
 
 def _lps_to_ras(affine: np.ndarray) -> np.ndarray:

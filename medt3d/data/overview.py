@@ -9,6 +9,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from medt3d.data.geometry import voxel_spacing
 from medt3d.data.io import load_volume
 from medt3d.io_utils import atomic_path
 
@@ -23,7 +24,7 @@ def _to_ras(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarr
     """Reorder ``array`` into RAS axis order; returns it and its spacing (x, y, z)."""
     ornt = nib.io_orientation(affine)
     ras = nib.orientations.apply_orientation(array, ornt)
-    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    spacing = voxel_spacing(affine)
     ras_spacing = np.empty(3)
     for axis, (target, _) in enumerate(ornt):
         ras_spacing[int(target)] = spacing[axis]

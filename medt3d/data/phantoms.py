@@ -23,7 +23,9 @@ import numpy as np
 from pydicom.uid import generate_uid
 from scipy import ndimage
 
-from medt3d.io_utils import atomic_dir, atomic_path
+from medt3d.data.geometry import voxel_spacing
+from medt3d.data.nifti import write_nifti
+from medt3d.io_utils import atomic_dir
 
 __all__ = [
     "CLASS_NAMES",
@@ -81,7 +83,7 @@ class Phantom:
     @property
     def spacing(self) -> tuple[float, float, float]:
         """Voxel size in mm along the stored array axes."""
-        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))
+        return tuple(voxel_spacing(self.affine))
 
     @property
     def axcodes(self) -> str:
@@ -194,14 +196,6 @@ def make_phantom(
     return Phantom(name=f"phantom_{index:03d}", image=image, label=label, affine=affine)
 
 
-def _save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
-    img = nib.Nifti1Image(array, affine)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    with atomic_path(path) as tmp:
-        nib.save(img, tmp)
-
-
 def write_dicom_series(image: np.ndarray, affine: np.ndarray, folder: str | Path, name: str = "phantom") -> Path:
     """Write a HU volume as a CT DICOM series (one int16 file per slice along the third axis).
 
@@ -221,7 +215,7 @@ def write_dicom_series(image: np.ndarray, affine: np.ndarray, folder: str | Path
         raise ValueError(f"DICOM output folder {folder} is not empty")
     # RAS -> LPS (ITK's world frame): negate the first two world axes.
     lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
-    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    spacing = voxel_spacing(lps)
     direction = lps[:3, :3] / spacing
     hu = np.clip(np.rint(image), -32768, 32767).astype(np.int16)
     volume = sitk.GetImageFromArray(np.transpose(hu, (2, 1, 0)))  # ITK arrays are z, y, x
@@ -306,8 +300,8 @@ def write_phantom_dataset(
         for split, count in splits:
             for _ in range(count):
                 ph = make_phantom(index, shape=shape, seed=seed)
-                _save_nifti(ph.image, ph.affine, tmp / split / "images" / f"{ph.name}.nii.gz")
-                _save_nifti(ph.label, ph.affine, tmp / split / "masks" / f"{ph.name}.nii.gz")
+                write_nifti(ph.image, ph.affine, tmp / split / "images" / f"{ph.name}.nii.gz", dtype=None)
+                write_nifti(ph.label, ph.affine, tmp / split / "masks" / f"{ph.name}.nii.gz", dtype=None)
                 if dicom:
                     write_dicom_series(ph.image, ph.affine, tmp / "dicom" / split / ph.name, name=ph.name)
                 index += 1

@@ -42,6 +42,7 @@ from monai.transforms import (
 
 from medt3d.config import CT_WINDOWS, Config
 from medt3d.data.io import LoadVolumed
+from medt3d.errors import USER_ERRORS
 
 __all__ = [
     "CT_BODY_HU",
@@ -59,7 +60,6 @@ __all__ = [
 #: CT voxels above this (HU) count as body for the foreground crop (air is about -1000 HU).
 CT_BODY_HU = -500.0
 #: Errors that name a user's bad input; they are passed through the pipelines unwrapped.
-_USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError)
 _MAX_LISTED_VALUES = 10
 IMAGE, LABEL = "image", "label"
 _RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
@@ -75,7 +75,7 @@ def unwrap_transform_error(err: BaseException) -> BaseException | None:
     current: BaseException | None = err
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, _USER_ERRORS):
+        if isinstance(current, USER_ERRORS):
             return current
         current = current.__cause__
     return None

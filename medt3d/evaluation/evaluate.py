@@ -18,19 +18,21 @@ import numpy as np
 from tqdm import tqdm
 
 from medt3d.data.datalist import build_datalist
+from medt3d.data.geometry import voxel_spacing
 from medt3d.data.io import load_volume
 from medt3d.devices import resolve_device
 from medt3d.evaluation.metrics import METRIC_NAMES, case_metrics
 from medt3d.evaluation.plots import save_curves, save_overlay
-from medt3d.inference.predictor import Predictor, voxel_spacing
+from medt3d.evaluation.splits import SPLITS
+from medt3d.inference.predictor import Predictor
 from medt3d.io_utils import atomic_write_text, check_writable_dir
+from medt3d.models.layout import RunLayout
 from medt3d.models.loading import load_model
 
 __all__ = ["evaluate", "summarise", "SPLITS"]
 
 logger = logging.getLogger("medt3d.evaluate")
 
-SPLITS = ("val", "train", "all")
 CSV_COLUMNS = ("case", "class", "class_index", *METRIC_NAMES)
 
 
@@ -116,6 +118,5 @@ def evaluate(model_path: str | Path, data_dir: str | Path, output: str | Path, s
 
 
 def _history_for(model_path: Path) -> Path | None:
-    run_dir = model_path if model_path.is_dir() else model_path.parent.parent
-    history = run_dir / "history.json"
+    history = RunLayout.of(model_path).history
     return history if history.is_file() else None

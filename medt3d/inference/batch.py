@@ -38,16 +38,17 @@ from tqdm import tqdm
 
 from medt3d import __version__
 from medt3d.config import Config
+from medt3d.data.geometry import voxel_spacing
 from medt3d.data.io import DICOM, detect_kind, find_inputs, strip_suffix
+from medt3d.data.nifti import save_nifti
 from medt3d.devices import resolve_device
 from medt3d.distributed import DistInfo, cleanup_distributed, init_distributed, shard
+from medt3d.errors import USER_ERRORS
 from medt3d.inference.predictor import (
     Prediction,
     Predictor,
     override_config,
-    save_nifti,
     sha256_file,
-    voxel_spacing,
 )
 from medt3d.io_utils import atomic_path, check_writable_dir
 from medt3d.models.loading import load_model, model_file
@@ -434,7 +435,7 @@ def _one(case: Case, predictor: Predictor, out_dir: Path, options: InferOptions,
     start = time.perf_counter()
     try:
         return _run_case(case, predictor, out_dir, options, model_info, table, info)
-    except (ValueError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as err:
+    except USER_ERRORS as err:
         message = str(err)
     except Exception as err:  # an unexpected failure of one case must not stop the batch
         logger.debug("%s", traceback.format_exc())

@@ -36,17 +36,8 @@ __all__ = [
     "check_finite",
     "flip_tta_axes",
     "override_config",
-    "save_nifti",
     "sha256_file",
-    "voxel_spacing",
-    "write_nifti",
 ]
-
-def voxel_spacing(affine: Any) -> list[float]:
-    """Voxel spacing (mm) along each array axis, from a 4x4 affine."""
-    a = np.asarray(affine, dtype=np.float64)
-    return [float(v) for v in np.linalg.norm(a[:3, :3], axis=0)]
-
 
 def flip_tta_axes() -> list[tuple[int, ...]]:
     """Spatial flip combinations used for test-time augmentation (dims of a (B, C, X, Y, Z) tensor)."""
@@ -265,27 +256,3 @@ class Predictor:
 
 
 # --------------------------------------------------------------------------- writing
-
-
-def write_nifti(volume: MetaTensor | np.ndarray, affine: Any, path: str | Path, dtype: Any = np.uint8) -> Path:
-    """Write a (1, X, Y, Z) or (C, X, Y, Z) volume as NIfTI with ``affine`` (RAS), atomically.
-
-    Channel-first multi-channel volumes are stored with channels last (X, Y, Z, C), as NIfTI expects.
-    """
-    from medt3d.io_utils import atomic_path
-
-    with atomic_path(path) as tmp:
-        save_nifti(volume, affine, tmp, dtype)
-    return Path(path)
-
-
-def save_nifti(volume: MetaTensor | np.ndarray, affine: Any, path: str | Path, dtype: Any = np.uint8) -> None:
-    """Write a NIfTI file directly (no temporary file); see :func:`write_nifti`. ``dtype=None`` keeps the array's."""
-    import nibabel as nib
-
-    array = np.asarray(volume.detach().cpu() if isinstance(volume, torch.Tensor) else volume)
-    array = array[0] if array.shape[0] == 1 else np.moveaxis(array, 0, -1)
-    image = nib.Nifti1Image(array if dtype is None else array.astype(dtype, copy=False), np.asarray(affine, dtype=np.float64))
-    image.set_qform(image.affine, code=1)
-    image.set_sform(image.affine, code=1)
-    nib.save(image, str(path))

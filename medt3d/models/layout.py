@@ -33,6 +33,14 @@ class RunLayout:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
 
+    @classmethod
+    def of(cls, model: str | Path) -> RunLayout:
+        """The run folder of ``model``: a run folder itself, or a checkpoint inside its ``checkpoints/``."""
+        model = Path(model)
+        if model.is_dir():
+            return cls(model)
+        return cls(model.parent.parent if model.parent.name == "checkpoints" else model.parent)
+
     @property
     def checkpoints(self) -> Path:
         """Folder of the checkpoints."""

@@ -1,20 +1,33 @@
-"""Networks: MedT3D (gated axial attention in 3-D) and the factory for it and MONAI baselines."""
+"""Networks: MedT3D (gated axial attention in 3-D) and the factory for it and MONAI baselines.
+
+The names below load on first use, so that ``medt3d.networks.registry`` (plain Python) can be
+read without importing torch.
+"""
 
 from __future__ import annotations
 
-from medt3d.networks.attention import GatedAxialAttention, gate_parameters
-from medt3d.networks.blocks import GatedAxialBlock, LocalBranch
-from medt3d.networks.factory import BASELINES, build_network
-from medt3d.networks.medt import MEDT3D_PRESETS, MedT3D, MedT3DPreset
+import importlib
+from typing import Any
 
-__all__ = [
-    "BASELINES",
-    "MEDT3D_PRESETS",
-    "GatedAxialAttention",
-    "GatedAxialBlock",
-    "LocalBranch",
-    "MedT3D",
-    "MedT3DPreset",
-    "build_network",
-    "gate_parameters",
-]
+#: public name -> module that defines it
+_EXPORTS = {
+    "BASELINES": "registry",
+    "MEDT3D_PRESETS": "registry",
+    "MedT3DPreset": "registry",
+    "GatedAxialAttention": "attention",
+    "gate_parameters": "attention",
+    "GatedAxialBlock": "blocks",
+    "LocalBranch": "blocks",
+    "MedT3D": "medt",
+    "build_network": "factory",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'medt3d.networks' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"medt3d.networks.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value

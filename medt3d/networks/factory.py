@@ -3,29 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from torch import nn
 
 from medt3d.networks.medt import MedT3D
+from medt3d.networks.registry import BASELINES
 
-__all__ = ["BASELINES", "build_network"]
-
-#: MONAI baselines and their fixed hyperparameters (the sizes benchmarked in docs/benchmarks.md).
-#: Every ``patch.roi_size`` edge must be a multiple of ``size_multiple`` and at least ``min_size``.
-#: Instance norm needs more than one voxel at a bottleneck while training: UNet's is at 1/16 (so an
-#: ROI of 16^3 fails; ``min_voxels_at_multiple`` checks it), SwinUNETR's at 1/32 (``min_size`` 64).
-BASELINES: dict[str, dict[str, Any]] = {
-    "unet": {
-        "kwargs": {"channels": (16, 32, 64, 128, 256), "strides": (2, 2, 2, 2), "num_res_units": 2},
-        "size_multiple": 16,
-        "min_size": 16,
-        "min_voxels_at_multiple": 2,
-    },
-    "unetr": {"kwargs": {"feature_size": 16}, "size_multiple": 16, "min_size": 16},
-    "swinunetr": {"kwargs": {"feature_size": 24}, "size_multiple": 32, "min_size": 64},
-}
-
+__all__ = ["build_network"]
 
 def build_network(cfg) -> nn.Module:
     """The network of ``cfg.network`` for ``cfg.data`` (in_channels -> num_classes logits).

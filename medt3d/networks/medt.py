@@ -22,7 +22,7 @@ follows it to smooth it out.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -30,42 +30,9 @@ from torch import nn
 
 from medt3d.networks.blocks import GatedAxialBlock, LocalBranch
 from medt3d.networks.layers import ConvNormAct, PointwiseConv, VoxelShuffleUp
+from medt3d.networks.registry import MEDT3D_PRESETS, MedT3DPreset
 
-__all__ = ["MEDT3D_PRESETS", "MedT3D", "MedT3DPreset"]
-
-
-@dataclass(frozen=True)
-class MedT3DPreset:
-    """Size of a MedT3D network.
-
-    Attributes:
-        channels: width of each attention stage (stage ``s`` runs at ``1/(stem_stride * 2**s)``).
-        blocks: gated axial blocks per stage.
-        heads: attention heads (every width must be a multiple of it).
-        span: clip of relative distances in the attention.
-        stem_stride: downsampling of the convolutional stem (a power of two).
-        local_patch: edge of the local branch's sub-volumes, at stage-0 resolution.
-        full_res_channels: width of an optional full-resolution path (a 3x3x3 conv of the input,
-            merged with the upsampled decoder and refined before the logits) that sharpens
-            boundaries; 0 leaves it out (no full-resolution feature maps).
-    """
-
-    channels: tuple[int, ...]
-    blocks: tuple[int, ...]
-    heads: int
-    span: int
-    stem_stride: int
-    local_patch: int
-    full_res_channels: int = 0
-
-
-#: The one table of preset sizes. ``tiny`` is for tests and the phantom demo, ``small`` is the
-#: default (benchmarked in docs/benchmarks.md), ``base`` is the bigger option.
-MEDT3D_PRESETS: dict[str, MedT3DPreset] = {
-    "tiny": MedT3DPreset(channels=(32,), blocks=(1,), heads=2, span=4, stem_stride=4, local_patch=4),
-    "small": MedT3DPreset(channels=(48, 96), blocks=(2, 2), heads=4, span=8, stem_stride=8, local_patch=4),
-    "base": MedT3DPreset(channels=(48, 96, 192), blocks=(2, 2, 2), heads=4, span=12, stem_stride=4, local_patch=8),
-}
+__all__ = ["MedT3D"]
 
 
 class EncoderStage(nn.Module):
@@ -87,7 +54,12 @@ class EncoderStage(nn.Module):
 
 
 class UpLevel(nn.Module):
-    """Upsample x2 (transposed-conv equivalent), add the skip, refine."""
+    """Upsample x2 (transposed-conv equivalent), add the skip, refine.
+
+    Resize-then-convolve (pointwise, trilinear x2, then the 3x3x3 refinement) was tried here against
+    checkerboard artefacts; on real CT it fitted the training scan far more slowly in the same time
+    (docs/benchmarks.md), and the refinement convolution already smooths this level's output.
+    """
 
     def __init__(self, cin: int, cout: int, refine: bool) -> None:
         super().__init__()

@@ -48,6 +48,7 @@ from medt3d.distributed import DistInfo, cleanup_distributed, init_distributed, 
 from medt3d.inference.inferer import build_sliding_window_inferer
 from medt3d.io_utils import atomic_write_text, check_writable_dir
 from medt3d.models.checkpoint import load_checkpoint, restore_rng, save_checkpoint
+from medt3d.models.layout import RunLayout
 from medt3d.networks import build_network, gate_parameters
 from medt3d.training.losses import build_loss
 from medt3d.training.optim import TrainingClock, build_optimizer, build_scheduler
@@ -73,12 +74,12 @@ class TrainResult:
     @property
     def best_checkpoint(self) -> Path:
         """Path of the best checkpoint."""
-        return self.run_dir / "checkpoints" / "best.pt"
+        return RunLayout(self.run_dir).best
 
     @property
     def last_checkpoint(self) -> Path:
         """Path of the last checkpoint."""
-        return self.run_dir / "checkpoints" / "last.pt"
+        return RunLayout(self.run_dir).last
 
     @property
     def model_checkpoint(self) -> Path:
@@ -210,15 +211,15 @@ def _attach_handlers(trainer: SupervisedTrainer, evaluator: SupervisedEvaluator,
             state.best_metric, state.best_epoch = float(metric), epoch
         if not info.is_main:
             return
-        ckpt_dir = run_dir / "checkpoints"
+        layout = RunLayout(run_dir)
         common = {"network": unwrap(network), "cfg": cfg, "epoch": epoch, "iteration": engine.state.iteration,
                   "optimizer": engine.optimizer, "scheduler": scheduler, "best_metric": state.best_metric,
                   "best_epoch": state.best_epoch, "train_seconds": state.clock.spent()}
         # history first: after a crash between the two writes, resume drops epochs newer than last.pt
-        atomic_write_text(run_dir / "history.json", json.dumps(state.history, indent=1))
+        atomic_write_text(layout.history, json.dumps(state.history, indent=1))
         if improved:
-            save_checkpoint(ckpt_dir / "best.pt", **common, metrics={KEY_METRIC: float(metric)})
-        save_checkpoint(ckpt_dir / "last.pt", **common)
+            save_checkpoint(layout.best, **common, metrics={KEY_METRIC: float(metric)})
+        save_checkpoint(layout.last, **common)
 
     @trainer.on(Events.EPOCH_COMPLETED)
     def _time_budget(engine: Engine) -> None:
@@ -236,21 +237,22 @@ def _tracking_handlers(cfg: Config, run_dir: Path, tracking_uri: str | None, tra
                        evaluator: SupervisedEvaluator) -> None:
     """TensorBoard and MLflow on rank 0."""
     if cfg.tracking.tensorboard:
-        tb_dir = str(run_dir / "tensorboard")
+        tb_dir = str(RunLayout(run_dir).tensorboard)
         TensorBoardStatsHandler(log_dir=tb_dir, tag_name="train_loss",
                                 output_transform=_loss_of).attach(trainer)
         TensorBoardStatsHandler(log_dir=tb_dir, iteration_log=False,
                                 global_epoch_transform=lambda _: trainer.state.epoch).attach(evaluator)
     if cfg.tracking.mlflow:
-        uri = tracking_uri or cfg.tracking.mlflow_uri or f"sqlite:///{(run_dir / 'mlflow.db').resolve()}"
+        layout = RunLayout(run_dir)
+        uri = tracking_uri or cfg.tracking.mlflow_uri or f"sqlite:///{layout.mlflow_db.resolve()}"
         params = {f"{section}.{key}": value for section, values in config_to_dict(cfg).items()
                   for key, value in values.items()}
         run_name = run_dir.resolve().name
         common = {"tracking_uri": uri, "experiment_name": cfg.tracking.experiment, "run_name": run_name,
-                  "artifact_location": str((run_dir / "mlflow-artifacts").resolve())}
+                  "artifact_location": str(layout.mlflow_artifacts.resolve())}
         MLFlowHandler(**common, tag_name="train_loss", output_transform=_loss_of,
                       experiment_param=params, optimizer_param_names="lr",
-                      artifacts=[str(run_dir / "config.yaml"), str(run_dir / "checkpoints" / "best.pt")],
+                      artifacts=[str(layout.config), str(layout.best)],
                       close_on_complete=True).attach(trainer)
         MLFlowHandler(**common, iteration_log=False, global_epoch_transform=lambda _: trainer.state.epoch
                       ).attach(evaluator)
@@ -325,7 +327,7 @@ def _train(cfg: Config, data_dir: str | Path, run_dir: Path, resume: bool, track
            device: torch.device, info: DistInfo) -> TrainResult:
     resume_payload = None
     if resume:
-        resume_payload = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+        resume_payload = load_checkpoint(RunLayout(run_dir).last)
         from medt3d.config import config_from_dict
 
         max_epochs = cfg.train.max_epochs
@@ -335,12 +337,12 @@ def _train(cfg: Config, data_dir: str | Path, run_dir: Path, resume: bool, track
         _check_output(run_dir)
     datalist = prepare_datalist(cfg, data_dir)
     if info.is_main:
-        save_config(cfg, run_dir / "config.yaml")
+        save_config(cfg, RunLayout(run_dir).config)
 
     set_determinism(cfg.train.seed)
     train_cases = shard(datalist.train, info, even=True)
     val_cases = shard(datalist.val, info, even=True)
-    cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else run_dir / "cache"
+    cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else RunLayout(run_dir).cache
     train_ds = build_dataset(train_cases, build_train_transforms(cfg), cfg, cache_dir=cache_dir / "train")
     val_ds = build_dataset(val_cases, build_val_transforms(cfg), cfg, cache_dir=cache_dir / "val")
 
@@ -404,7 +406,7 @@ def _train(cfg: Config, data_dir: str | Path, run_dir: Path, resume: bool, track
         restore_rng(resume_payload["rng"])
         state.best_metric = resume_payload["best_metric"]
         state.best_epoch = resume_payload["best_epoch"]
-        history_file = run_dir / "history.json"
+        history_file = RunLayout(run_dir).history
         if history_file.is_file():
             state.history = [h for h in json.loads(history_file.read_text())
                              if h["epoch"] <= resume_payload["epoch"]]
@@ -431,6 +433,6 @@ def _train(cfg: Config, data_dir: str | Path, run_dir: Path, resume: bool, track
         trainer.run()
     if info.is_main:
         logger.info("done in %.0f s: best %s %.4f at epoch %d; checkpoints in %s", time.time() - start, KEY_METRIC,
-                    state.best_metric, state.best_epoch, run_dir / "checkpoints")
+                    state.best_metric, state.best_epoch, RunLayout(run_dir).checkpoints)
     return TrainResult(run_dir=run_dir, best_metric=state.best_metric, best_epoch=state.best_epoch,
                        epochs_run=trainer.state.epoch, losses=state.losses)
