@@ -12,7 +12,6 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -52,6 +51,8 @@ CT_MIN_HU = -500.0
 
 def _ras_geometry(shape: Sequence[int], affine: np.ndarray) -> dict[str, list]:
     """Shape and spacing in RAS axis order (x, y, z), as the pipelines see them after ``Orientationd``."""
+    import nibabel as nib
+
     from medt3d.data.geometry import voxel_spacing
 
     ornt = nib.io_orientation(affine)
@@ -75,6 +76,8 @@ def _percentiles(values: np.ndarray) -> dict[str, float]:
 
 def _read_case(case: Mapping[str, Any], samples: int, seed: int) -> tuple[dict, np.ndarray]:
     """Fingerprint of one case and a random sample of its foreground intensities."""
+    import nibabel as nib
+
     from medt3d.data.geometry import voxel_spacing
     from medt3d.data.io import GEOMETRY_ATOL_MM, load_volume
 

@@ -18,13 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
-from pydicom.uid import generate_uid
-from scipy import ndimage
 
 from medt3d.data.geometry import voxel_spacing
-from medt3d.data.nifti import write_nifti
 from medt3d.io_utils import atomic_dir
 
 __all__ = [
@@ -88,6 +84,8 @@ class Phantom:
     @property
     def axcodes(self) -> str:
         """Orientation of the stored array axes, e.g. ``RAS`` or ``LPS``."""
+        import nibabel as nib
+
         return "".join(nib.aff2axcodes(self.affine))
 
 
@@ -105,6 +103,8 @@ def _cylinder(grid: tuple[np.ndarray, ...], centre, radii) -> np.ndarray:
 
 def _ras_phantom(shape: tuple[int, int, int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Image (HU) and label on a RAS grid; geometry in normalised coordinates [-1, 1] per axis."""
+    from scipy import ndimage
+
     axes = [np.linspace(-1.0, 1.0, n, dtype=np.float32) for n in shape]
     grid = np.meshgrid(*axes, indexing="ij")
 
@@ -171,6 +171,8 @@ def make_phantom(
     Raises:
         ValueError: a negative index, a shape below 8 voxels per axis, or a non-positive spacing.
     """
+    import nibabel as nib
+
     if index < 0:
         raise ValueError(f"phantom index must be >= 0, got {index}")
     shape = tuple(int(s) for s in shape)
@@ -209,6 +211,7 @@ def write_dicom_series(image: np.ndarray, affine: np.ndarray, folder: str | Path
         The series folder.
     """
     import SimpleITK as sitk
+    from pydicom.uid import generate_uid
 
     folder = Path(folder)
     if folder.exists() and any(folder.iterdir()):
@@ -289,6 +292,8 @@ def write_phantom_dataset(
     Raises:
         ValueError: bad counts, or ``out_dir`` exists and is not empty.
     """
+    from medt3d.data.nifti import write_nifti
+
     out_dir = Path(out_dir)
     if n_train < 1 or n_val < 0 or n_test < 0:
         raise ValueError(f"phantom counts must be n_train >= 1, n_val >= 0, n_test >= 0; got {n_train}, {n_val}, {n_test}")
