@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_training import TINY, tiny_cfg
+from support import TINY, tiny_cfg
 
 from medt3d.bench.compare import BUDGET_EPOCHS, budget_overrides, compare_models, self_validation_datalist
 from medt3d.data.datalist import build_datalist

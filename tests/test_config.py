@@ -31,7 +31,13 @@ def test_default_yaml_comments_every_key():
 @pytest.mark.parametrize("name", ["default", "ct_abdomen", "mri", "demo"])
 def test_presets_load(name):
     cfg = load_config(name)
-    assert isinstance(cfg, Config)
+    # each preset's own file is what was loaded, on top of the defaults: its values round-trip
+    shipped = yaml.safe_load((builtin_config_dir() / f"{name}.yaml").read_text(encoding="utf-8")) or {}
+    resolved = config_to_dict(cfg)
+    for section, values in shipped.items():
+        for key, value in values.items():
+            got = resolved[section][key]
+            assert (list(got) if isinstance(got, tuple) else got) == value, f"{name}: {section}.{key}"
 
 
 def test_mri_preset_is_mr_and_ct_preset_is_ct():

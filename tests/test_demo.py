@@ -33,7 +33,9 @@ def test_short_demo_writes_every_output(tmp_path: Path):
     bundle = Path(report["bundle"])  # the demo ends by exporting its MONAI bundle, with the evaluation's metrics
     assert (bundle / "models" / "model.ts").is_file() and (bundle / "configs" / "inference.json").is_file()
     assert "## Metrics" in (bundle / "docs" / "README.md").read_text(encoding="utf-8")
-    assert json.loads((bundle / "configs" / "metadata.json").read_text())["eval_metrics"]["mean_dice"] >= 0
+    evaluated = json.loads((tmp_path / "demo" / "evaluation" / "summary.json").read_text())
+    shipped = json.loads((bundle / "configs" / "metadata.json").read_text())["eval_metrics"]["mean_dice"]
+    assert shipped == pytest.approx(evaluated["foreground_mean"]["dice"], abs=1e-4)
 
 
 def test_demo_refuses_a_used_folder(tmp_path: Path):

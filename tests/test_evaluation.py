@@ -97,7 +97,8 @@ def test_evaluate_writes_metrics_summary_overlays_and_curves(trained, tmp_path: 
     for r in rows:
         for key in ("dice", "iou", "hd95_mm", "asd_mm", "volume_gt_ml", "volume_pred_ml"):
             assert math.isfinite(float(r[key])), (key, r)
-        assert 0.0 <= float(r["dice"]) <= 1.0
+        # Dice and IoU are two views of one overlap: IoU = Dice / (2 - Dice)
+        assert float(r["iou"]) == pytest.approx(float(r["dice"]) / (2 - float(r["dice"])), abs=1e-4)
         assert float(r["volume_gt_ml"]) > 0  # every phantom holds every organ
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_cases"] == len(cases)

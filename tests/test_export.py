@@ -10,6 +10,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from medt3d.bundle.export import export_onnx
 from medt3d.networks import MedT3D
 
 # sizes: the example size used for tracing/export, then other sizes (odd, non-cubic, batch 2)
@@ -59,22 +60,34 @@ def test_torchscript_trace_matches_eager_at_any_size() -> None:
 def test_onnx_export_runs_in_onnxruntime_at_any_size(preset: str, tmp_path) -> None:
     net = _net(preset)
     inputs = _inputs()
-    path = tmp_path / "net.onnx"
-    axes = {0: "batch", 2: "x", 3: "y", 4: "z"}
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        # dynamo=False: the TorchScript-based exporter, which needs no onnxscript
-        torch.onnx.export(
-            net, (inputs[0],), str(path), dynamo=False, opset_version=17,
-            input_names=["image"], output_names=["logits"], dynamic_axes={"image": axes, "logits": axes},
-        )
+    path = export_onnx(net, tmp_path / "net.onnx", inputs[0], any_size=True)  # what `medt3d export --onnx` writes
     model = onnx.load(str(path))
     onnx.checker.check_model(model)
     assert model.opset_import[0].version == 17
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     with torch.no_grad():
         for x in inputs:
-            (out,) = session.run(["logits"], {"image": x.numpy()})
+            (out,) = session.run(["pred"], {"image": x.numpy()})
             expected = net(x).numpy()
             assert out.shape == expected.shape
             np.testing.assert_allclose(out, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_onnx_export_with_fixed_size_refuses_other_sizes(tmp_path) -> None:
+    net = _net("tiny")
+    inputs = _inputs()
+    path = export_onnx(net, tmp_path / "net.onnx", inputs[0], any_size=False)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (out,) = session.run(["pred"], {"image": inputs[0].numpy()})
+    assert out.shape == (1, 3, 32, 32, 32)
+    with pytest.raises(Exception, match="(?i)dimension|shape"):
+        session.run(["pred"], {"image": inputs[2].numpy()})
+
+
+def test_onnx_export_failure_is_a_clear_error(tmp_path) -> None:
+    class Unexportable(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("this network cannot be traced")
+
+    with pytest.raises(ValueError, match="ONNX export of the network failed: RuntimeError: this network cannot be traced"):
+        export_onnx(Unexportable(), tmp_path / "bad.onnx", torch.zeros(1, 1, 8, 8, 8), any_size=False)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from dicom_utils import rotation, write_dicom_series
-from test_inference import THRESHOLD_HU, ThresholdNet, blob_volume, save, threshold_config
+from support import THRESHOLD_HU, ThresholdNet, blob_volume, save, threshold_config
 
 from medt3d.data.io import read_header
 from medt3d.inference.batch import InferOptions, discover_cases, label_table, run_inference

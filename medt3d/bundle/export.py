@@ -62,6 +62,7 @@ __all__ = [
     "TS_TOLERANCE",
     "ONNX_TOLERANCE",
     "accepts_other_sizes",
+    "export_onnx",
     "export_bundle",
     "verify_bundle",
 ]
@@ -161,22 +162,31 @@ def accepts_other_sizes(cfg: Config, network: torch.nn.Module) -> bool:
     return tuple(out.shape) == (1, cfg.data.num_classes, *x.shape[2:])
 
 
-def _onnx(root: Path, cfg: Config, network: torch.nn.Module, any_size: bool) -> None:
-    """Write models/model.onnx: input ``image``, output ``pred``; batch axis dynamic, spatial axes too if ``any_size``."""
-    x = torch.zeros(1, cfg.data.in_channels, *cfg.patch.roi_size)
+def export_onnx(network: torch.nn.Module, target: str | Path, example: torch.Tensor, any_size: bool) -> Path:
+    """Write ``network`` as ONNX (opset 17): input ``image``, output ``pred``.
+
+    Args:
+        network: the network, in eval mode.
+        target: the ``.onnx`` file to write.
+        example: an input of the training ROI's size, traced through the network.
+        any_size: make the spatial axes dynamic too (the batch axis always is).
+
+    Raises:
+        ValueError: the exporter failed; the message says why.
+    """
     axes = {0: "batch", 2: "x", 3: "y", 4: "z"} if any_size else {0: "batch"}
-    target = root / "models" / "model.onnx"
     kwargs: dict[str, Any] = {"input_names": ["image"], "output_names": ["pred"], "opset_version": 17,
                               "dynamic_axes": {"image": axes, "pred": axes}}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            try:
-                torch.onnx.export(network, (x,), str(target), dynamo=False, **kwargs)
+            try:  # the TorchScript-based exporter, which needs no onnxscript
+                torch.onnx.export(network, (example,), str(target), dynamo=False, **kwargs)
             except TypeError:  # torch versions without the dynamo switch
-                torch.onnx.export(network, (x,), str(target), **kwargs)
+                torch.onnx.export(network, (example,), str(target), **kwargs)
     except Exception as err:
         raise ValueError(f"ONNX export of the network failed: {type(err).__name__}: {str(err)[:300]}") from None
+    return Path(target)
 
 
 def _check_logits(root: Path, cfg: Config, network: torch.nn.Module, onnx: bool, any_size: bool) -> None:
@@ -336,7 +346,8 @@ def export_bundle(model: str | Path, output: str | Path, name: str | Path | None
         facts.torchscript = _torchscript(tmp, cfg, network)
         facts.any_size = accepts_other_sizes(cfg, network)
         if onnx:
-            _onnx(tmp, cfg, network, facts.any_size)
+            export_onnx(network, tmp / "models" / "model.onnx", torch.zeros(1, cfg.data.in_channels, *cfg.patch.roi_size),
+                        facts.any_size)
         _check_logits(tmp, cfg, network, onnx, facts.any_size)
         atomic_write_text(tmp / "docs" / "README.md", build_readme(source, facts, output.name))
         for path in [tmp, *tmp.rglob("*")]:  # temporary files and folders are private; a bundle is for sharing
