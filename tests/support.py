@@ -89,3 +89,10 @@ def save(path: Path, image: np.ndarray, affine: np.ndarray) -> Path:
     img.set_sform(affine, code=1)
     nib.save(img, str(path))
     return path
+
+
+def root_cause(error: BaseException) -> BaseException:
+    """The first exception of a chain: what a MONAI config expression raised before MONAI wrapped it."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return error

@@ -11,9 +11,9 @@ import jsonschema
 import pytest
 import torch
 from monai.bundle import ConfigParser
+from support import root_cause
 
 from medt3d.bundle.configs import (
-    MEDT3D_CONFIG,
     evaluate_config,
     inference_config,
     multi_gpu_train_config,
@@ -29,8 +29,9 @@ from medt3d.bundle.source import (
 )
 from medt3d.config import load_config, save_config
 from medt3d.data.phantoms import CLASS_NAMES
-from medt3d.data.transforms import build_infer_transforms, build_train_transforms, build_val_transforms
+from medt3d.data.transforms import build_infer_transforms
 from medt3d.models.archive import UnsafeZipError, check_zip_members, unpack_bundle, zip_bundle
+from medt3d.models.layout import BUNDLE_CONFIG
 from medt3d.training.engine import KEY_METRIC
 
 TINY = ["preprocess.spacing=[3,3,3]", "patch.roi_size=[16,16,16]", "network.preset=tiny"]
@@ -185,27 +186,26 @@ def test_configs_use_the_model_zoo_key_names():
     for key in ("bundle_root", "device", "dataset_dir", "output_dir", "network_def", "preprocessing", "inferer",
                 "postprocessing", "dataset", "evaluator", "imports"):
         assert key in infer_ids, key
-    train_ids = _flat_ids(train_config(KEY_METRIC))
-    for key in ("bundle_root", "device", "dataset_dir", "output_dir", "network_def", "train#trainer",
-                "train#trainer#max_epochs", "train#dataset#data", "train#handlers", "validate#evaluator",
-                "val_interval", f"validate#key_metric#{KEY_METRIC}"):
+    train_ids = _flat_ids(train_config())
+    for key in ("bundle_root", "device", "dataset_dir", "output_dir", "train#trainer", "train#trainer#max_epochs",
+                "train#dataset", "train#inferer", "train#handlers", "validate#evaluator", "validate#handlers",
+                "tracking_uri", "experiment_name", "run"):
         assert key in train_ids, key
 
 
 def test_configs_call_medt3d_builders_instead_of_spelling_out_transforms():
-    text = json.dumps([inference_config(), evaluate_config(), train_config(KEY_METRIC), multi_gpu_train_config()])
+    text = json.dumps([inference_config(), evaluate_config(), train_config(), multi_gpu_train_config()])
     for literal in ("Spacingd", "Orientationd", "ScaleIntensityRanged", "NormalizeIntensityd", "LoadImaged",
                     "RandCropByPosNegLabeld", "RandFlipd", "SlidingWindowInferer", "DiceCELoss", "AdamW",
-                    "MedT3D("):
+                    "MedT3D(", "SupervisedTrainer", "CheckpointSaver", "LrScheduleHandler"):
         assert literal not in text, literal
-    for builder in ("build_network", "bundle.runtime.infer_transforms", "build_train_transforms", "build_val_transforms",
-                    "build_sliding_window_inferer", "build_postprocessing", "build_loss", "build_optimizer",
-                    "build_scheduler", "prepare_datalist"):
+    for builder in ("build_network", "bundle.runtime.infer_transforms", "build_postprocessing",
+                    "training.engine.build_training"):
         assert builder in text, builder
 
 
 def _parser_for(tmp_path: Path, config: dict, cfg) -> ConfigParser:
-    save_config(cfg, tmp_path / MEDT3D_CONFIG)
+    save_config(cfg, tmp_path / BUNDLE_CONFIG)
     parser = ConfigParser(config)
     parser["bundle_root"] = str(tmp_path)
     return parser
@@ -230,33 +230,45 @@ def test_inference_config_builds_what_medt3d_infer_builds(tmp_path: Path):
     assert net(torch.zeros(1, 1, 16, 16, 16)).shape == (1, cfg.data.num_classes, 16, 16, 16)
 
 
-def test_train_config_builds_what_medt3d_train_builds(tmp_path: Path):
-    cfg = load_config("demo", [*TINY, "infer.overlap=0.4", "train.val_interval=3", "train.max_epochs=7"])
-    parser = _parser_for(tmp_path, train_config(KEY_METRIC), cfg)
-    assert _kinds(parser.get_parsed_content("train#preprocessing")) == _kinds(build_train_transforms(cfg))
-    assert _kinds(parser.get_parsed_content("validate#preprocessing")) == _kinds(build_val_transforms(cfg))
-    sw = parser.get_parsed_content("validate#inferer")
-    assert list(sw.roi_size) == [16, 16, 16] and sw.overlap == 0.4 and sw.sw_batch_size == cfg.infer.sw_batch_size
-    assert parser.get_parsed_content("val_interval") == 3
-    assert parser.get_parsed_content("train#trainer#max_epochs") == 7
-    assert type(parser.get_parsed_content("loss")).__name__ == "DiceCELoss"
+def test_train_config_assembles_the_engine_of_medt3d_train(tmp_path: Path):
+    from medt3d.data.phantoms import write_phantom_dataset
+    from medt3d.training.engine import Training
 
-
-@pytest.mark.parametrize("patience", [None, 2])
-def test_train_config_early_stopping_follows_the_config(tmp_path: Path, patience):
-    cfg = load_config("demo", [*TINY, f"train.early_stopping_patience={'null' if patience is None else patience}"])
-    parser = _parser_for(tmp_path, train_config(KEY_METRIC), cfg)
+    data = write_phantom_dataset(tmp_path / "data", 2, 1, shape=(24, 24, 16))
+    cfg = load_config("demo", [*TINY, "tracking.mlflow=false", "tracking.tensorboard=false", "data.cache=none"])
+    parser = _parser_for(tmp_path, train_config(), cfg)
+    parser["dataset_dir"] = str(data)
     parser["output_dir"] = str(tmp_path / "out")
-    parser["datalist"] = "$medt3d.data.datalist.Datalist(train=[], val=[])"
-    parser["train#dataloader#shuffle"] = False
-    handlers = parser.get_parsed_content("validate#handlers")
-    stoppers = [h for h in handlers if type(h).__name__ == "EarlyStopHandler"]
-    parser.get_parsed_content("run#0")
-    if patience is None:
-        assert stoppers == [] and None not in handlers
-    else:
-        assert len(stoppers) == 1 and stoppers[0].patience == 2
-        assert stoppers[0]._handler.trainer is parser.get_parsed_content("train#trainer")
+    parser["medt3d_overrides"] = ["train.val_interval=3", "train.lr=0.002"]
+    parser["train#trainer#max_epochs"] = 7
+    training = parser.get_parsed_content("train#trainer")
+    assert isinstance(training, Training)
+    expected = load_config(tmp_path / BUNDLE_CONFIG, ["train.val_interval=3", "train.lr=0.002", "train.max_epochs=7"])
+    assert training.cfg == expected
+    assert parser.get_parsed_content("train#dataset") is training.train_dataset
+    assert parser.get_parsed_content("validate#evaluator") is training.evaluator
+    assert training.trainer.state.max_epochs == 7 and len(training.datalist.train) == 2
+    assert training.trainer.optimizer.param_groups[0]["initial_lr"] == pytest.approx(0.002)
+    assert (tmp_path / "out" / "config.yaml").is_file()  # a medt3d run folder
+
+
+def test_train_config_refuses_an_unknown_override(tmp_path: Path):
+    parser = _parser_for(tmp_path, train_config(), load_config("demo", TINY))
+    parser["medt3d_overrides"] = ["train.max_epoch=3"]
+    with pytest.raises(RuntimeError) as raised:  # MONAI wraps what an expression raises
+        parser.get_parsed_content("medt3d_cfg")
+    assert "train.max_epoch" in str(root_cause(raised.value))
+
+
+def test_multi_gpu_train_config_refuses_to_run_without_torchrun(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("RANK", raising=False)
+    parser = _parser_for(tmp_path, {**train_config(), **multi_gpu_train_config()}, load_config("demo", TINY))
+    parser["output_dir"] = str(tmp_path / "out")
+    with pytest.raises(RuntimeError) as raised:
+        parser.get_parsed_content("train#trainer")
+    cause = root_cause(raised.value)
+    assert isinstance(cause, ValueError) and "runs under torchrun" in str(cause)
+    assert not (tmp_path / "out").exists()
 
 
 def test_bundle_precision_fp16_is_refused_on_a_cpu():
@@ -310,7 +322,7 @@ def test_bundle_weights_load_with_weights_only(tmp_path: Path, capsys):
     from medt3d.networks import build_network
 
     cfg = load_config("demo", TINY)
-    save_config(cfg, tmp_path / MEDT3D_CONFIG)
+    save_config(cfg, tmp_path / BUNDLE_CONFIG)
     (tmp_path / "models").mkdir()
     torch.save({"weight": _Payload()}, tmp_path / "models" / "model.pt")
     with pytest.raises(ValueError, match="model.pt: not a readable state_dict"):

@@ -19,6 +19,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from support import root_cause
 
 from medt3d.bundle.export import export_bundle
 from medt3d.cli import main as medt3d_main
@@ -250,11 +251,12 @@ def test_bundle_evaluate_config_scores_the_labels(exported, tmp_path: Path):
 def test_bundle_trains_one_epoch_and_logs_to_sqlite_mlflow(exported, tmp_path: Path):
     out = tmp_path / "train_out"
     _run(["-m", "monai.bundle", "run", "--config_file", "configs/train.json", "--dataset_dir", str(exported.data),
-          "--output_dir", str(out), "--train#trainer#max_epochs", "1", "--tracking", "mlflow"], cwd=exported.bundle)
-    state = torch.load(out / "models" / "model.pt", map_location="cpu", weights_only=True)
-    model, _ = load_bundle_model(exported.bundle)
-    assert set(state) == set(model.state_dict())
-    model.load_state_dict(state)
+          "--output_dir", str(out), "--train#trainer#max_epochs", "1", "--tracking", "mlflow"],
+         cwd=exported.bundle)
+    model, _ = load_inference_model(out)  # a medt3d run folder: checkpoints/best.pt
+    bundle_model, _ = load_bundle_model(exported.bundle)
+    assert set(model.state_dict()) == set(bundle_model.state_dict())
+    assert load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] == 1
     with sqlite3.connect(out / "mlflow.db") as db:
         runs = db.execute("SELECT status FROM runs").fetchall()
         metrics = dict(db.execute("SELECT key, COUNT(*) FROM metrics GROUP BY key").fetchall())
@@ -263,15 +265,57 @@ def test_bundle_trains_one_epoch_and_logs_to_sqlite_mlflow(exported, tmp_path: P
     assert sorted(p.name for p in exported.bundle.iterdir()) == ["LICENSE", "configs", "docs", "models"]
 
 
+def test_bundle_train_resumes_from_its_own_last_checkpoint_like_medt3d_train(exported, tmp_path: Path, monkeypatch):
+    from monai.bundle import run
+
+    import medt3d.training.engine as engine
+
+    def bundle_train(out: Path, resume: bool) -> None:
+        run(config_file=str(exported.bundle / "configs" / "train.json"), logging_file=False,
+            bundle_root=str(exported.bundle), dataset_dir=str(exported.data), output_dir=str(out),
+            resume=resume, **{"train#trainer#max_epochs": 2})
+
+    real_save = engine.save_checkpoint
+
+    def save_then_crash(path, **kwargs):
+        real_save(path, **kwargs)
+        if Path(path).name == "last.pt" and kwargs["epoch"] == 1:
+            raise KeyboardInterrupt("simulated crash right after the epoch-1 checkpoint")
+
+    out = tmp_path / "bundle_run"
+    monkeypatch.setattr(engine, "save_checkpoint", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        bundle_train(out, resume=False)
+    monkeypatch.setattr(engine, "save_checkpoint", real_save)
+    assert load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] == 1
+    bundle_train(out, resume=True)
+
+    cfg = load_config(exported.bundle / "configs" / "medt3d.yaml", ["train.max_epochs=2"])
+    uninterrupted = train(cfg, exported.data, tmp_path / "cli_run")  # medt3d train, never interrupted
+    resumed = json.loads((out / "history.json").read_text())
+    straight = json.loads((uninterrupted.run_dir / "history.json").read_text())
+    assert [h["epoch"] for h in resumed] == [1, 2]
+    assert [h["loss"] for h in resumed] == pytest.approx([h["loss"] for h in straight], rel=1e-5)
+    a = load_checkpoint(out / "checkpoints" / "last.pt")["network"]
+    b = load_checkpoint(uninterrupted.last_checkpoint)["network"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+    with pytest.raises(RuntimeError) as raised:  # MONAI wraps what a config expression raises
+        bundle_train(tmp_path / "never_ran", resume=True)
+    cause = root_cause(raised.value)
+    assert isinstance(cause, FileNotFoundError) and "last.pt" in str(cause)
+
+
 def test_multi_gpu_train_config_runs_under_torchrun_on_two_cpu_processes(exported, tmp_path: Path):
     out = tmp_path / "ddp_out"
     _run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run",
           "--config_file", "['configs/train.json','configs/multi_gpu_train.json']", "--dataset_dir",
-          str(exported.data), "--output_dir", str(out), "--train#trainer#max_epochs", "1"], cwd=exported.bundle,
-         timeout=300)
-    state = torch.load(out / "models" / "model.pt", map_location="cpu", weights_only=True)
-    model, _ = load_bundle_model(exported.bundle)
-    model.load_state_dict(state)  # rank 0 saved the unwrapped network's weights
+          str(exported.data), "--output_dir", str(out), "--train#trainer#max_epochs", "1"],
+         cwd=exported.bundle, timeout=300)
+    model, _ = load_inference_model(out)  # rank 0 saved the unwrapped network's checkpoints
+    bundle_model, _ = load_bundle_model(exported.bundle)
+    assert set(model.state_dict()) == set(bundle_model.state_dict())
+    assert load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] == 1
 
 
 # ------------------------------------------------------------------------------------------- loading
@@ -292,6 +336,16 @@ def test_medt3d_infer_loads_the_bundle_folder_and_zip(exported):
 
 
 # ------------------------------------------------------------------------------------------- refusals
+
+
+def test_medt3d_evaluate_takes_the_bundle_folder_and_zip(exported, tmp_path: Path):
+    for i, source in enumerate((exported.bundle, exported.result.zip_path)):
+        code = medt3d_main(["evaluate", "--model", str(source), "--data-dir", str(exported.data),
+                            "--output", str(tmp_path / f"eval{i}"), "--no-overlays"])
+        assert code == 0
+        summary = json.loads((tmp_path / f"eval{i}" / "summary.json").read_text())
+        assert summary["foreground_mean"]["dice"] == pytest.approx(exported.summary["foreground_mean"]["dice"],
+                                                                    abs=1e-6)
 
 
 def _tampered(trained, tmp_path: Path, change) -> Path:

@@ -71,11 +71,18 @@ def test_train_writes_checkpoints_history_and_tracking(phantom_dir: Path, tmp_pa
     assert {"config.yaml", "best.pt"} <= artifacts
 
 
-def test_resume_gives_the_same_losses_as_an_uninterrupted_run(phantom_dir: Path, tmp_path: Path, monkeypatch):
+@pytest.mark.parametrize("sampling", [(), ("train.iterations_per_epoch=6", "data.cache=none"),
+                                      ("train.iterations_per_epoch=3", "patch.num_samples=2", "train.batch_size=2",
+                                       "data.cache=none")],
+                         ids=["one-pass-per-epoch", "fixed-iterations", "fixed-iterations-two-per-batch"])
+def test_resume_gives_the_same_losses_as_an_uninterrupted_run(phantom_dir: Path, tmp_path: Path, monkeypatch,
+                                                              sampling):
     import medt3d.training.engine as training
 
-    cfg = tiny_cfg("train.max_epochs=3")
+    # several iterations per epoch from 2 cases, uncached: a resumed run must draw the same cases, crops and order
+    cfg = tiny_cfg("train.max_epochs=3", *sampling)
     full = train(cfg, phantom_dir, tmp_path / "full")
+    iterations = len(full.losses) // 3
 
     real_save = training.save_checkpoint
 
@@ -89,8 +96,8 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(phantom_dir: Path,
         train(cfg, phantom_dir, tmp_path / "split")
     monkeypatch.setattr(training, "save_checkpoint", real_save)
     second = train(cfg, phantom_dir, tmp_path / "split", resume=True)
-    assert second.epochs_run == 3 and len(second.losses) == 4  # epochs 2 and 3 only
-    np.testing.assert_allclose(second.losses, full.losses[2:], rtol=1e-5, atol=1e-6)
+    assert second.epochs_run == 3 and len(second.losses) == 2 * iterations  # epochs 2 and 3 only
+    np.testing.assert_allclose(second.losses, full.losses[iterations:], rtol=1e-5, atol=1e-6)
     a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")["network"]
     b = load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")["network"]
     for key in a:

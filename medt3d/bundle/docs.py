@@ -311,8 +311,15 @@ def build_readme(source: BundleSource, facts: ModelFacts, bundle_name: str) -> s
         "# Dice against labels (any data layout medt3d reads)",
         "python -m monai.bundle run --config_file \"['configs/inference.json','configs/evaluate.json']\" "
         "--dataset_dir DATA --output_dir OUT",
-        "# train again (best weights: OUT/models/model.pt); add --tracking mlflow to log to OUT/mlflow.db",
-        "python -m monai.bundle run --config_file configs/train.json --dataset_dir DATA --output_dir OUT",
+        "# train again with medt3d's engine: OUT becomes a run folder (checkpoints/best.pt, last.pt,",
+        "# history.json); --tracking mlflow logs to OUT/mlflow.db; --medt3d_overrides \"['train.lr=0.0005']\"",
+        "# changes any other medt3d setting",
+        "python -m monai.bundle run --config_file configs/train.json --dataset_dir DATA --output_dir OUT "
+        "--train#trainer#max_epochs 50",
+        "# continue an interrupted run from OUT/checkpoints/last.pt",
+        "python -m monai.bundle run --config_file configs/train.json --dataset_dir DATA --output_dir OUT --resume true",
+        "# export the trained run as a new bundle",
+        "medt3d export --model OUT --output NEW_BUNDLE",
         "# several GPUs (or CPU processes with gloo)",
         "torchrun --standalone --nproc_per_node=2 -m monai.bundle run "
         "--config_file \"['configs/train.json','configs/multi_gpu_train.json']\" --dataset_dir DATA --output_dir OUT",

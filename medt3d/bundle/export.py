@@ -36,7 +36,6 @@ from typing import Any
 import torch
 
 from medt3d.bundle.configs import (
-    MEDT3D_CONFIG,
     evaluate_config,
     inference_config,
     logging_conf,
@@ -55,6 +54,7 @@ from medt3d.config import Config, save_config
 from medt3d.io_utils import atomic_dir, atomic_save, atomic_write_text
 from medt3d.models.archive import zip_bundle
 from medt3d.models.checkpoint import load_checkpoint
+from medt3d.models.layout import BUNDLE_CONFIG
 from medt3d.models.loading import model_from_checkpoint
 
 __all__ = [
@@ -112,12 +112,10 @@ def _write_json(path: Path, values: Any) -> None:
 
 
 def _write_configs(root: Path, cfg: Config) -> None:
-    from medt3d.training.engine import KEY_METRIC
-
-    save_config(cfg, root / MEDT3D_CONFIG)
+    save_config(cfg, root / BUNDLE_CONFIG)
     _write_json(root / "configs" / "inference.json", inference_config())
     _write_json(root / "configs" / "evaluate.json", evaluate_config())
-    _write_json(root / "configs" / "train.json", train_config(KEY_METRIC))
+    _write_json(root / "configs" / "train.json", train_config())
     _write_json(root / "configs" / "multi_gpu_train.json", multi_gpu_train_config())
     atomic_write_text(root / "configs" / "logging.conf", logging_conf())
 
@@ -263,22 +261,42 @@ def verify_bundle(root: str | Path, dataset_dir: str | Path | None = None) -> No
                       config_file=str(configs / "inference.json"), device="cpu", bundle_root=str(root))
 
 
+def _probe_data(root: Path, folder: Path) -> Path:
+    """Two phantom cases, labelled with the bundle's classes only, for assembling ``train.json`` without user data.
+
+    Building the training engine lists, checks and caches real files; a bundle exported from a
+    checkpoint has none with it, so the check builds it on these.
+    """
+    import numpy as np
+
+    from medt3d.config import load_config
+    from medt3d.data.nifti import write_nifti
+    from medt3d.data.phantoms import make_phantom
+
+    num_classes = load_config(root / BUNDLE_CONFIG).data.num_classes
+    for index, split in enumerate(("train", "val")):
+        phantom = make_phantom(index, shape=(32, 32, 32))
+        write_nifti(phantom.image, phantom.affine, folder / split / "images" / f"{phantom.name}.nii.gz", dtype=None)
+        write_nifti(np.minimum(phantom.label, num_classes - 1), phantom.affine,
+                    folder / split / "masks" / f"{phantom.name}.nii.gz")
+    return folder
+
+
 def _check_workflow(root: Path, kind: str, names: list[str], dataset_dir: str | Path | None, scratch: str) -> None:
     """Instantiate one workflow (without running its ``initialize``) and check its MONAI properties."""
     from monai.bundle import ConfigWorkflow
 
     configs = root / "configs"
-    override: dict[str, Any] = {"bundle_root": str(root), "output_dir": scratch}
+    work = Path(tempfile.mkdtemp(dir=scratch))
+    override: dict[str, Any] = {"bundle_root": str(root), "output_dir": str(work / "out")}
     if dataset_dir is not None:
         override["dataset_dir"] = str(dataset_dir)
     elif kind == "infer":
         override["datalist"] = "$[]"
     else:
-        override["datalist"] = "$medt3d.data.datalist.Datalist(train=[], val=[])"
-        override["train#dataloader#shuffle"] = False  # a random sampler needs at least one case
-    if "multi_gpu_train.json" in names:  # checked without a process group: keep the single-process parts
-        override.update({"device": "$torch.device('cpu')", "network": "$@network_def.to(@device)",
-                         "train#dataloader#sampler": None, "validate#dataloader#sampler": None})
+        override["dataset_dir"] = str(_probe_data(root, work / "data"))
+    if "multi_gpu_train.json" in names:  # checked without a process group: assemble the single-process engine
+        override["distributed"] = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         workflow = ConfigWorkflow(config_file=[str(configs / n) for n in names],

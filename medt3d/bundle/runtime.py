@@ -4,21 +4,18 @@ The bundle's ``configs/*.json`` build their transforms, network, loss, optimiser
 inferer with the same medt3d functions that ``medt3d train`` and ``medt3d infer`` use (so the two
 cannot drift). This module holds the few pieces that glue those builders into MONAI's bundle
 workflow: an ``Inferer`` that runs medt3d's :class:`~medt3d.inference.predictor.Predictor` (sliding window,
-precision, test-time flips), an atomic NIfTI writer for ``SaveImaged``, the datasets, and the
-training extras (gradient clipping, gate freezing) that MONAI's handlers do not cover.
+precision, test-time flips), an atomic NIfTI writer for ``SaveImaged``, the input checks of
+``medt3d infer`` and the case lists. Training needs no glue: ``train.json`` runs medt3d's engine.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from ignite.engine import Engine, Events
-from monai.data import Dataset, NibabelWriter
-from monai.engines.utils import IterationEvents
+from monai.data import NibabelWriter
 from monai.inferers import Inferer
 from monai.transforms import MapTransform
 from monai.utils import convert_to_dst_type
@@ -35,9 +32,7 @@ __all__ = [
     "CaseNamed",
     "CheckImaged",
     "PredictorInferer",
-    "TrainExtrasHandler",
     "case_name_formatter",
-    "dataset",
     "image_cases",
     "infer_transforms",
     "labelled_cases",
@@ -148,16 +143,6 @@ class AtomicNibabelWriter(NibabelWriter):
             super().write(str(tmp), verbose=verbose, **obj_kwargs)
 
 
-def dataset(data: Sequence[dict], transform: Any, cfg: Config, cache_dir: str | Path | None = None) -> Dataset:
-    """The dataset ``medt3d train`` would build (``data.cache`` decides the caching).
-
-    A thin adapter so that bundle configs keep MONAI's ``dataset#data`` / ``dataset#transform`` keys.
-    """
-    from medt3d.data.datasets import build_dataset
-
-    return build_dataset(list(data), transform, cfg, cache_dir=cache_dir)
-
-
 def image_cases(dataset_dir: str | Path, output_dir: str | Path | None = None) -> list[dict[str, str]]:
     """``[{"image": path, "name": case}]`` for every scan under ``dataset_dir``, named as ``medt3d infer`` names them.
 
@@ -210,40 +195,3 @@ def labelled_cases(dataset_dir: str | Path) -> list[dict[str, Any]]:
     if not cases:
         raise ValueError(f"{dataset_dir}: no image/label pairs found")
     return cases
-
-
-class TrainExtrasHandler:
-    """What ``medt3d train`` does besides MONAI's handlers: gradient clipping and gate freezing.
-
-    Clips the gradient norm to ``train.max_norm`` after each backward pass, and keeps the
-    attention gates frozen for the first ``train.freeze_gates_epochs`` epochs.
-
-    Args:
-        cfg: the medt3d config.
-        network: the trained network (DDP-wrapped or not).
-    """
-
-    def __init__(self, cfg: Config, network: torch.nn.Module) -> None:
-        from medt3d.distributed import unwrap
-        from medt3d.networks import gate_parameters
-
-        self.cfg = cfg
-        self.network = network
-        self.gates = list(gate_parameters(unwrap(network)))
-
-    def attach(self, engine: Engine) -> None:
-        """Register the handlers on the trainer."""
-        engine.add_event_handler(Events.EPOCH_STARTED, self._freeze)
-        engine.add_event_handler(IterationEvents.BACKWARD_COMPLETED, self._clip)
-
-    def _freeze(self, engine: Engine) -> None:
-        frozen = engine.state.epoch <= self.cfg.train.freeze_gates_epochs
-        for p in self.gates:
-            p.requires_grad_(not frozen)
-
-    def _clip(self, engine: Engine) -> None:
-        if self.cfg.train.max_norm is None:
-            return
-        if getattr(engine, "scaler", None) is not None and engine.amp:
-            engine.scaler.unscale_(engine.optimizer)
-        torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.cfg.train.max_norm)

@@ -12,7 +12,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``evaluate`` command."""
     p = sub.add_parser("evaluate", help="score a trained model against ground truth",
                        description="Predict whole scans and score them (Dice, IoU, HD95, ASD in mm, volumes in mL).")
-    p.add_argument("--model", required=True, help="checkpoint (best.pt / last.pt) or run folder")
+    p.add_argument("--model", required=True, help="checkpoint (best.pt / last.pt), run folder, bundle folder or "
+                                                  "bundle zip")
     p.add_argument("--data-dir", required=True, help="data folder, MSD dataset.json or datalist JSON")
     p.add_argument("--output", required=True, help="folder for metrics.csv, summary.json, overlays/, curves.png")
     p.add_argument("--split", choices=SPLITS, default="val",

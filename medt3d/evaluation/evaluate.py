@@ -64,7 +64,8 @@ def evaluate(model_path: str | Path, data_dir: str | Path, output: str | Path, s
     """Score a checkpoint on a data folder and write metrics, summary and pictures to ``output``.
 
     Args:
-        model_path: a checkpoint (``best.pt``/``last.pt``) or a run folder.
+        model_path: anything ``medt3d infer --model`` takes: a checkpoint (``best.pt``/``last.pt``), a run
+            folder, a bundle folder or a bundle zip.
         data_dir: data folder or datalist JSON.
         output: folder for ``metrics.csv``, ``summary.json``, ``overlays/`` and ``curves.png``.
         split: ``val`` (the validation cases; all cases when the data have no split), ``train`` or ``all``.

@@ -5,15 +5,21 @@ the config, trains with per-iteration warm-up/cosine schedule, validates by slid
 ``train.val_interval`` epochs, and keeps ``checkpoints/last.pt`` and ``checkpoints/best.pt``
 (atomic). ``resume=True`` continues from ``last.pt`` and reproduces the uninterrupted run's losses,
 because every epoch reseeds its randomness from (seed, epoch, rank).
+
+:func:`build_training` is the one place the engines are assembled: ``medt3d train`` runs it, and so
+do an exported bundle's ``configs/train.json`` and ``configs/multi_gpu_train.json``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import os
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +39,7 @@ from monai.handlers import (
     ValidationHandler,
     from_engine,
 )
-from monai.inferers import SimpleInferer
+from monai.inferers import Inferer, SimpleInferer
 from monai.transforms import AsDiscreted, Compose
 from monai.utils import set_determinism
 from torch.nn.parallel import DistributedDataParallel
@@ -53,7 +59,7 @@ from medt3d.networks import build_network, gate_parameters
 from medt3d.training.losses import build_loss
 from medt3d.training.optim import TrainingClock, build_optimizer, build_scheduler
 
-__all__ = ["TrainResult", "train", "MIN_FREE_DISK_MB", "KEY_METRIC"]
+__all__ = ["KEY_METRIC", "MIN_FREE_DISK_MB", "TrainResult", "Training", "build_training", "train"]
 
 logger = logging.getLogger("medt3d.train")
 
@@ -114,9 +120,9 @@ def prepare_datalist(cfg: Config, data_dir: str | Path) -> Datalist:
     return datalist
 
 
-def _loss_of(output: dict[str, Any]) -> float:
-    """The scalar loss of a (non-decollated) trainer iteration output."""
-    loss = output["loss"]
+def _loss_of(output: dict[str, Any] | list[dict[str, Any]]) -> float:
+    """The scalar loss of a trainer iteration output (decollated: one dict per sample, each with the batch loss)."""
+    loss = (output[0] if isinstance(output, list) else output)["loss"]
     return float(loss.detach().item() if isinstance(loss, torch.Tensor) else loss)
 
 
@@ -138,6 +144,55 @@ def plain_batch(batchdata: dict, device: torch.device | str | None = None, non_b
 
 def _seed_for(cfg: Config, epoch: int, rank: int) -> int:
     return (cfg.train.seed * 1_000_003 + epoch * 7919 + rank * 104_729) % (2**31 - 1)
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """``num_samples`` case indices in an order fixed by a seed set before each epoch (whole permutations, repeated).
+
+    Our own because torch's ``RandomSampler`` draws its order from a generator that the DataLoader
+    also draws from when it creates an iterator, and ignite creates that iterator before the first
+    ``EPOCH_STARTED`` of a resumed run but after it in an uninterrupted one: the orders differed.
+
+    Args:
+        size: number of cases.
+        num_samples: indices per epoch.
+    """
+
+    def __init__(self, size: int, num_samples: int) -> None:
+        self.size, self.num_samples, self.seed = size, num_samples, 0
+
+    def set_seed(self, seed: int) -> None:
+        """Fix the order of the next iteration."""
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed)
+        rounds = -(-self.num_samples // self.size)
+        order = torch.cat([torch.randperm(self.size, generator=generator) for _ in range(rounds)])
+        return iter(order[: self.num_samples].tolist())
+
+
+@dataclass
+class _EpochSeeding:
+    """Everything random in an epoch, reseeded from (seed, epoch, rank) so that a resumed run repeats it."""
+
+    cfg: Config
+    rank: int
+    train_ds: Any
+    sampler: EpochSampler
+    loader_generator: torch.Generator
+
+    def __call__(self, epoch: int) -> None:
+        seed = _seed_for(self.cfg, epoch, self.rank)
+        set_determinism(seed)
+        self.sampler.set_seed(seed)
+        self.loader_generator.manual_seed(seed)  # the DataLoader's worker seeds
+        transform = getattr(self.train_ds, "transform", None)
+        if transform is not None and hasattr(transform, "set_random_state"):
+            transform.set_random_state(seed=seed)
 
 
 # --------------------------------------------------------------------------- handlers
@@ -162,19 +217,14 @@ class _RunState:
 
 
 def _attach_handlers(trainer: SupervisedTrainer, evaluator: SupervisedEvaluator, cfg: Config, run_dir: Path,
-                     state: _RunState, info: DistInfo, train_ds: Any, scheduler: Any, loader_generator: torch.Generator
+                     state: _RunState, info: DistInfo, scheduler: Any, reseed: _EpochSeeding
                      ) -> None:
     network = trainer.network
     gates = gate_parameters(unwrap(network))
 
     @trainer.on(Events.EPOCH_STARTED)
     def _reseed(engine: Engine) -> None:
-        seed = _seed_for(cfg, engine.state.epoch, info.rank)
-        set_determinism(seed)
-        loader_generator.manual_seed(seed)
-        transform = getattr(train_ds, "transform", None)
-        if transform is not None and hasattr(transform, "set_random_state"):
-            transform.set_random_state(seed=seed)
+        reseed(engine.state.epoch)
         frozen = engine.state.epoch <= cfg.train.freeze_gates_epochs
         for p in gates:
             p.requires_grad_(not frozen)
@@ -312,19 +362,99 @@ def train(cfg: Config, data_dir: str | Path, output: str | Path, resume: bool = 
     Returns:
         A TrainResult with the best metric and the per-iteration losses of this process.
     """
+    return build_training(cfg, data_dir, output, resume=resume, tracking_uri=tracking_uri).run()
+
+
+@dataclass
+class Training:
+    """The assembled engines of one training run, ready to :meth:`run`.
+
+    Attributes:
+        cfg: the config the run uses (the checkpoint's own when resuming).
+        run_dir: the run folder.
+        trainer: MONAI's SupervisedTrainer, with every medt3d handler attached.
+        evaluator: the sliding-window SupervisedEvaluator that validation runs.
+        train_dataset: the (cached) training dataset, this rank's share.
+        datalist: the training and validation cases.
+        info: rank and world size of this process.
+        state: the progress the handlers share (clock, best metric, history, losses).
+    """
+
+    cfg: Config
+    run_dir: Path
+    trainer: SupervisedTrainer
+    evaluator: SupervisedEvaluator
+    train_dataset: Any
+    datalist: Datalist
+    info: DistInfo
+    state: _RunState
+
+    def run(self) -> TrainResult:
+        """Train until ``train.max_epochs``, the time budget or early stopping; leave the process group."""
+        try:
+            start = time.time()
+            self.state.clock.start()
+            if self.trainer.state.epoch < self.cfg.train.max_epochs:
+                self.trainer.run()
+            if self.info.is_main:
+                logger.info("done in %.0f s: best %s %.4f at epoch %d; checkpoints in %s", time.time() - start,
+                            KEY_METRIC, self.state.best_metric, self.state.best_epoch,
+                            RunLayout(self.run_dir).checkpoints)
+        finally:
+            cleanup_distributed()
+        return TrainResult(run_dir=self.run_dir, best_metric=self.state.best_metric,
+                           best_epoch=self.state.best_epoch, epochs_run=self.trainer.state.epoch,
+                           losses=self.state.losses)
+
+
+def build_training(cfg: Config, data_dir: str | Path, output: str | Path, resume: bool = False,
+                   tracking_uri: str | None = None, train_handlers: Sequence[Any] = (),
+                   val_handlers: Sequence[Any] = (), distributed: bool | None = None, max_epochs: int | None = None,
+                   device: str | torch.device | None = None, inferer: Inferer | None = None) -> Training:
+    """Check the data and assemble the trainer and evaluator of ``medt3d train``, without running them.
+
+    Launched by ``torchrun`` (``WORLD_SIZE`` > 1), the process joins the group and trains its share
+    with DistributedDataParallel; only rank 0 writes.
+
+    Args:
+        cfg: the resolved config.
+        data_dir: a data folder or datalist JSON.
+        output: the run folder.
+        resume: continue from ``output/checkpoints/last.pt`` (see :func:`train`).
+        tracking_uri: MLflow tracking URI for ``tracking.mlflow``.
+        train_handlers: more handlers to attach to the trainer (anything with ``attach(engine)``;
+            ``None`` entries are skipped), after medt3d's own: a bundle's ``train#handlers``.
+        val_handlers: the same for the evaluator: a bundle's ``validate#handlers``.
+        distributed: ``True`` refuses to run outside ``torchrun``; ``None`` joins a torchrun group if there is one.
+        max_epochs: overrides ``train.max_epochs`` (also when resuming).
+        device: overrides ``train.device`` (under torchrun, CUDA ranks use their local GPU).
+        inferer: the trainer's inferer (default: MONAI's ``SimpleInferer``, the whole patch at once).
+
+    Raises:
+        ValueError: ``distributed=True`` without torchrun, or bad data (every problem, each naming its file).
+        FileNotFoundError: ``resume`` without ``last.pt``.
+    """
+    if distributed and "RANK" not in os.environ:
+        raise ValueError("distributed training runs under torchrun (RANK and WORLD_SIZE are not set), e.g. "
+                         "python -m torch.distributed.run --nproc_per_node=2 ...")
+    if max_epochs is not None:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_epochs=int(max_epochs)))
     run_dir = Path(output)
-    device = resolve_device(cfg.train.device)
+    device = resolve_device(cfg.train.device if device is None else str(device))
     info = init_distributed(device)
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
     try:
-        return _train(cfg, data_dir, run_dir, resume, tracking_uri, device, info)
-    finally:
+        return _build(cfg, data_dir, run_dir, resume, tracking_uri, device, info, train_handlers, val_handlers,
+                      inferer or SimpleInferer())
+    except BaseException:
         cleanup_distributed()
+        raise
 
 
-def _train(cfg: Config, data_dir: str | Path, run_dir: Path, resume: bool, tracking_uri: str | None,
-           device: torch.device, info: DistInfo) -> TrainResult:
+def _build(cfg: Config, data_dir: str | Path, run_dir: Path, resume: bool, tracking_uri: str | None,
+           device: torch.device, info: DistInfo, train_handlers: Sequence[Any], val_handlers: Sequence[Any],
+           inferer: Inferer) -> Training:
     resume_payload = None
     if resume:
         resume_payload = load_checkpoint(RunLayout(run_dir).last)
@@ -348,8 +478,8 @@ def _train(cfg: Config, data_dir: str | Path, run_dir: Path, resume: bool, track
 
     iterations = cfg.train.iterations_per_epoch or max(1, -(-len(train_ds) // cfg.train.batch_size))
     generator = torch.Generator()
-    sampler = torch.utils.data.RandomSampler(train_ds, num_samples=iterations * cfg.train.batch_size,
-                                             generator=generator)
+    sampler = EpochSampler(len(train_ds), iterations * cfg.train.batch_size)
+    reseed = _EpochSeeding(cfg, info.rank, train_ds, sampler, generator)
     train_loader = DataLoader(train_ds, batch_size=cfg.train.batch_size, sampler=sampler,
                               num_workers=cfg.data.num_workers, generator=generator)
     val_loader = DataLoader(val_ds, batch_size=1, num_workers=cfg.data.num_workers)
@@ -391,9 +521,10 @@ def _train(cfg: Config, data_dir: str | Path, run_dir: Path, resume: bool, track
         prepare_batch=plain_batch,
         optimizer=optimizer,
         loss_function=build_loss(cfg).to(device),
-        inferer=SimpleInferer(),
+        inferer=inferer,
         amp=amp,
-        decollate=False,
+        # decollated outputs (one dict per sample), as MONAI's handlers expect, e.g. those --tracking mlflow adds
+        decollate=True,
     )
     LrScheduleHandler(lr_scheduler=scheduler, print_lr=False, epoch_level=False).attach(trainer)
     if cfg.train.val_interval > 0:
@@ -413,8 +544,9 @@ def _train(cfg: Config, data_dir: str | Path, run_dir: Path, resume: bool, track
         trainer.state.epoch = resume_payload["epoch"]
         trainer.state.iteration = resume_payload["iteration"]
         logger.info("resuming %s from epoch %d (iteration %d)", run_dir, trainer.state.epoch, trainer.state.iteration)
-
-    _attach_handlers(trainer, evaluator, cfg, run_dir, state, info, train_ds, scheduler, generator)
+    # ignite makes the run's first DataLoader iterator before its first EPOCH_STARTED: seed it as that epoch's
+    reseed(trainer.state.epoch + 1)
+    _attach_handlers(trainer, evaluator, cfg, run_dir, state, info, scheduler, reseed)
     if cfg.train.early_stopping_patience is not None:
         EarlyStopHandler(patience=cfg.train.early_stopping_patience,
                          score_function=lambda e: e.state.metrics[KEY_METRIC], trainer=trainer).attach(evaluator)
@@ -427,12 +559,9 @@ def _train(cfg: Config, data_dir: str | Path, run_dir: Path, resume: bool, track
                     iterations, cfg.train.max_epochs,
                     f", {info.world_size} processes" if info.enabled else "")
 
-    start = time.time()
-    clock.start()
-    if trainer.state.epoch < cfg.train.max_epochs:
-        trainer.run()
-    if info.is_main:
-        logger.info("done in %.0f s: best %s %.4f at epoch %d; checkpoints in %s", time.time() - start, KEY_METRIC,
-                    state.best_metric, state.best_epoch, RunLayout(run_dir).checkpoints)
-    return TrainResult(run_dir=run_dir, best_metric=state.best_metric, best_epoch=state.best_epoch,
-                       epochs_run=trainer.state.epoch, losses=state.losses)
+    for handlers, engine in ((train_handlers, trainer), (val_handlers, evaluator)):
+        for handler in handlers:
+            if handler is not None:  # a disabled component of a bundle config
+                handler.attach(engine)
+    return Training(cfg=cfg, run_dir=run_dir, trainer=trainer, evaluator=evaluator, train_dataset=train_ds,
+                    datalist=datalist, info=info, state=state)
