@@ -10,7 +10,15 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medt3d.bench.quality import PATIENTS, bench_quality, find_shared_data, organ_datalist, quality_markdown
+from medt3d.bench.quality import (
+    FOLDS,
+    PATIENTS,
+    bench_quality,
+    find_shared_data,
+    organ_datalist,
+    quality_markdown,
+    select_folds,
+)
 from medt3d.data.datalist import build_datalist
 
 pytestmark = pytest.mark.shared_data
@@ -36,6 +44,14 @@ def test_organ_datalist_renumbers_the_chosen_organs_and_clears_the_rest(shared_d
 def test_missing_shared_data_is_named(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="spleen_2_ct.nii.gz"):
         find_shared_data(tmp_path)
+
+
+def test_quality_train_picks_the_folds_and_names_an_unknown_patient(capsys):
+    from medt3d.cli import main
+
+    assert select_folds(None) == FOLDS and select_folds(["ct_abdomen_ts"]) == (("ct_abdomen_ts", "ct_spleen"),)
+    assert main(["bench", "--quality", "--quality-train", "ct_liver"]) != 0
+    assert "ct_liver trains no fold; choose from ct_spleen, ct_abdomen_ts" in capsys.readouterr().err
 
 
 def test_quality_bench_trains_on_one_patient_and_scores_the_other(shared_data: Path, tmp_path: Path):

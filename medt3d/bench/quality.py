@@ -71,6 +71,21 @@ MULTI_ORGAN: dict[str, Any] = {"train": "ct_abdomen_ts", "organs": ("spleen", "r
 DEFAULT_SHARED_DATA = Path("../shared/data")
 
 
+def select_folds(train_patients: Sequence[str] | None = None) -> tuple[tuple[str, str], ...]:
+    """The folds of :data:`FOLDS` trained on ``train_patients`` (all of them for ``None``).
+
+    Raises:
+        ValueError: a patient that trains no fold, naming the ones that do.
+    """
+    if not train_patients:
+        return FOLDS
+    known = [train for train, _ in FOLDS]
+    unknown = [p for p in train_patients if p not in known]
+    if unknown:
+        raise ValueError(f"--quality-train: {', '.join(unknown)} trains no fold; choose from {', '.join(known)}")
+    return tuple(fold for fold in FOLDS if fold[0] in train_patients)
+
+
 def find_shared_data(path: str | Path | None = None) -> Path:
     """The folder holding the real CT patients.
 

@@ -41,12 +41,12 @@ def _infer(cfg, args: argparse.Namespace, log: Callable[[str], None]) -> dict[st
 
 
 def _quality(cfg, args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
-    from medt3d.bench.quality import bench_quality
+    from medt3d.bench.quality import bench_quality, select_folds
     from medt3d.bench.settings import DEFAULT_CONFIG
 
     return bench_quality(args.quality_dir, shared_data=args.quality_data, networks=args.quality_networks,
                          budget_s=args.budget, config=args.config or DEFAULT_CONFIG, overrides=args.overrides,
-                         multi_organ=args.multi_organ, log=log)
+                         multi_organ=args.multi_organ, folds=select_folds(args.quality_train), log=log)
 
 
 #: mode flag (argparse dest) -> runner(cfg, args, log) -> JSON-ready dict
@@ -111,6 +111,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     qual.add_argument("--quality-data", help="folder of the real CT patients (default: ../shared/data)")
     qual.add_argument("--quality-dir", default="bench_quality",
                       help="folder for labels, runs, evaluations and overlays (default: bench_quality)")
+    qual.add_argument("--quality-train", nargs="+", metavar="PATIENT",
+                      help="run only the folds trained on these patients (ct_spleen, ct_abdomen_ts; default: both), "
+                           "e.g. to repeat one fold with another --set train.seed")
     qual.add_argument("--multi-organ", action="store_true",
                       help="also train on the four organs of ct_abdomen_ts: self-fit Dice per organ and the spleen "
                            "on ct_spleen")
