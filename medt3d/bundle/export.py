@@ -236,7 +236,8 @@ def verify_bundle(root: str | Path, dataset_dir: str | Path | None = None) -> No
 
     Args:
         root: the bundle folder.
-        dataset_dir: data to instantiate the workflows with; ``None`` checks them with no cases.
+        dataset_dir: data to instantiate the workflows with; ``None`` checks inference with no cases and
+            training on two probe phantoms.
 
     Raises:
         ValueError: naming the configs and the missing or wrong properties.
@@ -252,8 +253,9 @@ def verify_bundle(root: str | Path, dataset_dir: str | Path | None = None) -> No
     )
     scratch = tempfile.mkdtemp(prefix="medt3d-verify-")  # handlers create their folders when they are built
     try:
+        train_data = dataset_dir if dataset_dir is not None else _probe_data(root, Path(scratch) / "probe")
         for kind, names in runs:
-            _check_workflow(root, kind, names, dataset_dir, scratch)
+            _check_workflow(root, kind, names, dataset_dir if kind == "infer" else train_data, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     configs = root / "configs"
@@ -291,10 +293,8 @@ def _check_workflow(root: Path, kind: str, names: list[str], dataset_dir: str | 
     override: dict[str, Any] = {"bundle_root": str(root), "output_dir": str(work / "out")}
     if dataset_dir is not None:
         override["dataset_dir"] = str(dataset_dir)
-    elif kind == "infer":
+    else:  # inference checked with no cases (training always gets data: see _probe_data)
         override["datalist"] = "$[]"
-    else:
-        override["dataset_dir"] = str(_probe_data(root, work / "data"))
     if "multi_gpu_train.json" in names:  # checked without a process group: assemble the single-process engine
         override["distributed"] = None
     with warnings.catch_warnings():
