@@ -2,7 +2,8 @@
 
 Each command lives in ``medt3d/commands/<name>.py`` and exposes ``register(subparsers)``
 (which adds its parser and sets ``func``). Errors that users cause (bad files, bad config)
-are printed as one clear line with exit code 2, without a traceback; ``--debug`` shows it.
+are printed as one clear line with exit code 2, faults of the machine (read-only or full disk,
+out of memory) with exit code 3, both without a traceback; ``--debug`` shows it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 import sys
 
 from medt3d import __version__
-from medt3d.errors import USER_ERRORS
+from medt3d.errors import ENVIRONMENT_ERRORS, EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_INTERRUPTED, USER_ERRORS
 
 #: Command modules, in the order ``medt3d --help`` lists them.
 COMMANDS = ("inspect", "phantoms", "train", "evaluate", "infer", "export", "demo", "bench")
@@ -51,7 +52,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"medt3d {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
+    except ENVIRONMENT_ERRORS as err:
+        if args.debug:
+            raise
+        reason = "out of memory" if isinstance(err, MemoryError) else "system error"
+        print(f"medt3d {args.command}: {reason}: {err or type(err).__name__}", file=sys.stderr)
+        return EXIT_ENVIRONMENT
     except KeyboardInterrupt:
         print(f"medt3d {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED

@@ -16,6 +16,7 @@ import copy
 import dataclasses
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -38,6 +39,7 @@ __all__ = [
     "TrainConfig",
     "config_to_dict",
     "config_from_dict",
+    "apply_overrides",
     "load_config",
     "parse_override",
     "CT_WINDOWS",
@@ -147,6 +149,9 @@ class AugmentConfig:
         intensity_shift: random intensity offset up to ``shift``.
         intensity_scale: random intensity scaling up to ``scale_intensity``.
         noise: additive Gaussian noise with std ``noise_std``.
+        gamma: random gamma (contrast) curve with exponent in ``gamma_range``, probability ``gamma_prob``.
+        low_res: simulated low resolution (downsample by a zoom in ``low_res_zoom``, upsample back),
+            probability ``low_res_prob``, as nnU-Net augments.
     """
 
     flip: bool = True
@@ -165,6 +170,12 @@ class AugmentConfig:
     noise: bool = True
     noise_std: float = 0.01
     noise_prob: float = 0.2
+    gamma: bool = False
+    gamma_range: tuple[float, float] = (0.7, 1.5)
+    gamma_prob: float = 0.3
+    low_res: bool = False
+    low_res_zoom: tuple[float, float] = (0.5, 1.0)
+    low_res_prob: float = 0.25
 
 
 @dataclass
@@ -184,6 +195,10 @@ class NetworkConfig:
         dropout: dropout rate inside attention blocks.
         full_res_channels: width of MedT3D's optional full-resolution path (sharper boundaries, more
             memory); 0 turns it off; ``null`` keeps the preset's.
+        input_head: add a pointwise term of the input intensities to MedT3D's logits (a direct
+            intensity-to-class path); false leaves every logit to the encoder-decoder.
+        deep_supervision: auxiliary logits heads on this many coarser decoder levels of MedT3D,
+            trained with MONAI's ``DeepSupervisionLoss`` (0: off).
     """
 
     name: str = "medt3d"
@@ -197,6 +212,8 @@ class NetworkConfig:
     local_patch: int | None = None
     dropout: float = 0.0
     full_res_channels: int | None = None
+    input_head: bool = True
+    deep_supervision: int = 0
 
 
 @dataclass
@@ -447,12 +464,17 @@ def validate(cfg: Config, source: str = "<config>") -> None:
         _require(all(r >= 0 for r in pt.class_ratios) and sum(pt.class_ratios) > 0, source,
                  "patch.class_ratios", f"must be >= 0 and not all 0, got {pt.class_ratios}")
 
-    for name in ("flip_prob", "rotate90_prob", "affine_prob", "intensity_prob", "noise_prob"):
+    for name in ("flip_prob", "rotate90_prob", "affine_prob", "intensity_prob", "noise_prob", "gamma_prob",
+                 "low_res_prob"):
         value = getattr(a, name)
         _require(0.0 <= value <= 1.0, source, f"augment.{name}", f"must be a probability in [0, 1], got {value}")
     for name in ("rotate_deg", "scale", "shift", "scale_intensity", "noise_std"):
         value = getattr(a, name)
         _require(value >= 0, source, f"augment.{name}", f"must be >= 0, got {value}")
+    _require(0 < a.gamma_range[0] <= a.gamma_range[1], source, "augment.gamma_range",
+             f"must be (low, high) with 0 < low <= high, got {list(a.gamma_range)}")
+    _require(0 < a.low_res_zoom[0] <= a.low_res_zoom[1] <= 1, source, "augment.low_res_zoom",
+             f"must be (low, high) with 0 < low <= high <= 1, got {list(a.low_res_zoom)}")
 
     _one_of(n.name, NETWORKS, source, "network.name")
     _one_of(n.preset, PRESETS, source, "network.preset")
@@ -460,6 +482,7 @@ def validate(cfg: Config, source: str = "<config>") -> None:
         value = getattr(n, name)
         if value is not None:
             _require(value >= 1, source, f"network.{name}", f"must be >= 1, got {value}")
+    _require(n.deep_supervision >= 0, source, "network.deep_supervision", f"must be >= 0, got {n.deep_supervision}")
     if n.full_res_channels is not None:
         _require(n.full_res_channels >= 0, source, "network.full_res_channels",
                  f"must be >= 0, got {n.full_res_channels}")
@@ -552,6 +575,24 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     raise FileNotFoundError(f"config {str(name_or_path)!r} is neither a YAML file nor a preset {known}")
 
 
+def apply_overrides(values: dict, overrides: Sequence[str]) -> dict:
+    """A copy of the nested config dict ``values`` with ``section.key=value`` overrides set.
+
+    Raises:
+        ConfigError: an override without ``=`` or one that descends into a value that is not a section.
+    """
+    values = copy.deepcopy(values)
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = values
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {text!r}: '{k}' is not a section")
+        node[keys[-1]] = value
+    return values
+
+
 def load_config(name_or_path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load a config file (or preset name) and apply ``--set`` style overrides.
 
@@ -574,15 +615,9 @@ def load_config(name_or_path: str | Path | None = None, overrides: list[str] | N
             raise ConfigError(f"{source}: not valid YAML: {err}") from None
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: the top level must be a mapping of sections")
-    for text in overrides or []:
-        keys, value = parse_override(text)
-        node = values
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {text!r}: '{k}' is not a section")
-        node[keys[-1]] = value
-        source = f"{source} (with --set overrides)" if "--set" not in source else source
+    if overrides:
+        values = apply_overrides(values, overrides)
+        source = f"{source} (with --set overrides)"
     return config_from_dict(values, source)
 
 

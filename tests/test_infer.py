@@ -224,6 +224,21 @@ def test_skip_existing_redoes_only_unfinished_cases(scans, tmp_path: Path):
     assert 0 < net.calls - first_calls < first_calls
 
 
+def test_skip_existing_redoes_outputs_of_another_model(scans, tmp_path: Path, caplog):
+    out = tmp_path / "out"
+    assert _run([scans["folder"]], out)["done"] == 3
+    sidecar = out / "ct_a_seg.json"
+    made = json.loads(sidecar.read_text())
+    made["model"]["sha256"] = "0" * 64  # as if another model had written ct_a
+    sidecar.write_text(json.dumps(made))
+    caplog.set_level("WARNING", logger="medt3d.inference.batch")
+    summary = _run([scans["folder"]], out, options=InferOptions(progress=False, skip_existing=True))
+    assert {c["case"]: c["status"] for c in summary["cases"]} == {"ct_a": "done", "ct_b": "skipped",
+                                                                  "ct_c": "skipped"}
+    assert "made by another model" in caplog.text and str(sidecar) in caplog.text
+    assert json.loads(sidecar.read_text())["model"].get("sha256") != "0" * 64  # rewritten by this model
+
+
 def test_outputs_never_overwrite_inputs(scans, tmp_path: Path):
     with pytest.raises(ValueError, match="inside the DICOM input folder"):
         _run([scans["dicom"]], scans["dicom"] / "out")
@@ -244,6 +259,20 @@ def test_results_inside_a_searched_input_folder_are_not_inputs(scans):
     assert _run([scans["folder"]], out)["done"] == 3
     names = [c.name for c in discover_cases([scans["folder"]], out)]
     assert names == ["ct_a", "ct_b", "ct_c"]
+
+
+def test_a_dataset_folder_gives_its_images_not_its_masks(tmp_path: Path):
+    image, affine = blob_volume((8, 8, 8), (1.0, 1.0, 1.0))
+    for folder, name in [("train/images", "p1.nii.gz"), ("train/masks", "p1.nii.gz"), ("imagesTr", "c_0000.nii.gz"),
+                         ("labelsTr", "c.nii.gz"), ("flat", "spleen_2.nii.gz"), ("flat", "spleen_2_label.nii.gz"),
+                         ("flat", "spleen_3_seg.nii.gz"), ("flat", "spleen_4_mask.nii")]:
+        (tmp_path / "data" / folder).mkdir(parents=True, exist_ok=True)
+        save(tmp_path / "data" / folder / name, image, affine)
+    found = sorted(str(c.path.relative_to(tmp_path / "data")) for c in discover_cases([tmp_path / "data"], tmp_path / "o"))
+    assert found == ["flat/spleen_2.nii.gz", "imagesTr/c_0000.nii.gz", "train/images/p1.nii.gz"]
+    # named explicitly, a file is segmented whatever its name
+    named = discover_cases([tmp_path / "data" / "flat" / "spleen_3_seg.nii.gz"], tmp_path / "o")
+    assert [c.path.name for c in named] == ["spleen_3_seg.nii.gz"]
 
 
 def test_case_names_stay_unique(tmp_path: Path):

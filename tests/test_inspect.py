@@ -102,3 +102,27 @@ def test_inspect_spleen(shared_data, tmp_path, capsys):
     assert main(["inspect", str(shared_data / "ct_spleen"), "--json", "--no-png"]) == 0
     case = json.loads(capsys.readouterr().out)["fingerprint"]["cases"][0]
     assert case["shape"] == [164, 166, 26] and case["classes"]["1"] == 96672
+
+
+def test_inspect_reports_label_values_outside_the_configs_classes_and_nan_voxels(data, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    mask = sorted((copy / "train" / "masks").glob("*.nii*"))[0]
+    img = nib.load(mask)
+    array = np.asarray(img.dataobj).copy()
+    array[0, 0, 0] = 9  # a value the demo config (4 classes) does not have
+    nib.save(nib.Nifti1Image(array, img.affine), mask)
+    image = sorted((copy / "val" / "images").glob("*.nii*"))[0]
+    img = nib.load(image)
+    pixels = np.asarray(img.dataobj, dtype=np.float32)
+    pixels[1, 2, 3] = np.nan
+    nib.save(nib.Nifti1Image(pixels, img.affine), image)
+    code = main(["inspect", str(copy), "--config", "demo", "--json", "--no-png"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 1
+    assert set(result["fingerprint"]["classes"]) == {"background", "organ_a", "organ_b", "organ_c"}
+    problems = result["fingerprint"]["problems"]
+    assert any(f"{mask}: label values 9 are outside 0..3" in p for p in problems)
+    assert any(f"{image}: 1 voxels are NaN or Inf" in p for p in problems)

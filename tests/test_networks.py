@@ -393,3 +393,41 @@ def test_baselines_reject_roi_they_cannot_take(name: str, roi: str) -> None:
     cfg = load_config(None, [f"network.name={name}", f"patch.roi_size={roi}"])
     with pytest.raises(ValueError, match="patch.roi_size"):
         build_network(cfg)
+
+
+def test_deep_supervision_heads_train_and_leave_inference_alone() -> None:
+    from medt3d.training.losses import DeepSupervised, build_loss
+
+    torch.manual_seed(3)
+    net = _tiny(stem_stride=8, deep_supervision=1)
+    x = torch.randn(2, 1, 16, 16, 16)
+    label = (x[:, :1] > 0).long()
+    out = net(x)
+    assert out.shape == (2, 6, 16, 16, 16)  # main logits, then the auxiliary head's, 3 classes each
+    from monai.losses import DiceCELoss
+
+    base = DiceCELoss(to_onehot_y=True, softmax=True)
+    value = DeepSupervised(base, num_classes=3, heads=2)(out, label)
+    expected = (2 / 3) * base(out[:, :3], label) + (1 / 3) * base(out[:, 3:], label)  # weights 1 and 1/2, normalised
+    torch.testing.assert_close(value, expected)
+    value.backward()
+    assert net.aux_heads[0].weight.grad.abs().sum() > 0
+    net.eval()
+    with torch.no_grad():
+        plain = net(x)
+        assert plain.shape == (2, 3, 16, 16, 16)
+        torch.testing.assert_close(plain, out[:, :3].detach(), rtol=1e-4, atol=1e-5)  # eval: main head only
+        torch.testing.assert_close(torch.jit.script(net)(x), plain)
+    cfg = load_config("demo", ["network.preset=tiny", "network.stem_stride=8", "network.deep_supervision=1"])
+    assert isinstance(build_loss(cfg), DeepSupervised) and build_network(cfg).deep_supervision == 1
+    with pytest.raises(ValueError, match="deep_supervision must be 0..1"):
+        _tiny(stem_stride=8, deep_supervision=2)
+
+
+def test_without_input_head_the_logits_come_from_the_decoder_alone() -> None:
+    net = _tiny(input_head=False)
+    assert net.input_head is None
+    x = torch.randn(1, 1, 16, 16, 16)
+    net.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.script(net)(x), net(x))

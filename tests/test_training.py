@@ -111,6 +111,92 @@ def test_resume_without_checkpoint_is_a_clear_error(phantom_dir: Path, tmp_path:
         train(tiny_cfg(), phantom_dir, tmp_path / "never-ran", resume=True)
 
 
+def test_a_folder_holding_a_run_is_refused_unless_resume_or_overwrite(phantom_dir: Path, tmp_path: Path):
+    run = tmp_path / "run"
+    first = train(tiny_cfg("train.max_epochs=2"), phantom_dir, run)
+    best_before = (run / "checkpoints" / "best.pt").read_bytes()
+    with pytest.raises(ValueError, match=r"already holds a training run .*--resume.*--overwrite"):
+        train(tiny_cfg("train.max_epochs=1"), phantom_dir, run)
+    # nothing of the first run was touched by the refused one
+    assert (run / "checkpoints" / "best.pt").read_bytes() == best_before
+    assert [h["epoch"] for h in json.loads((run / "history.json").read_text())] == [1, 2]
+
+    leftover = run / "checkpoints" / ".last.pt.abc123.tmp"  # what kill -9 during a save leaves
+    leftover.write_bytes(b"partial")
+    second = train(tiny_cfg("train.max_epochs=1", "train.seed=5"), phantom_dir, run, overwrite=True)
+    assert second.epochs_run == 1 and first.epochs_run == 2
+    assert not leftover.exists()
+    assert [h["epoch"] for h in json.loads((run / "history.json").read_text())] == [1]
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["config"]["train"]["seed"] == 5
+    best = run / "checkpoints" / "best.pt"
+    assert not best.exists() or load_checkpoint(best)["epoch"] == 1  # no best.pt of the old run
+
+
+def test_resume_keeps_the_runs_own_config_and_epochs_unless_overridden(phantom_dir: Path, tmp_path: Path):
+    run = tmp_path / "run"
+    train(tiny_cfg("train.max_epochs=1"), phantom_dir, run)
+    # the config passed now (5 epochs, another lr) is not the run's: resuming keeps the run's own
+    again = train(tiny_cfg("train.max_epochs=5", "train.lr=0.5"), phantom_dir, run, resume=True)
+    assert again.epochs_run == 1 and again.losses == []
+    extended = train(tiny_cfg(), phantom_dir, run, resume=True, overrides=["train.max_epochs=2"])
+    assert extended.epochs_run == 2 and len(extended.losses) > 0
+    last = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert last["epoch"] == 2 and last["config"]["train"]["max_epochs"] == 2
+    assert last["config"]["train"]["lr"] == tiny_cfg().train.lr
+
+
+def test_cli_refuses_resume_and_overwrite_together(phantom_dir: Path, tmp_path: Path, capsys):
+    from medt3d.cli import main
+
+    code = main(["train", "--data-dir", str(phantom_dir), "--output", str(tmp_path / "r"), "--resume", "--overwrite"])
+    assert code == 2
+    assert "pass one of them" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_images_with_nan_voxels_are_refused_before_training(phantom_dir: Path, tmp_path: Path):
+    import nibabel as nib
+
+    data = tmp_path / "data"
+    shutil.copytree(phantom_dir, data)
+    path = sorted((data / "train" / "images").glob("*.nii*"))[0]
+    img = nib.load(path)
+    array = np.asarray(img.dataobj, dtype=np.float32)
+    array[4:6, 4:6, 4:6] = np.nan  # e.g. a broken reconstruction
+    nib.save(nib.Nifti1Image(array, img.affine), path)
+    with pytest.raises(DatasetError, match=rf"{path}: 8 of \d+ voxels are NaN or Inf"):
+        train(tiny_cfg(), data, tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_non_finite_loss_stops_training_without_a_poisoned_checkpoint(phantom_dir: Path, tmp_path: Path,
+                                                                        monkeypatch):
+    import medt3d.training.engine as training
+
+    real_loss = training.build_loss
+    calls = {"n": 0}
+
+    class Diverging(torch.nn.Module):
+        def __init__(self, cfg) -> None:
+            super().__init__()
+            self.loss = real_loss(cfg)
+
+        def forward(self, pred, label):
+            calls["n"] += 1
+            value = self.loss(pred, label)
+            return value * float("inf") if calls["n"] == 3 else value  # diverges at the 3rd iteration
+
+    monkeypatch.setattr(training, "build_loss", Diverging)
+    run = tmp_path / "run"
+    cfg = tiny_cfg("train.max_epochs=3", "train.iterations_per_epoch=2")
+    with pytest.raises(ValueError, match=r"stopped at epoch 2, iteration 3: the loss is (inf|nan) \(not finite\)"):
+        train(cfg, phantom_dir, run)
+    # epoch 1 was saved; nothing of epoch 2 (whose weights saw the non-finite gradient) was
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == 1
+    history = json.loads((run / "history.json").read_text())  # valid JSON
+    assert [h["epoch"] for h in history] == [1]
+
+
 def test_gates_stay_frozen_for_the_first_epochs(phantom_dir: Path, tmp_path: Path):
     cfg = tiny_cfg("train.max_epochs=1", "train.freeze_gates_epochs=1", "train.max_norm=null")
     fresh = build_network(cfg)

@@ -363,3 +363,39 @@ def test_persistent_dataset_writes_and_refreshes_disk_cache(tmp_path, recwarn):
     block_case(tmp_path, name="c0", block=(slice(2, 18), slice(2, 16), slice(1, 9)))
     fresh = build_dataset(cases, build_val_transforms(cfg), cfg)[0]
     assert float(fresh["label"].sum()) > float(first["label"].sum())
+
+
+class _Planted:
+    """A pickle that would create a file when unpickled with weights_only=False."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_disk_cache_loads_weights_only_and_rebuilds_planted_or_corrupt_entries(tmp_path, caplog):
+    cases = [block_case(tmp_path, name=f"c{i}") for i in range(2)]
+    cache = tmp_path / "cache"
+    cfg = cfg_("data.cache=disk", f"data.cache_dir={cache}")
+    first = [build_dataset(cases, build_val_transforms(cfg), cfg)[i] for i in range(2)]
+    files = sorted(cache.glob("*.pt"))
+    assert len(files) == 2
+    for f in files:  # every entry is plain data
+        torch.load(f, weights_only=True)
+
+    marker = tmp_path / "code_ran"
+    torch.save({"image": _Planted(marker)}, files[0])  # a file planted in the cache folder
+    files[1].write_bytes(files[1].read_bytes()[:100])  # a truncated entry (disk full, kill -9)
+    caplog.set_level("WARNING", logger="medt3d.data")
+    again = build_dataset(cases, build_val_transforms(cfg), cfg)
+    items = [again[i] for i in range(2)]
+    assert not marker.exists(), "a planted cache file ran code"
+    assert caplog.text.count("cannot be loaded safely") == 2 and "rebuilding" in caplog.text
+    for old, new in zip(first, items):
+        assert isinstance(new["image"], MetaTensor)
+        torch.testing.assert_close(new["image"].as_tensor(), old["image"].as_tensor())
+        np.testing.assert_allclose(np.asarray(new["image"].affine), np.asarray(old["image"].affine))
+    for f in sorted(cache.glob("*.pt")):  # rebuilt, loadable again
+        torch.load(f, weights_only=True)

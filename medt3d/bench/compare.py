@@ -75,7 +75,7 @@ def train_on_budget(config: str, overrides: list[str], data: str | Path, run_dir
     logger.info("training %s (%.2f M parameters) for at most %s s", cfg.network.name, params / 1e6,
                 cfg.train.max_seconds)
     start = time.time()
-    result = train(cfg, data, run_dir)
+    result = train(cfg, data, run_dir, overwrite=True)  # the benchmark's own folder: a rerun replaces it
     seconds = time.time() - start
     last = load_checkpoint(result.last_checkpoint)
     return {

@@ -178,7 +178,9 @@ def train_config() -> dict[str, Any]:
     runs: the same data checks and split, transforms, network, loss, optimiser, schedule, gradient
     clipping, gate freezing, per-epoch reseeding, validation and early stopping. ``output_dir``
     becomes a medt3d run folder with resumable ``checkpoints/last.pt`` and ``checkpoints/best.pt``;
-    ``--resume true`` continues from its ``last.pt``. ``--train#trainer#max_epochs N`` sets the epochs;
+    ``--resume true`` continues from its ``last.pt`` (with the run's config, ``medt3d_overrides`` and
+    the epochs on top); ``--overwrite true`` replaces a run already there, which is refused otherwise.
+    ``--train#trainer#max_epochs N`` sets the epochs;
     ``medt3d_overrides`` takes any other ``section.key=value`` setting (``"['train.lr=0.0005']"``),
     checked like ``--set``. Handlers in ``train#handlers`` or ``validate#handlers`` (as added by
     ``--tracking mlflow``, which logs to the SQLite store ``tracking_uri``) are attached on top of
@@ -194,6 +196,7 @@ def train_config() -> dict[str, Any]:
         "dataset_dir": "/workspace/data",
         "output_dir": "$os.path.join(@bundle_root, 'eval')",
         "resume": False,
+        "overwrite": False,
         "distributed": None,
         "tracking_uri": "$@medt3d_cfg.tracking.mlflow_uri or "
                         "monai.utils.path_to_sqlite_uri(os.path.join(@output_dir, 'mlflow.db'))",
@@ -208,6 +211,8 @@ def train_config() -> dict[str, Any]:
                 "output": "@output_dir",
                 "max_epochs": "$@medt3d_cfg.train.max_epochs",
                 "resume": "@resume",
+                "overwrite": "@overwrite",
+                "overrides": "@medt3d_overrides",
                 "device": "@device",
                 "inferer": "@train#inferer",
                 "tracking_uri": "@tracking_uri",

@@ -15,10 +15,12 @@ def add_config_args(parser: argparse.ArgumentParser, default: str | None = "defa
                         help="override a config key, e.g. --set train.max_epochs=3 (repeatable)")
 
 
+def explicit_overrides(args: argparse.Namespace, flag_overrides: dict[str, object] | None = None) -> list[str]:
+    """What the command line sets: ``--set`` overrides, then the plain flags that were given (which win)."""
+    flags = [f"{key}={value}" for key, value in (flag_overrides or {}).items() if value is not None]
+    return [*args.overrides, *flags]
+
+
 def config_from_args(args: argparse.Namespace, flag_overrides: dict[str, object] | None = None) -> Config:
     """Load the config named by ``--config`` with ``--set`` overrides, then plain flags (which win)."""
-    overrides = list(args.overrides)
-    for key, value in (flag_overrides or {}).items():
-        if value is not None:
-            overrides.append(f"{key}={value}")
-    return load_config(args.config, overrides)
+    return load_config(args.config, explicit_overrides(args, flag_overrides))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from medt3d.commands.common import add_config_args, config_from_args
+from medt3d.commands.common import add_config_args, config_from_args, explicit_overrides
 from medt3d.networks.registry import NETWORKS
 
 #: Plain flags and the config keys they set (they mean the same as ``--set KEY=VALUE``).
@@ -29,7 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, help="= --set train.lr=X")
     p.add_argument("--device", help="cpu | cuda | cuda:N | mps (= --set train.device=...)")
     p.add_argument("--network", choices=NETWORKS, help="= --set network.name=...")
-    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoints/last.pt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in OUTPUT from its checkpoints/last.pt, with the run's own config "
+                        "(--set and the flags above still change it, e.g. --epochs to extend it)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in OUTPUT (without --resume or --overwrite such a folder is refused)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///OUTPUT/mlflow.db)")
     p.set_defaults(func=run)
 
@@ -39,8 +43,12 @@ def run(args: argparse.Namespace) -> int:
     from medt3d.distributed import is_main_process
     from medt3d.training.engine import train
 
-    cfg = config_from_args(args, {key: getattr(args, flag) for flag, key in FLAG_KEYS.items()})
-    result = train(cfg, args.data_dir, args.output, resume=args.resume, tracking_uri=args.tracking_uri)
+    if args.resume and args.overwrite:
+        raise ValueError("--resume continues the run in --output and --overwrite replaces it: pass one of them")
+    flags = {key: getattr(args, flag) for flag, key in FLAG_KEYS.items()}
+    cfg = config_from_args(args, flags)
+    result = train(cfg, args.data_dir, args.output, resume=args.resume, tracking_uri=args.tracking_uri,
+                   overwrite=args.overwrite, overrides=explicit_overrides(args, flags))
     if is_main_process():
         print(f"best {result.best_metric:.4f} (epoch {result.best_epoch}); checkpoints in {result.run_dir / 'checkpoints'}")
     return 0

@@ -52,6 +52,8 @@ __all__ = [
     "build_datalist",
     "case_name",
     "check_pairs",
+    "is_label_path",
+    "pair_problems",
     "split_cases",
 ]
 
@@ -64,6 +66,25 @@ LABEL_DIRS = ("masks", "labels")
 TRAIN_DIRS = ("train",)
 VAL_DIRS = ("val", "validation")
 MSD_JSON = "dataset.json"
+#: folders of labels in nnU-Net's layout, besides ``LABEL_DIRS``
+NNUNET_LABEL_DIRS = ("labelsTr", "labelsTs")
+
+
+def is_label_path(path: str | Path, root: str | Path) -> bool:
+    """Whether ``path``, found by searching ``root``, is a label by this module's layouts.
+
+    It is when a folder between ``root`` and it is a label folder (``masks``, ``labels``,
+    ``labelsTr``...) or its name ends in a label suffix (``_label``, ``_seg``, ``_mask``).
+    """
+    path, root = Path(path), Path(root)
+    try:
+        folders = path.relative_to(root).parts[:-1]
+    except ValueError:
+        folders = ()
+    label_dirs = {d.lower() for d in (*LABEL_DIRS, *NNUNET_LABEL_DIRS)}
+    if any(part.lower() in label_dirs for part in folders):
+        return True
+    return strip_suffix(path).lower().endswith(LABEL_SUFFIXES)
 
 
 class DatasetError(ValueError):
@@ -453,12 +474,22 @@ def split_cases(
 def check_pairs(cases: Sequence[dict[str, Any]], atol: float = GEOMETRY_ATOL_MM) -> None:
     """Open headers only and check that every image is 3-D and shares its label's grid.
 
+    A label stored in another axis order or direction over the same voxels as its image agrees
+    (see :func:`medt3d.data.io.same_grid`).
+
     Raises:
         DatasetError: every unreadable header, non-3-D image and image/label shape or geometry
             mismatch, each naming the case and its files.
     """
-    problems: list[str] = []
-    for case in cases:
+    problems = [problem for _, problem in pair_problems(cases, atol)]
+    if problems:
+        raise DatasetError(problems)
+
+
+def pair_problems(cases: Sequence[dict[str, Any]], atol: float = GEOMETRY_ATOL_MM) -> list[tuple[int, str]]:
+    """The header problems of :func:`check_pairs`, each with the index of its case."""
+    problems: list[tuple[int, str]] = []
+    for index, case in enumerate(cases):
         infos = {}
         for key in ("image", "label"):
             if key not in case:
@@ -468,12 +499,12 @@ def check_pairs(cases: Sequence[dict[str, Any]], atol: float = GEOMETRY_ATOL_MM)
                 info = read_header(case[key], uid)
                 require_3d(info)
             except (FileNotFoundError, ValueError) as err:
-                problems.append(f"case {case.get('name', case[key])!r}: {err}")
+                problems.append((index, f"case {case.get('name', case[key])!r}: {err}"))
                 continue
             infos[key] = info
         if len(infos) == 2:
             mismatch = same_grid(infos["image"], infos["label"], atol)
             if mismatch:
-                problems.append(f"case {case.get('name', case['image'])!r}: image and label differ: {mismatch}")
-    if problems:
-        raise DatasetError(problems)
+                problems.append((index, f"case {case.get('name', case['image'])!r}: image and label differ: "
+                                        f"{mismatch}"))
+    return problems

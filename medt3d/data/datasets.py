@@ -9,9 +9,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from monai.data import CacheDataset, Dataset, PersistentDataset
+from monai.data import CacheDataset, Dataset
 
 from medt3d.config import Config, config_to_dict
+from medt3d.data.safe_cache import SafePersistentDataset
 from medt3d.io_utils import check_writable_dir
 
 __all__ = ["build_dataset", "case_hash", "preprocess_hash"]
@@ -86,12 +87,10 @@ def build_dataset(
         if folder is None:
             raise ValueError("data.cache is 'disk' but no cache folder was given: set data.cache_dir")
         folder = check_writable_dir(folder)
-        return PersistentDataset(
+        # files hold plain tensors and metadata, loaded with weights_only=True: a planted file cannot run code
+        return SafePersistentDataset(
             cases, transform=transforms, cache_dir=folder, hash_func=case_hash,
             hash_transform=functools.partial(_transform_hash, preprocess_hash(cfg)),
             track_meta=True,  # keep MetaTensors (affine, applied operations), as CacheDataset does
-            # MetaTensors are not plain weights: with weights_only=True torch refuses them and MONAI
-            # silently recomputes every item. The folder holds only files this dataset wrote.
-            weights_only=False,
         )
     return Dataset(cases, transform=transforms)

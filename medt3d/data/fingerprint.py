@@ -64,10 +64,6 @@ def _ras_geometry(shape: Sequence[int], affine: np.ndarray) -> dict[str, list]:
     return {"ras_shape": ras_shape, "ras_spacing": ras_spacing}
 
 
-def _mm(values: Iterable[float]) -> str:
-    return "x".join(f"{float(v):.4g}" for v in values)
-
-
 def _percentiles(values: np.ndarray) -> dict[str, float]:
     if values.size == 0:
         return {}
@@ -79,7 +75,7 @@ def _read_case(case: Mapping[str, Any], samples: int, seed: int) -> tuple[dict, 
     import nibabel as nib
 
     from medt3d.data.geometry import voxel_spacing
-    from medt3d.data.io import GEOMETRY_ATOL_MM, load_volume
+    from medt3d.data.io import align_to, load_volume
 
     image_path = case["image"]
     image = load_volume(image_path)
@@ -106,20 +102,14 @@ def _read_case(case: Mapping[str, Any], samples: int, seed: int) -> tuple[dict, 
     label_path = case.get("label")
     if label_path is None:
         return out, sample
-    label = load_volume(label_path)
-    label_affine = np.asarray(label.affine, dtype=np.float64)
-    if tuple(label.shape[1:]) != tuple(array.shape) or not np.allclose(label_affine, affine, atol=GEOMETRY_ATOL_MM):
-        raise ValueError(
-            f"label {label_path} is not on the grid of image {image_path}: shape "
-            f"{'x'.join(map(str, label.shape[1:]))} vs {'x'.join(map(str, array.shape))}, spacing "
-            f"{_mm(voxel_spacing(label_affine))} vs {_mm(out['spacing'])} mm, origin {_mm(label_affine[:3, 3])} vs "
-            f"{_mm(affine[:3, 3])} mm"
-        )
-    lab = label[0].numpy()
+    # a label in another axis order or direction over the same voxels is moved onto the image's grid
+    label = align_to(load_volume(label_path), affine, array.shape, what=f"label {label_path} (image {image_path})")
+    lab = np.asarray(label[0])
     values, counts = np.unique(lab, return_counts=True)
     bad = [float(v) for v in values if not (np.isfinite(v) and v == round(v) and v >= 0)]
     if bad:
-        raise ValueError(f"label {label_path}: values {bad[:10]} are not class numbers (integers >= 0)")
+        listed = ", ".join(f"{v:g}" for v in bad[:10])
+        raise ValueError(f"label {label_path}: values {listed} are not class numbers (integers >= 0)")
     out["label"] = str(label_path)
     out["classes"] = {str(int(v)): int(c) for v, c in zip(values, counts)}
     foreground = array[(lab > 0) & np.isfinite(array)]
@@ -206,6 +196,8 @@ def fingerprint_dataset(
         except (ValueError, FileNotFoundError) as err:
             problems.append(str(err))
             continue
+        if fp["nonfinite_voxels"]:  # training on them would turn every weight into NaN
+            problems.append(f"{fp['image']}: {fp['nonfinite_voxels']} voxels are NaN or Inf")
         prints.append(fp)
         samples.append(sample)
     if not prints:
@@ -217,8 +209,16 @@ def fingerprint_dataset(
     pooled = np.concatenate(samples) if samples else np.empty(0)
     values = sorted({int(k) for p in prints for k in p.get("classes", {})})
     names = list(labels or facts.get("labels") or [])
-    n_classes = max(len(names), (values[-1] + 1) if values else 0)
-    names += [("background" if v == 0 else f"class_{v}") for v in range(len(names), n_classes)]
+    if names:  # a label list was given: values beyond it are a problem, not new classes
+        for p in prints:
+            outside = [int(k) for k in p.get("classes", {}) if int(k) >= len(names)]
+            if outside:
+                problems.append(f"{p['label']}: label values {', '.join(map(str, sorted(outside)))} are outside "
+                                f"0..{len(names) - 1} (the labels are {', '.join(names)})")
+        n_classes = len(names)
+    else:  # no label list anywhere: name the values found
+        n_classes = (values[-1] + 1) if values else 0
+        names = [("background" if v == 0 else f"class_{v}") for v in range(n_classes)]
     total = sum(sum(p.get("classes", {}).values()) for p in prints)
     foreground_total = sum(c for p in prints for k, c in p.get("classes", {}).items() if k != "0")
     classes = {}

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["voxel_spacing"]
+__all__ = ["orientation_transform", "reorient_array", "voxel_spacing"]
 
 
 def voxel_spacing(affine: Any) -> list[float]:
@@ -14,3 +15,41 @@ def voxel_spacing(affine: Any) -> list[float]:
     from nibabel.affines import voxel_sizes  # here, so that importing this module stays cheap
 
     return [float(v) for v in voxel_sizes(np.asarray(affine, dtype=np.float64))]
+
+
+def orientation_transform(from_affine: Any, from_shape: Sequence[int], to_affine: Any, to_shape: Sequence[int],
+                          atol: float) -> np.ndarray | None:
+    """The axis permutation and flips that put a grid onto another grid with the same voxel centres.
+
+    Two volumes stored in different axis orders or directions (a DICOM series read as LPS and its
+    label saved as LAS) can describe the very same voxels in space; their affines then differ, but
+    one array is a transposed and flipped copy of the other.
+
+    Args:
+        from_affine: 4x4 voxel-to-world affine of the volume to move.
+        from_shape: its spatial shape.
+        to_affine: the affine of the target grid.
+        to_shape: the target's spatial shape.
+        atol: tolerance in mm on the affines.
+
+    Returns:
+        A nibabel orientation transform for :func:`reorient_array` (identity rows when the grids are
+        already equal), or ``None`` when the voxel centres differ.
+    """
+    from nibabel.orientations import inv_ornt_aff, io_orientation, ornt_transform
+
+    src, dst = np.asarray(from_affine, dtype=np.float64), np.asarray(to_affine, dtype=np.float64)
+    transform = ornt_transform(io_orientation(src), io_orientation(dst))
+    shape = tuple(int(n) for n in from_shape[:3])
+    moved_shape = tuple(shape[int(axis)] for axis in np.argsort(transform[:, 0]))
+    if moved_shape != tuple(int(n) for n in to_shape[:3]):
+        return None
+    moved_affine = src @ inv_ornt_aff(transform, shape)
+    return transform if np.allclose(moved_affine, dst, atol=atol) else None
+
+
+def reorient_array(array: np.ndarray, transform: np.ndarray) -> np.ndarray:
+    """Apply an :func:`orientation_transform` to the three leading (spatial) axes of ``array``."""
+    from nibabel.orientations import apply_orientation
+
+    return np.ascontiguousarray(apply_orientation(array, transform))

@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from monai.data import ITKReader, NibabelReader
+import torch
+from monai.data import ITKReader, MetaTensor, NibabelReader
 from monai.transforms import LoadImage, MapTransform
 
-from medt3d.data.geometry import voxel_spacing
+from medt3d.data.geometry import orientation_transform, reorient_array, voxel_spacing
 
 __all__ = [
     "DICOM",
@@ -50,6 +51,7 @@ __all__ = [
     "read_header",
     "require_3d",
     "same_grid",
+    "align_to",
     "strip_suffix",
 ]
 
@@ -291,8 +293,8 @@ def _scan_series(folder: str | Path, series_uid: str | None = None) -> _Series:
     orientations: dict[Any, list[Path]] = defaultdict(list)
     spacings: dict[Any, list[Path]] = defaultdict(list)
     for s in slices:
-        orientations[tuple(np.round(s.orientation, 4))].append(s.path)
-        spacings[tuple(np.round(s.pixel_spacing, 4))].append(s.path)
+        orientations[_fmt(np.round(s.orientation, 4))].append(s.path)  # plain numbers in messages, not reprs
+        spacings[_fmt(np.round(s.pixel_spacing, 4))].append(s.path)
     if len(orientations) > 1:
         problems.append(f"{where}: slices differ in ImageOrientationPatient: {_group_report(orientations, 'orientation')}")
     if len(spacings) > 1:
@@ -471,16 +473,40 @@ def require_3d(info: VolumeInfo) -> None:
 
 
 def same_grid(a: VolumeInfo, b: VolumeInfo, atol: float = GEOMETRY_ATOL_MM) -> str | None:
-    """Describe how ``a`` and ``b`` differ in spatial shape or affine, or return None when they agree."""
+    """Describe how ``a`` and ``b`` differ in their voxel centres, or return None when they agree.
+
+    Volumes stored in another axis order or direction over the same voxels in space (a DICOM series
+    read as LPS and its label saved as LAS) agree: :func:`align_to` moves one onto the other.
+    """
+    if orientation_transform(b.affine, b.shape[:3], a.affine, a.shape[:3], atol) is not None:
+        return None
     if tuple(a.shape[:3]) != tuple(b.shape[:3]):
         return (f"shape {'x'.join(map(str, a.shape[:3]))} of {a.path} differs from "
                 f"{'x'.join(map(str, b.shape[:3]))} of {b.path}")
     diff = float(np.max(np.abs(np.asarray(a.affine) - np.asarray(b.affine))))
-    if diff > atol:
-        return (f"affine of {a.path} differs from {b.path} by up to {diff:.4g} mm "
-                f"(spacing {_fmt(a.spacing)} vs {_fmt(b.spacing)}, origin {_fmt(np.asarray(a.affine)[:3, 3])} vs "
-                f"{_fmt(np.asarray(b.affine)[:3, 3])})")
-    return None
+    return (f"affine of {a.path} differs from {b.path} by up to {diff:.4g} mm "
+            f"(spacing {_fmt(a.spacing)} vs {_fmt(b.spacing)}, origin {_fmt(np.asarray(a.affine)[:3, 3])} vs "
+            f"{_fmt(np.asarray(b.affine)[:3, 3])})")
+
+
+def align_to(volume: Any, affine: Any, shape: Sequence[int], what: str, atol: float = GEOMETRY_ATOL_MM) -> Any:
+    """``volume`` (a channel-first MetaTensor) on the grid ``affine``/``shape``, transposed and flipped if need be.
+
+    Raises:
+        ValueError: the voxel centres differ (another shape, spacing, origin or rotation), naming ``what``.
+    """
+    transform = orientation_transform(volume.affine, volume.shape[1:], affine, shape, atol)
+    if transform is None:
+        src = np.asarray(volume.affine, dtype=np.float64)
+        raise ValueError(f"{what} is not on the grid of its image: shape {'x'.join(map(str, volume.shape[1:]))} vs "
+                         f"{'x'.join(map(str, shape[:3]))}, spacing {_fmt(voxel_spacing(src))} vs "
+                         f"{_fmt(voxel_spacing(affine))} mm, origin {_fmt(src[:3, 3])} vs "
+                         f"{_fmt(np.asarray(affine)[:3, 3])} mm")
+    if (transform == [[0, 1], [1, 1], [2, 1]]).all():
+        return volume
+    moved = np.stack([reorient_array(np.asarray(c), transform) for c in np.asarray(volume)])
+    return MetaTensor(torch.from_numpy(moved), affine=torch.as_tensor(np.asarray(affine, dtype=np.float64)),
+                      meta={"filename_or_obj": volume.meta.get("filename_or_obj", what)})
 
 
 def _fmt(values: Iterable[float]) -> str:

@@ -1,37 +1,75 @@
-"""Checks that run before training or evaluation, so bad data fail fast with every problem listed."""
+"""The input gate: checks that run before training, evaluation or inspection, so bad data fail fast.
+
+Every problem is collected and reported together, each naming its file. Headers are checked first
+(3-D, readable, label on its image's grid up to axis order and direction); then every image is read
+in full, which finds truncated files and NaN or Inf voxels, and every label's values are checked.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from medt3d.data.datalist import DatasetError
+from medt3d.data.datalist import DatasetError, pair_problems
 from medt3d.data.io import load_volume
 
-__all__ = ["check_labels"]
+__all__ = ["check_cases", "label_value_problem"]
 
 
-def check_labels(cases: Sequence[dict], num_classes: int) -> None:
-    """Read every label volume and check its values lie in ``0..num_classes-1``.
+def label_value_problem(values: np.ndarray, num_classes: int, path: Any) -> str | None:
+    """Describe the values of a label volume that are not classes ``0..num_classes-1``, or None."""
+    values = np.unique(np.asarray(values))
+    bad = [float(v) for v in values if not (np.isfinite(v) and v == round(v) and 0 <= v < num_classes)]
+    if not bad:
+        return None
+    listed = ", ".join(f"{v:g}" for v in bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+    return f"{path}: label values {listed} are outside 0..{num_classes - 1} (data.labels has {num_classes} classes)"
+
+
+def _non_finite_problem(image: Any, path: Any) -> str | None:
+    array = np.asarray(image)
+    finite = np.isfinite(array)
+    if finite.all():
+        return None
+    count = int(array.size - np.count_nonzero(finite))
+    return (f"{path}: {count} of {array.size} voxels are NaN or Inf; fix or mask them (training on them "
+            "turns every weight into NaN)")
+
+
+def check_cases(cases: Sequence[dict], num_classes: int | None) -> None:
+    """Check every case before any work: headers and grids, full image reads, label values.
+
+    Args:
+        cases: dicts with ``image`` and (optionally) ``label``.
+        num_classes: the label values allowed are ``0..num_classes-1``; ``None`` skips the value check.
 
     Raises:
-        DatasetError: every case whose label has other values (or cannot be read), each with its file.
+        DatasetError: every problem found, each naming its file.
     """
-    problems: list[str] = []
-    for case in tqdm(cases, desc="checking labels", unit="case", leave=False, disable=len(cases) < 4):
-        label = case.get("label")
-        if not label:
-            continue
+    unique = {(str(c.get("image")), str(c.get("label"))): c for c in cases}  # validating on training cases
+    cases = list(unique.values())
+    header = pair_problems(cases)
+    problems = [problem for _, problem in header]
+    skip = {index for index, _ in header}
+    todo = [case for index, case in enumerate(cases) if index not in skip]
+    for case in tqdm(todo, desc="checking cases", unit="case", leave=False, disable=len(todo) < 4):
+        uid = case.get("image_series_uid", case.get("series_uid"))
         try:
-            values = np.unique(np.asarray(load_volume(label)))
+            problem = _non_finite_problem(load_volume(case["image"], uid), case["image"])
         except (ValueError, FileNotFoundError) as err:
-            problems.append(str(err))
-            continue
-        bad = [v for v in values.tolist() if v < 0 or v >= num_classes or float(v) != int(v)]
-        if bad:
-            problems.append(f"{label}: label values {bad} are outside 0..{num_classes - 1} "
-                            f"(data.labels has {num_classes} classes)")
+            problem = str(err)
+        if problem:
+            problems.append(problem)
+        label = case.get("label")
+        if label and num_classes is not None:
+            try:
+                problem = label_value_problem(load_volume(label, case.get("label_series_uid")), num_classes, label)
+            except (ValueError, FileNotFoundError) as err:
+                problem = str(err)
+            if problem:
+                problems.append(problem)
     if problems:
         raise DatasetError(problems)

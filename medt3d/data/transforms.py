@@ -27,6 +27,7 @@ from monai.transforms import (
     MapTransform,
     NormalizeIntensityd,
     Orientationd,
+    RandAdjustContrastd,
     RandAffined,
     RandCropByLabelClassesd,
     RandCropByPosNegLabeld,
@@ -35,6 +36,7 @@ from monai.transforms import (
     RandRotate90d,
     RandScaleIntensityd,
     RandShiftIntensityd,
+    RandSimulateLowResolutiond,
     ScaleIntensityRanged,
     Spacingd,
     SpatialPadd,
@@ -229,6 +231,11 @@ def _augmentations(cfg: Config, keys: Sequence[str]) -> list[MapTransform]:
         out.append(RandScaleIntensityd(IMAGE, factors=a.scale_intensity, prob=a.intensity_prob))
     if a.noise:
         out.append(RandGaussianNoised(IMAGE, prob=a.noise_prob, std=a.noise_std))
+    if a.gamma:
+        out.append(RandAdjustContrastd(IMAGE, prob=a.gamma_prob, gamma=tuple(a.gamma_range),
+                                       retain_stats=True))
+    if a.low_res:
+        out.append(RandSimulateLowResolutiond(IMAGE, prob=a.low_res_prob, zoom_range=tuple(a.low_res_zoom)))
     return out
 
 

@@ -19,7 +19,8 @@ from tqdm import tqdm
 
 from medt3d.data.datalist import build_datalist
 from medt3d.data.geometry import voxel_spacing
-from medt3d.data.io import load_volume
+from medt3d.data.io import align_to, load_volume
+from medt3d.data.preflight import check_cases
 from medt3d.devices import resolve_device
 from medt3d.evaluation.metrics import METRIC_NAMES, case_metrics
 from medt3d.evaluation.plots import save_curves, save_overlay
@@ -90,14 +91,17 @@ def evaluate(model_path: str | Path, data_dir: str | Path, output: str | Path, s
         cases = datalist.train + datalist.val
     if not cases:
         raise ValueError(f"{data_dir}: no cases to evaluate")
+    unlabelled = [str(c["image"]) for c in cases if not c.get("label")]
+    if unlabelled:
+        raise ValueError(f"{data_dir}: evaluation needs a label for every case; none for {', '.join(unlabelled)}")
+    check_cases(cases, cfg.data.num_classes)  # the gate of medt3d train: grids, full reads, label values
     names = list(cfg.data.labels)
     rows: list[dict[str, Any]] = []
     for case in tqdm(cases, desc="evaluating", unit="case"):
         pred = predictor.predict(case["image"]).label
-        label = load_volume(case["label"])
-        if tuple(label.shape[1:]) != tuple(pred.shape[-3:]):
-            raise ValueError(f"{case['label']}: label shape {tuple(label.shape[1:])} does not match its image "
-                             f"{case['image']} {tuple(pred.shape[-3:])}")
+        # a label stored in another axis order or direction over the same voxels is moved onto the
+        # prediction's grid before any array is compared
+        label = align_to(load_volume(case["label"]), pred.affine, pred.shape[-3:], what=f"label {case['label']}")
         spacing = voxel_spacing(label.affine)
         for row in case_metrics(pred, label, spacing, names):
             rows.append({"case": case["name"], **row})

@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from medt3d import __version__
 from medt3d.config import Config
+from medt3d.data.datalist import is_label_path
 from medt3d.data.geometry import voxel_spacing
 from medt3d.data.io import DICOM, detect_kind, find_inputs, strip_suffix
 from medt3d.data.nifti import save_nifti
@@ -171,7 +172,8 @@ def _inside(path: Path, folder: Path) -> bool:
 def discover_cases(inputs: Sequence[str | Path], output: str | Path) -> list[Case]:
     """Expand the inputs into cases; an input that is missing or unusable becomes a failed case.
 
-    Files inside ``output`` found by searching a folder are left out (they are earlier results).
+    Files inside ``output`` found by searching a folder are left out (they are earlier results), and
+    so are labels (see :func:`medt3d.data.datalist.is_label_path`): a dataset folder gives its images.
     The order is deterministic (sorted), the same on every rank.
 
     Raises:
@@ -191,6 +193,12 @@ def discover_cases(inputs: Sequence[str | Path], output: str | Path) -> list[Cas
             continue
         if path.is_dir():
             cases = [c for c in cases if c == path or not _inside(c, out)]
+            # a dataset folder holds masks beside its images: segment the images only
+            labels = [c for c in cases if c != path and is_label_path(c, path)]
+            if labels:
+                logger.info("%s: leaving out %d label file(s) (in masks/labels folders or named *_label, *_seg, "
+                            "*_mask), e.g. %s", path, len(labels), labels[0])
+                cases = [c for c in cases if c not in labels]
         found.extend(cases)
     for case in found:
         if case.is_dir() and (_inside(out, case)):
@@ -242,7 +250,8 @@ class InferOptions:
         save_probabilities: also write per-class probabilities (``infer.save_probabilities``).
         precision: ``fp32``, ``bf16`` or ``fp16`` (``infer.precision``).
         dicom_seg: also write a DICOM SEG for DICOM inputs.
-        skip_existing: leave cases that already have their sidecar and label in the output folder.
+        skip_existing: leave cases that already have their sidecar and label in the output folder, made
+            by the same model (the sidecar's weights hash and labels); others are segmented again.
         progress: progress bars over cases and windows.
     """
 
@@ -422,6 +431,20 @@ def run_inference(inputs: Sequence[str | Path], output: str | Path, model: str |
         cleanup_distributed()
 
 
+def _same_model(sidecar: Path, model_info: dict[str, Any]) -> bool:
+    """Whether the outputs of ``sidecar`` were made by this model (same weights file hash and labels)."""
+    try:
+        previous = json.loads(sidecar.read_text()).get("model", {})
+    except (OSError, ValueError, AttributeError):
+        previous = {}
+    keys = ("sha256", "labels")
+    if all(previous.get(k) == model_info.get(k) for k in keys):
+        return True
+    logger.warning("%s: made by another model (sha256 %s, this one %s): segmenting the case again", sidecar,
+                   previous.get("sha256", "unknown"), model_info.get("sha256", "unknown"))
+    return False
+
+
 def _one(case: Case, predictor: Predictor, out_dir: Path, options: InferOptions, model_info: dict[str, Any],
          table: list[dict[str, Any]], info: DistInfo) -> CaseResult:
     """One case, with every failure turned into a failed result (the batch goes on)."""
@@ -429,7 +452,8 @@ def _one(case: Case, predictor: Predictor, out_dir: Path, options: InferOptions,
         logger.error("%s: %s", case.input, case.error)
         return CaseResult(case=case.name, input=case.input, status="failed", error=case.error, rank=info.rank)
     paths = case_outputs(out_dir, case.name)
-    if options.skip_existing and paths["sidecar"].is_file() and paths["label"].is_file():
+    if options.skip_existing and paths["sidecar"].is_file() and paths["label"].is_file() \
+            and _same_model(paths["sidecar"], model_info):
         return CaseResult(case=case.name, input=case.input, status="skipped", rank=info.rank,
                           outputs={k: str(v) for k, v in paths.items() if v.is_file()})
     start = time.perf_counter()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import stat
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from medt3d.io_utils import atomic_dir, atomic_path
@@ -101,7 +102,7 @@ def unpack_bundle(zip_path: str | Path, dest: str | Path) -> Path:
 
     Raises:
         UnsafeZipError: a member is absolute, climbs out with ``..``, is a link or a special file.
-        ValueError: ``dest`` exists and is not empty, or the file is not a zip.
+        ValueError: ``dest`` exists and is not empty, the file is not a zip, or a member is damaged.
     """
     zip_path, dest = Path(zip_path), Path(dest)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
@@ -119,8 +120,12 @@ def unpack_bundle(zip_path: str | Path, dest: str | Path) -> Path:
                     target.mkdir(parents=True, exist_ok=True)
                     continue
                 target.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(m) as src, open(target, "wb") as out:
-                    shutil.copyfileobj(src, out)
+                try:
+                    with zf.open(m) as src, open(target, "wb") as out:
+                        shutil.copyfileobj(src, out)
+                except (zipfile.BadZipFile, zlib.error, EOFError) as err:  # nothing is left: atomic_dir
+                    raise ValueError(f"{zip_path}: damaged zip, member {m.filename!r} cannot be read "
+                                     f"({err}); download or export the bundle again") from None
     tops = {PurePosixPath(m.filename).parts[0] for m in members if PurePosixPath(m.filename).parts}
     if len(tops) == 1 and (dest / next(iter(tops))).is_dir():
         return dest / next(iter(tops))

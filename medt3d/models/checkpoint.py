@@ -91,7 +91,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for corrupt/truncated/unsafe files
-        raise ValueError(f"{path}: not a readable checkpoint ({type(err).__name__}: {str(err)[:200]})") from None
+        raise ValueError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path}: not a medt3d checkpoint (missing format tag {FORMAT!r})")
     payload["path"] = str(path)

@@ -85,3 +85,19 @@ class RunLayout:
     def cache(self) -> Path:
         """Default disk cache of preprocessed volumes."""
         return self.root / "cache"
+
+    def run_files(self) -> list[Path]:
+        """What marks a training run here (config, history, checkpoints), if anything.
+
+        The tracking stores are left out: an MLflow database holds many runs (and a bundle's
+        ``--tracking mlflow`` creates it before training starts).
+        """
+        return [p for p in (self.config, self.history, self.checkpoints) if p.exists()]
+
+    def leftover_temp_files(self) -> list[Path]:
+        """Hidden ``.NAME.*.tmp*`` files of atomic writes that a killed process left behind."""
+        found: list[Path] = []
+        for folder in (self.root, self.checkpoints):
+            if folder.is_dir():
+                found += [p for p in folder.glob(".*.tmp*") if p.is_file()]
+        return found

@@ -123,7 +123,7 @@ def _load_bundle_dir(root: Path, device: torch.device | str) -> tuple[torch.nn.M
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for corrupt/unsafe files
-        raise ValueError(f"{weights}: not a readable state_dict ({type(err).__name__}: {str(err)[:200]})") from None
+        raise ValueError(f"{weights}: not a readable state_dict ({type(err).__name__}: {err})") from None
     network = build_network(cfg)
     check_state_dict(network, state, str(weights), cfg)
     network.load_state_dict(state)

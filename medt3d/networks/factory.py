@@ -41,6 +41,8 @@ def build_network(cfg) -> nn.Module:
             full_res_channels=net.full_res_channels,
             logo=net.logo,
             dropout=net.dropout,
+            input_head=net.input_head,
+            deep_supervision=net.deep_supervision,
         )
     if name not in BASELINES:
         raise ValueError(f"network.name {name!r} is unknown; choose medt3d or one of {sorted(BASELINES)}")

@@ -63,6 +63,7 @@ class UpLevel(nn.Module):
 
     def __init__(self, cin: int, cout: int, refine: bool) -> None:
         super().__init__()
+        self.out_channels = cout
         self.up = VoxelShuffleUp(cin, cout)
         self.refine = ConvNormAct(cout, cout) if refine else nn.Identity()
 
@@ -89,6 +90,12 @@ class MedT3D(nn.Module):
         dropout: dropout inside the attention blocks.
         mlp_ratio: MLP width relative to the block width.
         local_blocks: gated axial blocks of the local branch.
+        full_res_channels: width of the optional full-resolution path (0: none).
+        input_head: add a pointwise term of the input itself to the logits.
+        deep_supervision: auxiliary logits heads on this many coarser decoder levels (0: none). In
+            training mode the forward pass then returns the main logits and each auxiliary head's,
+            upsampled to the input size, concatenated along the channels (``out_channels`` each,
+            main first), for :class:`monai.losses.DeepSupervisionLoss`; in eval mode only the main logits.
     """
 
     def __init__(
@@ -106,6 +113,8 @@ class MedT3D(nn.Module):
         mlp_ratio: float = 2.0,
         local_blocks: int = 1,
         full_res_channels: int = 0,
+        input_head: bool = True,
+        deep_supervision: int = 0,
     ) -> None:
         super().__init__()
         channels, blocks = tuple(channels), tuple(blocks)
@@ -160,6 +169,13 @@ class MedT3D(nn.Module):
         ups = [UpLevel(channels[s], channels[s - 1], refine=True) for s in range(len(channels) - 1, 0, -1)]
         ups += [UpLevel(widths[i], widths[i - 1], refine=True) for i in range(levels, 1, -1)]
         self.ups = nn.ModuleList(ups)
+        if deep_supervision < 0 or deep_supervision > max(0, len(ups) - 1):
+            raise ValueError(f"deep_supervision must be 0..{max(0, len(ups) - 1)} for this network (one head per "
+                             f"decoder level above the last), got {deep_supervision}")
+        self.deep_supervision = deep_supervision
+        # aux head j sits after decoder level len(ups)-2-j (the coarser ones further from the output)
+        self.aux_heads = nn.ModuleList([PointwiseConv(ups[len(ups) - 2 - j].out_channels, out_channels)
+                                        for j in range(deep_supervision)])
         # logits: computed at stem level 1 and upsampled trilinearly (no grid), plus a pointwise term
         # of the input itself; no full-resolution feature maps unless the optional full-resolution
         # path is on (upsampled decoder + 3x3x3 conv of the input, refined, then logits)
@@ -173,14 +189,14 @@ class MedT3D(nn.Module):
             self.full_stem = ConvNormAct(in_channels, full_res_channels)
             self.full_refine = ConvNormAct(full_res_channels, full_res_channels)
             self.full_head = PointwiseConv(full_res_channels, out_channels)
-        self.input_head = PointwiseConv(in_channels, out_channels)
+        self.input_head: nn.Module | None = PointwiseConv(in_channels, out_channels) if input_head else None
 
     @classmethod
     def from_preset(cls, preset: str, in_channels: int, out_channels: int, **overrides) -> MedT3D:
         """Build from a :data:`MEDT3D_PRESETS` entry; keyword overrides that are None keep the preset's value.
 
         Overrides: channels, blocks, heads, span, stem_stride, local_patch, full_res_channels (sizes),
-        logo, dropout, mlp_ratio.
+        logo, dropout, mlp_ratio, input_head.
         """
         if preset not in MEDT3D_PRESETS:
             raise ValueError(f"unknown MedT3D preset {preset!r}; known: {sorted(MEDT3D_PRESETS)}")
@@ -212,12 +228,24 @@ class MedT3D(nn.Module):
             y = stage(y)
             skips.append(y)
         y = skips.pop()
+        supervise = self.training and self.deep_supervision > 0
+        levels: list[torch.Tensor] = []
         for i, up in enumerate(self.ups):
             y = up(y, skips[len(skips) - 1 - i])
+            if supervise:
+                levels.append(y)
         y = self.final(y)
         if self.upsample_final:
             y = F.interpolate(y, scale_factor=2.0, mode="trilinear", align_corners=False)
         if self.full_res_channels > 0:
             y = self.full_head(self.full_refine(y + self.full_stem(x)))
-        y = y + self.input_head(x)
+        if self.input_head is not None:
+            y = y + self.input_head(x)
+        if supervise:
+            size = [int(n) for n in y.shape[2:]]
+            outputs = [y]
+            for j, head in enumerate(self.aux_heads):
+                outputs.append(F.interpolate(head(levels[len(levels) - 2 - j]), size=size, mode="trilinear",
+                                             align_corners=False))
+            y = torch.cat(outputs, dim=1)
         return y[:, :, :size_x, :size_y, :size_z]

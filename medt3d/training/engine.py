@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -45,9 +46,9 @@ from monai.utils import set_determinism
 from torch.nn.parallel import DistributedDataParallel
 
 from medt3d.config import Config, config_to_dict, save_config
-from medt3d.data.datalist import Datalist, build_datalist, check_pairs, split_cases
+from medt3d.data.datalist import Datalist, build_datalist, split_cases
 from medt3d.data.datasets import build_dataset
-from medt3d.data.preflight import check_labels
+from medt3d.data.preflight import check_cases
 from medt3d.data.transforms import build_train_transforms, build_val_transforms
 from medt3d.devices import resolve_device
 from medt3d.distributed import DistInfo, cleanup_distributed, init_distributed, shard, unwrap
@@ -115,9 +116,13 @@ def prepare_datalist(cfg: Config, data_dir: str | Path) -> Datalist:
         datalist.train, datalist.val = train, val
     if not datalist.train:
         raise ValueError(f"{data_dir}: no training cases found")
-    check_pairs(datalist.train + datalist.val)
-    check_labels(datalist.train + datalist.val, cfg.data.num_classes)
+    check_cases(datalist.train + datalist.val, cfg.data.num_classes)
     return datalist
+
+
+def _finite_or_null(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """History records with non-finite numbers as ``null``: JSON has no NaN (a metric of an empty class)."""
+    return [{k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in r.items()} for r in records]
 
 
 def _loss_of(output: dict[str, Any] | list[dict[str, Any]]) -> float:
@@ -214,6 +219,7 @@ class _RunState:
         self.epoch_start = 0  # index in ``losses`` where the current epoch began
         self.session_epochs = 0  # epochs completed by this process since it started (or resumed)
         self.epoch_started_at = time.time()
+        self.failure: str | None = None  # why training stopped early with an error (a non-finite loss)
 
 
 def _attach_handlers(trainer: SupervisedTrainer, evaluator: SupervisedEvaluator, cfg: Config, run_dir: Path,
@@ -241,11 +247,22 @@ def _attach_handlers(trainer: SupervisedTrainer, evaluator: SupervisedEvaluator,
 
     @trainer.on(Events.ITERATION_COMPLETED)
     def _collect_loss(engine: Engine) -> None:
-        state.losses.append(_loss_of(engine.state.output))
+        loss = _loss_of(engine.state.output)
+        if not math.isfinite(loss):
+            # stop here, before a checkpoint of poisoned weights exists; Training.run raises it
+            state.failure = (f"training stopped at epoch {engine.state.epoch}, iteration {engine.state.iteration}: "
+                             f"the loss is {loss} (not finite). Images with NaN or Inf voxels, or a learning rate "
+                             f"too high for this data (train.lr={cfg.train.lr}), cause this; no checkpoint of this "
+                             "epoch was saved")
+            engine.terminate()
+            return
+        state.losses.append(loss)
 
     # ValidationHandler is attached before this, so the epoch's metric is known here.
     @trainer.on(Events.EPOCH_COMPLETED)
     def _checkpoint(engine: Engine) -> None:
+        if state.failure is not None:
+            return
         epoch = engine.state.epoch
         metric = evaluator.state.metrics.get(KEY_METRIC) if evaluator.state.epoch == epoch else None
         epoch_losses = state.losses[state.epoch_start:]
@@ -266,7 +283,7 @@ def _attach_handlers(trainer: SupervisedTrainer, evaluator: SupervisedEvaluator,
                   "optimizer": engine.optimizer, "scheduler": scheduler, "best_metric": state.best_metric,
                   "best_epoch": state.best_epoch, "train_seconds": state.clock.spent()}
         # history first: after a crash between the two writes, resume drops epochs newer than last.pt
-        atomic_write_text(layout.history, json.dumps(state.history, indent=1))
+        atomic_write_text(layout.history, json.dumps(_finite_or_null(state.history), indent=1, allow_nan=False))
         if improved:
             save_checkpoint(layout.best, **common, metrics={KEY_METRIC: float(metric)})
         save_checkpoint(layout.last, **common)
@@ -339,6 +356,28 @@ def _progress_handlers(trainer: SupervisedTrainer, evaluator: SupervisedEvaluato
 # --------------------------------------------------------------------------- main entry
 
 
+def _claim_run_folder(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Make ``run_dir`` this run's own: refuse another run's folder unless resuming or overwriting.
+
+    A run folder belongs to one run: starting a new run over an old one would mix their checkpoints
+    (an old ``best.pt`` next to a new ``last.pt``). Hidden temporary files of a killed run are removed.
+    """
+    layout = RunLayout(run_dir)
+    existing = layout.run_files()
+    if existing and not resume:
+        if not overwrite:
+            names = ", ".join(p.name for p in existing)
+            raise ValueError(f"output folder {run_dir} already holds a training run ({names}): pass --resume to "
+                             "continue it, --overwrite to replace it, or choose another --output")
+        logger.info("--overwrite: removing the previous run in %s (%s)", run_dir,
+                    ", ".join(p.name for p in existing))
+        # its TensorBoard curves go too; the MLflow store keeps every run, the old one included
+        for path in [*existing, *([layout.tensorboard] if layout.tensorboard.exists() else [])]:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    for path in layout.leftover_temp_files():
+        path.unlink(missing_ok=True)
+
+
 def _check_output(run_dir: Path) -> None:
     check_writable_dir(run_dir)
     free_mb = shutil.disk_usage(run_dir).free / 2**20
@@ -348,21 +387,29 @@ def _check_output(run_dir: Path) -> None:
 
 
 def train(cfg: Config, data_dir: str | Path, output: str | Path, resume: bool = False,
-          tracking_uri: str | None = None) -> TrainResult:
+          tracking_uri: str | None = None, overwrite: bool = False, overrides: Sequence[str] = ()) -> TrainResult:
     """Train a network on ``data_dir`` and write the run to ``output``.
 
     Args:
         cfg: the resolved config.
         data_dir: a data folder or datalist JSON (any layout ``build_datalist`` knows).
         output: the run folder (checkpoints, config.yaml, history.json, tensorboard, mlflow.db).
-        resume: continue from ``output/checkpoints/last.pt``; its embedded config wins over ``cfg``
-            except ``train.max_epochs``, taken from ``cfg`` (so a run can be extended or cut short).
+        resume: continue from ``output/checkpoints/last.pt`` with the run's own config (embedded in the
+            checkpoint, epochs included); ``cfg`` is not used, only ``overrides`` change it.
         tracking_uri: MLflow tracking URI; default is ``sqlite:///<output>/mlflow.db``.
+        overwrite: replace a run already in ``output`` (without it, and without ``resume``, such a
+            folder is refused).
+        overrides: ``section.key=value`` settings applied on top of the run's config when resuming
+            (``train.max_epochs=N`` extends or cuts the run); already part of ``cfg`` otherwise.
 
     Returns:
         A TrainResult with the best metric and the per-iteration losses of this process.
+
+    Raises:
+        ValueError: ``output`` holds another run and neither ``resume`` nor ``overwrite`` is set.
     """
-    return build_training(cfg, data_dir, output, resume=resume, tracking_uri=tracking_uri).run()
+    return build_training(cfg, data_dir, output, resume=resume, tracking_uri=tracking_uri, overwrite=overwrite,
+                          overrides=overrides).run()
 
 
 @dataclass
@@ -396,6 +443,8 @@ class Training:
             self.state.clock.start()
             if self.trainer.state.epoch < self.cfg.train.max_epochs:
                 self.trainer.run()
+            if self.state.failure is not None:
+                raise ValueError(self.state.failure)
             if self.info.is_main:
                 logger.info("done in %.0f s: best %s %.4f at epoch %d; checkpoints in %s", time.time() - start,
                             KEY_METRIC, self.state.best_metric, self.state.best_epoch,
@@ -410,7 +459,8 @@ class Training:
 def build_training(cfg: Config, data_dir: str | Path, output: str | Path, resume: bool = False,
                    tracking_uri: str | None = None, train_handlers: Sequence[Any] = (),
                    val_handlers: Sequence[Any] = (), distributed: bool | None = None, max_epochs: int | None = None,
-                   device: str | torch.device | None = None, inferer: Inferer | None = None) -> Training:
+                   device: str | torch.device | None = None, inferer: Inferer | None = None,
+                   overwrite: bool = False, overrides: Sequence[str] = ()) -> Training:
     """Check the data and assemble the trainer and evaluator of ``medt3d train``, without running them.
 
     Launched by ``torchrun`` (``WORLD_SIZE`` > 1), the process joins the group and trains its share
@@ -420,49 +470,58 @@ def build_training(cfg: Config, data_dir: str | Path, output: str | Path, resume
         cfg: the resolved config.
         data_dir: a data folder or datalist JSON.
         output: the run folder.
-        resume: continue from ``output/checkpoints/last.pt`` (see :func:`train`).
+        resume: continue from ``output/checkpoints/last.pt`` with the run's own config (see :func:`train`).
         tracking_uri: MLflow tracking URI for ``tracking.mlflow``.
         train_handlers: more handlers to attach to the trainer (anything with ``attach(engine)``;
             ``None`` entries are skipped), after medt3d's own: a bundle's ``train#handlers``.
         val_handlers: the same for the evaluator: a bundle's ``validate#handlers``.
         distributed: ``True`` refuses to run outside ``torchrun``; ``None`` joins a torchrun group if there is one.
         max_epochs: overrides ``train.max_epochs`` (also when resuming).
+        overwrite: replace a run already in ``output`` (otherwise refused unless resuming).
+        overrides: ``section.key=value`` settings applied to the run's config when resuming.
         device: overrides ``train.device`` (under torchrun, CUDA ranks use their local GPU).
         inferer: the trainer's inferer (default: MONAI's ``SimpleInferer``, the whole patch at once).
 
     Raises:
-        ValueError: ``distributed=True`` without torchrun, or bad data (every problem, each naming its file).
+        ValueError: ``distributed=True`` without torchrun, ``output`` holding another run, or bad data
+            (every problem, each naming its file).
         FileNotFoundError: ``resume`` without ``last.pt``.
     """
     if distributed and "RANK" not in os.environ:
         raise ValueError("distributed training runs under torchrun (RANK and WORLD_SIZE are not set), e.g. "
                          "python -m torch.distributed.run --nproc_per_node=2 ...")
-    if max_epochs is not None:
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_epochs=int(max_epochs)))
     run_dir = Path(output)
     device = resolve_device(cfg.train.device if device is None else str(device))
     info = init_distributed(device)
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
     try:
-        return _build(cfg, data_dir, run_dir, resume, tracking_uri, device, info, train_handlers, val_handlers,
-                      inferer or SimpleInferer())
+        resume_payload = None
+        if resume:
+            cfg, resume_payload = _resumed(run_dir, overrides)
+        if info.is_main:
+            _claim_run_folder(run_dir, resume, overwrite)
+        if max_epochs is not None:
+            cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_epochs=int(max_epochs)))
+        return _build(cfg, data_dir, run_dir, resume_payload, tracking_uri, device, info, train_handlers,
+                      val_handlers, inferer or SimpleInferer())
     except BaseException:
         cleanup_distributed()
         raise
 
 
-def _build(cfg: Config, data_dir: str | Path, run_dir: Path, resume: bool, tracking_uri: str | None,
-           device: torch.device, info: DistInfo, train_handlers: Sequence[Any], val_handlers: Sequence[Any],
-           inferer: Inferer) -> Training:
-    resume_payload = None
-    if resume:
-        resume_payload = load_checkpoint(RunLayout(run_dir).last)
-        from medt3d.config import config_from_dict
+def _resumed(run_dir: Path, overrides: Sequence[str]) -> tuple[Config, dict[str, Any]]:
+    """The checkpoint to resume from and the run's own config, with ``overrides`` on top."""
+    from medt3d.config import apply_overrides, config_from_dict
 
-        max_epochs = cfg.train.max_epochs
-        cfg = config_from_dict(resume_payload["config"], source=f"{resume_payload['path']} (embedded config)")
-        cfg.train.max_epochs = max_epochs
+    payload = load_checkpoint(RunLayout(run_dir).last)
+    source = f"{payload['path']} (embedded config{', with overrides' if overrides else ''})"
+    return config_from_dict(apply_overrides(payload["config"], overrides), source=source), payload
+
+
+def _build(cfg: Config, data_dir: str | Path, run_dir: Path, resume_payload: dict[str, Any] | None,
+           tracking_uri: str | None, device: torch.device, info: DistInfo, train_handlers: Sequence[Any],
+           val_handlers: Sequence[Any], inferer: Inferer) -> Training:
     if info.is_main:
         _check_output(run_dir)
     datalist = prepare_datalist(cfg, data_dir)

@@ -3,14 +3,42 @@
 from __future__ import annotations
 
 import torch
-from monai.losses import DiceCELoss, DiceLoss, FocalLoss
+from monai.losses import DeepSupervisionLoss, DiceCELoss, DiceLoss, FocalLoss
 
 from medt3d.config import Config
 
-__all__ = ["build_loss"]
+__all__ = ["DeepSupervised", "build_loss"]
+
+
+class DeepSupervised(torch.nn.Module):
+    """MONAI's ``DeepSupervisionLoss`` on logits that carry the auxiliary heads as extra channels.
+
+    MedT3D with ``network.deep_supervision=k`` returns, while training, the main logits and ``k``
+    auxiliary ones concatenated along the channels; they are split here into the list MONAI's loss
+    takes, with weights 1, 1/2, 1/4, ... from the main head down, normalised to sum to 1 as in nnU-Net
+    (so the loss keeps the scale of the main head's).
+    """
+
+    def __init__(self, loss: torch.nn.Module, num_classes: int, heads: int) -> None:
+        super().__init__()
+        weights = [0.5**i for i in range(heads)]
+        self.loss = DeepSupervisionLoss(loss, weights=[w / sum(weights) for w in weights])
+        self.num_classes = num_classes
+
+    def forward(self, pred: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        heads = list(torch.split(pred, self.num_classes, dim=1))
+        return self.loss(heads, label)
 
 
 def build_loss(cfg: Config) -> torch.nn.Module:
+    """The configured loss, wrapped in :class:`DeepSupervised` when MedT3D has auxiliary heads."""
+    loss = _base_loss(cfg)
+    if cfg.network.name == "medt3d" and cfg.network.deep_supervision > 0:
+        return DeepSupervised(loss, cfg.data.num_classes, heads=1 + cfg.network.deep_supervision)
+    return loss
+
+
+def _base_loss(cfg: Config) -> torch.nn.Module:
     """Loss on logits (B, C, ...) against integer labels (B, 1, ...).
 
     ``weighted_dice`` weights each class's Dice term by ``train.class_weights`` (helps small
