@@ -9,9 +9,11 @@ out of memory) with exit code 3, both without a traceback; ``--debug`` shows it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import sys
+from pathlib import Path
 
 from medt3d import __version__
 from medt3d.errors import ENVIRONMENT_ERRORS, EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_INTERRUPTED, USER_ERRORS
@@ -46,8 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    new_folders = _new_output_folders(args)
+    code = EXIT_BAD_INPUT
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        return code
     except USER_ERRORS as err:
         if args.debug:
             raise
@@ -62,3 +67,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"medt3d {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        if code != 0:
+            _remove_if_empty(new_folders)
+
+
+#: Arguments that name a folder a command creates for its results.
+_OUTPUT_ARGS = ("output", "out", "quality_dir")
+
+
+def _new_output_folders(args: argparse.Namespace) -> list[Path]:
+    """The output folders named on the command line that do not exist yet."""
+    paths = [getattr(args, name, None) for name in _OUTPUT_ARGS]
+    return [Path(p) for p in paths if isinstance(p, (str, Path)) and not Path(p).exists()]
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """A failed command that wrote nothing leaves no empty folder behind."""
+    for folder in folders:
+        with contextlib.suppress(OSError):  # not empty, or already gone: leave it
+            folder.rmdir()

@@ -391,3 +391,24 @@ def test_unpack_refuses_a_non_empty_destination_and_non_zips(tmp_path: Path):
     (tmp_path / "fake.zip").write_text("not a zip")
     with pytest.raises(ValueError, match="not a zip file"):
         check_zip_members(tmp_path / "fake.zip")
+
+
+def test_unpack_only_what_loading_needs_and_check_the_free_space(tmp_path: Path, monkeypatch):
+    import errno
+    from collections import namedtuple
+
+    import medt3d.models.archive as archive
+
+    members = [("b/configs/medt3d.yaml", b"data: {}\n"), ("b/models/model.pt", b"w" * 1000),
+               ("b/docs/big.bin", b"\0" * 3_000_000)]  # compresses to little, unpacks to 3 MB
+    zip_path = _zip(tmp_path / "b.zip", members)
+    root = unpack_bundle(zip_path, tmp_path / "some", only=("configs/medt3d.yaml", "models/model.pt"))
+    found = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    assert found == ["configs/medt3d.yaml", "models/model.pt"]
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(archive.shutil, "disk_usage", lambda _: usage(10**9, 10**9 - 500, 500))
+    with pytest.raises(OSError) as caught:
+        unpack_bundle(zip_path, tmp_path / "full_disk")
+    assert caught.value.errno == errno.ENOSPC and str(zip_path) in str(caught.value)
+    assert not (tmp_path / "full_disk").exists()

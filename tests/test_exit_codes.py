@@ -81,3 +81,24 @@ def test_debug_shows_the_traceback_instead(tmp_path: Path, monkeypatch, flag):
     monkeypatch.setattr(phantoms, "write_phantom_dataset", read_only)
     with pytest.raises(OSError, match="Read-only"):
         main([flag, "phantoms", str(tmp_path / "out")])
+
+
+def test_a_failed_command_removes_the_empty_output_folder_it_made(phantom_dir: Path, tmp_path: Path, capsys):
+    import shutil
+
+    import nibabel as nib
+    import numpy as np
+
+    data = tmp_path / "data"
+    shutil.copytree(phantom_dir, data)
+    mask = sorted((data / "train" / "masks").glob("*.nii*"))[0]
+    img = nib.load(mask)
+    nib.save(nib.Nifti1Image(np.full(img.shape, 7, dtype=np.uint8), img.affine), mask)
+    run = tmp_path / "new_run"
+    assert main(["train", "--data-dir", str(data), "--output", str(run), "--set", "network.preset=tiny"]) == 2
+    assert "label values 7 are outside" in capsys.readouterr().err
+    assert not run.exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    assert main(["train", "--data-dir", str(data), "--output", str(kept), "--set", "network.preset=tiny"]) == 2
+    assert kept.is_dir()  # it was there before: not the command's to remove

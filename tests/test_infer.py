@@ -275,6 +275,17 @@ def test_a_dataset_folder_gives_its_images_not_its_masks(tmp_path: Path):
     assert [c.path.name for c in named] == ["spleen_3_seg.nii.gz"]
 
 
+def test_a_scan_with_nan_voxels_fails_its_case_and_the_batch_goes_on(scans, tmp_path: Path):
+    image, affine = blob_volume((16, 16, 12), (1.0, 1.0, 1.0))
+    image[2, 3, 4] = np.nan
+    bad = save(tmp_path / "nan_scan.nii.gz", image, affine)
+    summary = _run([bad, scans["nifti"]], tmp_path / "out")
+    assert summary["exit_code"] == 1 and summary["done"] == 1
+    (failed,) = summary["failed"]
+    assert f"{bad}: 1 NaN and 0 Inf voxel(s) of {image.size}" in failed["error"]
+    assert not (tmp_path / "out" / "nan_scan_seg.nii.gz").exists()
+
+
 def test_case_names_stay_unique(tmp_path: Path):
     image, affine = blob_volume((8, 8, 8), (1.0, 1.0, 1.0))
     for sub in ("site1", "site2"):

@@ -105,7 +105,7 @@ def test_the_gate_reports_every_problem_together_with_its_file(lps_series, tmp_p
     assert f"{nine}: label values 9 are outside 0..1" in text
     assert f"{half}: label values 1.5 are outside 0..1" in text
     assert "shifted" in text and "15 mm" in text
-    assert f"{nan_image}: 1 of" in text and "NaN or Inf" in text
+    assert f"{nan_image}: 1 NaN and 0 Inf voxel(s)" in text
     assert str(truncated) in text
 
     # evaluate applies the same gate before predicting anything (it used to score these)

@@ -125,4 +125,4 @@ def test_inspect_reports_label_values_outside_the_configs_classes_and_nan_voxels
     assert set(result["fingerprint"]["classes"]) == {"background", "organ_a", "organ_b", "organ_c"}
     problems = result["fingerprint"]["problems"]
     assert any(f"{mask}: label values 9 are outside 0..3" in p for p in problems)
-    assert any(f"{image}: 1 voxels are NaN or Inf" in p for p in problems)
+    assert any(f"{image}: 1 voxel(s) are NaN or Inf" in p for p in problems)

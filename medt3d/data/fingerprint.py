@@ -197,7 +197,7 @@ def fingerprint_dataset(
             problems.append(str(err))
             continue
         if fp["nonfinite_voxels"]:  # training on them would turn every weight into NaN
-            problems.append(f"{fp['image']}: {fp['nonfinite_voxels']} voxels are NaN or Inf")
+            problems.append(f"{fp['image']}: {fp['nonfinite_voxels']} voxel(s) are NaN or Inf")
         prints.append(fp)
         samples.append(sample)
     if not prints:

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from medt3d.data.datalist import DatasetError, pair_problems
 from medt3d.data.io import load_volume
 
-__all__ = ["check_cases", "label_value_problem"]
+__all__ = ["check_cases", "label_value_problem", "non_finite_problem"]
 
 
 def label_value_problem(values: np.ndarray, num_classes: int, path: Any) -> str | None:
@@ -29,14 +29,17 @@ def label_value_problem(values: np.ndarray, num_classes: int, path: Any) -> str 
     return f"{path}: label values {listed} are outside 0..{num_classes - 1} (data.labels has {num_classes} classes)"
 
 
-def _non_finite_problem(image: Any, path: Any) -> str | None:
+def non_finite_problem(image: Any, path: Any) -> str | None:
+    """Describe the NaN or Inf voxels of ``image`` (an array or tensor), or return None when there are none."""
     array = np.asarray(image)
     finite = np.isfinite(array)
     if finite.all():
         return None
-    count = int(array.size - np.count_nonzero(finite))
-    return (f"{path}: {count} of {array.size} voxels are NaN or Inf; fix or mask them (training on them "
-            "turns every weight into NaN)")
+    n_nan = int(np.isnan(array).sum())
+    n_inf = int(array.size - np.count_nonzero(finite)) - n_nan
+    return (f"{path}: {n_nan} NaN and {n_inf} Inf voxel(s) of {array.size}; medt3d rejects such scans rather than "
+            "guess values for them (a training on them turns every weight into NaN; windowing would turn Inf into "
+            "a valid-looking value and NaN would spread through resampling): fix the scan or replace those voxels")
 
 
 def check_cases(cases: Sequence[dict], num_classes: int | None) -> None:
@@ -58,7 +61,7 @@ def check_cases(cases: Sequence[dict], num_classes: int | None) -> None:
     for case in tqdm(todo, desc="checking cases", unit="case", leave=False, disable=len(todo) < 4):
         uid = case.get("image_series_uid", case.get("series_uid"))
         try:
-            problem = _non_finite_problem(load_volume(case["image"], uid), case["image"])
+            problem = non_finite_problem(load_volume(case["image"], uid), case["image"])
         except (ValueError, FileNotFoundError) as err:
             problem = str(err)
         if problem:

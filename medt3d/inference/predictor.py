@@ -26,6 +26,7 @@ from monai.transforms import KeepLargestConnectedComponent
 
 from medt3d.config import Config, config_from_dict, config_to_dict
 from medt3d.data.io import GEOMETRY_ATOL_MM, LoadVolumed
+from medt3d.data.preflight import non_finite_problem
 from medt3d.data.transforms import build_infer_transforms, build_postprocessing
 from medt3d.devices import autocast_dtype
 from medt3d.inference.inferer import build_sliding_window_inferer
@@ -77,21 +78,14 @@ def override_config(cfg: Config, overrides: dict[str, Any]) -> Config:
 
 
 def check_finite(image: torch.Tensor, source: str | Path) -> None:
-    """Reject a volume holding NaN or Inf voxels, saying how many of each.
+    """Reject a volume holding NaN or Inf voxels, saying how many of each (the input gate's check).
 
     Raises:
         ValueError: naming ``source`` and the counts.
     """
-    finite = torch.isfinite(image)
-    if bool(finite.all()):
+    if bool(torch.isfinite(image).all()):
         return
-    n_nan = int(torch.isnan(image).sum())
-    n_inf = int((~finite).sum()) - n_nan
-    raise ValueError(
-        f"{source}: {n_nan} NaN and {n_inf} Inf voxel(s) in the scan; medt3d rejects such scans rather than "
-        "guess values for them (intensity windowing would turn Inf into a valid-looking value and NaN would "
-        "spread through resampling): fix the scan or replace those voxels first"
-    )
+    raise ValueError(non_finite_problem(image.detach().cpu(), source))
 
 
 @dataclass

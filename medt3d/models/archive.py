@@ -7,10 +7,13 @@ when any member is absolute, climbs out with ``..``, is a link or a special file
 
 from __future__ import annotations
 
+import errno
 import shutil
 import stat
+import tempfile
 import zipfile
 import zlib
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from medt3d.io_utils import atomic_dir, atomic_path
@@ -91,11 +94,18 @@ def check_zip_members(zip_path: str | Path) -> list[zipfile.ZipInfo]:
     return members
 
 
-def unpack_bundle(zip_path: str | Path, dest: str | Path) -> Path:
+def unpack_bundle(zip_path: str | Path, dest: str | Path, only: Sequence[str] | None = None) -> Path:
     """Unpack a bundle zip into the new folder ``dest`` and return the bundle folder inside it.
 
-    Nothing is written unless every member is safe (see :func:`check_zip_members`); the files go to
-    a temporary folder beside ``dest`` that is renamed into place when complete.
+    Nothing is written unless every member is safe (see :func:`check_zip_members`) and the disk
+    holds what is unpacked; the files go to a temporary folder beside ``dest`` that is renamed into
+    place when complete.
+
+    Args:
+        zip_path: the bundle zip.
+        dest: a new (or empty) folder.
+        only: unpack just the members whose path ends with one of these (``configs/medt3d.yaml``):
+            what loading needs, not the whole bundle.
 
     Returns:
         The bundle root: ``dest/<name>`` when the zip holds one top folder (model-zoo layout), else ``dest``.
@@ -103,11 +113,20 @@ def unpack_bundle(zip_path: str | Path, dest: str | Path) -> Path:
     Raises:
         UnsafeZipError: a member is absolute, climbs out with ``..``, is a link or a special file.
         ValueError: ``dest`` exists and is not empty, the file is not a zip, or a member is damaged.
+        OSError: (ENOSPC) the disk has less free space than the members need.
     """
     zip_path, dest = Path(zip_path), Path(dest)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise ValueError(f"{dest} already exists and is not empty; unpack into a new folder")
     members = check_zip_members(zip_path)
+    if only is not None:
+        members = [m for m in members if any(PurePosixPath(m.filename).as_posix().endswith(o) for o in only)]
+    needed = sum(m.file_size for m in members)
+    parent = dest.parent if dest.parent.exists() else Path(tempfile.gettempdir())
+    free = shutil.disk_usage(parent).free
+    if needed > free:
+        raise OSError(errno.ENOSPC, f"unpacking {zip_path} needs {needed / 2**20:.0f} MiB, {parent} has "
+                      f"{free / 2**20:.0f} MiB free")
     with atomic_dir(dest) as tmp:
         tmp.chmod(0o755)  # mkdtemp makes it private; the bundle is an ordinary folder
         root = tmp.resolve()

@@ -142,7 +142,7 @@ def load_bundle_model(path: str | Path, device: torch.device | str = "cpu") -> t
         raise FileNotFoundError(f"bundle not found: {path}")
     if path.is_file():
         with tempfile.TemporaryDirectory(prefix="medt3d-bundle-") as tmp:
-            root = unpack_bundle(path, Path(tmp) / "bundle")
+            root = unpack_bundle(path, Path(tmp) / "bundle", only=(BUNDLE_CONFIG, BUNDLE_WEIGHTS))  # what loading reads
             return _load_bundle_dir(root, device)
     return _load_bundle_dir(path, device)
 
