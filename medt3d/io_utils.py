@@ -46,13 +46,18 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     """Yield a temporary folder beside ``target``; move it onto ``target`` if the block succeeds.
 
     ``target`` must be absent or an empty folder. On error the temporary folder is removed, so a
-    folder of outputs appears whole or not at all.
+    folder of outputs appears whole or not at all. The folder and what was written into it get the
+    permissions the umask gives (``mkdtemp`` makes a private folder).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         yield tmp
+        mask = _umask()
+        for path in [tmp, *tmp.rglob("*")]:
+            if not path.is_symlink():
+                path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
         if target.exists():
             target.rmdir()
         tmp.replace(target)

@@ -224,6 +224,20 @@ def test_skip_existing_redoes_only_unfinished_cases(scans, tmp_path: Path):
     assert 0 < net.calls - first_calls < first_calls
 
 
+def test_a_new_run_removes_the_temp_files_of_a_killed_one(scans, tmp_path: Path):
+    import os
+
+    out = tmp_path / "out"
+    out.mkdir()
+    leftover = out / ".ct_a_seg.nii.gz.k3j2.tmp.nii.gz"  # what kill -9 during a write leaves
+    leftover.write_bytes(b"partial")
+    old = leftover.stat().st_mtime - 60
+    os.utime(leftover, (old, old))
+    assert _run([scans["folder"]], out, options=InferOptions(progress=False, skip_existing=True))["done"] == 3
+    assert not leftover.exists()
+    assert not list(out.glob(".*"))
+
+
 def test_skip_existing_redoes_outputs_of_another_model(scans, tmp_path: Path, caplog):
     out = tmp_path / "out"
     assert _run([scans["folder"]], out)["done"] == 3

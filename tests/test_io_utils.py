@@ -30,3 +30,20 @@ def test_unwritable_dir_is_a_clear_error(tmp_path: Path):
     blocker.write_text("")
     with pytest.raises(PermissionError, match="not writable"):
         check_writable_dir(blocker / "sub")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_atomic_dir_and_its_files_follow_the_umask(tmp_path: Path, umask: int):
+    old = os.umask(umask)
+    try:
+        with atomic_dir(tmp_path / "bundle") as tmp:
+            (tmp / "models").mkdir()
+            (tmp / "models" / "model.pt").write_bytes(b"w")
+            atomic_write_text(tmp / "docs" / "README.md", "x")
+    finally:
+        os.umask(old)
+    root = tmp_path / "bundle"
+    for path in [root, root / "models", root / "docs"]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o777 & ~umask, path
+    for path in [root / "models" / "model.pt", root / "docs" / "README.md"]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path

@@ -368,8 +368,6 @@ def export_bundle(model: str | Path, output: str | Path, name: str | Path | None
                         facts.any_size)
         _check_logits(tmp, cfg, network, onnx, facts.any_size)
         atomic_write_text(tmp / "docs" / "README.md", build_readme(source, facts, output.name))
-        for path in [tmp, *tmp.rglob("*")]:  # temporary files and folders are private; a bundle is for sharing
-            path.chmod(0o755 if path.is_dir() else 0o644)
     zip_path = zip_bundle(output) if zip_bundle_too else None
     logger.info("exported %s to %s (TorchScript by %s%s)%s", payload["path"], output, facts.torchscript,
                 ", ONNX" if onnx else "", f"; zip {zip_path}" if zip_path else "")

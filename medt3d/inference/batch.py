@@ -396,9 +396,11 @@ def run_inference(inputs: Sequence[str | Path], output: str | Path, model: str |
     if (model is None) == (network is None):
         raise ValueError("give either a model path or a (network, config) pair")
     out_dir = Path(output)
+    started = time.time()
     cases = discover_cases(inputs, out_dir)
     _check_no_overwrite(cases, out_dir)
     check_writable_dir(out_dir)
+    _remove_leftover_temp_files(out_dir, before=started)
 
     if network is None:
         net, cfg = load_model(model)  # type: ignore[arg-type]
@@ -429,6 +431,18 @@ def run_inference(inputs: Sequence[str | Path], output: str | Path, model: str |
         return summary
     finally:
         cleanup_distributed()
+
+
+def _remove_leftover_temp_files(out_dir: Path, before: float) -> None:
+    """Delete hidden ``.NAME.*.tmp*`` files of atomic writes that a killed run left in ``out_dir``.
+
+    Only files older than this run are touched: other ranks of this run may be writing theirs.
+    """
+    for path in out_dir.glob(".*.tmp*"):
+        with contextlib.suppress(OSError):
+            if path.is_file() and path.stat().st_mtime < before:
+                path.unlink()
+                logger.info("removed %s, left by an interrupted run", path)
 
 
 def _same_model(sidecar: Path, model_info: dict[str, Any]) -> bool:

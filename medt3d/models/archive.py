@@ -46,7 +46,6 @@ def zip_bundle(bundle_dir: str | Path, zip_path: str | Path | None = None) -> Pa
                 raise ValueError(f"{path}: bundles must not contain symbolic links")
             if path.is_file():
                 zf.write(path, arcname=str(PurePosixPath(bundle_dir.name) / path.relative_to(bundle_dir).as_posix()))
-    zip_path.chmod(0o644)  # the temporary file was private
     return zip_path
 
 
@@ -128,7 +127,6 @@ def unpack_bundle(zip_path: str | Path, dest: str | Path, only: Sequence[str] | 
         raise OSError(errno.ENOSPC, f"unpacking {zip_path} needs {needed / 2**20:.0f} MiB, {parent} has "
                       f"{free / 2**20:.0f} MiB free")
     with atomic_dir(dest) as tmp:
-        tmp.chmod(0o755)  # mkdtemp makes it private; the bundle is an ordinary folder
         root = tmp.resolve()
         with zipfile.ZipFile(zip_path) as zf:
             for m in members:
