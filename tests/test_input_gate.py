@@ -69,13 +69,15 @@ def test_evaluate_and_inspect_move_a_label_stored_another_way_onto_its_image(lps
 def test_training_accepts_a_label_stored_another_way_and_learns_the_same(lps_series, tmp_path):
     series, _, labels = lps_series
     results = []
-    for stored in ("as_series", "LAS"):
+    for stored in ("as_series", "LAS", "RAS"):
         cases = [{"name": f"c{i}", "image": series, "label": labels[stored]} for i in range(2)]
         data = _datalist(tmp_path / f"{stored}.json", cases)
         cfg = tiny_cfg("train.max_epochs=1", "data.modality=CT", "preprocess.spacing=null", "data.cache=none")
         results.append(train(cfg, data, tmp_path / stored))
-    # after reorientation both runs see the very same arrays: the same losses
-    np.testing.assert_allclose(results[0].losses, results[1].losses, rtol=1e-5)
+    # after reorientation the runs see the very same arrays: the same losses and validation Dice
+    for other in results[1:]:
+        np.testing.assert_allclose(other.losses, results[0].losses, rtol=1e-5)
+        assert other.best_metric == pytest.approx(results[0].best_metric, abs=1e-6)
 
 
 def test_the_gate_reports_every_problem_together_with_its_file(lps_series, tmp_path, monkeypatch):

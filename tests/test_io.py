@@ -205,6 +205,21 @@ def test_dicom_mixed_rows_columns(tmp_path: Path) -> None:
     assert "size 10x12: 6 file(s)" in message and f"size 8x9: 1 file(s), e.g. {files[2].name}" in message
 
 
+def test_dicom_mixed_orientation_is_reported_in_plain_numbers(tmp_path: Path) -> None:
+    import pydicom
+
+    files = write_dicom_series(tmp_path / "s", _volume(), SPACING, np.eye(3), ORIGIN)
+    ds = pydicom.dcmread(files[3])
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 0.9998, 0.0159]  # one slice tilted by 0.9 degrees
+    ds.save_as(files[3])
+    with pytest.raises(ValueError) as err:
+        load_volume(tmp_path / "s")
+    message = str(err.value)
+    assert "slices differ in ImageOrientationPatient" in message
+    assert "orientation (1, 0, 0, 0, 0.9998, 0.0159): 1 file(s)" in message
+    assert "np.float64" not in message and "array(" not in message
+
+
 def test_dicom_duplicate_positions(tmp_path: Path) -> None:
     vol = _volume()
     write_dicom_series(tmp_path / "s", vol, SPACING, np.eye(3), ORIGIN, series_uid="1.2.5", prefix="e1_")

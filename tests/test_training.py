@@ -106,6 +106,16 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(phantom_dir: Path,
     assert [h["epoch"] for h in history] == [1, 2, 3]
 
 
+def test_an_unreadable_checkpoint_message_is_not_cut(tmp_path: Path):
+    bad = tmp_path / "not_a_checkpoint.pt"
+    torch.save({"network": np.arange(3)}, bad)  # a NumPy array: refused by weights_only loading
+    with pytest.raises(ValueError) as caught:
+        load_checkpoint(bad)
+    message = str(caught.value)
+    assert message.startswith(f"{bad}: not a readable checkpoint")
+    assert "torch.load.html" in message  # the last words of torch's reason, past the old 200-character cut
+
+
 def test_resume_without_checkpoint_is_a_clear_error(phantom_dir: Path, tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="last.pt"):
         train(tiny_cfg(), phantom_dir, tmp_path / "never-ran", resume=True)
