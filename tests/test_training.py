@@ -116,6 +116,18 @@ def test_an_unreadable_checkpoint_message_is_not_cut(tmp_path: Path):
     assert "torch.load.html" in message  # the last words of torch's reason, past the old 200-character cut
 
 
+def test_a_checkpoint_with_nan_weights_is_refused_by_every_loader(phantom_dir: Path, tmp_path: Path):
+    train(tiny_cfg("train.max_epochs=1"), phantom_dir, tmp_path / "run")
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    payload = torch.load(last, weights_only=True)
+    name = next(k for k, v in payload["network"].items() if v.is_floating_point())
+    payload["network"][name] = torch.full_like(payload["network"][name], float("nan"))
+    poisoned = tmp_path / "poisoned.pt"
+    torch.save(payload, poisoned)
+    with pytest.raises(ValueError, match=rf"{poisoned}: 1 weight tensor\(s\) hold NaN or Inf \(e.g. {name}\)"):
+        load_model(poisoned)
+
+
 def test_resume_without_checkpoint_is_a_clear_error(phantom_dir: Path, tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="last.pt"):
         train(tiny_cfg(), phantom_dir, tmp_path / "never-ran", resume=True)

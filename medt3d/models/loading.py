@@ -36,7 +36,7 @@ def _listed(items: list[str]) -> str:
 
 
 def check_state_dict(network: torch.nn.Module, state: Any, source: str, cfg: Config) -> None:
-    """Check that ``state`` holds exactly ``network``'s tensors, with the same shapes.
+    """Check that ``state`` holds exactly ``network``'s tensors, with the same shapes, all finite.
 
     Raises:
         ValueError: naming ``source``, the network the config describes, and the missing,
@@ -49,6 +49,10 @@ def check_state_dict(network: torch.nn.Module, state: Any, source: str, cfg: Con
     unexpected = [k for k in state if k not in expected]
     shapes = [f"{k} {list(state[k].shape)} (network needs {list(v.shape)})" for k, v in expected.items()
               if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    poisoned = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if poisoned:  # a diverged training: every prediction would be background
+        raise ValueError(f"{source}: {len(poisoned)} weight tensor(s) hold NaN or Inf (e.g. {poisoned[0]}); the "
+                         "training that wrote them diverged, so this model cannot be used")
     if not (missing or unexpected or shapes):
         return
     problems = []
