@@ -49,15 +49,17 @@ def test_a_bundle_zip_with_a_bad_crc_is_bad_input(tmp_path: Path, capsys):
         zf.writestr("spleen/configs/metadata.json", "{}" * 200)
         zf.writestr("spleen/configs/medt3d.yaml", "data:\n  modality: CT\n" * 20)
         zf.writestr("spleen/models/model.pt", b"\0" * 4000)
+    with zipfile.ZipFile(bundle) as zf:
+        member = zf.getinfo("spleen/models/model.pt")
     data = bytearray(bundle.read_bytes())
-    data[200] ^= 0xFF  # one flipped byte inside a member: its CRC no longer matches
+    data[member.header_offset + 30 + len(member.filename) + 100] ^= 0xFF  # inside model.pt: its CRC no longer matches
     bundle.write_bytes(bytes(data))
     scan = tmp_path / "scan.nii.gz"
     scan.write_bytes(b"")
     code = main(["infer", str(scan), "--model", str(bundle), "--output", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2, err
-    assert "Traceback" not in err and str(bundle) in err
+    assert "Traceback" not in err and str(bundle) in err and "damaged zip" in err
 
 
 def test_interrupt_is_exit_code_130(tmp_path: Path, monkeypatch, capsys):

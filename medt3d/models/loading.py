@@ -147,7 +147,11 @@ def load_bundle_model(path: str | Path, device: torch.device | str = "cpu") -> t
     if path.is_file():
         with tempfile.TemporaryDirectory(prefix="medt3d-bundle-") as tmp:
             root = unpack_bundle(path, Path(tmp) / "bundle", only=(BUNDLE_CONFIG, BUNDLE_WEIGHTS))  # what loading reads
-            return _load_bundle_dir(root, device)
+            try:
+                return _load_bundle_dir(root, device)
+            except (ValueError, FileNotFoundError) as err:  # name the zip, not the temporary folder
+                kind = FileNotFoundError if isinstance(err, FileNotFoundError) else ValueError
+                raise kind(str(err).replace(str(root), f"{path}!")) from None
     return _load_bundle_dir(path, device)
 
 
