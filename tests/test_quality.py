@@ -73,3 +73,19 @@ def test_quality_bench_trains_on_one_patient_and_scores_the_other(shared_data: P
     assert report["mean_dice"]["medt3d"] == row["dice"]
     markdown = quality_markdown(report)
     assert "| ct_abdomen_ts → ct_spleen | medt3d |" in markdown and "Mean cross-patient spleen Dice" in markdown
+
+
+def test_fixed_epochs_replace_the_clock_for_each_network(shared_data: Path, tmp_path: Path, capsys):
+    from medt3d.cli import main
+
+    report = bench_quality(tmp_path, shared_data, networks=["medt3d"], overrides=FAST, budget_s=0.001,
+                           folds=[("ct_abdomen_ts", "ct_spleen")], log=lambda m: None, epochs={"medt3d": 2})
+    row = report["folds"][0]["results"]["medt3d"]
+    # a budget of 1 ms would stop after one epoch: the fixed epochs ran instead, with no clock
+    assert row["epochs_run"] == 2 and row["iterations"] == 4
+    assert report["epochs_fixed"] == {"medt3d": 2} and report["budget_s"] is None
+    assert "fixed epochs (medt3d 2) of training" in quality_markdown(report)
+    with pytest.raises(ValueError, match="one entry per network compared \\(medt3d, unet\\)"):
+        bench_quality(tmp_path, shared_data, networks=["medt3d", "unet"], epochs={"medt3d": 2})
+    assert main(["bench", "--quality", "--quality-epochs", "medt3d=zero"]) == 2
+    assert "expected NETWORK=EPOCHS" in capsys.readouterr().err

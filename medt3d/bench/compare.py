@@ -53,6 +53,16 @@ def machine() -> dict[str, Any]:
     return {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__}
 
 
+def epoch_overrides(name: str, epochs: int) -> list[str]:
+    """Overrides that train network ``name`` for exactly ``epochs`` epochs, with no clock, without tracking.
+
+    Fixed epochs make recipe experiments independent of how busy the machine is; an equal-budget
+    comparison gives each network the number of epochs it runs in the same time on a quiet machine.
+    """
+    return [f"network.name={name}", "train.max_seconds=null", f"train.max_epochs={int(epochs)}",
+            "tracking.mlflow=false", "tracking.tensorboard=false"]
+
+
 def budget_overrides(name: str, budget_s: float) -> list[str]:
     """Overrides that train network ``name`` for ``budget_s`` wall-clock seconds, without tracking."""
     return [f"network.name={name}", f"train.max_seconds={budget_s}", f"train.max_epochs={BUDGET_EPOCHS}",

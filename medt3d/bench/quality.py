@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,15 +133,24 @@ def _scores(summary: dict[str, Any], organ: str) -> dict[str, float]:
             "volume_ref_ml": round(row["volume_gt_ml"]["mean"], 1)}
 
 
-def _run(config: str, overrides: list[str], name: str, budget_s: float, organs: Sequence[str], train_list: Path,
+def _limit(name: str, budget_s: float, epochs: Mapping[str, int] | None) -> tuple[list[str], str]:
+    """The overrides that end a network's training (fixed epochs if given, else the budget) and their wording."""
+    from medt3d.bench.compare import budget_overrides, epoch_overrides
+
+    if epochs:
+        return epoch_overrides(name, epochs[name]), f"{epochs[name]} epochs"
+    return budget_overrides(name, budget_s), f"{budget_s:.0f} s"
+
+
+def _run(config: str, overrides: list[str], name: str, limit: list[str], organs: Sequence[str], train_list: Path,
          run_dir: Path) -> dict[str, Any]:
-    from medt3d.bench.compare import budget_overrides, train_on_budget
+    from medt3d.bench.compare import train_on_budget
 
     labels = ", ".join(["background", *organs])
     # no validation during training: the model at the end of its budget is scored, and the test patient
     # is never seen before that
-    return train_on_budget(config, [*overrides, f"data.labels=[{labels}]", "train.val_interval=0",
-                                    *budget_overrides(name, budget_s)], train_list, run_dir)
+    return train_on_budget(config, [*overrides, f"data.labels=[{labels}]", "train.val_interval=0", *limit],
+                           train_list, run_dir)
 
 
 def _score(checkpoint: str, datalist: Path, out: Path) -> dict[str, Any]:
@@ -153,7 +162,8 @@ def _score(checkpoint: str, datalist: Path, out: Path) -> dict[str, Any]:
 def bench_quality(output: str | Path, shared_data: str | Path | None = None,
                   networks: Sequence[str] = DEFAULT_NETWORKS, budget_s: float = DEFAULT_BUDGET_S,
                   config: str = DEFAULT_CONFIG, overrides: Sequence[str] = (), multi_organ: bool = False,
-                  folds: Sequence[tuple[str, str]] = FOLDS, log: Log = print) -> dict[str, Any]:
+                  folds: Sequence[tuple[str, str]] = FOLDS, log: Log = print,
+                  epochs: Mapping[str, int] | None = None) -> dict[str, Any]:
     """Train every network on each fold's training patient and score the spleen on its test patient.
 
     Args:
@@ -166,6 +176,11 @@ def bench_quality(output: str | Path, shared_data: str | Path | None = None,
         multi_organ: also train on all organs of ``ct_abdomen_ts`` (see the module docstring).
         folds: (training patient, test patient) pairs.
         log: progress messages.
+        epochs: a fixed number of epochs for each network instead of ``budget_s`` (recipe experiments
+            on a busy machine: the result no longer depends on the load); one entry per network.
+
+    Raises:
+        ValueError: ``epochs`` lacks a network or names one not compared.
 
     Returns:
         The JSON-ready report: per fold and network the test patient's spleen Dice, HD95 and volumes,
@@ -173,22 +188,27 @@ def bench_quality(output: str | Path, shared_data: str | Path | None = None,
     """
     from medt3d.bench.compare import machine
 
+    if epochs is not None and set(epochs) != set(networks):
+        raise ValueError(f"--quality-epochs needs one entry per network compared ({', '.join(networks)}), "
+                         f"got {', '.join(f'{k}={v}' for k, v in epochs.items()) or 'none'}")
     root = find_shared_data(shared_data)
     out = Path(output)
     labels = out / "labels"
     labels.mkdir(parents=True, exist_ok=True)
     spleen = ("spleen",)
     lists = {p: organ_datalist(root, p, spleen, labels) for p in {p for fold in folds for p in fold}}
-    report: dict[str, Any] = {"config": config, "overrides": list(overrides), "budget_s": budget_s,
+    report: dict[str, Any] = {"config": config, "overrides": list(overrides), "budget_s": None if epochs else budget_s,
+                              "epochs_fixed": dict(epochs) if epochs else None,
                               "networks": list(networks), "machine": machine(), "folds": []}
     started = time.time()
     for train_patient, test_patient in folds:
         fold_name = f"{train_patient}_to_{test_patient}"
         fold: dict[str, Any] = {"train": train_patient, "test": test_patient, "results": {}}
         for name in networks:
-            log(f"quality: {fold_name}: training {name} for {budget_s:.0f} s")
+            limit, wording = _limit(name, budget_s, epochs)
+            log(f"quality: {fold_name}: training {name} for {wording}")
             work = out / fold_name / name
-            run = _run(config, list(overrides), name, budget_s, spleen, lists[train_patient], work / "run")
+            run = _run(config, list(overrides), name, limit, spleen, lists[train_patient], work / "run")
             cross = _scores(_score(run["checkpoint"], lists[test_patient], work / "test"), "spleen")
             self_fit = _scores(_score(run["checkpoint"], lists[train_patient], work / "self"), "spleen")
             fold["results"][name] = {**cross, "self_fit_dice": self_fit["dice"], **run,
@@ -199,21 +219,24 @@ def bench_quality(output: str | Path, shared_data: str | Path | None = None,
     report["mean_dice"] = {name: round(float(np.mean([f["results"][name]["dice"] for f in report["folds"]])), 4)
                            for name in networks}
     if multi_organ:
-        report["multi_organ"] = _multi_organ(root, out, labels, lists, networks, budget_s, config, overrides, log)
+        report["multi_organ"] = _multi_organ(root, out, labels, lists, networks, budget_s, config, overrides, log,
+                                             epochs)
     report["total_seconds"] = round(time.time() - started, 1)
     return report
 
 
 def _multi_organ(root: Path, out: Path, labels: Path, lists: dict[str, Path], networks: Sequence[str],
-                 budget_s: float, config: str, overrides: Sequence[str], log: Log) -> dict[str, Any]:
+                 budget_s: float, config: str, overrides: Sequence[str], log: Log,
+                 epochs: Mapping[str, int] | None) -> dict[str, Any]:
     organs = MULTI_ORGAN["organs"]
     train_list = organ_datalist(root, MULTI_ORGAN["train"], organs, labels)
     test_list = lists.get(MULTI_ORGAN["test"]) or organ_datalist(root, MULTI_ORGAN["test"], ("spleen",), labels)
     results: dict[str, Any] = {}
     for name in networks:
-        log(f"quality: multi-organ on {MULTI_ORGAN['train']}: training {name} for {budget_s:.0f} s")
+        limit, wording = _limit(name, budget_s, epochs)
+        log(f"quality: multi-organ on {MULTI_ORGAN['train']}: training {name} for {wording}")
         work = out / "multi_organ" / name
-        run = _run(config, list(overrides), name, budget_s, organs, train_list, work / "run")
+        run = _run(config, list(overrides), name, limit, organs, train_list, work / "run")
         self_fit = _score(run["checkpoint"], train_list, work / "self")
         cross = _score(run["checkpoint"], test_list, work / "test")
         results[name] = {"self_fit": {organ: _scores(self_fit, organ) for organ in organs},
@@ -221,11 +244,18 @@ def _multi_organ(root: Path, out: Path, labels: Path, lists: dict[str, Path], ne
     return {"train": MULTI_ORGAN["train"], "organs": list(organs), "test": MULTI_ORGAN["test"], "results": results}
 
 
+def _limit_text(report: dict[str, Any]) -> str:
+    fixed = report.get("epochs_fixed")
+    if fixed:
+        return "fixed epochs (" + ", ".join(f"{name} {n}" for name, n in fixed.items()) + ")"
+    return f"{report['budget_s']:.0f} s"
+
+
 def quality_markdown(report: dict[str, Any]) -> str:
     """The report as Markdown tables (folds, then the multi-organ run when present)."""
     lines = [
         f"Config `{report['config']}`{' with ' + ', '.join(report['overrides']) if report['overrides'] else ''}, "
-        f"{report['budget_s']:.0f} s of training per network and run, {report['machine']['cpu_threads']} threads.",
+        f"{_limit_text(report)} of training per network and run, {report['machine']['cpu_threads']} threads.",
         "",
         "| train → test | network | spleen Dice | HD95 (mm) | volume pred / ref (mL) | self-fit Dice | epochs | "
         "iterations | seconds |",

@@ -46,7 +46,22 @@ def _quality(cfg, args: argparse.Namespace, log: Callable[[str], None]) -> dict[
 
     return bench_quality(args.quality_dir, shared_data=args.quality_data, networks=args.quality_networks,
                          budget_s=args.budget, config=args.config or DEFAULT_CONFIG, overrides=args.overrides,
-                         multi_organ=args.multi_organ, folds=select_folds(args.quality_train), log=log)
+                         multi_organ=args.multi_organ, folds=select_folds(args.quality_train), log=log,
+                         epochs=_network_epochs(args.quality_epochs))
+
+
+def _network_epochs(pairs: list[str] | None) -> dict[str, int] | None:
+    """``["medt3d=16", "unet=9"]`` as ``{"medt3d": 16, "unet": 9}``."""
+    if not pairs:
+        return None
+    epochs: dict[str, int] = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        if not value.isdigit() or int(value) < 1 or name not in NETWORKS:
+            raise ValueError(f"--quality-epochs {pair!r}: expected NETWORK=EPOCHS with NETWORK one of "
+                             f"{', '.join(NETWORKS)} and EPOCHS >= 1, e.g. medt3d=16 unet=9")
+        epochs[name] = int(value)
+    return epochs
 
 
 #: mode flag (argparse dest) -> runner(cfg, args, log) -> JSON-ready dict
@@ -114,6 +129,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     qual.add_argument("--quality-train", nargs="+", metavar="PATIENT",
                       help="run only the folds trained on these patients (ct_spleen, ct_abdomen_ts; default: both), "
                            "e.g. to repeat one fold with another --set train.seed")
+    qual.add_argument("--quality-epochs", nargs="+", metavar="NETWORK=EPOCHS",
+                      help="train each network for a fixed number of epochs instead of --budget, e.g. medt3d=16 "
+                           "unet=9 (the epochs each runs in the same time on a quiet machine): recipe experiments "
+                           "whose result does not depend on how busy the machine is")
     qual.add_argument("--multi-organ", action="store_true",
                       help="also train on the four organs of ct_abdomen_ts: self-fit Dice per organ and the spleen "
                            "on ct_spleen")
