@@ -108,6 +108,19 @@ class Prediction:
         return np.asarray(self.label.affine, dtype=np.float64)
 
 
+class _Laps:
+    """Seconds of each phase of a prediction, in the order they ran."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._clock = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = round(now - self._clock, 3)
+        self._clock = now
+
+
 class Predictor:
     """Predict whole scans with a trained network and the config it was trained with.
 
@@ -177,12 +190,19 @@ class Predictor:
             FileNotFoundError: no such file or folder.
             ValueError: unreadable, not 3-D, NaN/Inf voxels, or a channel count the model does not take.
         """
-        data = self.pre({"image": str(image_path)}, end=self._after_load)
+        return self.check({"image": self.pre({"image": str(image_path)}, end=self._after_load)["image"]}, image_path)
+
+    def check(self, data: dict[str, Any], source: str | Path) -> dict[str, Any]:
+        """Check a loaded (channel-first, RAS-affine) image before any preprocessing; return ``data``.
+
+        Raises:
+            ValueError: NaN/Inf voxels, or a channel count the model does not take.
+        """
         image = data["image"]
         if image.shape[0] != self.cfg.data.in_channels:
-            raise ValueError(f"{image_path}: image has {image.shape[0]} channel(s) but the model expects "
+            raise ValueError(f"{source}: image has {image.shape[0]} channel(s) but the model expects "
                              f"{self.cfg.data.in_channels} (data.in_channels in its config)")
-        check_finite(image, image_path)
+        check_finite(image, source)
         return data
 
     def preprocess(self, image_path: str | Path) -> dict[str, Any]:
@@ -199,20 +219,32 @@ class Predictor:
         Raises:
             FileNotFoundError, ValueError: the scan is missing or unusable (the message names it).
         """
-        want_prob = self.cfg.infer.save_probabilities if probabilities is None else probabilities
-        clock = time.perf_counter()
-        timings: dict[str, float] = {}
-
-        def lap(name: str) -> None:
-            nonlocal clock
-            now = time.perf_counter()
-            timings[name] = round(now - clock, 3)
-            clock = now
-
+        laps = _Laps()
         data = self.load(image_path)
+        laps("load_s")
+        return self._predict_loaded(data, image_path, self._want_probabilities(probabilities), laps)
+
+    def predict_loaded(self, image: MetaTensor, source: str = "<image>",
+                       probabilities: bool | None = None) -> Prediction:
+        """Predict an image already in memory: a channel-first MetaTensor whose affine is voxel-to-RAS.
+
+        The result lies on the image's own grid, as for :meth:`predict`.
+
+        Raises:
+            ValueError: NaN/Inf voxels or the wrong number of channels (naming ``source``).
+        """
+        laps = _Laps()
+        data = self.check({"image": image}, source)
+        laps("load_s")
+        return self._predict_loaded(data, source, self._want_probabilities(probabilities), laps)
+
+    def _want_probabilities(self, probabilities: bool | None) -> bool:
+        return self.cfg.infer.save_probabilities if probabilities is None else probabilities
+
+    def _predict_loaded(self, data: dict[str, Any], image_path: str | Path, want_prob: bool,
+                        lap: _Laps) -> Prediction:
         shape = tuple(data["image"].shape[1:])
         affine = data["image"].affine.clone()
-        lap("load_s")
         data = self.pre(data, start=self._after_load)
         image = data["image"]
         lap("preprocess_s")
@@ -228,7 +260,7 @@ class Predictor:
         if self.cfg.infer.largest_component:
             label = self.keep_largest(label)
         lap("postprocess_s")
-        return Prediction(label=label, probabilities=prob_out, timings=timings)
+        return Prediction(label=label, probabilities=prob_out, timings=lap.timings)
 
     @staticmethod
     def _like(image: MetaTensor, values: torch.Tensor) -> MetaTensor:

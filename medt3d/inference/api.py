@@ -1,0 +1,181 @@
+"""The notebook API: ``medt3d.load_model`` once, then ``medt3d.predict`` on images in memory or on disk.
+
+Example:
+    >>> import medt3d, nibabel as nib
+    >>> model = medt3d.load_model("runs/spleen")                  # checkpoint, run folder or bundle
+    >>> result = medt3d.predict(nib.load("scan.nii.gz"), model)  # a nibabel image back
+    >>> result.volumes_ml                                        # {"spleen": 231.4}
+
+``predict`` takes a path, a nibabel image, a SimpleITK image, a MONAI ``MetaTensor`` or a NumPy
+array with its affine, and returns the label volume as the same kind of object on the input's own
+grid: the same pipeline as ``medt3d infer`` (orientation, spacing, intensity, sliding window,
+inversion), so the labels equal the command's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+
+from medt3d.devices import resolve_device
+from medt3d.inference.predictor import Predictor
+
+__all__ = ["SegmentationResult", "load_model", "predict"]
+
+#: NIfTI/MONAI world frame (RAS) from ITK's (LPS), and back: the same matrix.
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+@dataclass
+class SegmentationResult:
+    """What :func:`predict` returns.
+
+    Attributes:
+        label: the label volume, of the input's kind and on its grid (a nibabel image for a path).
+        labels: the label table, ``[{"value": 0, "name": "background"}, ...]``.
+        volumes_ml: volume of each structure (not background) in millilitres.
+        probabilities: per-class probabilities (C, X, Y, Z) of the same kind, when asked for.
+    """
+
+    label: Any
+    labels: list[dict[str, Any]]
+    volumes_ml: dict[str, float]
+    probabilities: Any = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def load_model(path: str | Path, device: str | torch.device | None = None, progress: bool = False) -> Predictor:
+    """Load a trained model once, for any number of :func:`predict` calls.
+
+    Args:
+        path: a checkpoint, a training run folder, an exported bundle folder or a bundle zip.
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; ``None`` follows the model's ``infer.device``.
+        progress: show a progress bar over the sliding windows.
+
+    Raises:
+        FileNotFoundError: no model at ``path``.
+        ValueError: an unreadable or unsafe model (see :func:`medt3d.models.loading.load_model`).
+    """
+    from medt3d.models.loading import load_model as load_network
+
+    network, cfg = load_network(path)
+    dev = resolve_device(str(device) if device is not None else cfg.infer.device)
+    return Predictor(network.to(dev), cfg, dev, progress=progress)
+
+
+def predict(image: Any, model: Predictor, affine: np.ndarray | None = None,
+            probabilities: bool = False) -> SegmentationResult:
+    """Segment one scan with a model from :func:`load_model`.
+
+    Args:
+        image: a path (NIfTI, NRRD or DICOM series folder), a nibabel image, a SimpleITK image, a
+            MONAI ``MetaTensor`` (X, Y, Z) or (1, X, Y, Z) with a voxel-to-RAS affine, or a NumPy array
+            (X, Y, Z) with ``affine``.
+        model: the loaded model.
+        affine: the 4x4 voxel-to-RAS affine of a NumPy ``image`` (NIfTI's convention); ignored otherwise.
+        probabilities: also return the per-class probabilities.
+
+    Returns:
+        The label volume as the same kind of object as ``image`` (a nibabel image for a path),
+        the label table and the volume of each structure in mL.
+
+    Raises:
+        ValueError: an unsupported kind, a NumPy array without affine, not 3-D, NaN/Inf voxels.
+        FileNotFoundError: a path that does not exist.
+    """
+    kind, volume, source = _as_volume(image, affine)
+    if volume is None:
+        prediction = model.predict(source, probabilities=probabilities)
+    else:
+        prediction = model.predict_loaded(volume, source=source, probabilities=probabilities)
+    label = prediction.label
+    table = [{"value": i, "name": name} for i, name in enumerate(model.cfg.data.labels)]
+    voxel_ml = float(abs(np.linalg.det(np.asarray(label.affine, dtype=np.float64)[:3, :3]))) / 1000.0
+    counts = torch.bincount(label.as_tensor().reshape(-1).long(), minlength=len(table))
+    volumes = {row["name"]: round(float(counts[row["value"]]) * voxel_ml, 4) for row in table[1:]}
+    probs = prediction.probabilities
+    return SegmentationResult(
+        label=_like_input(kind, label[0].as_tensor().to(torch.uint8).numpy(), image, label.affine),
+        labels=table, volumes_ml=volumes,
+        probabilities=None if probs is None else _like_input(kind, probs.as_tensor().numpy(), image, probs.affine),
+        timings=prediction.timings)
+
+
+def _as_volume(image: Any, affine: np.ndarray | None) -> tuple[str, MetaTensor | None, str]:
+    """(kind, channel-first RAS MetaTensor or None for a path, a name for messages)."""
+    if isinstance(image, (str, Path)):
+        return "path", None, str(image)
+    if isinstance(image, MetaTensor):
+        data = image if image.dim() == 4 else image.unsqueeze(0)
+        return "metatensor", _volume(data.as_tensor(), np.asarray(image.affine), "MetaTensor"), "<MetaTensor>"
+    if isinstance(image, np.ndarray):
+        if affine is None:
+            raise ValueError("predict: a NumPy array needs its affine (4x4 voxel-to-RAS, as NIfTI), e.g. "
+                             "medt3d.predict(array, model, affine=img.affine)")
+        return "numpy", _volume(torch.as_tensor(image)[None], np.asarray(affine), "NumPy array"), "<NumPy array>"
+    if _is_nibabel(image):
+        name = str(image.get_filename() or "<nibabel image>")
+        array = np.asarray(image.dataobj, dtype=np.float32)
+        return "nibabel", _volume(torch.from_numpy(array)[None], np.asarray(image.affine), name), name
+    if _is_sitk(image):
+        import SimpleITK as sitk
+
+        array = sitk.GetArrayFromImage(image).astype(np.float32).transpose()  # (z, y, x) -> (x, y, z)
+        return "sitk", _volume(torch.from_numpy(np.ascontiguousarray(array))[None], _sitk_ras_affine(image),
+                               "SimpleITK image"), "<SimpleITK image>"
+    raise ValueError(f"predict: cannot segment a {type(image).__name__}; give a path, a nibabel or SimpleITK image, "
+                     "a MONAI MetaTensor or a NumPy array with affine=")
+
+
+def _volume(data: torch.Tensor, affine: np.ndarray, what: str) -> MetaTensor:
+    if data.dim() != 4 or affine.shape != (4, 4):
+        raise ValueError(f"predict: the {what} must be a 3-D volume (X, Y, Z) with a 4x4 affine, got shape "
+                         f"{list(data.shape[1:])} and affine shape {list(affine.shape)}")
+    ras = torch.as_tensor(affine, dtype=torch.float64)
+    meta = {"affine": ras, "original_affine": ras.clone(), "spatial_shape": np.asarray(data.shape[1:]),
+            "filename_or_obj": what, "space": "RAS", "original_channel_dim": "no_channel"}
+    return MetaTensor(data.float(), meta=meta)
+
+
+def _like_input(kind: str, array: np.ndarray, image: Any, affine: Any) -> Any:
+    """``array`` (C, X, Y, Z) or (X, Y, Z) as the input's kind, on its grid."""
+    ras = np.asarray(affine, dtype=np.float64)
+    if kind in ("path", "nibabel"):
+        import nibabel as nib
+
+        volume = np.moveaxis(array, 0, -1) if array.ndim == 4 else array  # probabilities: classes last
+        return nib.Nifti1Image(volume, ras)
+    if kind == "metatensor":
+        return MetaTensor(torch.from_numpy(np.ascontiguousarray(array)), affine=torch.as_tensor(ras))
+    if kind == "sitk":
+        import SimpleITK as sitk
+
+        if array.ndim == 4:  # one vector image, a component per class
+            out = sitk.GetImageFromArray(np.ascontiguousarray(np.moveaxis(array, 0, -1).transpose(2, 1, 0, 3)),
+                                         isVector=True)
+        else:
+            out = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose()))
+        out.CopyInformation(image)
+        return out
+    return array
+
+
+def _sitk_ras_affine(image: Any) -> np.ndarray:
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    lps = np.eye(4)
+    lps[:3, :3] = direction @ np.diag(image.GetSpacing())
+    lps[:3, 3] = image.GetOrigin()
+    return _LPS_TO_RAS @ lps
+
+
+def _is_nibabel(image: Any) -> bool:
+    return hasattr(image, "dataobj") and hasattr(image, "affine") and hasattr(image, "get_filename")
+
+
+def _is_sitk(image: Any) -> bool:
+    return type(image).__module__.startswith("SimpleITK") and hasattr(image, "GetDirection")
