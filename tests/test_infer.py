@@ -173,24 +173,60 @@ def test_bad_cases_fail_alone_with_clear_messages(scans, tmp_path: Path):
         assert not list(out.glob(f"{name}_*"))
 
 
-def test_dicom_seg_of_a_series_without_frame_of_reference_fails_that_case(shared_data: Path, tmp_path: Path):
-    """The real MR series has no FrameOfReferenceUID, which a DICOM SEG must have: a clear failure, no files."""
+def test_a_series_a_dicom_seg_cannot_reference_keeps_its_nifti_label(shared_data: Path, tmp_path: Path):
+    """The real MR series has no FrameOfReferenceUID, which a DICOM SEG must have: the label stays, with a note."""
     series = shared_data / "mr_dicom_series" / "series"
     out = tmp_path / "out"
     summary = _run([series], out, "patch.roi_size=[64,64,16]", options=InferOptions(progress=False, dicom_seg=True))
-    assert summary["exit_code"] == 1
-    assert "FrameOfReferenceUID" in summary["failed"][0]["error"] and str(series) in summary["failed"][0]["error"]
-    assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
-    assert _run([series], tmp_path / "plain", "patch.roi_size=[64,64,16]")["exit_code"] == 0
+    assert summary["exit_code"] == 0 and summary["done"] == 1
+    assert sorted(p.name for p in out.iterdir()) == ["series_seg.json", "series_seg.nii.gz", "summary.json"]
+    notes = json.loads((out / "series_seg.json").read_text())["notes"]
+    assert any("no DICOM SEG" in n and "FrameOfReferenceUID" in n and str(series) in n for n in notes)
+
+
+def test_dicom_seg_of_a_real_series_with_an_empty_character_set(shared_data: Path, tmp_path: Path):
+    """dcmqi's real 3-slice CT: empty SpecificCharacterSet; the SEG is written and references every slice."""
+    import pydicom
+
+    series = shared_data / "ct_dicom_3slice" / "series"
+    sources = sorted(series.iterdir())
+    assert pydicom.dcmread(sources[0], stop_before_pixels=True).get("SpecificCharacterSet", "x") in ("", None, [])
+    out = tmp_path / "out"
+    summary = _run([series], out, "patch.roi_size=[64,64,16]", options=InferOptions(progress=False, dicom_seg=True))
+    assert summary["exit_code"] == 0, summary["failed"]
+    seg = pydicom.dcmread(out / "series_seg.dcm")
+    assert seg.Modality == "SEG"
+    referenced = {r.ReferencedSOPInstanceUID for r in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
+    assert referenced == {pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in sources}
+
+
+def test_dicom_seg_of_a_series_without_study_uid_and_patient_id(tmp_path: Path):
+    import pydicom
+
+    image, _ = blob_volume((20, 20, 6), (1.0, 1.0, 2.0))
+    files = write_dicom_series(tmp_path / "series", image.astype(np.int16), (1.0, 1.0, 2.0), np.eye(3), (0, 0, 0),
+                               modality="CT")
+    for f in files:  # as some anonymisers leave them
+        ds = pydicom.dcmread(f)
+        del ds.StudyInstanceUID
+        ds.PatientID = ""
+        ds.save_as(f)
+    out = tmp_path / "out"
+    summary = _run([tmp_path / "series"], out, options=InferOptions(progress=False, dicom_seg=True))
+    assert summary["exit_code"] == 0, summary["failed"]
+    assert (out / "series_seg.dcm").is_file() and (out / "series_seg.nii.gz").is_file()
+    notes = json.loads((out / "series_seg.json").read_text())["notes"]
+    assert any("no StudyInstanceUID" in n for n in notes)
+    assert pydicom.dcmread(files[0]).get("StudyInstanceUID") is None  # the source files are untouched
 
 
 def test_a_case_failing_while_writing_leaves_no_files(scans, tmp_path: Path, monkeypatch):
-    import medt3d.inference.dicom_seg
+    import medt3d.inference.batch as batch
 
     def broken(*args, **kwargs):
         raise ValueError("disk on fire")
 
-    monkeypatch.setattr(medt3d.inference.dicom_seg, "write_dicom_seg", broken)
+    monkeypatch.setattr(batch, "save_nifti", broken)
     out = tmp_path / "out"
     summary = _run([scans["dicom"]], out, options=InferOptions(progress=False, dicom_seg=True))
     assert summary["exit_code"] == 1 and "disk on fire" in summary["failed"][0]["error"]

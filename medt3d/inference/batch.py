@@ -324,11 +324,16 @@ def _run_case(case: Case, predictor: Predictor, out_dir: Path, options: InferOpt
             written["probabilities"] = paths["probabilities"]
         if options.dicom_seg:
             if kind == DICOM:
-                from medt3d.inference.dicom_seg import write_dicom_seg
+                from medt3d.inference import dicom_seg
 
-                tmp = stack.enter_context(atomic_path(paths["dicom_seg"]))
-                write_dicom_seg(label, case.path, tmp, table, model_name=f"medt3d {cfg.network.name}")
-                written["dicom_seg"] = paths["dicom_seg"]
+                try:  # a series a DICOM SEG cannot reference keeps its NIfTI label: a note, not a failed case
+                    with atomic_path(paths["dicom_seg"]) as tmp:
+                        notes += dicom_seg.write_dicom_seg(label, case.path, tmp, table,
+                                                           model_name=f"medt3d {cfg.network.name}")
+                    written["dicom_seg"] = paths["dicom_seg"]
+                except ValueError as err:
+                    logger.warning("case %s: no DICOM SEG: %s", case.name, err)
+                    notes.append(f"no DICOM SEG: {err}")
             else:
                 notes.append(f"no DICOM SEG: the input is {kind}, not a DICOM series")
         seconds = time.perf_counter() - start

@@ -38,8 +38,12 @@ def label_map_frames(label: np.ndarray) -> np.ndarray:
 
 def write_dicom_seg(label: Any, series_folder: str | Path, out_path: str | Path,
                     labels: Sequence[dict[str, Any]], model_name: str = "medt3d",
-                    series_uid: str | None = None) -> Path:
+                    series_uid: str | None = None) -> list[str]:
     """Write a DICOM SEG referencing the series in ``series_folder``, atomically.
+
+    Headers of real, anonymised series are mended in memory (the files are never changed): an empty
+    SpecificCharacterSet means the default repertoire and is dropped; a missing StudyInstanceUID
+    gets a new one, shared by the series, and the returned notes say so.
 
     Args:
         label: integer label volume (1, X, Y, Z) or (X, Y, Z) on the series' grid.
@@ -48,6 +52,9 @@ def write_dicom_seg(label: Any, series_folder: str | Path, out_path: str | Path,
         labels: label table entries ``{"value", "name", "color"}`` (background, value 0, is skipped).
         model_name: algorithm name stored in each segment's description.
         series_uid: the series to reference when the folder holds several.
+
+    Returns:
+        Notes on what was mended, for the case's sidecar.
 
     Raises:
         ValueError: the label does not fit the series, the series has no FrameOfReferenceUID, or
@@ -62,10 +69,7 @@ def write_dicom_seg(label: Any, series_folder: str | Path, out_path: str | Path,
     if "FrameOfReferenceUID" not in sources[0]:
         raise ValueError(f"{series_folder}: cannot write a DICOM SEG: the series has no FrameOfReferenceUID, which "
                          "the Segmentation IOD requires; use the NIfTI label instead (run without --dicom-seg)")
-    for ds in sources:
-        for keyword in _TYPE2_COPIED:
-            if keyword not in ds:
-                setattr(ds, keyword, "")
+    notes = _mend_headers(sources, series_folder)
     frames = label_map_frames(np.asarray(label.detach().cpu() if hasattr(label, "detach") else label))
     rows, columns = int(sources[0].Rows), int(sources[0].Columns)
     if frames.shape != (len(sources), rows, columns):
@@ -96,7 +100,27 @@ def write_dicom_seg(label: Any, series_folder: str | Path, out_path: str | Path,
         raise ValueError(f"{series_folder}: cannot write a DICOM SEG for this series: {err}") from None
     with atomic_path(out_path) as tmp:
         seg.save_as(tmp)
-    return Path(out_path)
+    return notes
+
+
+def _mend_headers(sources: list[Any], series_folder: str | Path) -> list[str]:
+    """Fill what highdicom needs and anonymised series lack, in the in-memory copies; say what was done."""
+    import pydicom
+
+    notes: list[str] = []
+    if any("StudyInstanceUID" not in ds or not ds.StudyInstanceUID for ds in sources):
+        study = pydicom.uid.generate_uid()
+        notes.append(f"{series_folder}: the series has no StudyInstanceUID; the DICOM SEG references a new one "
+                     f"({study})")
+        for ds in sources:
+            ds.StudyInstanceUID = study
+    for ds in sources:
+        if "SpecificCharacterSet" in ds and not ds.SpecificCharacterSet:
+            del ds.SpecificCharacterSet  # empty: the default character repertoire
+        for keyword in _TYPE2_COPIED:
+            if keyword not in ds:
+                setattr(ds, keyword, "")
+    return notes
 
 
 def _segmentation(hd: Any, sources: list[Any], frames: np.ndarray, descriptions: list[Any], model_name: str) -> Any:
