@@ -132,3 +132,27 @@ def test_evaluate_bad_split_and_missing_model(trained, tmp_path: Path):
         evaluate(result.best_checkpoint, data, tmp_path / "x", split="test")
     assert main(["evaluate", "--model", str(tmp_path / "nope.pt"), "--data-dir", str(data),
                  "--output", str(tmp_path / "y")]) == 2
+
+
+def test_overlays_look_the_same_whatever_the_storage_order(tmp_path: Path):
+    import matplotlib.image as mpimg
+    import nibabel as nib
+    from support import blob_volume
+
+    from medt3d.evaluation.plots import save_overlay
+
+    image, ras_affine = blob_volume((30, 26, 14), (0.9, 1.1, 2.5), frame="RAS")
+    label = (image > 500).astype(np.uint8)
+    pictures = []
+    for frame in ("RAS", "LPS", "PIL"):
+        ornt = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"),
+                                               nib.orientations.axcodes2ornt(frame))
+        stored = nib.orientations.apply_orientation(image, ornt)
+        stored_label = nib.orientations.apply_orientation(label, ornt)
+        affine = ras_affine @ nib.orientations.inv_ornt_aff(ornt, image.shape)
+        path = save_overlay(stored, stored_label, stored_label, tmp_path / f"{frame}.png", title="case",
+                            affine=affine)
+        pictures.append(mpimg.imread(path))
+    # LPS or PIL storage is shown as RAS is: not upside down or mirrored
+    for picture in pictures[1:]:
+        np.testing.assert_array_equal(picture, pictures[0])

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["orientation_transform", "reorient_array", "voxel_spacing"]
+__all__ = ["orientation_transform", "reorient_array", "to_ras", "voxel_spacing"]
 
 
 def voxel_spacing(affine: Any) -> list[float]:
@@ -53,3 +53,16 @@ def reorient_array(array: np.ndarray, transform: np.ndarray) -> np.ndarray:
     from nibabel.orientations import apply_orientation
 
     return np.ascontiguousarray(apply_orientation(array, transform))
+
+
+def to_ras(array: np.ndarray, affine: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``array`` (X, Y, Z) reordered and flipped into RAS axis order, and its spacing in that order (mm)."""
+    import nibabel as nib
+
+    ornt = nib.io_orientation(np.asarray(affine, dtype=np.float64))
+    ras = np.ascontiguousarray(nib.orientations.apply_orientation(array, ornt))
+    spacing = voxel_spacing(affine)
+    ras_spacing = np.empty(3)
+    for axis, (target, _) in enumerate(ornt):
+        ras_spacing[int(target)] = spacing[axis]
+    return ras, ras_spacing

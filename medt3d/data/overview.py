@@ -6,10 +6,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 
-from medt3d.data.geometry import voxel_spacing
+from medt3d.data.geometry import to_ras
 from medt3d.data.io import load_volume
 from medt3d.io_utils import atomic_path
 
@@ -18,17 +17,6 @@ __all__ = ["MAX_OVERVIEW_CASES", "write_overview"]
 #: Cases shown in the overview (the first ones of the list).
 MAX_OVERVIEW_CASES = 4
 _COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c"]
-
-
-def _to_ras(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Reorder ``array`` into RAS axis order; returns it and its spacing (x, y, z)."""
-    ornt = nib.io_orientation(affine)
-    ras = nib.orientations.apply_orientation(array, ornt)
-    spacing = voxel_spacing(affine)
-    ras_spacing = np.empty(3)
-    for axis, (target, _) in enumerate(ornt):
-        ras_spacing[int(target)] = spacing[axis]
-    return ras, ras_spacing
 
 
 def _centre(label: np.ndarray | None, shape: Sequence[int]) -> list[int]:
@@ -77,10 +65,10 @@ def write_overview(
     for row, case in zip(axes, shown):
         image = load_volume(case["image"])
         affine = np.asarray(image.affine, dtype=np.float64)
-        img, spacing = _to_ras(image[0].numpy(), affine)
+        img, spacing = to_ras(image[0].numpy(), affine)
         lab = None
         if case.get("label") is not None:
-            lab = _to_ras(load_volume(case["label"])[0].numpy().astype(np.int64), affine)[0]
+            lab = to_ras(load_volume(case["label"])[0].numpy().astype(np.int64), affine)[0]
             present |= {int(v) for v in np.unique(lab) if v > 0}
         lo, hi = window if window is not None else np.percentile(img, [1, 99])
         cx, cy, cz = _centre(lab, img.shape)

@@ -108,7 +108,8 @@ def evaluate(model_path: str | Path, data_dir: str | Path, output: str | Path, s
         if overlays:
             image = load_volume(case["image"])
             save_overlay(np.asarray(image[0]), np.asarray(label[0]), np.asarray(pred).squeeze(),
-                         out / "overlays" / f"{case['name']}.png", spacing=tuple(spacing), title=case["name"])
+                         out / "overlays" / f"{case['name']}.png", title=case["name"],
+                         affine=np.asarray(pred.affine, dtype=np.float64))
     summary = summarise(rows, names)
     summary.update({"model": str(model_path), "data": str(data_dir), "split": split,
                     "empty_rule": "both empty: dice=iou=1, distances=0; one empty: dice=iou=0, distances=diagonal mm"})

@@ -30,8 +30,13 @@ def _aspect(spacing: tuple[float, float, float], axis: int) -> float:
     return cols / rows
 
 
+#: Panel names of the three planes of a RAS-ordered volume.
+_PLANES = ("sagittal", "coronal", "axial")
+
+
 def save_overlay(image: np.ndarray, label: np.ndarray | None, pred: np.ndarray | None, path: str | Path,
-                 spacing: tuple[float, float, float] = (1.0, 1.0, 1.0), title: str = "") -> Path:
+                 spacing: tuple[float, float, float] = (1.0, 1.0, 1.0), title: str = "",
+                 affine: np.ndarray | None = None) -> Path:
     """Middle slices on the three axes with ground-truth and predicted contours in two colours.
 
     Args:
@@ -39,10 +44,19 @@ def save_overlay(image: np.ndarray, label: np.ndarray | None, pred: np.ndarray |
         label: ground-truth labels (X, Y, Z) or None.
         pred: predicted labels (X, Y, Z) or None.
         path: PNG to write (atomically).
-        spacing: voxel spacing, for the right aspect ratio.
+        spacing: voxel spacing, for the right aspect ratio (ignored with ``affine``).
         title: figure title.
+        affine: the volumes' voxel-to-RAS affine: they are then shown in RAS order (superior and
+            anterior up, whatever the storage order: LPS or LAS scans are not upside down).
     """
     image = np.asarray(image, dtype=np.float32).squeeze()
+    if affine is not None:
+        from medt3d.data.geometry import to_ras
+
+        image, ras_spacing = to_ras(image, affine)
+        spacing = tuple(float(s) for s in ras_spacing)
+        label = None if label is None else to_ras(np.asarray(label).squeeze(), affine)[0]
+        pred = None if pred is None else to_ras(np.asarray(pred).squeeze(), affine)[0]
     lo, hi = np.percentile(image, [1, 99])
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
     for axis, ax in enumerate(axes):
@@ -61,13 +75,13 @@ def save_overlay(image: np.ndarray, label: np.ndarray | None, pred: np.ndarray |
             for value in np.unique(sl):
                 if value > 0:
                     ax.contour((sl == value).astype(float), levels=[0.5], colors=colour, linewidths=1.0)
-        ax.set_title(f"{'XYZ'[axis]} = {mid}")
+        ax.set_title(f"{_PLANES[axis]} slice {mid}" if affine is not None else f"{'XYZ'[axis]} = {mid}")
         ax.axis("off")
     handles = [plt.Line2D([], [], color=GT_COLOUR, label="ground truth"),
                plt.Line2D([], [], color=PRED_COLOUR, label="prediction")]
     fig.legend(handles=handles, loc="lower center", ncol=2)
     fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.tight_layout(rect=(0, 0.06, 1, 0.94))  # room for the title above the panel titles
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
