@@ -179,7 +179,8 @@ def test_a_series_a_dicom_seg_cannot_reference_keeps_its_nifti_label(shared_data
     out = tmp_path / "out"
     summary = _run([series], out, "patch.roi_size=[64,64,16]", options=InferOptions(progress=False, dicom_seg=True))
     assert summary["exit_code"] == 0 and summary["done"] == 1
-    assert sorted(p.name for p in out.iterdir()) == ["series_seg.json", "series_seg.nii.gz", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["series_seg.json", "series_seg.nii.gz", "summary.json",
+                                                     "volumes.csv"]
     notes = json.loads((out / "series_seg.json").read_text())["notes"]
     assert any("no DICOM SEG" in n and "FrameOfReferenceUID" in n and str(series) in n for n in notes)
 
@@ -334,6 +335,29 @@ def test_a_scan_with_nan_voxels_fails_its_case_and_the_batch_goes_on(scans, tmp_
     (failed,) = summary["failed"]
     assert f"{bad}: 1 NaN and 0 Inf voxel(s) of {image.size}" in failed["error"]
     assert not (tmp_path / "out" / "nan_scan_seg.nii.gz").exists()
+
+
+def test_statistics_per_structure_and_the_batch_volume_table(scans, tmp_path: Path):
+    import csv
+
+    out = tmp_path / "out"
+    summary = _run([scans["nifti"], scans["nrrd"]], out, options=InferOptions(progress=False, statistics=True))
+    assert summary["done"] == 2
+    rows = {r["case"]: r for r in csv.DictReader((out / "volumes.csv").open())}
+    assert set(rows) == {"ct_a", "ct_b"}
+    for name in rows:
+        sidecar = json.loads((out / f"{name}_seg.json").read_text())
+        stats = sidecar["statistics"]["blob"]
+        label = np.asarray(nib.load(out / f"{name}_seg.nii.gz").dataobj)
+        assert stats["voxels"] == int(label.sum()) == sidecar["voxels"]["blob"]
+        # ThresholdNet marks the 1000 HU blob: the HU inside it are the blob's
+        assert stats["mean"] == pytest.approx(1000.0) and stats["std"] == pytest.approx(0.0)
+        assert stats["min"] == stats["max"] == pytest.approx(1000.0)
+        assert float(rows[name]["blob_ml"]) == pytest.approx(sidecar["volumes_ml"]["blob"])
+        assert float(rows[name]["blob_mean"]) == pytest.approx(1000.0)
+    plain = _run([scans["nifti"]], tmp_path / "plain")  # without --statistics: volumes only
+    assert json.loads((tmp_path / "plain" / "ct_a_seg.json").read_text())["statistics"] is None
+    assert "blob_ml" in (tmp_path / "plain" / "volumes.csv").read_text() and plain["done"] == 1
 
 
 def test_case_names_stay_unique(tmp_path: Path):

@@ -36,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=PRECISIONS, help="fp32 | bf16 | fp16 (default: infer.precision)")
     p.add_argument("--dicom-seg", action="store_true",
                    help="for DICOM inputs, also write <case>_seg.dcm (DICOM Segmentation referencing the series)")
+    p.add_argument("--statistics", action="store_true",
+                   help="per-structure intensity statistics (mean, SD, percentiles; HU for CT) in each sidecar "
+                        "and their means in OUT_DIR/volumes.csv")
     p.add_argument("--skip-existing", action="store_true",
                    help="leave cases whose sidecar already exists in OUT_DIR (continue an interrupted batch)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -50,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device, roi_size=args.roi_size, overlap=args.overlap, mode=args.mode,
         sw_batch_size=args.sw_batch_size, tta_flips=args.tta, largest_component=args.largest_component,
         save_probabilities=args.save_probabilities, precision=args.precision, dicom_seg=args.dicom_seg,
+        statistics=args.statistics,
         skip_existing=args.skip_existing, progress=not args.no_progress,
     )
     summary = run_inference(args.inputs, args.output, model=args.model, options=options)

@@ -23,6 +23,7 @@ import torch
 from monai.data import MetaTensor
 
 from medt3d.devices import resolve_device
+from medt3d.inference.batch import class_volumes_ml
 from medt3d.inference.predictor import Predictor
 
 __all__ = ["SegmentationResult", "load_model", "predict"]
@@ -95,9 +96,8 @@ def predict(image: Any, model: Predictor, affine: np.ndarray | None = None,
         prediction = model.predict_loaded(volume, source=source, probabilities=probabilities)
     label = prediction.label
     table = [{"value": i, "name": name} for i, name in enumerate(model.cfg.data.labels)]
-    voxel_ml = float(abs(np.linalg.det(np.asarray(label.affine, dtype=np.float64)[:3, :3]))) / 1000.0
-    counts = torch.bincount(label.as_tensor().reshape(-1).long(), minlength=len(table))
-    volumes = {row["name"]: round(float(counts[row["value"]]) * voxel_ml, 4) for row in table[1:]}
+    _, per_class = class_volumes_ml(label, label.affine, len(table))
+    volumes = {row["name"]: round(per_class[row["value"]], 4) for row in table[1:]}
     probs = prediction.probabilities
     return SegmentationResult(
         label=_like_input(kind, label[0].as_tensor().to(torch.uint8).numpy(), image, label.affine),

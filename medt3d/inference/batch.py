@@ -51,6 +51,7 @@ from medt3d.inference.predictor import (
     override_config,
     sha256_file,
 )
+from medt3d.inference.statistics import VOLUMES_NAME, structure_statistics, volume_table
 from medt3d.io_utils import atomic_path, check_writable_dir
 from medt3d.models.loading import load_model, model_file
 
@@ -250,6 +251,8 @@ class InferOptions:
         save_probabilities: also write per-class probabilities (``infer.save_probabilities``).
         precision: ``fp32``, ``bf16`` or ``fp16`` (``infer.precision``).
         dicom_seg: also write a DICOM SEG for DICOM inputs.
+        statistics: per-structure intensity statistics of the scan (HU for CT) in each sidecar, and
+            their means in the batch's ``volumes.csv``.
         skip_existing: leave cases that already have their sidecar and label in the output folder, made
             by the same model (the sidecar's weights hash and labels); others are segmented again.
         progress: progress bars over cases and windows.
@@ -265,6 +268,7 @@ class InferOptions:
     save_probabilities: bool | None = None
     precision: str | None = None
     dicom_seg: bool = False
+    statistics: bool = False
     skip_existing: bool = False
     progress: bool = True
 
@@ -308,7 +312,7 @@ def _run_case(case: Case, predictor: Predictor, out_dir: Path, options: InferOpt
     start = time.perf_counter()
     assert case.path is not None
     kind = detect_kind(case.path)
-    prediction: Prediction = predictor.predict(case.path)
+    prediction: Prediction = predictor.predict(case.path, keep_image=options.statistics)
     paths = case_outputs(out_dir, case.name)
     label, affine = prediction.label, prediction.affine
     counts, volumes = class_volumes_ml(label, affine, cfg.data.num_classes)
@@ -348,6 +352,8 @@ def _run_case(case: Case, predictor: Predictor, out_dir: Path, options: InferOpt
             "labels": table,
             "volumes_ml": {t["name"]: round(v, 4) for t, v in zip(table, volumes)},
             "voxels": {t["name"]: c for t, c in zip(table, counts)},
+            "statistics": (structure_statistics(prediction.image, label, table)
+                           if prediction.image is not None else None),
             "seconds": round(seconds, 3),
             "timings": prediction.timings,
             "model": model_info,
@@ -432,6 +438,9 @@ def run_inference(inputs: Sequence[str | Path], output: str | Path, model: str |
         if info.is_main:
             from medt3d.io_utils import atomic_write_text
 
+            finished = [case_outputs(out_dir, r.case)["sidecar"] for r in results if r.status in ("done", "skipped")]
+            if finished:
+                atomic_write_text(out_dir / VOLUMES_NAME, volume_table(sorted(finished)))
             atomic_write_text(out_dir / SUMMARY_NAME, json.dumps(summary, indent=2))
         return summary
     finally:

@@ -96,11 +96,13 @@ class Prediction:
         label: integer label volume (1, X, Y, Z) as a MetaTensor with the input's affine.
         probabilities: per-class probabilities (C, X, Y, Z) when requested, else None.
         timings: seconds spent loading, preprocessing, in the sliding windows and postprocessing.
+        image: the scan as loaded (C, X, Y, Z), before any preprocessing, when requested (statistics).
     """
 
     label: MetaTensor
     probabilities: MetaTensor | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    image: MetaTensor | None = None
 
     @property
     def affine(self) -> np.ndarray:
@@ -209,12 +211,14 @@ class Predictor:
         """Load, check and preprocess one scan (the model's orientation, spacing and intensity)."""
         return self.pre(self.load(image_path), start=self._after_load)
 
-    def predict(self, image_path: str | Path, probabilities: bool | None = None) -> Prediction:
+    def predict(self, image_path: str | Path, probabilities: bool | None = None,
+                keep_image: bool = False) -> Prediction:
         """Predict one scan (NIfTI, NRRD or DICOM folder); the result lies on the scan's own grid.
 
         Args:
             image_path: the scan.
             probabilities: also return per-class probabilities; ``None`` follows ``infer.save_probabilities``.
+            keep_image: also return the scan as loaded (for per-structure intensity statistics).
 
         Raises:
             FileNotFoundError, ValueError: the scan is missing or unusable (the message names it).
@@ -222,7 +226,7 @@ class Predictor:
         laps = _Laps()
         data = self.load(image_path)
         laps("load_s")
-        return self._predict_loaded(data, image_path, self._want_probabilities(probabilities), laps)
+        return self._predict_loaded(data, image_path, self._want_probabilities(probabilities), laps, keep_image)
 
     def predict_loaded(self, image: MetaTensor, source: str = "<image>",
                        probabilities: bool | None = None) -> Prediction:
@@ -242,7 +246,8 @@ class Predictor:
         return self.cfg.infer.save_probabilities if probabilities is None else probabilities
 
     def _predict_loaded(self, data: dict[str, Any], image_path: str | Path, want_prob: bool,
-                        lap: _Laps) -> Prediction:
+                        lap: _Laps, keep_image: bool = False) -> Prediction:
+        loaded = data["image"] if keep_image else None
         shape = tuple(data["image"].shape[1:])
         affine = data["image"].affine.clone()
         data = self.pre(data, start=self._after_load)
@@ -260,7 +265,7 @@ class Predictor:
         if self.cfg.infer.largest_component:
             label = self.keep_largest(label)
         lap("postprocess_s")
-        return Prediction(label=label, probabilities=prob_out, timings=lap.timings)
+        return Prediction(label=label, probabilities=prob_out, timings=lap.timings, image=loaded)
 
     @staticmethod
     def _like(image: MetaTensor, values: torch.Tensor) -> MetaTensor:
