@@ -179,8 +179,8 @@ def test_a_series_a_dicom_seg_cannot_reference_keeps_its_nifti_label(shared_data
     out = tmp_path / "out"
     summary = _run([series], out, "patch.roi_size=[64,64,16]", options=InferOptions(progress=False, dicom_seg=True))
     assert summary["exit_code"] == 0 and summary["done"] == 1
-    assert sorted(p.name for p in out.iterdir()) == ["series_seg.json", "series_seg.nii.gz", "summary.json",
-                                                     "volumes.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["labels_itksnap.txt", "labels_slicer.ctbl", "series_seg.json",
+                                                     "series_seg.nii.gz", "summary.json", "volumes.csv"]
     notes = json.loads((out / "series_seg.json").read_text())["notes"]
     assert any("no DICOM SEG" in n and "FrameOfReferenceUID" in n and str(series) in n for n in notes)
 
@@ -358,6 +358,33 @@ def test_statistics_per_structure_and_the_batch_volume_table(scans, tmp_path: Pa
     plain = _run([scans["nifti"]], tmp_path / "plain")  # without --statistics: volumes only
     assert json.loads((tmp_path / "plain" / "ct_a_seg.json").read_text())["statistics"] is None
     assert "blob_ml" in (tmp_path / "plain" / "volumes.csv").read_text() and plain["done"] == 1
+
+
+def test_viewers_get_the_names_and_colours_and_dicom_seg_the_snomed_codes(scans, tmp_path: Path):
+    import pydicom
+
+    from medt3d.inference.dicom_seg import property_codes
+
+    assert property_codes("spleen")[1].value == "78961009" and property_codes("Liver")[1].value == "10200004"
+    assert property_codes("kidney_right")[1].meaning == property_codes("left kidney")[1].meaning == "Kidney"
+    assert property_codes("blob")[1].meaning == "Tissue" and property_codes("spleen")[0].meaning == "Anatomical Structure"
+
+    out = tmp_path / "out"
+    summary = _run([scans["dicom"]], out, "data.labels=[background, spleen]",
+                   options=InferOptions(progress=False, dicom_seg=True))
+    assert summary["done"] == 1
+    seg = pydicom.dcmread(out / "ct_c_seg.dcm")
+    segment = seg.SegmentSequence[0]
+    assert segment.SegmentLabel == "spleen"
+    assert segment.SegmentedPropertyTypeCodeSequence[0].CodeValue == "78961009"
+    assert segment.SegmentedPropertyCategoryCodeSequence[0].CodeMeaning == "Anatomical Structure"
+
+    itk = [line.split() for line in (out / "labels_itksnap.txt").read_text().splitlines() if not line.startswith("#")]
+    sidecar_table = json.loads((out / "ct_c_seg.json").read_text())["labels"]
+    assert [int(row[0]) for row in itk] == [0, 1] and itk[1][-1] == '"spleen"'
+    assert [int(v) for v in itk[1][1:4]] == sidecar_table[1]["color"]
+    slicer = [line.split() for line in (out / "labels_slicer.ctbl").read_text().splitlines() if not line.startswith("#")]
+    assert slicer[1][:2] == ["1", "spleen"] and [int(v) for v in slicer[1][2:5]] == sidecar_table[1]["color"]
 
 
 def test_case_names_stay_unique(tmp_path: Path):

@@ -52,6 +52,7 @@ from medt3d.inference.predictor import (
     sha256_file,
 )
 from medt3d.inference.statistics import VOLUMES_NAME, structure_statistics, volume_table
+from medt3d.inference.viewer_tables import ITKSNAP_NAME, SLICER_NAME, itksnap_labels, slicer_color_table
 from medt3d.io_utils import atomic_path, check_writable_dir
 from medt3d.models.loading import load_model, model_file
 
@@ -441,6 +442,8 @@ def run_inference(inputs: Sequence[str | Path], output: str | Path, model: str |
             finished = [case_outputs(out_dir, r.case)["sidecar"] for r in results if r.status in ("done", "skipped")]
             if finished:
                 atomic_write_text(out_dir / VOLUMES_NAME, volume_table(sorted(finished)))
+                atomic_write_text(out_dir / ITKSNAP_NAME, itksnap_labels(table))  # names and colours for viewers
+                atomic_write_text(out_dir / SLICER_NAME, slicer_color_table(table))
             atomic_write_text(out_dir / SUMMARY_NAME, json.dumps(summary, indent=2))
         return summary
     finally:

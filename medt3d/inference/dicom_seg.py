@@ -8,6 +8,7 @@ segmentation that references every source slice.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,36 @@ from medt3d import __version__
 from medt3d.data.io import check_dicom_series
 from medt3d.io_utils import atomic_path
 
-__all__ = ["write_dicom_seg", "label_map_frames"]
+__all__ = ["label_map_frames", "property_codes", "write_dicom_seg"]
 
 #: Type 2 patient/study attributes that highdicom copies from the source images; anonymised series
 #: often lack them, so the in-memory copies get them empty (the source files are never changed).
 _TYPE2_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID",
                  "StudyDate", "StudyTime", "ReferringPhysicianName")
+
+
+#: Words of a label name that say which side, not which structure ("right kidney" is coded as a kidney).
+_SIDES = {"left", "right", "l", "r", "lt", "rt"}
+
+
+def property_codes(name: str) -> tuple[Any, Any]:
+    """The SNOMED CT (category, type) codes of a structure named ``name``, from pydicom's code dictionary.
+
+    ``spleen``, ``Liver``, ``kidney_right`` or ``right kidney`` become an Anatomical Structure with
+    the organ's code, as TotalSegmentator's DICOM SEG carries them, so viewers show what each segment
+    is; a name the dictionary does not know stays a generic Tissue.
+    """
+    from pydicom.sr.codedict import codes
+
+    words = [w for w in re.split(r"[^A-Za-z0-9]+", name.lower()) if w]
+    candidates = ["".join(w.capitalize() for w in words), "".join(w.capitalize() for w in words if w not in _SIDES)]
+    for candidate in candidates:
+        if candidate and candidate != "Background":
+            try:
+                return codes.SCT.AnatomicalStructure, getattr(codes.SCT, candidate)
+            except AttributeError:
+                continue
+    return codes.SCT.Tissue, codes.SCT.Tissue
 
 
 def label_map_frames(label: np.ndarray) -> np.ndarray:
@@ -81,11 +106,12 @@ def write_dicom_seg(label: Any, series_folder: str | Path, out_path: str | Path,
     for entry in labels:
         if int(entry["value"]) == 0:
             continue
+        category, property_type = property_codes(str(entry["name"]))
         descriptions.append(hd.seg.SegmentDescription(
             segment_number=int(entry["value"]),
             segment_label=str(entry["name"])[:64],
-            segmented_property_category=codes.SCT.Tissue,
-            segmented_property_type=codes.SCT.Tissue,
+            segmented_property_category=category,
+            segmented_property_type=property_type,
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=algorithm,
             display_color=hd.color.CIELabColor.from_rgb(*[int(c) for c in entry["color"]]),
