@@ -62,6 +62,9 @@ CACHE_KINDS = ("none", "memory", "disk")
 SAMPLING_MODES = ("pos_neg", "class_ratio")
 BLEND_MODES = ("gaussian", "constant")
 PRECISIONS = ("fp32", "bf16", "fp16")
+#: How a prediction goes back to the scan's grid: the label map (nearest), or the class
+#: probabilities (linear, one class at a time) with the argmax taken on the scan's grid.
+RESAMPLE_MODES = ("labels", "probabilities")
 
 
 class ConfigError(ValueError):
@@ -271,6 +274,9 @@ class InferConfig:
         save_probabilities: also write per-class probability maps.
         precision: ``fp32``, ``bf16`` or ``fp16`` (autocast where supported).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        resample: back to the scan's grid: ``labels`` (the argmax, nearest neighbour) or
+            ``probabilities`` (each class's probability, linearly, then the argmax there: smoother
+            boundaries on scans finer than the model's spacing).
     """
 
     sw_batch_size: int = 2
@@ -281,6 +287,7 @@ class InferConfig:
     save_probabilities: bool = False
     precision: str = "fp32"
     device: str = "auto"
+    resample: str = "labels"
 
 
 @dataclass
@@ -526,6 +533,7 @@ def validate(cfg: Config, source: str = "<config>") -> None:
     _require(0.0 <= i.overlap < 1.0, source, "infer.overlap", f"must be in [0, 1), got {i.overlap}")
     _one_of(i.mode, BLEND_MODES, source, "infer.mode")
     _one_of(i.precision, PRECISIONS, source, "infer.precision")
+    _one_of(i.resample, RESAMPLE_MODES, source, "infer.resample")
 
 
 def _valid_device(dev: str) -> bool:

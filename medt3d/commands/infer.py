@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from medt3d.config import BLEND_MODES, PRECISIONS
+from medt3d.config import BLEND_MODES, PRECISIONS, RESAMPLE_MODES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-probabilities", action=argparse.BooleanOptionalAction, default=None,
                    help="also write <case>_probs.nii.gz (default: infer.save_probabilities)")
     p.add_argument("--precision", choices=PRECISIONS, help="fp32 | bf16 | fp16 (default: infer.precision)")
+    p.add_argument("--resample", choices=RESAMPLE_MODES,
+                   help="back to the scan's grid: labels (nearest) or probabilities (linear, then argmax); "
+                        "default: infer.resample")
     p.add_argument("--dicom-seg", action="store_true",
                    help="for DICOM inputs, also write <case>_seg.dcm (DICOM Segmentation referencing the series)")
     p.add_argument("--statistics", action="store_true",
@@ -53,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device, roi_size=args.roi_size, overlap=args.overlap, mode=args.mode,
         sw_batch_size=args.sw_batch_size, tta_flips=args.tta, largest_component=args.largest_component,
         save_probabilities=args.save_probabilities, precision=args.precision, dicom_seg=args.dicom_seg,
-        statistics=args.statistics,
+        statistics=args.statistics, resample=args.resample,
         skip_existing=args.skip_existing, progress=not args.no_progress,
     )
     summary = run_inference(args.inputs, args.output, model=args.model, options=options)

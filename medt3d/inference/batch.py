@@ -251,6 +251,7 @@ class InferOptions:
         largest_component: keep the largest component per class (``infer.largest_component``).
         save_probabilities: also write per-class probabilities (``infer.save_probabilities``).
         precision: ``fp32``, ``bf16`` or ``fp16`` (``infer.precision``).
+        resample: ``labels`` or ``probabilities`` back to the scan's grid (``infer.resample``).
         dicom_seg: also write a DICOM SEG for DICOM inputs.
         statistics: per-structure intensity statistics of the scan (HU for CT) in each sidecar, and
             their means in the batch's ``volumes.csv``.
@@ -268,6 +269,7 @@ class InferOptions:
     largest_component: bool | None = None
     save_probabilities: bool | None = None
     precision: str | None = None
+    resample: str | None = None
     dicom_seg: bool = False
     statistics: bool = False
     skip_existing: bool = False
@@ -284,6 +286,7 @@ class InferOptions:
             "infer.largest_component": self.largest_component,
             "infer.save_probabilities": self.save_probabilities,
             "infer.precision": self.precision,
+            "infer.resample": self.resample,
             "infer.device": self.device,
         })
 
@@ -302,7 +305,8 @@ def _settings(cfg: Config, device: torch.device) -> dict[str, Any]:
     i = cfg.infer
     return {"roi_size": list(cfg.patch.roi_size), "overlap": i.overlap, "mode": i.mode,
             "sw_batch_size": i.sw_batch_size, "tta_flips": i.tta_flips, "largest_component": i.largest_component,
-            "precision": i.precision, "device": str(device), "spacing_mm": cfg.preprocess.spacing and
+            "precision": i.precision, "resample": i.resample, "device": str(device),
+            "spacing_mm": cfg.preprocess.spacing and
             list(cfg.preprocess.spacing), "orientation": cfg.preprocess.orientation}
 
 

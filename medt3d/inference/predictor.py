@@ -255,7 +255,10 @@ class Predictor:
         lap("preprocess_s")
         prob = self.logits(image)[0]
         lap("windows_s")
-        label = self.post_label({**data, "pred": self._like(image, prob)})["pred"]  # argmax makes a new tensor
+        if self.cfg.infer.resample == "probabilities":
+            label = self._argmax_on_scan_grid(data, image, prob, shape, affine, image_path)
+        else:
+            label = self.post_label({**data, "pred": self._like(image, prob)})["pred"]  # argmax: a new tensor
         prob_out = None
         if want_prob:
             prob_out = self.post_prob({**data, "pred": self._like(image, prob)})["pred"]
@@ -266,6 +269,29 @@ class Predictor:
             label = self.keep_largest(label)
         lap("postprocess_s")
         return Prediction(label=label, probabilities=prob_out, timings=lap.timings, image=loaded)
+
+    def _argmax_on_scan_grid(self, data: dict[str, Any], image: MetaTensor, prob: torch.Tensor,
+                             shape: tuple[int, ...], affine: torch.Tensor, source: str | Path) -> MetaTensor:
+        """Resample each class's probability to the scan's grid (linearly) and take the argmax there.
+
+        One class at a time, keeping the running maximum: memory holds about three scan-sized
+        volumes whatever the number of classes, not all the classes' maps at once.
+        """
+        best: torch.Tensor | None = None
+        label: torch.Tensor | None = None
+        dtype = torch.uint8 if self.cfg.data.num_classes <= 256 else torch.int32
+        for c in range(prob.shape[0]):
+            moved = self.post_prob({**data, "pred": self._like(image, prob[c:c + 1])})["pred"]
+            moved = self._on_scan_grid(moved, shape, affine, source).as_tensor()
+            if best is None:
+                best, label = moved, torch.zeros(moved.shape, dtype=dtype)
+            else:
+                higher = moved > best
+                best = torch.where(higher, moved, best)
+                label[higher] = c
+            del moved
+        assert label is not None
+        return MetaTensor(label, affine=affine.clone())
 
     @staticmethod
     def _like(image: MetaTensor, values: torch.Tensor) -> MetaTensor:
