@@ -156,3 +156,16 @@ def test_overlays_look_the_same_whatever_the_storage_order(tmp_path: Path):
     # LPS or PIL storage is shown as RAS is: not upside down or mirrored
     for picture in pictures[1:]:
         np.testing.assert_array_equal(picture, pictures[0])
+
+
+def test_overlay_planes_are_radiological_with_superior_and_anterior_up():
+    from medt3d.evaluation.plots import _slice
+
+    volume = np.zeros((4, 5, 6))
+    volume[3, 4, 2] = 1.0  # the patient's right (high x in RAS), anterior (high y)
+    axial = _slice(volume, 2, 2)
+    assert np.argwhere(axial == 1).tolist() == [[0, 0]]  # top (anterior), left (the patient's right)
+    volume[:] = 0
+    volume[3, 1, 5] = 1.0  # right, superior
+    coronal = _slice(volume, 1, 1)
+    assert np.argwhere(coronal == 1).tolist() == [[0, 0]]  # top (superior), left (the patient's right)

@@ -183,6 +183,9 @@ def test_a_series_a_dicom_seg_cannot_reference_keeps_its_nifti_label(shared_data
                                                      "series_seg.nii.gz", "summary.json", "volumes.csv"]
     notes = json.loads((out / "series_seg.json").read_text())["notes"]
     assert any("no DICOM SEG" in n and "FrameOfReferenceUID" in n and str(series) in n for n in notes)
+    (failed_output,) = summary["failed_outputs"]  # a failed optional output, reported as such
+    assert failed_output["case"] == "series" and failed_output["output"] == "dicom_seg"
+    assert "FrameOfReferenceUID" in failed_output["error"]
 
 
 def test_dicom_seg_of_a_real_series_with_an_empty_character_set(shared_data: Path, tmp_path: Path):
@@ -353,6 +356,8 @@ def test_statistics_per_structure_and_the_batch_volume_table(scans, tmp_path: Pa
         # ThresholdNet marks the 1000 HU blob: the HU inside it are the blob's
         assert stats["mean"] == pytest.approx(1000.0) and stats["std"] == pytest.approx(0.0)
         assert stats["min"] == stats["max"] == pytest.approx(1000.0)
+        where = np.nonzero(label)
+        assert stats["bbox"] == [[int(a.min()), int(a.max())] for a in where]
         assert float(rows[name]["blob_ml"]) == pytest.approx(sidecar["volumes_ml"]["blob"])
         assert float(rows[name]["blob_mean"]) == pytest.approx(1000.0)
     plain = _run([scans["nifti"]], tmp_path / "plain")  # without --statistics: volumes only

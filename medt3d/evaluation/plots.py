@@ -20,8 +20,11 @@ PRED_COLOUR = "magenta"
 
 
 def _slice(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
-    # volumes are (X, Y, Z) in RAS-like order; show each plane with its first image axis vertical
-    return np.rot90(np.take(volume, index, axis=axis))
+    # volumes are (X, Y, Z) in RAS order: after rot90 superior (or anterior, axially) is up; the
+    # coronal and axial planes are then mirrored left-right into radiological orientation (the
+    # patient's right on the viewer's left)
+    plane = np.rot90(np.take(volume, index, axis=axis))
+    return np.fliplr(plane) if axis != 0 else plane
 
 
 def _aspect(spacing: tuple[float, float, float], axis: int) -> float:

@@ -135,6 +135,7 @@ class CaseResult:
     error: str | None = None
     outputs: dict[str, str] = field(default_factory=dict)
     rank: int = 0
+    failed_outputs: dict[str, str] = field(default_factory=dict)  # optional outputs that could not be made
 
 
 def _case_names(paths: Sequence[Path]) -> list[str]:
@@ -323,6 +324,7 @@ def _run_case(case: Case, predictor: Predictor, out_dir: Path, options: InferOpt
     counts, volumes = class_volumes_ml(label, affine, cfg.data.num_classes)
     written: dict[str, Path] = {"label": paths["label"]}
     notes: list[str] = []
+    failed_outputs: dict[str, str] = {}
     with contextlib.ExitStack() as stack:
         # entered first, renamed last: a sidecar means the case is complete
         sidecar_tmp = stack.enter_context(atomic_path(paths["sidecar"]))
@@ -343,6 +345,7 @@ def _run_case(case: Case, predictor: Predictor, out_dir: Path, options: InferOpt
                 except ValueError as err:
                     logger.warning("case %s: no DICOM SEG: %s", case.name, err)
                     notes.append(f"no DICOM SEG: {err}")
+                    failed_outputs["dicom_seg"] = str(err)
             else:
                 notes.append(f"no DICOM SEG: the input is {kind}, not a DICOM series")
         seconds = time.perf_counter() - start
@@ -364,6 +367,7 @@ def _run_case(case: Case, predictor: Predictor, out_dir: Path, options: InferOpt
             "model": model_info,
             "inference": _settings(cfg, predictor.device),
             "notes": notes,
+            "failed_outputs": failed_outputs,
             "rank": info.rank,
             "world_size": info.world_size,
             "host": platform.node(),
@@ -373,7 +377,8 @@ def _run_case(case: Case, predictor: Predictor, out_dir: Path, options: InferOpt
         sidecar_tmp.write_text(json.dumps(sidecar, indent=2))
     written["sidecar"] = paths["sidecar"]
     return CaseResult(case=case.name, input=str(case.path), status="done", seconds=round(seconds, 3),
-                      outputs={k: str(v) for k, v in written.items()}, rank=info.rank)
+                      outputs={k: str(v) for k, v in written.items()}, rank=info.rank,
+                      failed_outputs=failed_outputs)
 
 
 def _gather(results: list[CaseResult], info: DistInfo) -> list[CaseResult]:
@@ -515,6 +520,8 @@ def _summary(results: list[CaseResult], model_info: dict[str, Any], out_dir: Pat
         "skipped": sum(r.status == "skipped" for r in results),
         "n_failed": len(failed),
         "failed": [{"case": r.case, "input": r.input, "error": r.error} for r in failed],
+        "failed_outputs": [{"case": r.case, "output": kind, "error": error}
+                           for r in results for kind, error in r.failed_outputs.items()],
         "exit_code": EXIT_FAILED if failed else EXIT_OK,
         "inference": _settings(cfg, device),
         "world_size": info.world_size,

@@ -26,11 +26,13 @@ def structure_statistics(image: Any, label: Any, table: Sequence[dict[str, Any]]
         table: the label table (``value``, ``name``).
 
     Returns:
-        ``{name: {"voxels", "mean", "std", "min", "p5", "median", "p95", "max"}}``; the intensity
-        entries are ``None`` for a structure with no voxel.
+        ``{name: {"voxels", "mean", "std", "min", "p5", "median", "p95", "max", "bbox"}}``; ``bbox``
+        is the structure's bounding box in voxel indices of the scan, ``[[x0, x1], [y0, y1], [z0, z1]]``
+        (inclusive); the intensity entries and ``bbox`` are ``None`` for a structure with no voxel.
     """
+    grid = np.asarray(label).squeeze()
     values = np.asarray(image, dtype=np.float32).reshape(-1)
-    labels = np.asarray(label).reshape(-1)
+    labels = grid.reshape(-1)
     if values.shape != labels.shape:
         raise ValueError(f"image of {values.size} voxels and label of {labels.size} voxels are not on one grid")
     out: dict[str, dict[str, float]] = {}
@@ -39,13 +41,16 @@ def structure_statistics(image: Any, label: Any, table: Sequence[dict[str, Any]]
             continue
         inside = values[labels == int(entry["value"])]
         if inside.size == 0:
-            out[entry["name"]] = {"voxels": 0, **dict.fromkeys(("mean", "std", "min", "p5", "median", "p95", "max"))}
+            out[entry["name"]] = {"voxels": 0, **dict.fromkeys(("mean", "std", "min", "p5", "median", "p95", "max",
+                                                                 "bbox"))}
             continue
+        where = np.nonzero(grid == int(entry["value"]))
+        bbox = [[int(axis.min()), int(axis.max())] for axis in where]
         p5, median, p95 = np.percentile(inside, [5, 50, 95])
         out[entry["name"]] = {"voxels": int(inside.size), "mean": round(float(inside.mean()), 3),
                               "std": round(float(inside.std()), 3), "min": round(float(inside.min()), 3),
                               "p5": round(float(p5), 3), "median": round(float(median), 3),
-                              "p95": round(float(p95), 3), "max": round(float(inside.max()), 3)}
+                              "p95": round(float(p95), 3), "max": round(float(inside.max()), 3), "bbox": bbox}
     return out
 
 
