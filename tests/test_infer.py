@@ -204,6 +204,39 @@ def test_dicom_seg_of_a_real_series_with_an_empty_character_set(shared_data: Pat
     assert referenced == {pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in sources}
 
 
+def test_dicom_seg_of_the_real_series_passes_dciodvfy_and_reads_back_as_the_label(shared_data: Path, tmp_path: Path):
+    """dciodvfy (dicom3tools) finds no error; highdicom reads back the label's frames on the source slices."""
+    import shutil
+
+    import highdicom as hd
+    import pydicom
+
+    from medt3d.data.io import check_dicom_series
+    from medt3d.inference.dicom_seg import label_map_frames
+
+    series = shared_data / "ct_dicom_3slice" / "series"
+    out = tmp_path / "out"
+    assert _run([series], out, "patch.roi_size=[64,64,16]",
+                options=InferOptions(progress=False, dicom_seg=True))["exit_code"] == 0
+    seg_path = out / "series_seg.dcm"
+    tool = shutil.which("dciodvfy")
+    if tool is None:
+        if os.environ.get("MEDT3D_REQUIRE_DCIODVFY"):
+            pytest.fail("dciodvfy (Debian package dicom3tools) is required here but not installed")
+        pytest.skip("dciodvfy (Debian package dicom3tools) is not installed; .ci/run installs it")
+    report = subprocess.run([tool, str(seg_path)], capture_output=True, text=True)
+    errors = [line for line in (report.stdout + report.stderr).splitlines() if line.startswith("Error")]
+    assert not errors, errors
+
+    seg = hd.seg.segread(seg_path)
+    files = check_dicom_series(series)
+    uids = [pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in files]
+    frames = seg.get_pixels_by_source_instance(uids, segment_numbers=[1], combine_segments=True)
+    label = np.asarray(nib.load(out / "series_seg.nii.gz").dataobj)
+    np.testing.assert_array_equal(frames, label_map_frames(label))
+    assert frames.any()  # the threshold network found bone in the real CT
+
+
 def test_dicom_seg_of_a_series_without_study_uid_and_patient_id(tmp_path: Path):
     import pydicom
 
