@@ -143,6 +143,14 @@ def test_a_folder_holding_a_run_is_refused_unless_resume_or_overwrite(phantom_di
     assert (run / "checkpoints" / "best.pt").read_bytes() == best_before
     assert [h["epoch"] for h in json.loads((run / "history.json").read_text())] == [1, 2]
 
+    bad = tmp_path / "bad_data"
+    shutil.copytree(phantom_dir, bad)
+    mask = sorted((bad / "train" / "masks").glob("*.nii*"))[0]
+    mask.write_bytes(mask.read_bytes()[:200])  # truncated: the gate refuses the data
+    with pytest.raises(DatasetError):
+        train(tiny_cfg("train.max_epochs=1"), bad, run, overwrite=True)
+    assert (run / "checkpoints" / "best.pt").read_bytes() == best_before  # bad data never cost the old run
+
     leftover = run / "checkpoints" / ".last.pt.abc123.tmp"  # what kill -9 during a save leaves
     leftover.write_bytes(b"partial")
     second = train(tiny_cfg("train.max_epochs=1", "train.seed=5"), phantom_dir, run, overwrite=True)

@@ -356,19 +356,24 @@ def _progress_handlers(trainer: SupervisedTrainer, evaluator: SupervisedEvaluato
 # --------------------------------------------------------------------------- main entry
 
 
-def _claim_run_folder(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Make ``run_dir`` this run's own: refuse another run's folder unless resuming or overwriting.
+def _refuse_another_run(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse a folder that holds another run unless resuming or overwriting (nothing is changed here).
 
     A run folder belongs to one run: starting a new run over an old one would mix their checkpoints
-    (an old ``best.pt`` next to a new ``last.pt``). Hidden temporary files of a killed run are removed.
+    (an old ``best.pt`` next to a new ``last.pt``).
     """
+    existing = RunLayout(run_dir).run_files()
+    if existing and not resume and not overwrite:
+        names = ", ".join(p.name for p in existing)
+        raise ValueError(f"output folder {run_dir} already holds a training run ({names}): pass --resume to "
+                         "continue it, --overwrite to replace it, or choose another --output")
+
+
+def _clear_run_folder(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """After the data passed the gate: remove the run ``--overwrite`` replaces, and a killed run's temp files."""
     layout = RunLayout(run_dir)
     existing = layout.run_files()
-    if existing and not resume:
-        if not overwrite:
-            names = ", ".join(p.name for p in existing)
-            raise ValueError(f"output folder {run_dir} already holds a training run ({names}): pass --resume to "
-                             "continue it, --overwrite to replace it, or choose another --output")
+    if existing and overwrite and not resume:
         logger.info("--overwrite: removing the previous run in %s (%s)", run_dir,
                     ", ".join(p.name for p in existing))
         # its TensorBoard curves go too; the MLflow store keeps every run, the old one included
@@ -500,11 +505,11 @@ def build_training(cfg: Config, data_dir: str | Path, output: str | Path, resume
         if resume:
             cfg, resume_payload = _resumed(run_dir, overrides)
         if info.is_main:
-            _claim_run_folder(run_dir, resume, overwrite)
+            _refuse_another_run(run_dir, resume, overwrite)
         if max_epochs is not None:
             cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_epochs=int(max_epochs)))
         return _build(cfg, data_dir, run_dir, resume_payload, tracking_uri, device, info, train_handlers,
-                      val_handlers, inferer or SimpleInferer())
+                      val_handlers, inferer or SimpleInferer(), overwrite)
     except BaseException:
         cleanup_distributed()
         raise
@@ -521,11 +526,12 @@ def _resumed(run_dir: Path, overrides: Sequence[str]) -> tuple[Config, dict[str,
 
 def _build(cfg: Config, data_dir: str | Path, run_dir: Path, resume_payload: dict[str, Any] | None,
            tracking_uri: str | None, device: torch.device, info: DistInfo, train_handlers: Sequence[Any],
-           val_handlers: Sequence[Any], inferer: Inferer) -> Training:
+           val_handlers: Sequence[Any], inferer: Inferer, overwrite: bool) -> Training:
     if info.is_main:
         _check_output(run_dir)
     datalist = prepare_datalist(cfg, data_dir)
-    if info.is_main:
+    if info.is_main:  # only now, with the data checked, may --overwrite delete the old run
+        _clear_run_folder(run_dir, resume_payload is not None, overwrite)
         save_config(cfg, RunLayout(run_dir).config)
 
     set_determinism(cfg.train.seed)
