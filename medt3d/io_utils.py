@@ -9,7 +9,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_dir", "atomic_path", "atomic_save", "atomic_write_text", "atomic_write_bytes", "check_writable_dir"]
+__all__ = ["atomic_dir", "atomic_path", "atomic_save", "atomic_write_text", "atomic_write_bytes", "check_writable_dir",
+           "leftover_temp_files"]
 
 
 def _umask() -> int:
@@ -97,3 +98,18 @@ def check_writable_dir(path: str | Path) -> Path:
     except OSError as err:
         raise PermissionError(f"output folder {path} is not writable: {err.strerror or err}") from None
     return path
+
+
+def leftover_temp_files(folder: str | Path, before: float | None = None) -> list[Path]:
+    """The hidden ``.NAME.*.tmp*`` files :func:`atomic_path` makes, left in ``folder`` by a killed process.
+
+    Args:
+        folder: where to look (not recursively); a missing folder has none.
+        before: only files last modified before this time (``time.time()``), so that a run does not
+            take the temporary files other processes of the same run are writing.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return [p for p in folder.glob(".*.tmp*")
+            if p.is_file() and (before is None or p.stat().st_mtime < before)]

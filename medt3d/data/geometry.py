@@ -57,10 +57,10 @@ def reorient_array(array: np.ndarray, transform: np.ndarray) -> np.ndarray:
 
 def to_ras(array: np.ndarray, affine: Any) -> tuple[np.ndarray, np.ndarray]:
     """``array`` (X, Y, Z) reordered and flipped into RAS axis order, and its spacing in that order (mm)."""
-    import nibabel as nib
+    from nibabel.orientations import io_orientation
 
-    ornt = nib.io_orientation(np.asarray(affine, dtype=np.float64))
-    ras = np.ascontiguousarray(nib.orientations.apply_orientation(array, ornt))
+    ornt = io_orientation(np.asarray(affine, dtype=np.float64))
+    ras = reorient_array(array, ornt)
     spacing = voxel_spacing(affine)
     ras_spacing = np.empty(3)
     for axis, (target, _) in enumerate(ornt):

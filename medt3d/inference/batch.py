@@ -53,7 +53,7 @@ from medt3d.inference.predictor import (
 )
 from medt3d.inference.statistics import VOLUMES_NAME, structure_statistics, volume_table
 from medt3d.inference.viewer_tables import ITKSNAP_NAME, SLICER_NAME, itksnap_labels, slicer_color_table
-from medt3d.io_utils import atomic_path, check_writable_dir
+from medt3d.io_utils import atomic_path, check_writable_dir, leftover_temp_files
 from medt3d.models.loading import load_model, model_file
 
 __all__ = [
@@ -460,15 +460,12 @@ def run_inference(inputs: Sequence[str | Path], output: str | Path, model: str |
 
 
 def _remove_leftover_temp_files(out_dir: Path, before: float) -> None:
-    """Delete hidden ``.NAME.*.tmp*`` files of atomic writes that a killed run left in ``out_dir``.
-
-    Only files older than this run are touched: other ranks of this run may be writing theirs.
-    """
-    for path in out_dir.glob(".*.tmp*"):
+    """Delete the atomic-write temp files a killed run left in ``out_dir`` (older than this run: other
+    ranks of this run may be writing theirs)."""
+    for path in leftover_temp_files(out_dir, before=before):
         with contextlib.suppress(OSError):
-            if path.is_file() and path.stat().st_mtime < before:
-                path.unlink()
-                logger.info("removed %s, left by an interrupted run", path)
+            path.unlink()
+            logger.info("removed %s, left by an interrupted run", path)
 
 
 def _same_model(sidecar: Path, model_info: dict[str, Any]) -> bool:

@@ -32,20 +32,19 @@ def structure_statistics(image: Any, label: Any, table: Sequence[dict[str, Any]]
     """
     grid = np.asarray(label).squeeze()
     values = np.asarray(image, dtype=np.float32).reshape(-1)
-    labels = grid.reshape(-1)
-    if values.shape != labels.shape:
-        raise ValueError(f"image of {values.size} voxels and label of {labels.size} voxels are not on one grid")
+    if values.size != grid.size:
+        raise ValueError(f"image of {values.size} voxels and label of {grid.size} voxels are not on one grid")
     out: dict[str, dict[str, float]] = {}
     for entry in table:
         if int(entry["value"]) == 0:
             continue
-        inside = values[labels == int(entry["value"])]
+        mask = grid == int(entry["value"])
+        inside = values[mask.reshape(-1)]
         if inside.size == 0:
             out[entry["name"]] = {"voxels": 0, **dict.fromkeys(("mean", "std", "min", "p5", "median", "p95", "max",
                                                                  "bbox"))}
             continue
-        where = np.nonzero(grid == int(entry["value"]))
-        bbox = [[int(axis.min()), int(axis.max())] for axis in where]
+        bbox = [[int(axis.min()), int(axis.max())] for axis in np.nonzero(mask)]
         p5, median, p95 = np.percentile(inside, [5, 50, 95])
         out[entry["name"]] = {"voxels": int(inside.size), "mean": round(float(inside.mean()), 3),
                               "std": round(float(inside.std()), 3), "min": round(float(inside.min()), 3),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from medt3d.io_utils import leftover_temp_files
+
 __all__ = [
     "BUNDLE_CONFIG",
     "BUNDLE_METADATA",
@@ -96,8 +98,4 @@ class RunLayout:
 
     def leftover_temp_files(self) -> list[Path]:
         """Hidden ``.NAME.*.tmp*`` files of atomic writes that a killed process left behind."""
-        found: list[Path] = []
-        for folder in (self.root, self.checkpoints):
-            if folder.is_dir():
-                found += [p for p in folder.glob(".*.tmp*") if p.is_file()]
-        return found
+        return [*leftover_temp_files(self.root), *leftover_temp_files(self.checkpoints)]
