@@ -98,7 +98,8 @@ def evaluate(model_path: str | Path, data_dir: str | Path, output: str | Path, s
     names = list(cfg.data.labels)
     rows: list[dict[str, Any]] = []
     for case in tqdm(cases, desc="evaluating", unit="case"):
-        pred = predictor.predict(case["image"]).label
+        prediction = predictor.predict(case["image"], keep_image=overlays)  # the scan as loaded, for the overlay
+        pred = prediction.label
         # a label stored in another axis order or direction over the same voxels is moved onto the
         # prediction's grid before any array is compared
         label = align_to(load_volume(case["label"]), pred.affine, pred.shape[-3:], what=f"label {case['label']}")
@@ -106,8 +107,7 @@ def evaluate(model_path: str | Path, data_dir: str | Path, output: str | Path, s
         for row in case_metrics(pred, label, spacing, names):
             rows.append({"case": case["name"], **row})
         if overlays:
-            image = load_volume(case["image"])
-            save_overlay(np.asarray(image[0]), np.asarray(label[0]), np.asarray(pred).squeeze(),
+            save_overlay(np.asarray(prediction.image[0]), np.asarray(label[0]), np.asarray(pred).squeeze(),
                          out / "overlays" / f"{case['name']}.png", title=case["name"],
                          affine=np.asarray(pred.affine, dtype=np.float64))
     summary = summarise(rows, names)
