@@ -198,6 +198,8 @@ class NetworkConfig:
         dropout: dropout rate inside attention blocks.
         full_res_channels: width of MedT3D's optional full-resolution path (sharper boundaries, more
             memory); 0 turns it off; ``null`` keeps the preset's.
+        stem_channels: widths of MedT3D's convolutional stem levels below the attention (one per
+            level, strides 2 .. stem_stride/2); ``null`` keeps the preset's.
         input_head: add a pointwise term of the input intensities to MedT3D's logits (a direct
             intensity-to-class path); false leaves every logit to the encoder-decoder.
         deep_supervision: auxiliary logits heads on this many coarser decoder levels of MedT3D,
@@ -215,6 +217,7 @@ class NetworkConfig:
     local_patch: int | None = None
     dropout: float = 0.0
     full_res_channels: int | None = None
+    stem_channels: list[int] | None = None
     input_head: bool = True
     deep_supervision: int = 0
 
@@ -496,6 +499,9 @@ def validate(cfg: Config, source: str = "<config>") -> None:
     if n.channels is not None:
         _require(len(n.channels) >= 1 and all(c >= 1 for c in n.channels), source, "network.channels",
                  f"must be positive widths, got {n.channels}")
+    if n.stem_channels is not None:
+        _require(all(c >= 1 for c in n.stem_channels), source, "network.stem_channels",
+                 f"must be positive widths, got {n.stem_channels}")
     if n.blocks is not None:
         _require(all(b >= 0 for b in n.blocks), source, "network.blocks", f"must be >= 0, got {n.blocks}")
     _require(0.0 <= n.dropout < 1.0, source, "network.dropout", f"must be in [0, 1), got {n.dropout}")

@@ -299,6 +299,8 @@ def test_fast_conv3d_matches_conv3d_values_and_gradients() -> None:
         ({"blocks": (-1,), "channels": (16,)}, "blocks"),
         ({"full_res_channels": 4, "stem_stride": 1}, "full_res_channels"),
         ({"full_res_channels": -1}, "full_res_channels"),
+        ({"stem_stride": 8, "stem_channels": (12,)}, "stem_channels"),
+        ({"stem_stride": 2, "stem_channels": (12,)}, "stem_channels"),
     ],
 )
 def test_bad_sizes_raise(kwargs: dict, match: str) -> None:
@@ -343,6 +345,18 @@ def test_build_network_passes_full_res_channels_and_config_checks_it() -> None:
     assert build_network(load_config(None, ["network.preset=tiny"])).full_res_channels == 0
     with pytest.raises(ValueError, match="network.full_res_channels"):
         load_config(None, ["network.full_res_channels=-2"])
+
+
+def test_build_network_passes_stem_channels_and_config_checks_them() -> None:
+    net = build_network(load_config(None, ["network.stem_channels=[20,40]"]))  # small: stem stride 8
+    assert [conv[0].out_channels for conv in net.stem] == [20, 40, MEDT3D_PRESETS["small"].channels[0]]
+    assert net.final.weight.shape[1] == 20  # the logits come from stem level 1
+    with torch.no_grad():
+        assert net.eval()(torch.randn(1, 1, 16, 16, 16)).shape == (1, 2, 16, 16, 16)
+    derived = build_network(load_config(None, []))
+    assert [conv[0].out_channels for conv in derived.stem] == [12, 24, 48]
+    with pytest.raises(ValueError, match="network.stem_channels"):
+        load_config(None, ["network.stem_channels=[0,8]"])
 
 
 def test_build_network_rejects_mismatched_stage_lists() -> None:

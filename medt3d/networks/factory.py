@@ -39,6 +39,7 @@ def build_network(cfg) -> nn.Module:
             stem_stride=net.stem_stride,
             local_patch=net.local_patch,
             full_res_channels=net.full_res_channels,
+            stem_channels=net.stem_channels,
             logo=net.logo,
             dropout=net.dropout,
             input_head=net.input_head,

@@ -91,6 +91,8 @@ class MedT3D(nn.Module):
         mlp_ratio: MLP width relative to the block width.
         local_blocks: gated axial blocks of the local branch.
         full_res_channels: width of the optional full-resolution path (0: none).
+        stem_channels: widths of the stem levels 1..k-1 (strides 2 .. stem_stride/2); empty: derived
+            from ``channels[0]``, halved per level (at least 8).
         input_head: add a pointwise term of the input itself to the logits.
         deep_supervision: auxiliary logits heads on this many coarser decoder levels (0: none). In
             training mode the forward pass then returns the main logits and each auxiliary head's,
@@ -113,6 +115,7 @@ class MedT3D(nn.Module):
         mlp_ratio: float = 2.0,
         local_blocks: int = 1,
         full_res_channels: int = 0,
+        stem_channels: tuple[int, ...] | list[int] = (),
         input_head: bool = True,
         deep_supervision: int = 0,
     ) -> None:
@@ -147,7 +150,12 @@ class MedT3D(nn.Module):
         #: inputs are padded to a multiple of this (stem stride times the stage downsampling)
         self.size_multiple = stem_stride * 2 ** (len(channels) - 1)
         # widths[i]: channels at stem level i (stride 2**i); the last stem level has channels[0]
-        widths = [0] + [max(8, channels[0] >> (levels - i)) for i in range(1, levels)] + [channels[0]]
+        stem_channels = tuple(stem_channels)
+        if stem_channels and (len(stem_channels) != levels - 1 or min(stem_channels) < 1):
+            raise ValueError(f"stem_channels {list(stem_channels)} needs {max(0, levels - 1)} positive widths "
+                             f"(one per stem level below stem_stride {stem_stride})")
+        derived = [max(8, channels[0] >> (levels - i)) for i in range(1, levels)]
+        widths = [0, *(stem_channels or derived), channels[0]]
 
         self.embed = PointwiseConv(in_channels, channels[0]) if levels == 0 else nn.Identity()
         self.stem = nn.ModuleList(
@@ -195,7 +203,8 @@ class MedT3D(nn.Module):
     def from_preset(cls, preset: str, in_channels: int, out_channels: int, **overrides) -> MedT3D:
         """Build from a :data:`MEDT3D_PRESETS` entry; keyword overrides that are None keep the preset's value.
 
-        Overrides: channels, blocks, heads, span, stem_stride, local_patch, full_res_channels (sizes),
+        Overrides: channels, blocks, heads, span, stem_stride, local_patch, full_res_channels,
+        stem_channels (sizes),
         logo, dropout, mlp_ratio, input_head.
         """
         if preset not in MEDT3D_PRESETS:

@@ -26,6 +26,8 @@ class MedT3DPreset:
         full_res_channels: width of an optional full-resolution path (a 3x3x3 conv of the input,
             merged with the upsampled decoder and refined before the logits) that sharpens
             boundaries; 0 leaves it out (no full-resolution feature maps).
+        stem_channels: widths of the stem levels below the attention (strides 2, 4, ...
+            ``stem_stride / 2``); empty derives them by halving ``channels[0]`` per level (at least 8).
     """
 
     channels: tuple[int, ...]
@@ -35,6 +37,7 @@ class MedT3DPreset:
     stem_stride: int
     local_patch: int
     full_res_channels: int = 0
+    stem_channels: tuple[int, ...] = ()
 
 
 #: The one table of preset sizes. ``tiny`` is for tests and the phantom demo, ``small`` is the
