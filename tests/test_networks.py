@@ -352,7 +352,7 @@ def test_build_network_passes_stem_channels_and_config_checks_them() -> None:
     assert [conv[0].out_channels for conv in net.stem] == [20, 40, MEDT3D_PRESETS["small"].channels[0]]
     assert net.final.weight.shape[1] == 20  # the logits come from stem level 1
     with torch.no_grad():
-        assert net.eval()(torch.randn(1, 1, 16, 16, 16)).shape == (1, 2, 16, 16, 16)
+        assert net(torch.randn(1, 1, 32, 32, 32)).shape == (1, 2, 32, 32, 32)
     derived = build_network(load_config(None, []))
     assert [conv[0].out_channels for conv in derived.stem] == [12, 24, 48]
     with pytest.raises(ValueError, match="network.stem_channels"):
