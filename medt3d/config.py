@@ -28,10 +28,12 @@ from medt3d.networks.registry import NETWORKS, PRESETS
 
 __all__ = [
     "AugmentConfig",
+    "CodeConfig",
     "Config",
     "ConfigError",
     "DataConfig",
     "InferConfig",
+    "LabelStyle",
     "NetworkConfig",
     "PatchConfig",
     "PreprocessConfig",
@@ -65,10 +67,43 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 #: How a prediction goes back to the scan's grid: the label map (nearest), or the class
 #: probabilities (linear, one class at a time) with the argmax taken on the scan's grid.
 RESAMPLE_MODES = ("labels", "probabilities")
+#: Label formats of ``medt3d infer --output-format``; the NIfTI label is always written (the sidecar,
+#: ``--skip-existing`` and ``volumes.csv`` rest on it).
+OUTPUT_FORMATS = ("nifti", "seg-nrrd", "dicom-seg")
 
 
 class ConfigError(ValueError):
     """A configuration value is unknown, of the wrong type, or impossible."""
+
+
+@dataclass
+class CodeConfig:
+    """A coded concept for DICOM and 3D Slicer (SNOMED CT by default).
+
+    Attributes:
+        code: the code value, e.g. ``"78961009"``.
+        meaning: its meaning, e.g. ``Spleen``.
+        scheme: the coding scheme designator.
+    """
+
+    code: str = ""
+    meaning: str = ""
+    scheme: str = "SCT"
+
+
+@dataclass
+class LabelStyle:
+    """How one class is shown and coded; what is ``null`` is derived (see :mod:`medt3d.label_table`).
+
+    Attributes:
+        color: RGB, 0-255.
+        category: segmented property category (e.g. SCT 123037004 Anatomical Structure).
+        type: segmented property type (e.g. SCT 78961009 Spleen); given together with ``category``.
+    """
+
+    color: list[int] | None = None
+    category: CodeConfig | None = None
+    type: CodeConfig | None = None
 
 
 @dataclass
@@ -78,6 +113,8 @@ class DataConfig:
     Attributes:
         modality: ``CT`` (intensity windowing in HU) or ``MR`` (z-score over nonzero voxels).
         labels: class names, background first; the number of output classes is ``len(labels)``.
+        label_table: colour and SNOMED codes of classes, by name (any subset of ``labels``); the
+            rest get a ``tab10`` colour and the codes pydicom's dictionary has for their name.
         in_channels: image channels fed to the network.
         val_fraction: share of cases held out for validation when the data have no validation split.
         split_seed: seed of that split.
@@ -88,6 +125,7 @@ class DataConfig:
 
     modality: str = "CT"
     labels: list[str] = field(default_factory=lambda: ["background", "foreground"])
+    label_table: dict[str, LabelStyle] = field(default_factory=dict)
     in_channels: int = 1
     val_fraction: float = 0.2
     split_seed: int = 0
@@ -360,6 +398,10 @@ def _coerce(value: Any, tp: Any, path: str, source: str) -> Any:
                 f"{source}: '{path}' must be a list of {len(args)} numbers, got {value!r}"
             )
         return tuple(_coerce(v, a, f"{path}[{i}]", source) for i, (v, a) in enumerate(zip(value, args)))
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{source}: '{path}' must be a mapping of names, got {value!r}")
+        return {k: _coerce(v, args[1], f"{path}.{k}", source) for k, v in value.items()}
     if origin is list:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{source}: '{path}' must be a list, got {value!r}")
@@ -444,12 +486,29 @@ def _one_of(value: str, allowed: tuple[str, ...], source: str, path: str) -> Non
     _require(value in allowed, source, path, f"= {value!r} is not one of {list(allowed)}")
 
 
+def _validate_label_table(d: DataConfig, source: str) -> None:
+    for name, style in d.label_table.items():
+        key = f"data.label_table.{name}"
+        _require(name in d.labels, source, key, f"names no class of data.labels {d.labels}")
+        if style.color is not None:
+            _require(len(style.color) == 3 and all(0 <= c <= 255 for c in style.color), source, f"{key}.color",
+                     f"must be 3 integers 0-255 (RGB), got {style.color}")
+        _require((style.category is None) == (style.type is None), source, key,
+                 "needs both category and type codes, or neither")
+        for part in ("category", "type"):
+            code = getattr(style, part)
+            if code is not None:
+                _require(bool(code.code and code.meaning and code.scheme), source, f"{key}.{part}",
+                         f"needs code, meaning and scheme, got {dataclasses.asdict(code)}")
+
+
 def validate(cfg: Config, source: str = "<config>") -> None:
     """Reject impossible values; each message names the dotted key and the source file."""
     d, p, pt, a, n, t, i = cfg.data, cfg.preprocess, cfg.patch, cfg.augment, cfg.network, cfg.train, cfg.infer
     _one_of(d.modality, MODALITIES, source, "data.modality")
     _require(len(d.labels) >= 2, source, "data.labels", f"needs background and at least one class, got {d.labels}")
     _require(len(set(d.labels)) == len(d.labels), source, "data.labels", f"has duplicate names: {d.labels}")
+    _validate_label_table(d, source)
     _require(d.in_channels >= 1, source, "data.in_channels", f"must be >= 1, got {d.in_channels}")
     _require(0.0 <= d.val_fraction < 1.0, source, "data.val_fraction", f"must be in [0, 1), got {d.val_fraction}")
     _one_of(d.cache, CACHE_KINDS, source, "data.cache")

@@ -7,6 +7,7 @@ with a reason when the folder is absent (a user's clone), and fails instead when
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -39,3 +40,18 @@ def phantom_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _quiet_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep tests deterministic and light on the 2-core CI machine."""
     monkeypatch.setenv("PYTHONHASHSEED", "0")
+
+
+@pytest.fixture(scope="session")
+def meta_schema_file(shared_data: Path) -> Path:
+    """The MONAI metadata schema in ../shared/bundle (beside ../shared/data; skips or fails like shared_data)."""
+    path = shared_data.parent / "bundle" / "meta_schema_20240725.json"
+    if not path.is_file():
+        pytest.fail(f"MONAI metadata schema not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def meta_schema(meta_schema_file: Path) -> dict:
+    """The MONAI metadata schema, parsed."""
+    return json.loads(meta_schema_file.read_text(encoding="utf-8"))

@@ -42,16 +42,21 @@ WINDOW = "[1000,500]"
 
 
 class ThresholdNet(torch.nn.Module):
-    """Two-class logits that favour class 1 where the (0..1 windowed) intensity exceeds 0.5."""
+    """Logits that favour class 1 where the (0..1 windowed) intensity exceeds 0.5, else class 0.
 
-    def __init__(self) -> None:
+    With ``num_classes`` > 2 the further classes get logits far below both, so they are never chosen.
+    """
+
+    def __init__(self, num_classes: int = 2) -> None:
         super().__init__()
+        self.num_classes = num_classes
         self.calls = 0
         self.dummy = torch.nn.Parameter(torch.zeros(()))  # so .to(device) and parameters() work
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.calls += 1
-        return torch.cat([0.5 - x, x - 0.5], dim=1) * 20.0
+        logits = torch.cat([0.5 - x, x - 0.5], dim=1) * 20.0
+        return torch.cat([logits, *[torch.full_like(x, -100.0)] * (self.num_classes - 2)], dim=1)
 
 
 def threshold_config(*overrides: str):

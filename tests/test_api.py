@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nibabel as nib
@@ -47,7 +48,8 @@ def test_a_path_and_a_nibabel_image_give_what_infer_writes(scan_and_reference, m
         assert isinstance(result.label, nib.Nifti1Image)
         np.testing.assert_array_equal(np.asarray(result.label.dataobj), reference)
         np.testing.assert_allclose(result.label.affine, nib.load(scan).affine, atol=1e-5)
-    assert result.labels == [{"value": 0, "name": "background"}, {"value": 1, "name": "blob"}]
+    assert [(t["value"], t["name"]) for t in result.labels] == [(0, "background"), (1, "blob")]
+    assert result.labels == json.loads((scan.parent / "infer" / "scan_seg.json").read_text())["labels"]
     voxel_ml = abs(np.linalg.det(nib.load(scan).affine[:3, :3])) / 1000
     assert result.volumes_ml["blob"] == pytest.approx(reference.sum() * voxel_ml, rel=1e-4)
 

@@ -37,15 +37,6 @@ from medt3d.training.engine import KEY_METRIC
 TINY = ["preprocess.spacing=[3,3,3]", "patch.roi_size=[16,16,16]", "network.preset=tiny"]
 
 
-@pytest.fixture(scope="session")
-def meta_schema(shared_data: Path) -> dict:
-    """The MONAI metadata schema in ../shared/bundle (beside ../shared/data; skips or fails like shared_data)."""
-    path = shared_data.parent / "bundle" / "meta_schema_20240725.json"
-    if not path.is_file():
-        pytest.fail(f"MONAI metadata schema not found at {path}")
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 # ----------------------------------------------------------------------------------------- sources
 
 

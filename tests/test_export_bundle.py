@@ -64,15 +64,6 @@ def exported(trained) -> SimpleNamespace:
     return SimpleNamespace(**vars(trained), bundle=result.bundle_dir, result=result)
 
 
-@pytest.fixture(scope="module")
-def meta_schema_file(shared_data: Path) -> Path:
-    """The MONAI metadata schema in ../shared/bundle (beside ../shared/data; skips or fails like shared_data)."""
-    path = shared_data.parent / "bundle" / "meta_schema_20240725.json"
-    if not path.is_file():
-        pytest.fail(f"MONAI metadata schema not found at {path}")
-    return path
-
-
 def _logits_of_checkpoint(ckpt: Path, x: torch.Tensor) -> torch.Tensor:
     model, _ = load_model(ckpt)
     with torch.no_grad():

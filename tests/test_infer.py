@@ -20,7 +20,8 @@ from dicom_utils import rotation, write_dicom_series
 from support import THRESHOLD_HU, ThresholdNet, blob_volume, save, threshold_config
 
 from medt3d.data.io import read_header
-from medt3d.inference.batch import InferOptions, discover_cases, label_table, run_inference
+from medt3d.inference.batch import InferOptions, discover_cases, run_inference
+from medt3d.label_table import label_table
 
 QUIET = InferOptions(progress=False)
 
@@ -69,8 +70,9 @@ def test_folder_of_mixed_inputs_gives_labels_on_each_scans_grid_and_sidecars(sca
         np.testing.assert_array_equal(np.asarray(seg.dataobj).astype(bool), truth)
 
         sidecar = json.loads((out / f"{name}_seg.json").read_text())
-        assert sidecar["labels"] == [{"value": 0, "name": "background", "color": [0, 0, 0]},
-                                     {"value": 1, "name": "blob", "color": label_table(threshold_config())[1]["color"]}]
+        assert sidecar["labels"] == label_table(threshold_config())
+        assert [(t["name"], t["type"] and t["type"]["meaning"]) for t in sidecar["labels"]] == [
+            ("background", None), ("blob", "Tissue")]
         voxel_ml = abs(np.linalg.det(header.affine[:3, :3])) / 1000.0
         assert sidecar["voxels"]["blob"] == int(truth.sum())
         assert sidecar["volumes_ml"]["blob"] == pytest.approx(truth.sum() * voxel_ml, rel=1e-4)
@@ -119,7 +121,7 @@ def test_dicom_seg_references_the_series_and_holds_the_label(scans, tmp_path: Pa
     from medt3d.data.io import check_dicom_series
 
     out = tmp_path / "out"
-    summary = _run([scans["dicom"], scans["nifti"]], out, options=InferOptions(progress=False, dicom_seg=True))
+    summary = _run([scans["dicom"], scans["nifti"]], out, options=InferOptions(progress=False, output_formats=("dicom-seg",)))
     assert summary["exit_code"] == 0
     assert not (out / "ct_a_seg.dcm").exists()
     assert "not a DICOM series" in json.loads((out / "ct_a_seg.json").read_text())["notes"][0]
@@ -177,7 +179,7 @@ def test_a_series_a_dicom_seg_cannot_reference_keeps_its_nifti_label(shared_data
     """The real MR series has no FrameOfReferenceUID, which a DICOM SEG must have: the label stays, with a note."""
     series = shared_data / "mr_dicom_series" / "series"
     out = tmp_path / "out"
-    summary = _run([series], out, "patch.roi_size=[64,64,16]", options=InferOptions(progress=False, dicom_seg=True))
+    summary = _run([series], out, "patch.roi_size=[64,64,16]", options=InferOptions(progress=False, output_formats=("dicom-seg",)))
     assert summary["exit_code"] == 0 and summary["done"] == 1
     assert sorted(p.name for p in out.iterdir()) == ["labels_itksnap.txt", "labels_slicer.ctbl", "series_seg.json",
                                                      "series_seg.nii.gz", "summary.json", "volumes.csv"]
@@ -196,7 +198,7 @@ def test_dicom_seg_of_a_real_series_with_an_empty_character_set(shared_data: Pat
     sources = sorted(series.iterdir())
     assert pydicom.dcmread(sources[0], stop_before_pixels=True).get("SpecificCharacterSet", "x") in ("", None, [])
     out = tmp_path / "out"
-    summary = _run([series], out, "patch.roi_size=[64,64,16]", options=InferOptions(progress=False, dicom_seg=True))
+    summary = _run([series], out, "patch.roi_size=[64,64,16]", options=InferOptions(progress=False, output_formats=("dicom-seg",)))
     assert summary["exit_code"] == 0, summary["failed"]
     seg = pydicom.dcmread(out / "series_seg.dcm")
     assert seg.Modality == "SEG"
@@ -217,7 +219,7 @@ def test_dicom_seg_of_the_real_series_passes_dciodvfy_and_reads_back_as_the_labe
     series = shared_data / "ct_dicom_3slice" / "series"
     out = tmp_path / "out"
     assert _run([series], out, "patch.roi_size=[64,64,16]",
-                options=InferOptions(progress=False, dicom_seg=True))["exit_code"] == 0
+                options=InferOptions(progress=False, output_formats=("dicom-seg",)))["exit_code"] == 0
     seg_path = out / "series_seg.dcm"
     tool = shutil.which("dciodvfy")
     if tool is None:
@@ -249,7 +251,7 @@ def test_dicom_seg_of_a_series_without_study_uid_and_patient_id(tmp_path: Path):
         ds.PatientID = ""
         ds.save_as(f)
     out = tmp_path / "out"
-    summary = _run([tmp_path / "series"], out, options=InferOptions(progress=False, dicom_seg=True))
+    summary = _run([tmp_path / "series"], out, options=InferOptions(progress=False, output_formats=("dicom-seg",)))
     assert summary["exit_code"] == 0, summary["failed"]
     assert (out / "series_seg.dcm").is_file() and (out / "series_seg.nii.gz").is_file()
     notes = json.loads((out / "series_seg.json").read_text())["notes"]
@@ -265,7 +267,7 @@ def test_a_case_failing_while_writing_leaves_no_files(scans, tmp_path: Path, mon
 
     monkeypatch.setattr(batch, "save_nifti", broken)
     out = tmp_path / "out"
-    summary = _run([scans["dicom"]], out, options=InferOptions(progress=False, dicom_seg=True))
+    summary = _run([scans["dicom"]], out, options=InferOptions(progress=False, output_formats=("dicom-seg",)))
     assert summary["exit_code"] == 1 and "disk on fire" in summary["failed"][0]["error"]
     assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
 
@@ -401,15 +403,16 @@ def test_statistics_per_structure_and_the_batch_volume_table(scans, tmp_path: Pa
 def test_viewers_get_the_names_and_colours_and_dicom_seg_the_snomed_codes(scans, tmp_path: Path):
     import pydicom
 
-    from medt3d.inference.dicom_seg import property_codes
+    from medt3d.label_table import snomed_codes
 
-    assert property_codes("spleen")[1].value == "78961009" and property_codes("Liver")[1].value == "10200004"
-    assert property_codes("kidney_right")[1].meaning == property_codes("left kidney")[1].meaning == "Kidney"
-    assert property_codes("blob")[1].meaning == "Tissue" and property_codes("spleen")[0].meaning == "Anatomical Structure"
+    assert snomed_codes("spleen")[1]["code"] == "78961009" and snomed_codes("Liver")[1]["code"] == "10200004"
+    assert snomed_codes("kidney_right")[1]["meaning"] == snomed_codes("left kidney")[1]["meaning"] == "Kidney"
+    assert snomed_codes("blob")[1]["meaning"] == "Tissue"
+    assert snomed_codes("spleen")[0]["meaning"] == "Anatomical Structure"
 
     out = tmp_path / "out"
     summary = _run([scans["dicom"]], out, "data.labels=[background, spleen]",
-                   options=InferOptions(progress=False, dicom_seg=True))
+                   options=InferOptions(progress=False, output_formats=("dicom-seg",)))
     assert summary["done"] == 1
     seg = pydicom.dcmread(out / "ct_c_seg.dcm")
     segment = seg.SegmentSequence[0]

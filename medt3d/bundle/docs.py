@@ -18,6 +18,7 @@ import torch
 import medt3d
 from medt3d.bundle.source import MEDT_REFERENCE, BundleSource
 from medt3d.config import CT_WINDOWS, Config
+from medt3d.label_table import label_table
 from medt3d.models.layout import RunLayout
 
 __all__ = [
@@ -126,7 +127,8 @@ def build_metadata(source: BundleSource, facts: ModelFacts) -> dict[str, Any]:
     """The bundle's ``configs/metadata.json`` (MONAI schema 20240725)."""
     cfg = facts.cfg
     roi = [int(r) for r in cfg.patch.roi_size]
-    labels = list(cfg.data.labels)
+    table = label_table(cfg)
+    labels = [entry["name"] for entry in table]
     ct = cfg.data.modality == "CT"
     in_def = {"0": "CT"} if ct and cfg.data.in_channels == 1 else {
         str(i): f"{cfg.data.modality} channel {i}" for i in range(cfg.data.in_channels)}
@@ -146,6 +148,8 @@ def build_metadata(source: BundleSource, facts: ModelFacts) -> dict[str, Any]:
         **hand,
         "references": references,
         "eval_metrics": _eval_metrics(facts),
+        # names, RGB colours and SNOMED codes of the output classes (what medt3d's outputs carry)
+        "label_table": table,
         "network_data_format": {
             "inputs": {
                 "image": {
@@ -169,7 +173,7 @@ def build_metadata(source: BundleSource, facts: ModelFacts) -> dict[str, Any]:
                     "dtype": "float32",
                     "value_range": [],
                     "is_patch_data": True,
-                    "channel_def": {str(i): name for i, name in enumerate(labels)},
+                    "channel_def": {str(entry["value"]): entry["name"] for entry in table},
                 }
             },
             "post_processed_outputs": {

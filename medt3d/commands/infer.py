@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from medt3d.config import BLEND_MODES, PRECISIONS, RESAMPLE_MODES
+from medt3d.config import BLEND_MODES, OUTPUT_FORMATS, PRECISIONS, RESAMPLE_MODES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,8 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resample", choices=RESAMPLE_MODES,
                    help="back to the scan's grid: labels (nearest) or probabilities (linear, then argmax); "
                         "default: infer.resample")
-    p.add_argument("--dicom-seg", action="store_true",
-                   help="for DICOM inputs, also write <case>_seg.dcm (DICOM Segmentation referencing the series)")
+    p.add_argument("--output-format", nargs="+", choices=OUTPUT_FORMATS, default=["nifti"], metavar="FORMAT",
+                   help="label formats: nifti (<case>_seg.nii.gz, always written), seg-nrrd (<case>_seg.seg.nrrd, "
+                        "a 3D Slicer segmentation with names, colours and codes), dicom-seg (<case>_seg.dcm, a "
+                        "DICOM Segmentation referencing the series, for DICOM inputs)")
+    p.add_argument("--dicom-seg", action="store_true", help="same as adding dicom-seg to --output-format")
     p.add_argument("--statistics", action="store_true",
                    help="per-structure intensity statistics (mean, SD, percentiles; HU for CT) in each sidecar "
                         "and their means in OUT_DIR/volumes.csv")
@@ -55,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     options = InferOptions(
         device=args.device, roi_size=args.roi_size, overlap=args.overlap, mode=args.mode,
         sw_batch_size=args.sw_batch_size, tta_flips=args.tta, largest_component=args.largest_component,
-        save_probabilities=args.save_probabilities, precision=args.precision, dicom_seg=args.dicom_seg,
+        save_probabilities=args.save_probabilities, precision=args.precision,
+        output_formats=[*args.output_format, *(["dicom-seg"] if args.dicom_seg else [])],
         statistics=args.statistics, resample=args.resample,
         skip_existing=args.skip_existing, progress=not args.no_progress,
     )

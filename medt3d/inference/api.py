@@ -25,6 +25,7 @@ from monai.data import MetaTensor
 from medt3d.devices import resolve_device
 from medt3d.inference.batch import class_volumes_ml
 from medt3d.inference.predictor import Predictor
+from medt3d.label_table import label_table
 
 __all__ = ["SegmentationResult", "load_model", "predict"]
 
@@ -38,7 +39,8 @@ class SegmentationResult:
 
     Attributes:
         label: the label volume, of the input's kind and on its grid (a nibabel image for a path).
-        labels: the label table, ``[{"value": 0, "name": "background"}, ...]``.
+        labels: the label table (:func:`medt3d.label_table.label_table`): value, name, RGB colour and
+            SNOMED codes of each class, background first.
         volumes_ml: volume of each structure (not background) in millilitres.
         probabilities: per-class probabilities (C, X, Y, Z) of the same kind, when asked for.
     """
@@ -95,7 +97,7 @@ def predict(image: Any, model: Predictor, affine: np.ndarray | None = None,
     else:
         prediction = model.predict_loaded(volume, source=source, probabilities=probabilities)
     label = prediction.label
-    table = [{"value": i, "name": name} for i, name in enumerate(model.cfg.data.labels)]
+    table = label_table(model.cfg)
     _, per_class = class_volumes_ml(label, label.affine, len(table))
     volumes = {row["name"]: round(per_class[row["value"]], 4) for row in table[1:]}
     probs = prediction.probabilities

@@ -4,7 +4,10 @@ For each case (a NIfTI/NRRD file or a DICOM series folder) the runner writes, in
 
 - ``<case>_seg.nii.gz``: the label volume on the scan's own grid (shape and affine of the scan as loaded);
 - ``<case>_probs.nii.gz``: per-class probabilities (X, Y, Z, C), with ``--save-probabilities``;
-- ``<case>_seg.dcm``: a DICOM SEG referencing the source series, with ``--dicom-seg`` and a DICOM input;
+- ``<case>_seg.seg.nrrd``: a 3D Slicer segmentation with segment names, colours and codes, with
+  ``--output-format seg-nrrd``;
+- ``<case>_seg.dcm``: a DICOM SEG referencing the source series, with ``--output-format dicom-seg`` and a
+  DICOM input;
 - ``<case>_seg.json``: the sidecar (label table, volume per class in mL, time, model, settings).
 
 A case's files appear together or not at all (each is written to a temporary file and all are
@@ -37,7 +40,7 @@ import torch
 from tqdm import tqdm
 
 from medt3d import __version__
-from medt3d.config import Config
+from medt3d.config import OUTPUT_FORMATS, Config
 from medt3d.data.datalist import is_label_path
 from medt3d.data.geometry import voxel_spacing
 from medt3d.data.io import DICOM, detect_kind, find_inputs, strip_suffix
@@ -51,9 +54,11 @@ from medt3d.inference.predictor import (
     override_config,
     sha256_file,
 )
+from medt3d.inference.slicer_seg import SLICER_SEG_SUFFIX, write_slicer_segmentation
 from medt3d.inference.statistics import VOLUMES_NAME, structure_statistics, volume_table
 from medt3d.inference.viewer_tables import ITKSNAP_NAME, SLICER_NAME, itksnap_labels, slicer_color_table
 from medt3d.io_utils import atomic_path, check_writable_dir, leftover_temp_files
+from medt3d.label_table import label_table
 from medt3d.models.loading import load_model, model_file
 
 __all__ = [
@@ -63,7 +68,6 @@ __all__ = [
     "case_outputs",
     "class_volumes_ml",
     "discover_cases",
-    "label_table",
     "run_inference",
 ]
 
@@ -73,27 +77,10 @@ SEG_SUFFIX = "_seg.nii.gz"
 PROB_SUFFIX = "_probs.nii.gz"
 DICOM_SEG_SUFFIX = "_seg.dcm"
 SIDECAR_SUFFIX = "_seg.json"
+
 SUMMARY_NAME = "summary.json"
 #: Exit codes of a batch: all cases done (or skipped), or at least one failed.
 EXIT_OK, EXIT_FAILED = 0, 1
-
-
-# --------------------------------------------------------------------------- label table
-
-
-def label_table(cfg: Config) -> list[dict[str, Any]]:
-    """Value, name and RGB colour of every class, from the model's config (background black).
-
-    Colours come from matplotlib's ``tab10`` palette, in class order.
-    """
-    from matplotlib import colormaps
-
-    palette = colormaps["tab10"].colors
-    table = []
-    for value, name in enumerate(cfg.data.labels):
-        rgb = [0, 0, 0] if value == 0 else [int(round(255 * c)) for c in palette[(value - 1) % len(palette)][:3]]
-        table.append({"value": value, "name": name, "color": rgb})
-    return table
 
 
 def class_volumes_ml(label: Any, affine: Any, num_classes: int) -> tuple[list[int], list[float]]:
@@ -213,10 +200,11 @@ def discover_cases(inputs: Sequence[str | Path], output: str | Path) -> list[Cas
 
 
 def case_outputs(out_dir: Path, name: str) -> dict[str, Path]:
-    """Output paths of a case by kind: ``label``, ``probabilities``, ``dicom_seg``, ``sidecar``."""
+    """Output paths of a case by kind: ``label``, ``probabilities``, ``seg_nrrd``, ``dicom_seg``, ``sidecar``."""
     return {
         "label": out_dir / f"{name}{SEG_SUFFIX}",
         "probabilities": out_dir / f"{name}{PROB_SUFFIX}",
+        "seg_nrrd": out_dir / f"{name}{SLICER_SEG_SUFFIX}",
         "dicom_seg": out_dir / f"{name}{DICOM_SEG_SUFFIX}",
         "sidecar": out_dir / f"{name}{SIDECAR_SUFFIX}",
     }
@@ -253,7 +241,8 @@ class InferOptions:
         save_probabilities: also write per-class probabilities (``infer.save_probabilities``).
         precision: ``fp32``, ``bf16`` or ``fp16`` (``infer.precision``).
         resample: ``labels`` or ``probabilities`` back to the scan's grid (``infer.resample``).
-        dicom_seg: also write a DICOM SEG for DICOM inputs.
+        output_formats: label formats to write, from :data:`OUTPUT_FORMATS`: ``nifti`` (always
+            written), ``seg-nrrd`` (3D Slicer segmentation), ``dicom-seg`` (DICOM SEG, for DICOM inputs).
         statistics: per-structure intensity statistics of the scan (HU for CT) in each sidecar, and
             their means in the batch's ``volumes.csv``.
         skip_existing: leave cases that already have their sidecar and label in the output folder, made
@@ -271,10 +260,16 @@ class InferOptions:
     save_probabilities: bool | None = None
     precision: str | None = None
     resample: str | None = None
-    dicom_seg: bool = False
+    output_formats: Sequence[str] = ("nifti",)
     statistics: bool = False
     skip_existing: bool = False
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = [f for f in self.output_formats if f not in OUTPUT_FORMATS]
+        if unknown:
+            raise ValueError(f"unknown output format(s) {unknown}; choose from {list(OUTPUT_FORMATS)}")
+        self.output_formats = ("nifti", *dict.fromkeys(f for f in self.output_formats if f != "nifti"))
 
     def apply(self, cfg: Config) -> Config:
         """The model's config with these overrides (validated)."""
@@ -333,7 +328,10 @@ def _run_case(case: Case, predictor: Predictor, out_dir: Path, options: InferOpt
             save_nifti(prediction.probabilities, affine, stack.enter_context(atomic_path(paths["probabilities"])),
                        dtype=np.float32)
             written["probabilities"] = paths["probabilities"]
-        if options.dicom_seg:
+        if "seg-nrrd" in options.output_formats:
+            write_slicer_segmentation(label, affine, stack.enter_context(atomic_path(paths["seg_nrrd"])), table)
+            written["seg_nrrd"] = paths["seg_nrrd"]
+        if "dicom-seg" in options.output_formats:
             if kind == DICOM:
                 from medt3d.inference import dicom_seg
 

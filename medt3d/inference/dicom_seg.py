@@ -8,7 +8,6 @@ segmentation that references every source slice.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from medt3d import __version__
 from medt3d.data.io import check_dicom_series
 from medt3d.io_utils import atomic_path
 
-__all__ = ["label_map_frames", "property_codes", "write_dicom_seg"]
+__all__ = ["label_map_frames", "write_dicom_seg"]
 
 #: Type 2 patient/study attributes that highdicom copies from the source images; anonymised series
 #: often lack them, so the in-memory copies get them empty (the source files are never changed).
@@ -27,28 +26,11 @@ _TYPE2_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "
                  "StudyDate", "StudyTime", "ReferringPhysicianName")
 
 
-#: Words of a label name that say which side, not which structure ("right kidney" is coded as a kidney).
-_SIDES = {"left", "right", "l", "r", "lt", "rt"}
+def _coded(code: dict[str, str]) -> Any:
+    """A label-table code (``{"scheme", "code", "meaning"}``) as a DICOM coded concept."""
+    from pydicom.sr.coding import Code
 
-
-def property_codes(name: str) -> tuple[Any, Any]:
-    """The SNOMED CT (category, type) codes of a structure named ``name``, from pydicom's code dictionary.
-
-    ``spleen``, ``Liver``, ``kidney_right`` or ``right kidney`` become an Anatomical Structure with
-    the organ's code, as TotalSegmentator's DICOM SEG carries them, so viewers show what each segment
-    is; a name the dictionary does not know stays a generic Tissue.
-    """
-    from pydicom.sr.codedict import codes
-
-    words = [w for w in re.split(r"[^A-Za-z0-9]+", name.lower()) if w]
-    candidates = ["".join(w.capitalize() for w in words), "".join(w.capitalize() for w in words if w not in _SIDES)]
-    for candidate in candidates:
-        if candidate and candidate != "Background":
-            try:
-                return codes.SCT.AnatomicalStructure, getattr(codes.SCT, candidate)
-            except AttributeError:
-                continue
-    return codes.SCT.Tissue, codes.SCT.Tissue
+    return Code(value=code["code"], scheme_designator=code["scheme"], meaning=code["meaning"])
 
 
 def label_map_frames(label: np.ndarray) -> np.ndarray:
@@ -74,7 +56,8 @@ def write_dicom_seg(label: Any, series_folder: str | Path, out_path: str | Path,
         label: integer label volume (1, X, Y, Z) or (X, Y, Z) on the series' grid.
         series_folder: the DICOM series the label was predicted from.
         out_path: the ``.dcm`` file to write.
-        labels: label table entries ``{"value", "name", "color"}`` (background, value 0, is skipped).
+        labels: the label table (:func:`medt3d.label_table.label_table`: value, name, colour and
+            codes of each class; background, value 0, is skipped).
         model_name: algorithm name stored in each segment's description.
         series_uid: the series to reference when the folder holds several.
 
@@ -106,12 +89,11 @@ def write_dicom_seg(label: Any, series_folder: str | Path, out_path: str | Path,
     for entry in labels:
         if int(entry["value"]) == 0:
             continue
-        category, property_type = property_codes(str(entry["name"]))
         descriptions.append(hd.seg.SegmentDescription(
             segment_number=int(entry["value"]),
             segment_label=str(entry["name"])[:64],
-            segmented_property_category=category,
-            segmented_property_type=property_type,
+            segmented_property_category=_coded(entry["category"]),
+            segmented_property_type=_coded(entry["type"]),
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=algorithm,
             display_color=hd.color.CIELabColor.from_rgb(*[int(c) for c in entry["color"]]),
