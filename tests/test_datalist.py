@@ -114,6 +114,9 @@ def test_msd_dataset_json(tmp_path: Path) -> None:
         assert dl.labels == ["background", "spleen"] and dl.modality == "CT"
         assert _names(dl.train) == ["spleen_10", "spleen_2"] and dl.val == []
         assert dl.train[1]["image"] == str(tmp_path / "imagesTr" / "spleen_2.nii.gz")
+        assert dl.test == []  # imagesTs/ left out of this copy: a warning, not a problem
+    _nifti(tmp_path / "imagesTs" / "spleen_1.nii.gz")
+    assert [c["name"] for c in build_datalist(tmp_path).test] == ["spleen_1"]
     meta["modality"] = {"0": "FLAIR", "1": "T1w"}
     meta["validation"] = [meta["training"].pop()]
     (tmp_path / "dataset.json").write_text(json.dumps(meta))

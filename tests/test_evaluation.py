@@ -129,7 +129,7 @@ def test_evaluate_gt_volume_matches_mask_on_disk(trained, tmp_path: Path):
 def test_evaluate_bad_split_and_missing_model(trained, tmp_path: Path):
     data, result = trained
     with pytest.raises(ValueError, match="split"):
-        evaluate(result.best_checkpoint, data, tmp_path / "x", split="test")
+        evaluate(result.best_checkpoint, data, tmp_path / "x", split="holdout")
     assert main(["evaluate", "--model", str(tmp_path / "nope.pt"), "--data-dir", str(data),
                  "--output", str(tmp_path / "y")]) == 2
 

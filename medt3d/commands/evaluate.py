@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", required=True, help="data folder, MSD dataset.json or datalist JSON")
     p.add_argument("--output", required=True, help="folder for metrics.csv, summary.json, overlays/, curves.png")
     p.add_argument("--split", choices=SPLITS, default="val",
-                   help="cases to score (default: the validation split, or all cases when there is none)")
+                   help="cases to score: val (default; without a validation split, the labelled test cases, or "
+                        "else the training cases), test, train, or all labelled cases")
     p.add_argument("--device", help="cpu | cuda | cuda:N | mps (default: the model's infer.device)")
     p.add_argument("--no-overlays", action="store_true", help="skip the per-case overlay PNGs")
     p.set_defaults(func=run)

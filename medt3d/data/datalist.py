@@ -10,7 +10,10 @@ Layouts understood by :func:`build_datalist` (``Datalist.layout`` names the one 
 - ``flat``: one folder where each label sits beside its image with a ``_label``, ``_seg`` or
   ``_mask`` suffix, e.g. ``spleen_2_ct.nii.gz`` + ``spleen_2_label.nii.gz`` (case ``spleen_2``).
 - ``json``: an explicit JSON list ``[{"image": ..., "label": ...}, ...]`` or
-  ``{"train": [...], "val": [...], "labels": [...], "modality": "CT"}`` (what :meth:`Datalist.save` writes).
+  ``{"train": [...], "val": [...], "test": [...], "labels": [...], "modality": "CT"}`` (what
+  :meth:`Datalist.save` writes); any of the three splits may be missing (a test set alone is fine).
+
+An MSD ``dataset.json``'s ``test`` list (images, usually without labels) becomes the test split.
 
 A case's name is its file name without the extension and without one image suffix (``_0000``,
 ``_ct``, ``_img``, ``_image``, ...; see ``IMAGE_SUFFIXES``) or label suffix (``LABEL_SUFFIXES``).
@@ -22,6 +25,7 @@ only the ``json`` layout can carry.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 from collections import defaultdict
@@ -56,6 +60,8 @@ __all__ = [
     "pair_problems",
     "split_cases",
 ]
+
+logger = logging.getLogger("medt3d.data.datalist")
 
 #: suffixes that mark a label in a flat folder (also stripped from names in masks/ folders).
 LABEL_SUFFIXES = ("_label", "_seg", "_mask")
@@ -103,6 +109,7 @@ class Datalist:
     Attributes:
         train: training cases, each ``{"name", "image", "label"}`` (+ ``"series_uid"`` when set).
         val: validation cases; empty when the data have no validation split.
+        test: test cases (scored by ``medt3d evaluate --split test``, never trained on).
         layout: ``split``, ``folders``, ``msd``, ``flat`` or ``json``.
         labels: class names from the dataset's JSON (background first), when it has them.
         modality: modality from the dataset's JSON (several channels joined by ``", "``), when present.
@@ -115,15 +122,18 @@ class Datalist:
     labels: list[str] | None = None
     modality: str | None = None
     root: Path = Path(".")
+    test: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def cases(self) -> list[dict[str, Any]]:
-        """Training and validation cases together."""
-        return [*self.train, *self.val]
+        """Training, validation and test cases together."""
+        return [*self.train, *self.val, *self.test]
 
     def to_dict(self) -> dict[str, Any]:
         """The explicit-JSON form, which :func:`build_datalist` reads back."""
         out: dict[str, Any] = {"train": self.train, "val": self.val}
+        if self.test:
+            out["test"] = self.test
         if self.labels is not None:
             out["labels"] = self.labels
         if self.modality is not None:
@@ -350,18 +360,28 @@ def _from_json(path: Path, problems: list[str], require_labels: bool) -> Datalis
         labels, modality = _msd_meta(data, path, problems)
         train = _json_cases(data["training"], base, f"{path} training", problems, require_labels)
         val = _json_cases(data.get("validation", []), base, f"{path} validation", problems, require_labels)
-        return Datalist(train, val, "msd", labels, modality, base)
+        # MSD test images come without labels (evaluate asks for labels itself), and users often leave
+        # imagesTs/ out of their copy: a missing test image is left out with a warning, not a problem
+        test = _json_cases(data.get("test", []), base, f"{path} test", problems, False)
+        missing = [c["image"] for c in test if not Path(c["image"]).exists()]
+        if missing:
+            logger.warning("%s: %d test image(s) listed but not found, left out: %s", path, len(missing),
+                           ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else ""))
+            test = [c for c in test if Path(c["image"]).exists()]
+        return Datalist(train, val, "msd", labels, modality, base, test)
     if isinstance(data, list):
         return Datalist(_json_cases(data, base, str(path), problems, require_labels), [], "json", None, None, base)
-    if isinstance(data, dict) and "train" in data:
+    split_keys = {"train": ("train", "training"), "val": ("val", "validation"), "test": ("test",)}
+    if isinstance(data, dict) and any(k in data for keys in split_keys.values() for k in keys):
         labels, modality = _msd_meta(data, path, problems)
-        train = _json_cases(data["train"], base, f"{path} train", problems, require_labels)
-        val_key = next((k for k in ("val", "validation") if k in data), None)
-        val = _json_cases(data[val_key], base, f"{path} {val_key}", problems, require_labels) if val_key else []
-        return Datalist(train, val, "json", labels, modality, base)
+        splits: dict[str, list[dict[str, Any]]] = {}
+        for split, keys in split_keys.items():
+            key = next((k for k in keys if k in data), None)
+            splits[split] = _json_cases(data[key], base, f"{path} {key}", problems, require_labels) if key else []
+        return Datalist(splits["train"], splits["val"], "json", labels, modality, base, splits["test"])
     raise ValueError(
-        f"{path}: expected a list of cases, an object with \"train\" (and \"val\"), or an MSD dataset.json "
-        "with \"training\""
+        f"{path}: expected a list of cases, an object with \"train\", \"val\" and/or \"test\" lists, or an MSD "
+        "dataset.json with \"training\""
     )
 
 
@@ -386,7 +406,7 @@ def _check_case_files(cases: list[dict[str, Any]], problems: list[str]) -> None:
 
 
 def _check_names(datalist: Datalist, problems: list[str]) -> None:
-    for split_name, cases in (("train", datalist.train), ("val", datalist.val)):
+    for split_name, cases in (("train", datalist.train), ("val", datalist.val), ("test", datalist.test)):
         seen: dict[str, str] = {}
         for case in cases:
             if case["name"] in seen:
@@ -394,9 +414,11 @@ def _check_names(datalist: Datalist, problems: list[str]) -> None:
                     f"duplicate case name {case['name']!r} in {split_name}: {seen[case['name']]} and {case['image']}"
                 )
             seen[case["name"]] = case["image"]
-    both = {c["name"] for c in datalist.train} & {c["name"] for c in datalist.val}
-    for name in sorted(both):
-        problems.append(f"case {name!r} is in both train and val")
+    splits = {"train": datalist.train, "val": datalist.val, "test": datalist.test}
+    names = {split: {c["name"] for c in cases} for split, cases in splits.items()}
+    for first, second in (("train", "val"), ("train", "test"), ("val", "test")):
+        for name in sorted(names[first] & names[second]):
+            problems.append(f"case {name!r} is in both {first} and {second}")
 
 
 def build_datalist(source: str | Path, require_labels: bool = True) -> Datalist:
@@ -435,14 +457,14 @@ def build_datalist(source: str | Path, require_labels: bool = True) -> Datalist:
         datalist = Datalist(_image_label_dirs(source, problems, require_labels), [], "folders", None, None, source)
     else:
         datalist = Datalist(_flat(source, problems, require_labels), [], "flat", None, None, source)
-    if not datalist.train and not problems:
-        problems.append(f"no training cases in {source}")
+    if not datalist.cases and not problems:
+        problems.append(f"no cases in {source}")
     _check_names(datalist, problems)
     _check_case_files(datalist.cases, problems)
     if problems:
         raise DatasetError(problems, source)
-    datalist.train.sort(key=lambda c: c["name"])
-    datalist.val.sort(key=lambda c: c["name"])
+    for cases in (datalist.train, datalist.val, datalist.test):
+        cases.sort(key=lambda c: c["name"])
     return datalist
 
 

@@ -69,7 +69,8 @@ def evaluate(model_path: str | Path, data_dir: str | Path, output: str | Path, s
             folder, a bundle folder or a bundle zip.
         data_dir: data folder or datalist JSON.
         output: folder for ``metrics.csv``, ``summary.json``, ``overlays/`` and ``curves.png``.
-        split: ``val`` (the validation cases; all cases when the data have no split), ``train`` or ``all``.
+        split: ``val`` (the validation cases; when there are none, the labelled test cases, or else
+            the training cases), ``test``, ``train`` or ``all`` (every labelled case).
         device: overrides the checkpoint's ``infer.device``.
         overlays: write one overlay PNG per case.
 
@@ -83,14 +84,16 @@ def evaluate(model_path: str | Path, data_dir: str | Path, output: str | Path, s
     dev = resolve_device(device or cfg.infer.device)
     predictor = Predictor(model.to(dev), cfg, dev)
     datalist = build_datalist(data_dir)
-    if split == "train":
-        cases = datalist.train
-    elif split == "val" and datalist.val:
-        cases = datalist.val
+    labelled_test = [c for c in datalist.test if c.get("label")]  # an MSD test list has no labels
+    if split == "val":
+        cases = datalist.val or labelled_test or datalist.train
+    elif split == "all":
+        cases = [*datalist.train, *datalist.val, *labelled_test]
     else:
-        cases = datalist.train + datalist.val
+        cases = datalist.train if split == "train" else datalist.test
     if not cases:
-        raise ValueError(f"{data_dir}: no cases to evaluate")
+        raise ValueError(f"{data_dir}: no {split} cases to evaluate (train {len(datalist.train)}, "
+                         f"val {len(datalist.val)}, test {len(datalist.test)})")
     unlabelled = [str(c["image"]) for c in cases if not c.get("label")]
     if unlabelled:
         raise ValueError(f"{data_dir}: evaluation needs a label for every case; none for {', '.join(unlabelled)}")

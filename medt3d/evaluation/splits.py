@@ -4,5 +4,6 @@ from __future__ import annotations
 
 __all__ = ["SPLITS"]
 
-#: ``val``: the validation cases (all cases when the data have no split); ``train``; ``all``.
-SPLITS = ("val", "train", "all")
+#: ``val``: the validation cases (when the data have none: the labelled test cases, or else the
+#: training cases); ``test``; ``train``; ``all`` (every labelled case).
+SPLITS = ("val", "test", "train", "all")

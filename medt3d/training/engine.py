@@ -104,6 +104,9 @@ def prepare_datalist(cfg: Config, data_dir: str | Path) -> Datalist:
         DatasetError/ValueError: every problem found, each naming its file, before any training.
     """
     datalist = build_datalist(data_dir)
+    if not datalist.train:
+        raise ValueError(f"{data_dir}: no training cases found (only {len(datalist.val)} validation and "
+                         f"{len(datalist.test)} test case(s)); medt3d evaluate scores those")
     if not datalist.val and cfg.train.val_interval > 0:  # no validation at all with val_interval 0
         train, val = split_cases(datalist.train, cfg.data.val_fraction, cfg.data.split_seed)
         if not val:  # a single case: validate on it too, and say so
@@ -114,8 +117,6 @@ def prepare_datalist(cfg: Config, data_dir: str | Path) -> Datalist:
                 "no validation split in %s: using a seeded split (data.val_fraction=%s, data.split_seed=%s): "
                 "%d train / %d val", data_dir, cfg.data.val_fraction, cfg.data.split_seed, len(train), len(val))
         datalist.train, datalist.val = train, val
-    if not datalist.train:
-        raise ValueError(f"{data_dir}: no training cases found")
     check_cases(datalist.train + datalist.val, cfg.data.num_classes)
     return datalist
 
