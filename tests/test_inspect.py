@@ -126,3 +126,26 @@ def test_inspect_reports_label_values_outside_the_configs_classes_and_nan_voxels
     problems = result["fingerprint"]["problems"]
     assert any(f"{mask}: label values 9 are outside 0..3" in p for p in problems)
     assert any(f"{image}: 1 voxel(s) are NaN or Inf" in p for p in problems)
+
+
+def test_inspect_takes_one_scan_a_dicom_series_or_unlabelled_images(tmp_path, monkeypatch, capsys):
+    from dicom_utils import write_dicom_series
+    from support import blob_volume, save
+
+    image, affine = blob_volume((20, 18, 10), (1.0, 1.2, 2.0), "LPS")
+    (tmp_path / "scans").mkdir()
+    scan = save(tmp_path / "scans" / "abdomen_ct.nii.gz", image, affine)
+    save(tmp_path / "scans" / "chest_ct.nii.gz", image[:, :, :8], affine)
+    write_dicom_series(tmp_path / "series", image.astype(np.int16), (1.0, 1.2, 2.0), np.eye(3), (0, 0, 0),
+                       modality="CT")
+    monkeypatch.chdir(tmp_path)
+    for source, names, shape in ((scan, ["abdomen"], "20x18x10"), (tmp_path / "series", ["series"], "20x18x10"),
+                                 (tmp_path / "scans", ["abdomen", "chest"], "20x18x8")):
+        assert main(["inspect", str(source), "--config", "demo", "--json", "--no-png"]) == 0, capsys.readouterr().err
+        fp = json.loads(capsys.readouterr().out)["fingerprint"]
+        assert [c["name"] for c in fp["cases"]] == names and fp["modality"] == "CT"
+        assert "x".join(map(str, fp["cases"][-1]["shape"])) == shape
+        assert all(c.get("label") is None for c in fp["cases"]) and fp["problems"] == []
+    assert main(["inspect", str(scan)]) == 0  # the overview is named after the scan
+    assert "layout scan" in capsys.readouterr().out and (tmp_path / "abdomen_ct_overview.png").is_file()
+    _valid_png(tmp_path / "abdomen_ct_overview.png")

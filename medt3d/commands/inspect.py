@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "(target spacing, patch size for a memory budget, CT window) and write an overview PNG."
         ),
     )
-    parser.add_argument("data", help="data folder, dataset.json or datalist JSON")
+    parser.add_argument("data", help="data folder (labels optional), dataset.json, datalist JSON, or one scan (NIfTI, NRRD or DICOM series folder)")
     parser.add_argument("--json", action="store_true", help="print the fingerprint and plan as JSON")
     parser.add_argument("--png", type=Path, default=None,
                         help="overview PNG to write (default: ./<DATA name>_overview.png)")
@@ -41,10 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _default_png(data: Path) -> Path:
-    name = data.resolve().name
-    for suffix in (".json",):
-        name = name.removesuffix(suffix)
-    return Path.cwd() / f"{name or 'data'}_overview.png"
+    from medt3d.data.io import strip_suffix
+
+    name = strip_suffix(data.resolve()) if data.is_file() else data.resolve().name
+    return Path.cwd() / f"{name.removesuffix('.json') or 'data'}_overview.png"
 
 
 def _fmt_num(value: float) -> str:

@@ -13,6 +13,9 @@ Layouts understood by :func:`build_datalist` (``Datalist.layout`` names the one 
   ``{"train": [...], "val": [...], "test": [...], "labels": [...], "modality": "CT"}`` (what
   :meth:`Datalist.save` writes); any of the three splits may be missing (a test set alone is fine).
 
+- ``scan``: one scan (a NIfTI or NRRD file, or a DICOM series folder), without a label; only where
+  labels are not required (``medt3d inspect``).
+
 An MSD ``dataset.json``'s ``test`` list (images, usually without labels) becomes the test split.
 
 A case's name is its file name without the extension and without one image suffix (``_0000``,
@@ -110,7 +113,7 @@ class Datalist:
         train: training cases, each ``{"name", "image", "label"}`` (+ ``"series_uid"`` when set).
         val: validation cases; empty when the data have no validation split.
         test: test cases (scored by ``medt3d evaluate --split test``, never trained on).
-        layout: ``split``, ``folders``, ``msd``, ``flat`` or ``json``.
+        layout: ``split``, ``folders``, ``msd``, ``flat``, ``json`` or ``scan``.
         labels: class names from the dataset's JSON (background first), when it has them.
         modality: modality from the dataset's JSON (several channels joined by ``", "``), when present.
         root: the data folder (the JSON file's folder for JSON sources).
@@ -441,9 +444,16 @@ def build_datalist(source: str | Path, require_labels: bool = True) -> Datalist:
         raise FileNotFoundError(f"data source not found: {source}")
     source = Path(os.path.abspath(source))  # absolute case paths: a saved datalist reads back anywhere
     problems: list[str] = []
-    if source.is_file():
+    if _is_volume(source):  # one scan: a NIfTI/NRRD file or a DICOM series folder
+        if require_labels:
+            raise ValueError(f"data source {source} is a single scan without a label; give the data folder (or a "
+                             "datalist) that pairs images with labels")
+        datalist = Datalist([{"name": case_name(source), "image": str(source)}], [], "scan", None, None,
+                            source.parent)
+    elif source.is_file():
         if source.suffix.lower() != ".json":
-            raise ValueError(f"data source {source} is a file but not a .json datalist; give the data folder")
+            raise ValueError(f"data source {source} is not a NIfTI, NRRD or .json file, nor a folder; give the data "
+                             "folder")
         datalist = _from_json(source, problems, require_labels)
     elif (source / MSD_JSON).is_file():
         datalist = _from_json(source / MSD_JSON, problems, require_labels)
