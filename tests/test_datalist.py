@@ -266,7 +266,7 @@ def test_flat_and_json_problems(tmp_path: Path) -> None:
         build_datalist(tmp_path / "odd.json")
     with pytest.raises(FileNotFoundError, match="nowhere"):
         build_datalist(tmp_path / "nowhere")
-    with pytest.raises(ValueError, match=r"i\.nii\.gz is a file but not a \.json datalist"):
+    with pytest.raises(ValueError, match=r"i\.nii\.gz is a single scan without a label"):
         build_datalist(tmp_path / "d" / "i.nii.gz")
 
 
