@@ -193,16 +193,24 @@ def test_dicom_positions_rounded_in_headers_still_load(tmp_path: Path) -> None:
     np.testing.assert_allclose(np.asarray(img.affine)[2, 2], 7.5 / 6, atol=1e-6)  # first to last / (n - 1)
 
 
-def test_dicom_mixed_rows_columns(tmp_path: Path) -> None:
+def test_dicom_mixed_rows_columns(tmp_path: Path, caplog) -> None:
     from dicom_utils import set_slice_size
 
     files = write_dicom_series(tmp_path / "s", _volume(), SPACING, np.eye(3), ORIGIN)
-    set_slice_size(files[2], 8, 9)
+    set_slice_size(files[2], 8, 9)  # a minority of another size is left out, which leaves a gap here
+    with caplog.at_level("WARNING", logger="medt3d.data.io"), pytest.raises(ValueError) as err:
+        load_volume(tmp_path / "s")
+    assert "left out 1 slice(s) whose size or plane differs from the other 6 (10x12" in caplog.text
+    assert files[2].name in caplog.text
+    assert "missing slice(s)" in str(err.value) and str(tmp_path / "s") in str(err.value)
+    set_slice_size(files[3], 8, 9)
+    for path in files[4:6]:
+        set_slice_size(path, 9, 8)  # three sizes, none held by more than half: refused as before
     with pytest.raises(ValueError) as err:
         load_volume(tmp_path / "s")
     message = str(err.value)
     assert "differ in size (rows x columns)" in message and str(tmp_path / "s") in message
-    assert "size 10x12: 6 file(s)" in message and f"size 8x9: 1 file(s), e.g. {files[2].name}" in message
+    assert "size 10x12: 3 file(s)" in message and f"size 8x9: 2 file(s), e.g. {files[2].name}" in message
 
 
 def test_dicom_mixed_orientation_is_reported_in_plain_numbers(tmp_path: Path) -> None:
@@ -425,3 +433,44 @@ def test_shared_ct_spleen_header(shared_data: Path) -> None:
     np.testing.assert_allclose(info.spacing, (0.795, 0.795, 5.0), atol=1e-3)
     label = load_volume(shared_data / "ct_spleen" / "spleen_2_label.nii.gz")
     assert int(label.sum()) == 96672
+
+
+def test_scout_slices_in_a_series_are_left_out_with_a_warning_naming_them(tmp_path, caplog):
+    from dicom_utils import rotation, write_dicom_series
+
+    from medt3d.data.io import load_volume
+
+    rng = np.random.default_rng(0)
+    volume = rng.integers(-500, 500, size=(16, 14, 8)).astype(np.int16)
+    clean, mixed = tmp_path / "clean", tmp_path / "mixed"
+    write_dicom_series(clean, volume, (1.0, 1.0, 2.0), np.eye(3), (0, 0, 0), modality="CT", series_uid="1.2.3")
+    write_dicom_series(mixed, volume, (1.0, 1.0, 2.0), np.eye(3), (0, 0, 0), modality="CT", series_uid="1.2.3")
+    # two localizers of the same series: another size and orientation (sagittal)
+    write_dicom_series(mixed, volume[:12, :10, :2], (1.0, 1.0, 5.0), rotation(0.0, 90.0, 0.0), (-40, 0, 0),
+                       modality="CT", series_uid="1.2.3", prefix="scout_")
+    with caplog.at_level("WARNING", logger="medt3d.data.io"):
+        loaded = load_volume(mixed)
+    reference = load_volume(clean)
+    np.testing.assert_array_equal(loaded.numpy(), reference.numpy())
+    np.testing.assert_allclose(loaded.affine, reference.affine, atol=1e-4)
+    warning = " ".join(r.getMessage() for r in caplog.records)
+    assert "left out 2 slice(s)" in warning and "scout_" in warning and "the other 8 (14x16" in warning
+    assert "np.float64" not in warning
+
+
+def test_a_half_and_half_series_is_still_refused_and_two_slices_warn(tmp_path, caplog):
+    from dicom_utils import rotation, write_dicom_series
+
+    from medt3d.data.io import check_dicom_series
+
+    volume = np.zeros((16, 14, 2), np.int16)
+    write_dicom_series(tmp_path / "half", volume, (1.0, 1.0, 2.0), np.eye(3), (0, 0, 0), series_uid="1.2.4")
+    write_dicom_series(tmp_path / "half", volume[:12], (1.0, 1.0, 2.0), rotation(0.0, 90.0, 0.0), (0, 0, 0),
+                       series_uid="1.2.4", prefix="other_")
+    with pytest.raises(ValueError, match=r"slices differ in size") as err:
+        check_dicom_series(tmp_path / "half")
+    assert "np.float64" not in str(err.value)
+    write_dicom_series(tmp_path / "two", volume, (1.0, 1.0, 2.0), np.eye(3), (0, 0, 0))
+    with caplog.at_level("WARNING", logger="medt3d.data.io"):
+        assert len(check_dicom_series(tmp_path / "two")) == 2
+    assert "only 2 slices" in caplog.text

@@ -19,6 +19,7 @@ Choosing one series from a DICOM folder that holds several: pass ``series_uid=``
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import warnings
 from collections import defaultdict
@@ -83,6 +84,12 @@ _SERIES_HOWTO = (
     "or move each series into its own folder"
 )
 # DICOM header tags read when checking a series (pixels are never read at that stage).
+logger = logging.getLogger("medt3d.data.io")
+#: a slice whose plane is this far from the series' (or of another size) is a scout, left out
+SCOUT_MIN_ANGLE_DEG = 10.0
+#: warnings already given (:func:`_warn_once`)
+_WARNED: set[str] = set()
+
 _DICOM_TAGS = [
     "SOPClassUID",
     "SeriesInstanceUID",
@@ -246,6 +253,50 @@ def _group_report(values: dict[Any, list[Path]], what: str) -> str:
     return "; ".join(parts)
 
 
+def _warn_once(message: str) -> None:
+    """Log ``message`` as a warning once per process (a series is scanned by several steps)."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        logger.warning(message)
+
+
+def _normal(orientation: np.ndarray) -> np.ndarray:
+    normal = np.cross(orientation[:3], orientation[3:])
+    return normal / max(float(np.linalg.norm(normal)), 1e-12)
+
+
+def _drop_scouts(slices: list[_Slice], where: str) -> list[_Slice]:
+    """Leave out a minority of slices of another size or plane (scouts, localizers), with a warning.
+
+    When more than half of the slices share one size and orientation, and every other slice has
+    another size or a plane more than :data:`SCOUT_MIN_ANGLE_DEG` away, the others are dropped with
+    a warning naming them. Otherwise (e.g. one slice tilted by a degree) the slices are returned
+    unchanged, for the checks to report.
+    """
+    if any(s.orientation is None for s in slices):
+        return slices
+    groups: dict[tuple, list[_Slice]] = defaultdict(list)
+    for s in slices:
+        groups[(s.rows, s.columns, _fmt(np.round(s.orientation, 3)))].append(s)
+    if len(groups) < 2:
+        return slices
+    (rows, columns, orientation), kept = max(groups.items(), key=lambda item: len(item[1]))
+    if 2 * len(kept) <= len(slices):
+        return slices
+    kept_ids = {id(s) for s in kept}
+    others = [s for s in slices if id(s) not in kept_ids]
+    normal = _normal(kept[0].orientation)
+    min_cos = np.cos(np.deg2rad(SCOUT_MIN_ANGLE_DEG))
+    if any((s.rows, s.columns) == (rows, columns) and abs(float(_normal(s.orientation) @ normal)) > min_cos
+           for s in others):
+        return slices
+    dropped = sorted(s.path.name for s in others)
+    _warn_once(f"{where}: left out {len(dropped)} slice(s) whose size or plane differs from the other "
+               f"{len(kept)} ({rows}x{columns}, orientation {orientation}), probably scouts/localizers: "
+               f"{', '.join(dropped[:10])}{', ...' if len(dropped) > 10 else ''}")
+    return kept
+
+
 def _scan_series(folder: str | Path, series_uid: str | None = None) -> _Series:
     """Validate one DICOM series in ``folder`` and compute its geometry from the headers."""
     folder = Path(folder)
@@ -269,6 +320,7 @@ def _scan_series(folder: str | Path, series_uid: str | None = None) -> _Series:
         uid = next(iter(groups))
     slices = [_to_slice(path, ds) for path, ds in groups[uid]]
     where = f"{folder} (series {uid})"
+    slices = _drop_scouts(slices, where)
 
     # 1) every slice must be a single frame with a size and a place in space
     multi = [s.path.name for s in slices if s.frames > 1]
@@ -351,6 +403,9 @@ def _scan_series(folder: str | Path, series_uid: str | None = None) -> _Series:
             )
     else:
         step = 1.0  # a single slice: the thickness does not matter, the volume is rejected as 2-D
+    if len(slices) == 2:
+        _warn_once(f"{where}: the series has only 2 slices; a 3-D network sees almost no context along the "
+                   "slice axis (is this a localizer or a partial series?)")
 
     # DICOM PixelSpacing is (between rows, between columns): x (columns) runs along the row cosine.
     lps = np.eye(4)
