@@ -67,6 +67,8 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 #: How a prediction goes back to the scan's grid: the label map (nearest), or the class
 #: probabilities (linear, one class at a time) with the argmax taken on the scan's grid.
 RESAMPLE_MODES = ("labels", "probabilities")
+#: Folds of ``data.fold`` (as nnU-Net's 5-fold cross-validation).
+N_FOLDS = 5
 #: Label formats of ``medt3d infer --output-format``; the NIfTI label is always written (the sidecar,
 #: ``--skip-existing`` and ``volumes.csv`` rest on it).
 OUTPUT_FORMATS = ("nifti", "seg-nrrd", "dicom-seg")
@@ -116,8 +118,13 @@ class DataConfig:
         label_table: colour and SNOMED codes of classes, by name (any subset of ``labels``); the
             rest get a ``tab10`` colour and the codes pydicom's dictionary has for their name.
         in_channels: image channels fed to the network.
+        channels: name of each input channel (e.g. ``[CT, PET]`` or ``[T1, T2, FLAIR]``), as nnU-Net's
+            ``channel_names``: a channel named ``CT`` gets the CT window, any other a z-score over
+            its nonzero voxels; ``null``: every channel is ``modality``.
         val_fraction: share of cases held out for validation when the data have no validation split.
-        split_seed: seed of that split.
+        split_seed: seed of that split (and of the folds).
+        fold: with data that have no validation split, validate on fold 0-4 of a seeded 5-fold split
+            of the training cases (as nnU-Net's folds) instead of ``val_fraction``; ``null``: off.
         cache: ``none``, ``memory`` (CacheDataset) or ``disk`` (PersistentDataset in ``cache_dir``).
         cache_dir: folder for the disk cache; defaults to ``<output>/cache``.
         num_workers: DataLoader worker processes.
@@ -127,8 +134,10 @@ class DataConfig:
     labels: list[str] = field(default_factory=lambda: ["background", "foreground"])
     label_table: dict[str, LabelStyle] = field(default_factory=dict)
     in_channels: int = 1
+    channels: list[str] | None = None
     val_fraction: float = 0.2
     split_seed: int = 0
+    fold: int | None = None
     cache: str = "none"
     cache_dir: str | None = None
     num_workers: int = 0
@@ -510,7 +519,12 @@ def validate(cfg: Config, source: str = "<config>") -> None:
     _require(len(set(d.labels)) == len(d.labels), source, "data.labels", f"has duplicate names: {d.labels}")
     _validate_label_table(d, source)
     _require(d.in_channels >= 1, source, "data.in_channels", f"must be >= 1, got {d.in_channels}")
+    if d.channels is not None:
+        _require(len(d.channels) == d.in_channels, source, "data.channels",
+                 f"needs one name per input channel (data.in_channels={d.in_channels}), got {d.channels}")
     _require(0.0 <= d.val_fraction < 1.0, source, "data.val_fraction", f"must be in [0, 1), got {d.val_fraction}")
+    if d.fold is not None:
+        _require(0 <= d.fold < N_FOLDS, source, "data.fold", f"must be 0..{N_FOLDS - 1} or null, got {d.fold}")
     _one_of(d.cache, CACHE_KINDS, source, "data.cache")
     _require(d.num_workers >= 0, source, "data.num_workers", f"must be >= 0, got {d.num_workers}")
 

@@ -130,8 +130,11 @@ def build_metadata(source: BundleSource, facts: ModelFacts) -> dict[str, Any]:
     table = label_table(cfg)
     labels = [entry["name"] for entry in table]
     ct = cfg.data.modality == "CT"
-    in_def = {"0": "CT"} if ct and cfg.data.in_channels == 1 else {
-        str(i): f"{cfg.data.modality} channel {i}" for i in range(cfg.data.in_channels)}
+    if cfg.data.channels is not None:
+        in_def = {str(i): name for i, name in enumerate(cfg.data.channels)}
+    else:
+        in_def = {"0": "CT"} if ct and cfg.data.in_channels == 1 else {
+            str(i): f"{cfg.data.modality} channel {i}" for i in range(cfg.data.in_channels)}
     references = list(source.metadata.get("references") or [])
     if not any("Medical Transformer" in r for r in references):
         references.insert(0, MEDT_REFERENCE)
@@ -196,6 +199,14 @@ def build_metadata(source: BundleSource, facts: ModelFacts) -> dict[str, Any]:
 
 
 def _intensity_text(cfg: Config) -> str:
+    names = cfg.data.channels
+    if names is not None and len({n.upper() == "CT" for n in names}) > 1:
+        from medt3d.data.transforms import window_bounds
+
+        low, high = window_bounds(cfg)
+        return "per channel: " + ", ".join(
+            f"{n} clipped to {low:g}..{high:g} HU and scaled to 0..1" if n.upper() == "CT" else f"{n} z-scored over "
+            "nonzero voxels" for n in names)
     if cfg.data.modality == "CT":
         from medt3d.data.transforms import window_bounds
 

@@ -275,10 +275,13 @@ def _probe_data(root: Path, folder: Path) -> Path:
     from medt3d.data.nifti import write_nifti
     from medt3d.data.phantoms import make_phantom
 
-    num_classes = load_config(root / BUNDLE_CONFIG).data.num_classes
+    data = load_config(root / BUNDLE_CONFIG).data
+    num_classes = data.num_classes
     for index, split in enumerate(("train", "val")):
         phantom = make_phantom(index, shape=(32, 32, 32))
-        write_nifti(phantom.image, phantom.affine, folder / split / "images" / f"{phantom.name}.nii.gz", dtype=None)
+        # a multi-channel model gets its channels as one 4-D file (each a copy of the phantom)
+        image = phantom.image if data.in_channels == 1 else np.stack([phantom.image] * data.in_channels)
+        write_nifti(image, phantom.affine, folder / split / "images" / f"{phantom.name}.nii.gz", dtype=None)
         write_nifti(np.minimum(phantom.label, num_classes - 1), phantom.affine,
                     folder / split / "masks" / f"{phantom.name}.nii.gz")
     return folder

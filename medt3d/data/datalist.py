@@ -13,6 +13,10 @@ Layouts understood by :func:`build_datalist` (``Datalist.layout`` names the one 
   ``{"train": [...], "val": [...], "test": [...], "labels": [...], "modality": "CT"}`` (what
   :meth:`Datalist.save` writes); any of the three splits may be missing (a test set alone is fine).
 
+- ``nnunet``: an nnU-Net v2 raw dataset (``DatasetXXX_Name/``): ``dataset.json`` with
+  ``channel_names``, ``labels`` (name -> value), ``file_ending``; ``imagesTr/<case>_0000<ending>``
+  (one file per channel), ``labelsTr/<case><ending>``, optional ``imagesTs/``. Classes are ordered
+  by value and must be 0..N-1, as nnU-Net requires; region-based labels are refused.
 - ``scan``: one scan (a NIfTI or NRRD file, or a DICOM series folder), without a label; only where
   labels are not required (``medt3d inspect``).
 
@@ -41,8 +45,10 @@ from medt3d.data.io import (
     GEOMETRY_ATOL_MM,
     NIFTI_SUFFIXES,
     NRRD_SUFFIXES,
+    VolumeInfo,
     check_dicom_series,
     detect_kind,
+    image_files,
     is_dicom_file,
     read_header,
     require_3d,
@@ -59,6 +65,7 @@ __all__ = [
     "build_datalist",
     "case_name",
     "check_pairs",
+    "fold_cases",
     "is_label_path",
     "pair_problems",
     "split_cases",
@@ -113,9 +120,10 @@ class Datalist:
         train: training cases, each ``{"name", "image", "label"}`` (+ ``"series_uid"`` when set).
         val: validation cases; empty when the data have no validation split.
         test: test cases (scored by ``medt3d evaluate --split test``, never trained on).
-        layout: ``split``, ``folders``, ``msd``, ``flat``, ``json`` or ``scan``.
+        layout: ``split``, ``folders``, ``msd``, ``nnunet``, ``flat``, ``json`` or ``scan``.
         labels: class names from the dataset's JSON (background first), when it has them.
         modality: modality from the dataset's JSON (several channels joined by ``", "``), when present.
+        channels: channel names from an nnU-Net ``channel_names`` or MSD ``modality`` (in order).
         root: the data folder (the JSON file's folder for JSON sources).
     """
 
@@ -126,6 +134,7 @@ class Datalist:
     modality: str | None = None
     root: Path = Path(".")
     test: list[dict[str, Any]] = field(default_factory=list)
+    channels: list[str] | None = None
 
     @property
     def cases(self) -> list[dict[str, Any]]:
@@ -305,11 +314,15 @@ def _json_cases(
         if not isinstance(entry, dict):
             problems.append(f"{where} must be an object with \"image\" and \"label\", got {entry!r}")
             continue
-        if not isinstance(entry.get("image"), str):
-            problems.append(f"{where} has no \"image\" path: {entry!r}")
+        image = entry.get("image")
+        several = isinstance(image, list) and image and all(isinstance(p, str) for p in image)
+        if not isinstance(image, str) and not several:
+            problems.append(f"{where} has no \"image\" path (a path, or a list of one path per channel): {entry!r}")
             continue
         case = dict(entry)
-        case["image"] = _resolve(base, entry["image"])
+        case["image"] = [_resolve(base, p) for p in image] if several else _resolve(base, image)
+        if several and len(image) == 1:
+            case["image"] = case["image"][0]
         if isinstance(entry.get("label"), str):
             case["label"] = _resolve(base, entry["label"])
         elif "label" in entry:
@@ -317,7 +330,7 @@ def _json_cases(
             case.pop("label")
         elif require_labels:
             problems.append(f"{where}: image without a label: {case['image']}")
-        case["name"] = str(entry.get("name") or case_name(case["image"], "image"))
+        case["name"] = str(entry.get("name") or case_name(image_files(case["image"])[0], "image"))
         cases.append(case)
     return cases
 
@@ -356,9 +369,93 @@ def _msd_meta(data: dict[str, Any], path: Path, problems: list[str]) -> tuple[li
     return labels, modality
 
 
+def _nnunet_labels(raw: Any, path: Path, problems: list[str]) -> list[str] | None:
+    """Class names ordered by value, from nnU-Net v2's ``labels`` (name -> value)."""
+    if not isinstance(raw, dict) or not raw:
+        problems.append(f"{path}: \"labels\" must map class names to values, e.g. {{\"background\": 0, \"spleen\": 1}}")
+        return None
+    regions = sorted(name for name, value in raw.items() if isinstance(value, (list, tuple)))
+    if regions:
+        problems.append(f"{path}: region-based labels ({', '.join(regions)} list several values) are not supported; "
+                        "give each class one value")
+        return None
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in raw.values()):
+        problems.append(f"{path}: \"labels\" values must be integers, got {raw}")
+        return None
+    by_value = sorted(raw.items(), key=lambda item: item[1])
+    values = [v for _, v in by_value]
+    if values != list(range(len(values))):
+        problems.append(f"{path}: \"labels\" values must be 0..{len(values) - 1} (nnU-Net's rule: background 0, "
+                        f"then consecutive integers), got {values}")
+        return None
+    return [name for name, _ in by_value]
+
+
+def _from_nnunet(path: Path, data: dict[str, Any], problems: list[str], require_labels: bool) -> Datalist:
+    """An nnU-Net v2 raw dataset: images found by name, one ``_XXXX`` file per channel."""
+    base = path.parent
+    raw_channels = data.get("channel_names")
+    if not isinstance(raw_channels, dict) or not raw_channels:
+        problems.append(f"{path}: \"channel_names\" must map channel numbers to names, e.g. {{\"0\": \"CT\"}}")
+        return Datalist([], [], "nnunet", None, None, base)
+    try:
+        channel_map = {int(k): str(v) for k, v in raw_channels.items()}
+    except ValueError:
+        problems.append(f"{path}: \"channel_names\" keys must be channel numbers, got {sorted(raw_channels)}")
+        return Datalist([], [], "nnunet", None, None, base)
+    if sorted(channel_map) != list(range(len(channel_map))):
+        problems.append(f"{path}: \"channel_names\" keys must be 0..{len(channel_map) - 1}, got {sorted(channel_map)}")
+        return Datalist([], [], "nnunet", None, None, base)
+    channels = [channel_map[i] for i in range(len(channel_map))]
+    labels = _nnunet_labels(data.get("labels"), path, problems)
+    ending = data.get("file_ending", ".nii.gz")
+    if not isinstance(ending, str) or not ending.startswith("."):
+        problems.append(f"{path}: \"file_ending\" must be a file suffix like \".nii.gz\", got {ending!r}")
+        ending = ".nii.gz"
+
+    def cases_in(images_dir: Path, labels_dir: Path | None, split: str, need_labels: bool) -> list[dict[str, Any]]:
+        if not images_dir.is_dir():
+            return []
+        files: dict[str, dict[int, Path]] = defaultdict(dict)
+        for entry in _entries(images_dir):
+            name = entry.name
+            stem = name[: -len(ending)] if name.endswith(ending) else None
+            if stem is None or len(stem) < 6 or stem[-5] != "_" or not stem[-4:].isdigit():
+                problems.append(f"{entry}: not an nnU-Net image file <case>_XXXX{ending} (XXXX: the channel number)")
+                continue
+            files[stem[:-5]][int(stem[-4:])] = entry
+        cases = []
+        for case, by_channel in sorted(files.items()):
+            if sorted(by_channel) != list(range(len(channels))):
+                found = ", ".join(f"_{c:04d}" for c in sorted(by_channel))
+                problems.append(f"{split} case {case!r} in {images_dir}: channel files {found}, but channel_names "
+                                f"lists {len(channels)} channel(s) (_0000 to _{len(channels) - 1:04d})")
+                continue
+            image = [str(by_channel[c]) for c in range(len(channels))]
+            entry: dict[str, Any] = {"name": case, "image": image if len(image) > 1 else image[0]}
+            label = labels_dir / f"{case}{ending}" if labels_dir is not None else None
+            if label is not None and label.is_file():
+                entry["label"] = str(label)
+            elif need_labels:
+                problems.append(f"{split} case {case!r}: no label {label}")
+            cases.append(entry)
+        return cases
+
+    train = cases_in(base / "imagesTr", base / "labelsTr", "training", require_labels)
+    test = cases_in(base / "imagesTs", base / "labelsTs", "test", False)
+    expected = data.get("numTraining")
+    if isinstance(expected, int) and expected != len(train) and not problems:
+        problems.append(f"{path}: numTraining is {expected} but {base / 'imagesTr'} holds {len(train)} case(s)")
+    datalist = Datalist(train, [], "nnunet", labels, ", ".join(channels), base, test)
+    datalist.channels = channels
+    return datalist
+
+
 def _from_json(path: Path, problems: list[str], require_labels: bool) -> Datalist:
     data = _read_json(path)
     base = path.parent
+    if isinstance(data, dict) and "training" not in data and ("channel_names" in data or "file_ending" in data):
+        return _from_nnunet(path, data, problems, require_labels)
     if isinstance(data, dict) and "training" in data:
         labels, modality = _msd_meta(data, path, problems)
         train = _json_cases(data["training"], base, f"{path} training", problems, require_labels)
@@ -366,11 +463,11 @@ def _from_json(path: Path, problems: list[str], require_labels: bool) -> Datalis
         # MSD test images come without labels (evaluate asks for labels itself), and users often leave
         # imagesTs/ out of their copy: a missing test image is left out with a warning, not a problem
         test = _json_cases(data.get("test", []), base, f"{path} test", problems, False)
-        missing = [c["image"] for c in test if not Path(c["image"]).exists()]
+        missing = [str(f) for c in test for f in image_files(c["image"]) if not f.exists()]
         if missing:
             logger.warning("%s: %d test image(s) listed but not found, left out: %s", path, len(missing),
                            ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else ""))
-            test = [c for c in test if Path(c["image"]).exists()]
+            test = [c for c in test if all(f.exists() for f in image_files(c["image"]))]
         return Datalist(train, val, "msd", labels, modality, base, test)
     if isinstance(data, list):
         return Datalist(_json_cases(data, base, str(path), problems, require_labels), [], "json", None, None, base)
@@ -397,15 +494,15 @@ def _check_case_files(cases: list[dict[str, Any]], problems: list[str]) -> None:
         for key in ("image", "label"):
             if key not in case:
                 continue
-            path = Path(case[key])
             uid = case.get(f"{key}_series_uid", case.get("series_uid") if key == "image" else None)
-            try:
-                if detect_kind(path) == "dicom":
-                    check_dicom_series(path, uid)
-            except FileNotFoundError:
-                problems.append(f"{key} of case {case['name']!r} not found: {path}")
-            except ValueError as err:
-                problems.append(f"{key} of case {case['name']!r}: {err}")
+            for path in image_files(case[key]):
+                try:
+                    if detect_kind(path) == "dicom":
+                        check_dicom_series(path, uid)
+                except FileNotFoundError:
+                    problems.append(f"{key} of case {case['name']!r} not found: {path}")
+                except ValueError as err:
+                    problems.append(f"{key} of case {case['name']!r}: {err}")
 
 
 def _check_names(datalist: Datalist, problems: list[str]) -> None:
@@ -503,6 +600,28 @@ def split_cases(
     return train, val
 
 
+def fold_cases(cases: Sequence[dict[str, Any]], fold: int, seed: int,
+               n_folds: int = 5) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Training and validation cases of fold ``fold`` of a seeded ``n_folds``-fold split (as nnU-Net's).
+
+    The cases are sorted by name, shuffled with ``seed`` and dealt into ``n_folds`` parts of nearly
+    equal size; fold ``k`` validates on part ``k`` and trains on the rest. Depends only on the
+    names, ``seed`` and ``n_folds``.
+
+    Raises:
+        ValueError: ``fold`` outside ``0..n_folds-1``, or fewer cases than folds.
+    """
+    if not 0 <= fold < n_folds:
+        raise ValueError(f"fold must be 0..{n_folds - 1}, got {fold}")
+    ordered = sorted(cases, key=lambda c: c["name"])
+    if len(ordered) < n_folds:
+        raise ValueError(f"a {n_folds}-fold split needs at least {n_folds} cases, got {len(ordered)}")
+    order = list(range(len(ordered)))
+    random.Random(seed).shuffle(order)
+    held = {order[i] for i in range(fold, len(order), n_folds)}
+    return ([c for i, c in enumerate(ordered) if i not in held], [c for i, c in enumerate(ordered) if i in held])
+
+
 def check_pairs(cases: Sequence[dict[str, Any]], atol: float = GEOMETRY_ATOL_MM) -> None:
     """Open headers only and check that every image is 3-D and shares its label's grid.
 
@@ -518,25 +637,36 @@ def check_pairs(cases: Sequence[dict[str, Any]], atol: float = GEOMETRY_ATOL_MM)
         raise DatasetError(problems)
 
 
-def pair_problems(cases: Sequence[dict[str, Any]], atol: float = GEOMETRY_ATOL_MM) -> list[tuple[int, str]]:
-    """The header problems of :func:`check_pairs`, each with the index of its case."""
+def pair_problems(cases: Sequence[dict[str, Any]], atol: float = GEOMETRY_ATOL_MM,
+                  channels: int = 1) -> list[tuple[int, str]]:
+    """The header problems of :func:`check_pairs`, each with the index of its case.
+
+    An image of several channel files needs each one 3-D and all on the label's grid; a single
+    image file may hold ``channels`` volumes (4-D).
+    """
     problems: list[tuple[int, str]] = []
     for index, case in enumerate(cases):
-        infos = {}
+        name = case.get("name", str(case.get("image")))
+        infos: dict[str, list[VolumeInfo]] = {}
         for key in ("image", "label"):
             if key not in case:
                 continue
             uid = case.get(f"{key}_series_uid", case.get("series_uid") if key == "image" else None)
+            files = image_files(case[key])
+            per_file = channels if key == "image" and len(files) == 1 else 1
             try:
-                info = read_header(case[key], uid)
-                require_3d(info)
+                infos[key] = [read_header(f, uid) for f in files]
+                for info in infos[key]:
+                    require_3d(info, per_file)
             except (FileNotFoundError, ValueError) as err:
-                problems.append((index, f"case {case.get('name', case[key])!r}: {err}"))
-                continue
-            infos[key] = info
-        if len(infos) == 2:
-            mismatch = same_grid(infos["image"], infos["label"], atol)
-            if mismatch:
-                problems.append((index, f"case {case.get('name', case['image'])!r}: image and label differ: "
-                                        f"{mismatch}"))
+                problems.append((index, f"case {name!r}: {err}"))
+                infos.pop(key, None)
+        if "image" in infos:
+            first = infos["image"][0]
+            pairs = [("channel files", other) for other in infos["image"][1:]]
+            pairs += [("image and label", label) for label in infos.get("label", [])]
+            for what, other in pairs:
+                mismatch = same_grid(first, other, atol)
+                if mismatch:
+                    problems.append((index, f"case {name!r}: {what} differ: {mismatch}"))
     return problems

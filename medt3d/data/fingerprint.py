@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -75,16 +76,16 @@ def _read_case(case: Mapping[str, Any], samples: int, seed: int) -> tuple[dict, 
     import nibabel as nib
 
     from medt3d.data.geometry import voxel_spacing
-    from medt3d.data.io import align_to, load_volume
+    from medt3d.data.io import align_to, load_image, load_volume
 
     image_path = case["image"]
-    image = load_volume(image_path)
+    image = load_image(image_path, channels=None)  # a multi-channel case is described by its first channel
     affine = np.asarray(image.affine, dtype=np.float64)
     array = image[0].numpy()
     finite = array[np.isfinite(array)]
     out: dict[str, Any] = {
         "name": str(case.get("name", image_path)),
-        "image": str(image_path),
+        "image": str(image_path) if isinstance(image_path, (str, Path)) else [str(p) for p in image_path],
         "shape": [int(s) for s in array.shape],
         "spacing": voxel_spacing(affine),
         "orientation": "".join(nib.aff2axcodes(affine)),

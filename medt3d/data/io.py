@@ -47,7 +47,9 @@ __all__ = [
     "check_dicom_series",
     "detect_kind",
     "find_inputs",
+    "image_files",
     "is_dicom_file",
+    "load_image",
     "load_volume",
     "read_header",
     "require_3d",
@@ -511,8 +513,12 @@ def read_header(path: str | Path, series_uid: str | None = None) -> VolumeInfo:
     return VolumeInfo(path, kind, shape, _lps_to_ras(lps))
 
 
-def require_3d(info: VolumeInfo) -> None:
-    """Raise a ValueError naming the file unless ``info`` describes one 3-D volume (a 4-D one with one volume passes)."""
+def require_3d(info: VolumeInfo, channels: int = 1) -> None:
+    """Raise a ValueError naming the file unless ``info`` describes one 3-D volume.
+
+    A 4-D image with one volume passes; so does one with ``channels`` volumes when ``channels`` > 1
+    (the channels of a multi-channel case stored in one file).
+    """
     shape = info.shape
     text = "x".join(str(v) for v in shape)
     if len(shape) < 3 or min(shape[:3]) < 2:
@@ -520,10 +526,14 @@ def require_3d(info: VolumeInfo) -> None:
             f"{info.path} is a 2-D image (shape {text}); medt3d segments 3-D volumes with at least 2 voxels "
             "along each axis"
         )
+    if len(shape) == 4 and channels > 1 and shape[3] == channels:
+        return
     if len(shape) > 4 or (len(shape) == 4 and shape[3] != 1):
+        expected = (f"one 3-D volume per file, or {channels} (data.in_channels) in a 4-D file" if channels > 1
+                    else "one 3-D volume per file")
         raise ValueError(
-            f"{info.path} is a {len(shape)}-D image (shape {text}); medt3d reads one 3-D volume per file: "
-            "split the extra dimension(s) into separate files"
+            f"{info.path} is a {len(shape)}-D image (shape {text}); medt3d reads {expected}: split the extra "
+            "dimension(s) into separate files (several channels: list one file per channel)"
         )
 
 
@@ -624,7 +634,7 @@ def _reader_for(kind: str, series_uid: str | None) -> Any:
     return DicomSeriesReader(series_uid=series_uid)
 
 
-def load_volume(path: str | Path, series_uid: str | None = None, dtype: Any = np.float32) -> Any:
+def load_volume(path: str | Path, series_uid: str | None = None, dtype: Any = np.float32, channels: int = 1) -> Any:
     """Load a NIfTI file, NRRD file or DICOM series folder as a channel-first ``MetaTensor``.
 
     The result matches MONAI's ``LoadImage(image_only=True, ensure_channel_first=True)``: shape
@@ -634,6 +644,7 @@ def load_volume(path: str | Path, series_uid: str | None = None, dtype: Any = np
         path: the file, or the folder of a DICOM series.
         series_uid: which series to read when a DICOM folder holds several.
         dtype: voxel type of the result (as ``LoadImage``; float32 by default there too).
+        channels: a 4-D file with this many volumes is read as that many channels (C, X, Y, Z).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -642,7 +653,8 @@ def load_volume(path: str | Path, series_uid: str | None = None, dtype: Any = np
     """
     path = Path(path)
     info = read_header(path, series_uid)
-    require_3d(info)
+    require_3d(info, channels)
+    n_channels = info.shape[3] if len(info.shape) == 4 else 1
     reader = _reader_for(info.kind, info.series_uid)
     try:
         # the reader is given at call time: LoadImage would otherwise fall back to its other readers
@@ -657,14 +669,57 @@ def load_volume(path: str | Path, series_uid: str | None = None, dtype: Any = np
             _raise_bad_dicom_pixels(path, info.files, err)
         raise ValueError(f"cannot read {path}: {_short(err)}; the file may be corrupt or truncated") from None
     expected = tuple(info.shape[:3])
-    if img.ndim != 4 or img.shape[0] != 1 or tuple(img.shape[1:]) != expected:
+    if img.ndim != 4 or img.shape[0] != n_channels or tuple(img.shape[1:]) != expected:
         raise ValueError(
-            f"{path}: read an array of shape {tuple(img.shape)}, expected (1, {', '.join(map(str, expected))}) "
-            "from its header"
+            f"{path}: read an array of shape {tuple(img.shape)}, expected ({n_channels}, "
+            f"{', '.join(map(str, expected))}) from its header"
         )
     if not np.allclose(np.asarray(img.affine), info.affine, atol=GEOMETRY_ATOL_MM):
         raise ValueError(f"{path}: the reader's affine disagrees with the header's; refusing a wrong geometry")
     img.meta["filename_or_obj"] = str(path)
+    return img
+
+
+def image_files(image: str | Path | Sequence[str | Path]) -> list[Path]:
+    """The file(s) of a case's image: one path, or a list of one path per channel."""
+    if isinstance(image, (str, os.PathLike)):
+        return [Path(image)]
+    return [Path(p) for p in image]
+
+
+def load_image(image: str | Path | Sequence[str | Path], series_uid: str | None = None, dtype: Any = np.float32,
+               channels: int | None = 1) -> Any:
+    """Load a case's image as a (C, X, Y, Z) ``MetaTensor``: one file, a 4-D file of channels, or one file per channel.
+
+    Channel files must lie on one grid (shape and affine); they are stacked in the order given.
+    ``meta["filename_or_obj"]`` is the first file and ``meta["channel_files"]`` lists them all.
+
+    Args:
+        image: a path, or a list of paths (one per channel).
+        series_uid: which series to read in DICOM folders that hold several.
+        dtype: voxel type.
+        channels: channels the case must have (``data.in_channels``); ``None``: whatever it holds.
+
+    Raises:
+        FileNotFoundError: a file does not exist.
+        ValueError: as :func:`load_volume`, channel files on different grids, or another number of channels.
+    """
+    files = image_files(image)
+    if channels is None:
+        shape = read_header(files[0], series_uid).shape if len(files) == 1 else ()
+        channels = shape[3] if len(shape) == 4 else len(files)
+    parts = [load_volume(f, series_uid, dtype, channels=channels if len(files) == 1 else 1) for f in files]
+    first = parts[0]
+    for path, part in zip(files[1:], parts[1:]):
+        a = VolumeInfo(files[0], "", tuple(first.shape[1:]), np.asarray(first.affine))
+        problem = same_grid(a, VolumeInfo(path, "", tuple(part.shape[1:]), np.asarray(part.affine)))
+        if problem:
+            raise ValueError(f"the channels of one case must share one grid: {problem}")
+    img = first if len(parts) == 1 else MetaTensor(torch.cat([p.as_tensor() for p in parts]), meta=dict(first.meta))
+    if img.shape[0] != channels:
+        raise ValueError(f"{', '.join(map(str, files))}: image has {img.shape[0]} channel(s) but the model expects "
+                         f"{channels} (data.in_channels)")
+    img.meta["channel_files"] = [str(f) for f in files]
     return img
 
 
@@ -703,6 +758,8 @@ class LoadVolumed(MapTransform):
         allow_missing_keys: skip keys absent from the data instead of raising.
         dtype: voxel type, as ``LoadImaged``'s ``dtype``.
         check_grid: require every loaded key to share the first key's grid.
+        channels: channels of the ``image`` key (one file, a 4-D file, or a list of one file per
+            channel: see :func:`load_image`); other keys are single 3-D volumes.
     """
 
     def __init__(
@@ -711,10 +768,12 @@ class LoadVolumed(MapTransform):
         allow_missing_keys: bool = False,
         dtype: Any = np.float32,
         check_grid: bool = True,
+        channels: int = 1,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.dtype = dtype
         self.check_grid = check_grid
+        self.channels = channels
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         """Load every key of ``data`` that names a volume."""
@@ -722,7 +781,10 @@ class LoadVolumed(MapTransform):
         first: tuple[Hashable, Any] | None = None
         for key in self.key_iterator(d):
             uid = d.get(f"{key}_series_uid", d.get("series_uid") if key == "image" else None)
-            img = load_volume(d[key], series_uid=uid, dtype=self.dtype)
+            if key == "image":
+                img = load_image(d[key], series_uid=uid, dtype=self.dtype, channels=self.channels)
+            else:
+                img = load_volume(d[key], series_uid=uid, dtype=self.dtype)
             d[key] = img
             if not self.check_grid:
                 continue

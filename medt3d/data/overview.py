@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from medt3d.data.geometry import to_ras
-from medt3d.data.io import load_volume
+from medt3d.data.io import load_image, load_volume
 from medt3d.io_utils import atomic_path
 
 __all__ = ["MAX_OVERVIEW_CASES", "write_overview"]
@@ -63,7 +63,7 @@ def write_overview(
     fig, axes = plt.subplots(len(shown), 2, figsize=(8, 4 * len(shown)), squeeze=False)
     present: set[int] = set()
     for row, case in zip(axes, shown):
-        image = load_volume(case["image"])
+        image = load_image(case["image"], channels=None)  # the first channel is shown
         affine = np.asarray(image.affine, dtype=np.float64)
         img, spacing = to_ras(image[0].numpy(), affine)
         lab = None

@@ -14,7 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from medt3d.data.datalist import DatasetError, pair_problems
-from medt3d.data.io import load_volume
+from medt3d.data.io import load_image, load_volume
 
 __all__ = ["check_cases", "label_value_problem", "non_finite_problem"]
 
@@ -42,26 +42,27 @@ def non_finite_problem(image: Any, path: Any) -> str | None:
             "a valid-looking value and NaN would spread through resampling): fix the scan or replace those voxels")
 
 
-def check_cases(cases: Sequence[dict], num_classes: int | None) -> None:
+def check_cases(cases: Sequence[dict], num_classes: int | None, channels: int = 1) -> None:
     """Check every case before any work: headers and grids, full image reads, label values.
 
     Args:
         cases: dicts with ``image`` and (optionally) ``label``.
         num_classes: the label values allowed are ``0..num_classes-1``; ``None`` skips the value check.
+        channels: image channels each case must have (``data.in_channels``).
 
     Raises:
         DatasetError: every problem found, each naming its file.
     """
     unique = {(str(c.get("image")), str(c.get("label"))): c for c in cases}  # validating on training cases
     cases = list(unique.values())
-    header = pair_problems(cases)
+    header = pair_problems(cases, channels=channels)
     problems = [problem for _, problem in header]
     skip = {index for index, _ in header}
     todo = [case for index, case in enumerate(cases) if index not in skip]
     for case in tqdm(todo, desc="checking cases", unit="case", leave=False, disable=len(todo) < 4):
         uid = case.get("image_series_uid", case.get("series_uid"))
         try:
-            problem = non_finite_problem(load_volume(case["image"], uid), case["image"])
+            problem = non_finite_problem(load_image(case["image"], uid, channels=channels), case["image"])
         except (ValueError, FileNotFoundError) as err:
             problem = str(err)
         if problem:

@@ -48,6 +48,7 @@ from medt3d.errors import USER_ERRORS
 
 __all__ = [
     "CT_BODY_HU",
+    "ChannelIntensityd",
     "CheckLabelValuesd",
     "Pipeline",
     "build_infer_transforms",
@@ -150,9 +151,50 @@ def window_bounds(cfg: Config) -> tuple[float, float]:
     return level - width / 2.0, level + width / 2.0
 
 
+class ChannelIntensityd(MapTransform):
+    """Normalise each channel by its own kind: the CT window (to 0..1) or a z-score over its nonzero voxels.
+
+    For cases whose channels differ (CT + PET, CT + MR). MONAI's intensity transforms apply one
+    rule to every channel, so this applies MONAI's array transforms channel by channel.
+
+    Args:
+        keys: image keys.
+        ct_channels: whether each channel is CT.
+        window: the CT window (lowest, highest) HU.
+    """
+
+    def __init__(self, keys: Hashable | Sequence[Hashable], ct_channels: Sequence[bool],
+                 window: tuple[float, float]) -> None:
+        from monai.transforms import NormalizeIntensity, ScaleIntensityRange
+
+        super().__init__(keys)
+        self.ct_channels = list(ct_channels)
+        self.ct = ScaleIntensityRange(a_min=window[0], a_max=window[1], b_min=0.0, b_max=1.0, clip=True)
+        self.z = NormalizeIntensity(nonzero=True)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            image = d[key]
+            if image.shape[0] != len(self.ct_channels):
+                raise ValueError(f"{getattr(image, 'meta', {}).get('filename_or_obj', key)}: {image.shape[0]} "
+                                 f"channel(s), but data.channels names {len(self.ct_channels)}")
+            out = image.clone()  # keeps the MetaTensor's metadata and transform history
+            for c, ct in enumerate(self.ct_channels):
+                out[c:c + 1] = torch.as_tensor((self.ct if ct else self.z)(image[c:c + 1]))
+            d[key] = out
+        return d
+
+
 def intensity_transform(cfg: Config, keys: Hashable | Sequence[Hashable] = IMAGE) -> MapTransform:
-    """CT: clip to the window and map it to 0..1; MR: z-score over nonzero voxels, per channel."""
-    if cfg.data.modality == "CT":
+    """CT: clip to the window and map it to 0..1; MR: z-score over nonzero voxels, per channel.
+
+    With ``data.channels`` naming channels of different kinds, each channel follows its own name.
+    """
+    names = cfg.data.channels
+    if names is not None and len({name.upper() == "CT" for name in names}) > 1:
+        return ChannelIntensityd(keys, [name.upper() == "CT" for name in names], window_bounds(cfg))
+    if (names is not None and names[0].upper() == "CT") or (names is None and cfg.data.modality == "CT"):
         a_min, a_max = window_bounds(cfg)
         return ScaleIntensityRanged(keys, a_min=a_min, a_max=a_max, b_min=0.0, b_max=1.0, clip=True)
     return NormalizeIntensityd(keys, nonzero=True, channel_wise=True)
@@ -184,7 +226,7 @@ def _geometry(cfg: Config, keys: Sequence[str]) -> list[MapTransform]:
 
 
 def _load(cfg: Config, keys: Sequence[str]) -> list[MapTransform]:
-    out: list[MapTransform] = [LoadVolumed(keys)]
+    out: list[MapTransform] = [LoadVolumed(keys, channels=cfg.data.in_channels)]
     if LABEL in keys:
         out.append(CheckLabelValuesd(LABEL, num_classes=cfg.data.num_classes))
     return out

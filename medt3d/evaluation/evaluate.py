@@ -97,7 +97,7 @@ def evaluate(model_path: str | Path, data_dir: str | Path, output: str | Path, s
     unlabelled = [str(c["image"]) for c in cases if not c.get("label")]
     if unlabelled:
         raise ValueError(f"{data_dir}: evaluation needs a label for every case; none for {', '.join(unlabelled)}")
-    check_cases(cases, cfg.data.num_classes)  # the gate of medt3d train: grids, full reads, label values
+    check_cases(cases, cfg.data.num_classes, cfg.data.in_channels)  # the gate of medt3d train
     names = list(cfg.data.labels)
     rows: list[dict[str, Any]] = []
     for case in tqdm(cases, desc="evaluating", unit="case"):

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import platform
+import re
 import time
 import traceback
 from collections import defaultdict
@@ -68,6 +69,7 @@ __all__ = [
     "case_outputs",
     "class_volumes_ml",
     "discover_cases",
+    "group_channel_files",
     "run_inference",
 ]
 
@@ -103,12 +105,20 @@ class Case:
         path: the file or DICOM series folder (None when the input itself was unusable).
         input: the command-line input it came from.
         error: why the input could not become a case (then ``path`` is None).
+        files: one file per channel, for a multi-channel case given as nnU-Net-style channel files
+            (``path`` is then the first); None for a case in one file or folder.
     """
 
     name: str
     path: Path | None
     input: str
     error: str | None = None
+    files: list[Path] | None = None
+
+    @property
+    def source(self) -> Path | list[Path] | None:
+        """What the predictor reads: the channel files, or the one path."""
+        return self.files or self.path
 
 
 @dataclass
@@ -197,6 +207,40 @@ def discover_cases(inputs: Sequence[str | Path], output: str | Path) -> list[Cas
     unique = sorted({p.resolve(): p for p in found}.values(), key=lambda p: str(p.resolve()))
     cases = [Case(name=n, path=p, input=str(p)) for n, p in zip(_case_names(unique), unique)]
     return cases + failed
+
+
+#: nnU-Net's channel file names: ``<case>_0000.nii.gz``, ``<case>_0001.nii.gz``, ...
+_CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+
+
+def group_channel_files(cases: Sequence[Case], channels: int) -> list[Case]:
+    """Join nnU-Net-style channel files (``<case>_0000``, ``<case>_0001``...) into one case each.
+
+    Only for a model with several input channels. A case must have exactly the files
+    ``_0000`` to ``_{channels-1:04d}``; otherwise it fails with the reason. Other inputs (a 4-D
+    file of channels, a DICOM folder) stay cases of their own.
+    """
+    if channels <= 1:
+        return list(cases)
+    groups: dict[tuple[Path, str], dict[int, Case]] = defaultdict(dict)
+    out: list[Case] = []
+    for case in cases:
+        match = _CHANNEL_FILE.match(strip_suffix(case.path)) if case.path is not None and case.path.is_file() else None
+        if match is None:
+            out.append(case)
+            continue
+        groups[(case.path.parent, match["case"])][int(match["channel"])] = case
+    for (_, name), members in sorted(groups.items(), key=lambda item: str(item[0])):
+        ordered = [members[c] for c in sorted(members)]
+        if sorted(members) != list(range(channels)):
+            found = ", ".join(f"_{c:04d}" for c in sorted(members))
+            out.append(Case(name=name, path=None, input=str(ordered[0].path), error=(
+                f"case {name} in {ordered[0].path.parent}: channel files {found}, but the model takes {channels} "
+                f"channels (_0000 to _{channels - 1:04d})")))
+            continue
+        out.append(Case(name=name, path=ordered[0].path, input=ordered[0].input,
+                        files=[m.path for m in ordered if m.path is not None]))
+    return sorted(out, key=lambda c: c.name)
 
 
 def case_outputs(out_dir: Path, name: str) -> dict[str, Path]:
@@ -313,7 +357,7 @@ def _run_case(case: Case, predictor: Predictor, out_dir: Path, options: InferOpt
     start = time.perf_counter()
     assert case.path is not None
     kind = detect_kind(case.path)
-    prediction: Prediction = predictor.predict(case.path, keep_image=options.statistics)
+    prediction: Prediction = predictor.predict(case.source, keep_image=options.statistics)
     paths = case_outputs(out_dir, case.name)
     label, affine = prediction.label, prediction.affine
     counts, volumes = class_volumes_ml(label, affine, cfg.data.num_classes)
@@ -350,6 +394,7 @@ def _run_case(case: Case, predictor: Predictor, out_dir: Path, options: InferOpt
         sidecar = {
             "case": case.name,
             "input": str(case.path.resolve()),
+            "input_files": [str(f.resolve()) for f in (case.files or [case.path])],
             "input_kind": kind,
             "outputs": {k: v.name for k, v in written.items()},
             "shape": [int(s) for s in label.shape[1:]],
@@ -426,6 +471,7 @@ def run_inference(inputs: Sequence[str | Path], output: str | Path, model: str |
     else:
         net, cfg = network
     cfg = options.apply(cfg)
+    cases = group_channel_files(cases, cfg.data.in_channels)
     device = resolve_device(cfg.infer.device)
     info = init_distributed(device)
     if info.enabled and device.type == "cuda":

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -185,14 +186,15 @@ class Predictor:
             total /= len(flips)
         return total
 
-    def load(self, image_path: str | Path) -> dict[str, Any]:
-        """Load one scan (NIfTI, NRRD or DICOM folder) and check it before any preprocessing.
+    def load(self, image_path: str | Path | Sequence[str | Path]) -> dict[str, Any]:
+        """Load one scan (NIfTI, NRRD or DICOM folder; a list of one per channel) and check it before any preprocessing.
 
         Raises:
             FileNotFoundError: no such file or folder.
             ValueError: unreadable, not 3-D, NaN/Inf voxels, or a channel count the model does not take.
         """
-        return self.check({"image": self.pre({"image": str(image_path)}, end=self._after_load)["image"]}, image_path)
+        image = str(image_path) if isinstance(image_path, (str, Path)) else [str(p) for p in image_path]
+        return self.check({"image": self.pre({"image": image}, end=self._after_load)["image"]}, image_path)
 
     def check(self, data: dict[str, Any], source: str | Path) -> dict[str, Any]:
         """Check a loaded (channel-first, RAS-affine) image before any preprocessing; return ``data``.
@@ -211,12 +213,12 @@ class Predictor:
         """Load, check and preprocess one scan (the model's orientation, spacing and intensity)."""
         return self.pre(self.load(image_path), start=self._after_load)
 
-    def predict(self, image_path: str | Path, probabilities: bool | None = None,
+    def predict(self, image_path: str | Path | Sequence[str | Path], probabilities: bool | None = None,
                 keep_image: bool = False) -> Prediction:
         """Predict one scan (NIfTI, NRRD or DICOM folder); the result lies on the scan's own grid.
 
         Args:
-            image_path: the scan.
+            image_path: the scan, or a list of one file per channel (multi-channel models).
             probabilities: also return per-class probabilities; ``None`` follows ``infer.save_probabilities``.
             keep_image: also return the scan as loaded (for per-structure intensity statistics).
 

@@ -45,8 +45,8 @@ from monai.transforms import AsDiscreted, Compose
 from monai.utils import set_determinism
 from torch.nn.parallel import DistributedDataParallel
 
-from medt3d.config import Config, config_to_dict, save_config
-from medt3d.data.datalist import Datalist, build_datalist, split_cases
+from medt3d.config import N_FOLDS, Config, config_to_dict, save_config
+from medt3d.data.datalist import Datalist, build_datalist, fold_cases, split_cases
 from medt3d.data.datasets import build_dataset
 from medt3d.data.preflight import check_cases
 from medt3d.data.transforms import build_train_transforms, build_val_transforms
@@ -107,7 +107,18 @@ def prepare_datalist(cfg: Config, data_dir: str | Path) -> Datalist:
     if not datalist.train:
         raise ValueError(f"{data_dir}: no training cases found (only {len(datalist.val)} validation and "
                          f"{len(datalist.test)} test case(s)); medt3d evaluate scores those")
-    if not datalist.val and cfg.train.val_interval > 0:  # no validation at all with val_interval 0
+    if datalist.channels is not None and len(datalist.channels) != cfg.data.in_channels:
+        raise ValueError(f"{data_dir}: the dataset has {len(datalist.channels)} channel(s) {datalist.channels} but "
+                         f"data.in_channels is {cfg.data.in_channels}; set --set data.in_channels="
+                         f"{len(datalist.channels)} (and data.channels to name them)")
+    if datalist.labels is not None and list(datalist.labels) != list(cfg.data.labels):
+        logger.warning("%s names the classes %s, the config's data.labels %s: label value i is trained as "
+                       "data.labels[i]", data_dir, datalist.labels, cfg.data.labels)
+    if not datalist.val and cfg.data.fold is not None:
+        datalist.train, datalist.val = fold_cases(datalist.train, cfg.data.fold, cfg.data.split_seed, N_FOLDS)
+        logger.info("validating on fold %d of a seeded %d-fold split (data.split_seed=%d): %d train / %d val",
+                    cfg.data.fold, N_FOLDS, cfg.data.split_seed, len(datalist.train), len(datalist.val))
+    elif not datalist.val and cfg.train.val_interval > 0:  # no validation at all with val_interval 0
         train, val = split_cases(datalist.train, cfg.data.val_fraction, cfg.data.split_seed)
         if not val:  # a single case: validate on it too, and say so
             val = list(train)
@@ -117,7 +128,7 @@ def prepare_datalist(cfg: Config, data_dir: str | Path) -> Datalist:
                 "no validation split in %s: using a seeded split (data.val_fraction=%s, data.split_seed=%s): "
                 "%d train / %d val", data_dir, cfg.data.val_fraction, cfg.data.split_seed, len(train), len(val))
         datalist.train, datalist.val = train, val
-    check_cases(datalist.train + datalist.val, cfg.data.num_classes)
+    check_cases(datalist.train + datalist.val, cfg.data.num_classes, cfg.data.in_channels)
     return datalist
 
 
