@@ -517,3 +517,24 @@ def test_bench_infer_measures_both_routes_in_fresh_processes(tmp_path: Path):
     assert result["settings"]["roi_size"] == [32, 32, 32]
     assert (tmp_path / "medt3d_small" / "ct_small_seg.nii.gz").is_file() and (tmp_path / "unet_small_seg.nii.gz").is_file()
     assert "| small | unet |" in result["table"]
+
+
+def test_a_gantry_tilted_series_is_segmented_on_its_corrected_grid_and_gets_no_dicom_seg(tmp_path: Path):
+    image, _ = blob_volume((20, 22, 12), (1.0, 1.0, 2.0), "LPS")
+    direction = np.eye(3)
+    direction[:, 2] = [0.0, np.tan(np.radians(12.0)), 1.0]  # the table steps along z, the slices are tilted
+    write_dicom_series(tmp_path / "tilted", image.astype(np.int16), (1.0, 1.0, 2.0), direction, (0, 0, 0),
+                       modality="CT")
+    from medt3d.data.io import read_header as header_of
+
+    corrected = header_of(tmp_path / "tilted").affine
+    summary = _run([tmp_path / "tilted"], tmp_path / "out", options=InferOptions(progress=False,
+                                                                                 output_formats=("dicom-seg",)))
+    assert summary["done"] == 1 and summary["failed_outputs"][0]["output"] == "dicom_seg"
+    assert "gantry-tilted" in summary["failed_outputs"][0]["error"]
+    label = nib.load(tmp_path / "out" / "tilted_seg.nii.gz")
+    np.testing.assert_allclose(label.affine, corrected, atol=1e-4)
+    assert np.allclose(np.linalg.norm(label.affine[:3, :3], axis=0), [1.0, 1.0, 2.0])  # the table step along z
+    columns = label.affine[:3, :3] / np.linalg.norm(label.affine[:3, :3], axis=0)
+    np.testing.assert_allclose(columns.T @ columns, np.eye(3), atol=1e-6)  # a regular grid, no shear left
+    assert not (tmp_path / "out" / "tilted_seg.dcm").exists() and np.asarray(label.dataobj).sum() > 0

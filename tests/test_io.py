@@ -236,12 +236,89 @@ def test_dicom_duplicate_positions(tmp_path: Path) -> None:
         load_volume(tmp_path / "s")
 
 
-def test_dicom_sheared_series_is_refused(tmp_path: Path) -> None:
+def _blob(world_lps: np.ndarray) -> np.ndarray:
+    """A smooth 1000 HU blob in world millimetres (LPS), for resampling checks."""
+    centre = np.array([8.0, 10.0, 14.0])
+    return 1000.0 * np.exp(-np.sum(((world_lps - centre) / np.array([6.0, 5.0, 7.0])) ** 2, axis=-1))
+
+
+def _sample(affine: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1).reshape(-1, 3)
+    world = (affine[:3, :3] @ grid.T).T + affine[:3, 3]
+    return _blob(world).reshape(shape)
+
+
+@pytest.mark.parametrize("tilt_deg", [15.0, -20.0])
+def test_gantry_tilted_series_is_moved_onto_a_regular_grid_with_a_warning(tmp_path: Path, caplog, tilt_deg) -> None:
+    from dicom_utils import lps_affine
+
+    shape, spacing = (24, 26, 16), (1.0, 1.0, 2.0)
+    t = np.radians(tilt_deg)
     direction = np.eye(3)
-    direction[:, 2] = np.array([0.0, 0.3, 1.0]) / np.linalg.norm([0.0, 0.3, 1.0])  # gantry tilt
-    write_dicom_series(tmp_path / "s", _volume(), SPACING, direction, ORIGIN)
-    with pytest.raises(ValueError, match="gantry tilt"):
+    direction[:, 2] = [0.0, np.tan(t), 1.0]  # the table steps 2 mm along z; each slice is shifted in y (a tilt)
+    sheared = lps_affine(spacing, direction, (0.0, 0.0, 0.0))
+    write_dicom_series(tmp_path / "s", np.rint(_sample(sheared, shape)).astype(np.int16), spacing, direction,
+                       (0.0, 0.0, 0.0), modality="CT")
+    with caplog.at_level("WARNING", logger="medt3d.data.io"):
+        img = load_volume(tmp_path / "s")
+    assert f"gantry tilt of {abs(tilt_deg):.2f} degrees" in caplog.text and "regular grid" in caplog.text
+    regular = lps_affine(spacing, np.eye(3), (0.0, 0.0, 0.0))  # axial planes, 2 mm apart along their normal
+    np.testing.assert_allclose(np.asarray(img.affine), np.diag([-1.0, -1.0, 1.0, 1.0]) @ regular, atol=1e-4)
+    expected = _sample(regular, shape)
+    # the blob, where the corrected voxel comes from inside the scanned slice (the rest is filled, not compared)
+    j, k = np.meshgrid(np.arange(shape[1]), np.arange(shape[2]), indexing="ij")
+    source_row = j - k * np.tan(t) * spacing[2] / spacing[1]
+    inside = (expected > 50) & ((source_row >= 0) & (source_row <= shape[1] - 1))[None]
+    error = np.abs(img[0].numpy() - expected)[inside]
+    assert error.max() < 40.0  # linear interpolation of a smooth blob (1000 HU peak)
+    assert np.abs(_sample(sheared, shape) - expected)[inside].max() > 300  # what stacking as given would give
+
+
+def test_uneven_shear_is_still_refused(tmp_path: Path) -> None:
+    import pydicom
+
+    files = write_dicom_series(tmp_path / "s", _volume(), SPACING, np.eye(3), ORIGIN)
+    ds = pydicom.dcmread(files[3])
+    position = [float(v) for v in ds.ImagePositionPatient]
+    ds.ImagePositionPatient = [position[0], position[1] + 3.0, position[2]]  # one slice off, the rest stacked
+    ds.save_as(files[3])
+    with pytest.raises(ValueError, match="not as a gantry tilt either"):
         load_volume(tmp_path / "s")
+
+
+@pytest.mark.parametrize("modality", ["CT", "MR"])
+def test_enhanced_multiframe_object_reads_as_its_classic_series(tmp_path: Path, modality: str) -> None:
+    import highdicom as hd
+    import pydicom
+    from dicom_utils import rotation
+
+    files = write_dicom_series(tmp_path / "classic", _volume(), SPACING, rotation(10.0, -5.0, 25.0), ORIGIN,
+                               modality=modality, shuffle=True)
+    convert = hd.legacy.LegacyConvertedEnhancedCTImage if modality == "CT" else hd.legacy.LegacyConvertedEnhancedMRImage
+    enhanced = convert([pydicom.dcmread(f) for f in files], series_instance_uid=hd.UID(), series_number=2,
+                       sop_instance_uid=hd.UID(), instance_number=1)
+    (tmp_path / "enhanced").mkdir()
+    enhanced.save_as(tmp_path / "enhanced" / "volume.dcm")
+    assert int(pydicom.dcmread(tmp_path / "enhanced" / "volume.dcm").NumberOfFrames) == len(files)
+    classic, multiframe = load_volume(tmp_path / "classic"), load_volume(tmp_path / "enhanced")
+    np.testing.assert_array_equal(multiframe.numpy(), classic.numpy())
+    np.testing.assert_allclose(np.asarray(multiframe.affine), np.asarray(classic.affine), atol=1e-4)
+    assert read_header(tmp_path / "enhanced").multiframe
+
+
+def test_enhanced_object_with_frames_that_are_no_volume_is_refused(tmp_path: Path) -> None:
+    import highdicom as hd
+    import pydicom
+
+    files = write_dicom_series(tmp_path / "classic", _volume(), SPACING, np.eye(3), ORIGIN, modality="CT",
+                               skip_slices=[2])  # a missing frame position
+    enhanced = hd.legacy.LegacyConvertedEnhancedCTImage([pydicom.dcmread(f) for f in files],
+                                                        series_instance_uid=hd.UID(), series_number=2,
+                                                        sop_instance_uid=hd.UID(), instance_number=1)
+    (tmp_path / "enhanced").mkdir()
+    enhanced.save_as(tmp_path / "enhanced" / "volume.dcm")
+    with pytest.raises(ValueError, match=r"volume.dcm do not form one regular 3-D volume"):
+        load_volume(tmp_path / "enhanced")
 
 
 def test_dicom_truncated_file(tmp_path: Path) -> None:

@@ -45,6 +45,7 @@ __all__ = [
     "LoadVolumed",
     "VolumeInfo",
     "check_dicom_series",
+    "correct_tilt",
     "detect_kind",
     "find_inputs",
     "image_files",
@@ -194,6 +195,8 @@ class _Series:
     files: list[Path]
     affine: np.ndarray  # RAS
     shape: tuple[int, int, int]
+    multiframe: bool = False
+    tilt_shifts: np.ndarray | None = None
 
 
 def _floats(value: Any, count: int) -> np.ndarray | None:
@@ -299,6 +302,93 @@ def _drop_scouts(slices: list[_Slice], where: str) -> list[_Slice]:
     return kept
 
 
+def _multiframe_geometry(path: Path, where: str) -> tuple[Any, np.ndarray, bool, tuple[int, int, int]]:
+    """highdicom's image of an enhanced object, its voxel-to-LPS affine in medt3d's axis order
+    (x = columns, y = rows, z = slices ascending along the slice normal), whether highdicom's slice
+    order is reversed against that, and the shape (x, y, z)."""
+    import highdicom as hd
+
+    try:
+        image = hd.imread(str(path), lazy_frame_retrieval=True)
+        geometry = image.get_volume_geometry()
+    except Exception as err:  # highdicom raises many kinds on odd objects: name the file, not the library
+        raise ValueError(f"{where}: cannot read the enhanced multi-frame DICOM file {path.name}: {_short(err)}") from None
+    if geometry is None:
+        raise ValueError(f"{where}: the frames of {path.name} do not form one regular 3-D volume (missing, "
+                         "repeated or unevenly spaced frame positions, or several orientations)")
+    hd_affine = np.asarray(geometry.affine, dtype=np.float64)  # (slice, row, column) -> LPS
+    n_slices, n_rows, n_columns = (int(v) for v in geometry.spatial_shape)
+    lps = np.eye(4)
+    lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = hd_affine[:3, 2], hd_affine[:3, 1], hd_affine[:3, 0], hd_affine[:3, 3]
+    flip = float(lps[:3, 2] @ np.cross(lps[:3, 0], lps[:3, 1])) < 0
+    if flip:
+        lps[:3, 3] += lps[:3, 2] * (n_slices - 1)
+        lps[:3, 2] = -lps[:3, 2]
+    return image, lps, flip, (n_columns, n_rows, n_slices)
+
+
+def _multiframe_series(path: Path, uid: str, where: str) -> _Series:
+    """Geometry of an enhanced (multi-frame) CT/MR object, from its functional groups (highdicom)."""
+    _, lps, _, shape = _multiframe_geometry(path, where)
+    return _Series(uid=uid, files=[path], affine=_lps_to_ras(lps), shape=shape, multiframe=True)
+
+
+def _read_multiframe(info: VolumeInfo, dtype: Any) -> Any:
+    """The voxels of an enhanced object (modality LUT applied: HU for CT) as a (1, X, Y, Z) MetaTensor."""
+    image, _, flip, _ = _multiframe_geometry(info.files[0], str(info.path))
+    try:
+        volume = image.get_volume(dtype=np.float32)
+    except Exception as err:
+        raise ValueError(f"cannot read the frames of {info.files[0]}: {_short(err)}; the file may be corrupt or "
+                         "truncated") from None
+    array = np.transpose(np.asarray(volume.array), (2, 1, 0))  # (slice, row, column) -> (x, y, z)
+    if flip:
+        array = array[:, :, ::-1]
+    tensor = torch.from_numpy(np.ascontiguousarray(array[None]).astype(dtype, copy=False))
+    affine = torch.as_tensor(info.affine, dtype=torch.float64)
+    meta = {"filename_or_obj": str(info.path), "original_affine": affine.clone(), "space": "RAS",
+            "spatial_shape": np.asarray(array.shape), "spacing": np.asarray(voxel_spacing(info.affine)),
+            "original_channel_dim": float("nan")}  # as MONAI's LoadImage sets them for a classic series
+    return MetaTensor(tensor, affine=affine, meta=meta)
+
+
+def _gantry_tilt(slices: list[_Slice], off_normal: np.ndarray, step: float, where: str) -> np.ndarray:
+    """Per-slice in-plane shifts (x, y) in voxels that put a gantry-tilted series onto a regular grid.
+
+    With a tilted gantry the slices step along the table, not along their normal: slice ``k`` is
+    ``k`` times a constant in-plane offset away from the stack. Moving each slice back by its offset
+    (as dcm2niix does) gives a regular grid along the true slice normal. An offset that does not
+    grow evenly with the slice index is no tilt, and is refused.
+    """
+    n = len(slices)
+    per_slice = off_normal[-1] / (n - 1)
+    uneven = np.linalg.norm(off_normal - np.outer(np.arange(n), per_slice), axis=1)
+    if uneven.max() > SHEAR_ATOL_MM:
+        worst = int(np.argmax(uneven))
+        raise ValueError(
+            f"{where}: slice positions are not stacked along the slice normal, and not as a gantry tilt either "
+            f"({slices[worst].path.name} is {uneven[worst]:.3f} mm off an even tilt); resample it first")
+    row_cos, col_cos = slices[0].orientation[:3], slices[0].orientation[3:]
+    spacing_rows, spacing_columns = slices[0].pixel_spacing
+    shift = np.array([per_slice @ row_cos / spacing_columns, per_slice @ col_cos / spacing_rows])
+    angle = float(np.degrees(np.arctan2(np.linalg.norm(per_slice), step)))
+    _warn_once(f"{where}: gantry tilt of {angle:.2f} degrees: the slices are moved onto a regular grid along their "
+               f"normal (as dcm2niix does; linear interpolation, up to {np.abs(shift).max() * (n - 1):.1f} voxels "
+               "in-plane); labels are written on that corrected grid")
+    return np.outer(np.arange(n), shift)
+
+
+def correct_tilt(array: np.ndarray, shifts: np.ndarray) -> np.ndarray:
+    """Move each slice ``array[:, :, k]`` by ``shifts[k]`` voxels (x, y), linearly; edges take the lowest value."""
+    from scipy.ndimage import shift as shift_image
+
+    out = np.empty_like(array)
+    fill = float(array.min())
+    for k in range(array.shape[2]):
+        out[:, :, k] = shift_image(array[:, :, k], shifts[k], order=1, mode="constant", cval=fill)
+    return out
+
+
 def _scan_series(folder: str | Path, series_uid: str | None = None) -> _Series:
     """Validate one DICOM series in ``folder`` and compute its geometry from the headers."""
     folder = Path(folder)
@@ -324,13 +414,14 @@ def _scan_series(folder: str | Path, series_uid: str | None = None) -> _Series:
     where = f"{folder} (series {uid})"
     slices = _drop_scouts(slices, where)
 
-    # 1) every slice must be a single frame with a size and a place in space
-    multi = [s.path.name for s in slices if s.frames > 1]
+    # 1) one enhanced multi-frame file holds the whole volume; else every slice is a single frame
+    multi = [s.path for s in slices if s.frames > 1]
     if multi:
-        problems.append(
-            f"{where}: multi-frame DICOM file(s) {', '.join(multi[:5])} are not supported; "
-            "convert the series to NIfTI (e.g. with dcm2niix)"
-        )
+        if len(slices) > 1:
+            raise ValueError(f"{where}: {len(slices)} files of which {len(multi)} multi-frame "
+                             f"({', '.join(p.name for p in multi[:5])}); an enhanced series is one multi-frame "
+                             "file: put each in its own folder")
+        return _multiframe_series(multi[0], uid, where)
     for attr, tag in (("position", "ImagePositionPatient"), ("orientation", "ImageOrientationPatient"),
                       ("pixel_spacing", "PixelSpacing")):
         missing = [s.path.name for s in slices if getattr(s, attr) is None]
@@ -356,7 +447,8 @@ def _scan_series(folder: str | Path, series_uid: str | None = None) -> _Series:
     if problems:
         raise ValueError("; ".join(problems))
 
-    # 3) positions along the slice normal: distinct, evenly spaced, no shear
+    # 3) positions along the slice normal: distinct, evenly spaced; a shear is a gantry tilt, corrected
+    tilt_shifts = None
     row_cos, col_cos = slices[0].orientation[:3], slices[0].orientation[3:]
     normal = np.cross(row_cos, col_cos)
     if not np.isclose(np.linalg.norm(normal), 1.0, atol=1e-3):
@@ -398,11 +490,7 @@ def _scan_series(folder: str | Path, series_uid: str | None = None) -> _Series:
         off_normal = offsets - np.outer(offsets @ normal, normal)
         worst = int(np.argmax(np.linalg.norm(off_normal, axis=1)))
         if np.linalg.norm(off_normal[worst]) > SHEAR_ATOL_MM:
-            raise ValueError(
-                f"{where}: slice positions are not stacked along the slice normal (gantry tilt or sheared "
-                f"series; {slices[worst].path.name} is {np.linalg.norm(off_normal[worst]):.3f} mm off it); "
-                "resample it first (e.g. dcm2niix corrects gantry tilt)"
-            )
+            tilt_shifts = _gantry_tilt(slices, off_normal, step, where)
     else:
         step = 1.0  # a single slice: the thickness does not matter, the volume is rejected as 2-D
     if len(slices) == 2:
@@ -417,7 +505,7 @@ def _scan_series(folder: str | Path, series_uid: str | None = None) -> _Series:
     lps[:3, 3] = slices[0].position
     ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
     return _Series(uid=uid, files=[s.path for s in slices], affine=ras,
-                   shape=(int(slices[0].columns), int(slices[0].rows), len(slices)))
+                   shape=(int(slices[0].columns), int(slices[0].rows), len(slices)), tilt_shifts=tilt_shifts)
 
 
 def check_dicom_series(folder: str | Path, series_uid: str | None = None) -> list[Path]:
@@ -450,6 +538,9 @@ class VolumeInfo:
         affine: 4x4 voxel-to-world matrix in RAS millimetres (MONAI's convention).
         files: for a DICOM series, its files in slice order.
         series_uid: for a DICOM series, its SeriesInstanceUID.
+        multiframe: the series is one enhanced (multi-frame) DICOM file.
+        tilt_shifts: for a gantry-tilted series, each slice's in-plane shift (x, y) in voxels onto
+            the regular grid that ``affine`` describes (see :func:`correct_tilt`); None otherwise.
     """
 
     path: Path
@@ -458,6 +549,8 @@ class VolumeInfo:
     affine: np.ndarray
     files: list[Path] = field(default_factory=list)
     series_uid: str | None = None
+    multiframe: bool = False
+    tilt_shifts: np.ndarray | None = None
 
     @property
     def spacing(self) -> tuple[float, ...]:
@@ -480,7 +573,8 @@ def read_header(path: str | Path, series_uid: str | None = None) -> VolumeInfo:
     kind = detect_kind(path)
     if kind == DICOM:
         series = _scan_series(path, series_uid)
-        return VolumeInfo(path, kind, series.shape, series.affine, series.files, series.uid)
+        return VolumeInfo(path, kind, series.shape, series.affine, series.files, series.uid, series.multiframe,
+                          series.tilt_shifts)
     if kind == NIFTI:
         import nibabel as nib
 
@@ -655,6 +749,8 @@ def load_volume(path: str | Path, series_uid: str | None = None, dtype: Any = np
     info = read_header(path, series_uid)
     require_3d(info, channels)
     n_channels = info.shape[3] if len(info.shape) == 4 else 1
+    if info.multiframe:
+        return _read_multiframe(info, dtype)
     reader = _reader_for(info.kind, info.series_uid)
     try:
         # the reader is given at call time: LoadImage would otherwise fall back to its other readers
@@ -674,7 +770,12 @@ def load_volume(path: str | Path, series_uid: str | None = None, dtype: Any = np
             f"{path}: read an array of shape {tuple(img.shape)}, expected ({n_channels}, "
             f"{', '.join(map(str, expected))}) from its header"
         )
-    if not np.allclose(np.asarray(img.affine), info.affine, atol=GEOMETRY_ATOL_MM):
+    if info.tilt_shifts is not None:  # ITK stacks the slices as given: move them onto the corrected grid
+        array = correct_tilt(img[0].numpy(), info.tilt_shifts)
+        img = MetaTensor(torch.from_numpy(array[None]), affine=torch.as_tensor(info.affine, dtype=torch.float64),
+                         meta={**{k: v for k, v in img.meta.items() if k != "affine"},
+                               "original_affine": torch.as_tensor(info.affine, dtype=torch.float64)})
+    elif not np.allclose(np.asarray(img.affine), info.affine, atol=GEOMETRY_ATOL_MM):
         raise ValueError(f"{path}: the reader's affine disagrees with the header's; refusing a wrong geometry")
     img.meta["filename_or_obj"] = str(path)
     return img

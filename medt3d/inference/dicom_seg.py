@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from medt3d import __version__
-from medt3d.data.io import check_dicom_series
+from medt3d.data.io import read_header
 from medt3d.io_utils import atomic_path
 
 __all__ = ["label_map_frames", "write_dicom_seg"]
@@ -65,14 +65,22 @@ def write_dicom_seg(label: Any, series_folder: str | Path, out_path: str | Path,
         Notes on what was mended, for the case's sidecar.
 
     Raises:
-        ValueError: the label does not fit the series, the series has no FrameOfReferenceUID, or
-            highdicom refuses the source headers (the message names the folder).
+        ValueError: the label does not fit the series, the series has no FrameOfReferenceUID, is
+            an enhanced multi-frame object or gantry-tilted, or highdicom refuses the source headers
+            (the message names the folder).
     """
     import highdicom as hd
     import pydicom
     from pydicom.sr.codedict import codes
 
-    files = check_dicom_series(series_folder, series_uid)
+    info = read_header(series_folder, series_uid)
+    if info.multiframe:
+        raise ValueError(f"{series_folder}: no DICOM SEG for an enhanced (multi-frame) source yet; the NIfTI label "
+                         "holds the result")
+    if info.tilt_shifts is not None:
+        raise ValueError(f"{series_folder}: no DICOM SEG for a gantry-tilted series: its label lies on the corrected "
+                         "(resampled) grid, which no source frame shares; the NIfTI label carries that grid")
+    files = info.files
     sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
     if "FrameOfReferenceUID" not in sources[0]:
         raise ValueError(f"{series_folder}: cannot write a DICOM SEG: the series has no FrameOfReferenceUID, which "
