@@ -80,7 +80,8 @@ def test_folder_of_mixed_inputs_gives_labels_on_each_scans_grid_and_sidecars(sca
         assert sidecar["input"] == str(source.resolve())
         assert sidecar["outputs"]["label"] == f"{name}_seg.nii.gz"
         assert sidecar["seconds"] > 0 and sidecar["model"]["network"] == "medt3d"
-        assert set(sidecar["timings"]) == {"load_s", "preprocess_s", "windows_s", "postprocess_s"}
+        assert set(sidecar["timings"]) == {"load_s", "preprocess_s", "windows_s", "postprocess_s", "write_s"}
+        assert set(sidecar["peak_rss_mb"]) == {"load", "preprocess", "windows", "postprocess", "write"}
         assert sum(sidecar["timings"].values()) <= sidecar["seconds"]
         assert sidecar["inference"]["roi_size"] == [16, 16, 16]
     written = json.loads((out / "summary.json").read_text())
@@ -509,11 +510,18 @@ def test_bench_infer_measures_both_routes_in_fresh_processes(tmp_path: Path):
     from medt3d.bench.inference import bench_infer
 
     cfg = threshold_config("network.preset=tiny", "preprocess.spacing=[1.5,1.5,2.0]", "patch.roi_size=[32,32,32]")
-    result = bench_infer(cfg, tmp_path, volumes={"small": ((24, 24, 16), (1.0, 1.0, 1.5))}, log=lambda m: None)
+    result = bench_infer(cfg, tmp_path, volumes={"small": ((24, 24, 16), (1.0, 1.0, 1.5))}, log=lambda m: None,
+                         batch=2)
     rows = result["rows"]
     assert [(r["network"], r["rc"]) for r in rows] == [("medt3d-tiny", 0), ("unet", 0)], result
     for row in rows:
         assert 0 < row["peak_rss_gb"] < 8 and row["process_wall_s"] >= row["case_s"] >= row["window_s"] >= 0
+        assert set(row["phases_s"]) == {"load", "preprocess", "windows", "postprocess", "write"}
+        assert sum(row["phases_s"].values()) <= row["case_s"] + 0.05
+        assert set(row["phase_peak_mb"]) == set(row["phases_s"]) and max(row["phase_peak_mb"].values()) > 50
+    assert rows[0]["batch"] == 2 and rows[0]["batch_rc"] == 0 and rows[0]["batch_process_wall_s"] > 0
+    assert len(list((tmp_path / "medt3d_small_batch_out").glob("*_seg.nii.gz"))) == 2
+    assert "Batch of 2 on small" in result["table"]
     assert result["settings"]["roi_size"] == [32, 32, 32]
     assert (tmp_path / "medt3d_small" / "ct_small_seg.nii.gz").is_file() and (tmp_path / "unet_small_seg.nii.gz").is_file()
     assert "| small | unet |" in result["table"]

@@ -253,3 +253,43 @@ def test_resampling_the_probabilities_gives_smoother_labels_on_a_finer_scan(tmp_
     same_grid = [threshold_predictor("preprocess.spacing=null", f"infer.resample={mode}").predict(scan).label
                  for mode in ("labels", "probabilities")]
     np.testing.assert_array_equal(same_grid[0].numpy(), same_grid[1].numpy())
+
+
+def test_argmax_channels_equals_torch_argmax_ties_included():
+    from medt3d.inference.predictor import argmax_channels
+
+    prob = torch.rand(4, 9, 8, 7)
+    prob[2, :3] = prob[1, :3] = prob[:, :3].max(0).values + 1  # ties between channels 1 and 2: the first wins
+    np.testing.assert_array_equal(argmax_channels(prob).numpy()[0], torch.argmax(prob, 0).numpy())
+
+
+@pytest.mark.parametrize("frame", ["RAS", "LPS", "PIL"])
+def test_label_back_to_the_scan_by_index_lists_equals_monai_inversion(tmp_path, frame):
+    """The axis-parallel gather gives MONAI's Invertd labels, on grids chosen so that no voxel is a tie."""
+    from medt3d.inference.predictor import Predictor, nearest_on_grid
+
+    image, affine = blob_volume((23, 19, 11), (0.9, 1.1, 2.3), frame)
+    scan = save(tmp_path / "scan.nii.gz", image, affine)
+    predictor = Predictor(ThresholdNet(), threshold_config("preprocess.spacing=[1.5, 1.5, 1.5]",
+                                                           "preprocess.crop_foreground=true"), "cpu")
+    data = predictor.load(scan)
+    shape, scan_affine = tuple(data["image"].shape[1:]), data["image"].affine.clone()
+    pre = predictor.pre(data, start=predictor._after_load)
+    model_image = pre["image"]
+    rng = np.random.default_rng(0)
+    label = torch.from_numpy(rng.integers(0, 3, size=model_image.shape[1:]).astype(np.uint8))[None]
+    fast = nearest_on_grid(label, model_image.affine, scan_affine, shape)
+    onehot = torch.nn.functional.one_hot(label[0].long(), 3).permute(3, 0, 1, 2).float()
+    slow = predictor.post_label({**pre, "pred": predictor._like(model_image, onehot)})["pred"]
+    assert fast is not None and tuple(fast.shape) == (1, *shape)
+    np.testing.assert_array_equal(fast.numpy(), slow.numpy())
+    np.testing.assert_allclose(np.asarray(fast.affine), np.asarray(scan_affine), atol=1e-6)
+
+
+def test_label_back_to_a_rotated_grid_is_left_to_monai():
+    from medt3d.inference.predictor import nearest_on_grid
+
+    angle = np.radians(20.0)
+    rotated = np.eye(4)
+    rotated[:2, :2] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
+    assert nearest_on_grid(torch.zeros(1, 4, 4, 4, dtype=torch.uint8), np.eye(4), rotated, (4, 4, 4)) is None

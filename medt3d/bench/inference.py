@@ -9,6 +9,8 @@ window batch size, followed by the same inversion onto the scan's grid and a NIf
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -63,17 +65,21 @@ def write_bench_ct(path: str | Path, shape: tuple[int, int, int], spacing: tuple
 def infer_worker(report: str, spec: dict[str, Any]) -> None:
     """Run what ``medt3d infer SCAN --model MODEL --output OUT`` runs, in this (fresh) process.
 
-    Writes the exit code, wall time and peak memory to ``report``. ``spec`` holds ``scan``,
-    ``model``, ``output`` and ``device``.
+    Writes the exit code, wall time and peak memory to ``report``. ``spec`` holds ``scans`` (one,
+    or several for a batch), ``model``, ``output`` and ``device``. The cases' sidecars hold each
+    phase's peak (the predictor restarts the peak counter per phase), so the process peak is the
+    largest of those and of what ran outside them.
     """
     from medt3d.inference.batch import InferOptions, run_inference
 
     start = time.perf_counter()
-    summary = run_inference([spec["scan"]], spec["output"], model=spec["model"],
+    summary = run_inference(spec["scans"], spec["output"], model=spec["model"],
                             options=InferOptions(device=spec["device"], progress=False))
     rc = int(summary["exit_code"])
-    Path(report).write_text(json.dumps({"rc": rc, "wall_s": time.perf_counter() - start,
-                                        "peak_gb": _peak_memory_gb()}))
+    phases = [v for case in Path(spec["output"]).glob("*_seg.json")
+              for v in json.loads(case.read_text()).get("peak_rss_mb", {}).values()]
+    peak = max([_peak_memory_gb(), *(v * 1024 * 1024 / 1e9 for v in phases)])
+    Path(report).write_text(json.dumps({"rc": rc, "wall_s": time.perf_counter() - start, "peak_gb": peak}))
     sys.exit(rc)
 
 
@@ -89,6 +95,7 @@ def monai_unet_worker(report: str, spec: dict[str, Any]) -> None:
     from medt3d.config import config_from_dict
     from medt3d.data.nifti import write_nifti
     from medt3d.data.transforms import build_infer_transforms, build_postprocessing
+    from medt3d.inference.predictor import peak_rss_mb
     from medt3d.networks import build_network
 
     start = time.perf_counter()
@@ -98,21 +105,36 @@ def monai_unet_worker(report: str, spec: dict[str, Any]) -> None:
     net = build_network(cfg).to(device).eval()
     pre = build_infer_transforms(cfg)
     post = build_postprocessing(cfg, pre, argmax=True)
-    case_start = time.perf_counter()
-    data = pre({"image": spec["scan"]})
+    phases: dict[str, float] = {}
+    peaks: dict[str, float] = {}
+    peak_rss_mb(reset=True)
+    clock = case_start = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        phases[name], clock = round(now - clock, 3), now
+        peaks[name] = peak_rss_mb(reset=True) or 0.0
+
+    data = pre({"image": spec["scan"]}, end=1)  # LoadVolumed
+    lap("load")
+    data = pre(data, start=1)
+    lap("preprocess")
     with torch.no_grad():
-        window_start = time.perf_counter()
         logits = sliding_window_inference(
             data["image"].unsqueeze(0).to(device), roi_size=cfg.patch.roi_size, sw_batch_size=cfg.infer.sw_batch_size,
             predictor=net, overlap=cfg.infer.overlap, mode=cfg.infer.mode, sw_device=device,
             device=torch.device("cpu"))
-        window_s = time.perf_counter() - window_start
+    lap("windows")
     pred = post({**data, "pred": logits[0]})["pred"]
     del logits
+    lap("postprocess")
     write_nifti(pred, pred.affine, spec["output"], dtype=None)
+    lap("write")
     now = time.perf_counter()
     Path(report).write_text(json.dumps({"rc": 0, "wall_s": now - start, "case_s": now - case_start,
-                                        "window_s": window_s, "peak_gb": _peak_memory_gb(),
+                                        "phases_s": phases, "phase_peak_mb": peaks,
+                                        "peak_gb": max(_peak_memory_gb(), max(peaks.values()) * 1024 * 1024 / 1e9),
                                         "parameters": sum(p.numel() for p in net.parameters())}))
 
 
@@ -126,7 +148,7 @@ def _spawn(code: str, args: list[str], log: Path) -> tuple[int, float]:
 
 def bench_infer(cfg: Config, output: str | Path,
                 volumes: Sequence[str] | dict[str, tuple[tuple[int, int, int], tuple[float, float, float]]] | None = None,
-                device: str = "cpu", log: Log = print) -> dict[str, Any]:
+                device: str = "cpu", log: Log = print, batch: int = 1) -> dict[str, Any]:
     """Time whole-scan inference: MedT3D through ``medt3d infer`` and MONAI UNet through
     ``sliding_window_inference`` with the same preprocessing, ROI, overlap, blending and window
     batch, each in a fresh process (wall time of the process, its peak resident memory).
@@ -140,6 +162,8 @@ def bench_infer(cfg: Config, output: str | Path,
         volumes: names from :data:`INFER_VOLUMES` (default: all), or a mapping like it.
         device: where the windows run.
         log: progress messages.
+        batch: also run ``medt3d infer`` on this many copies of each scan in one process (> 1), to
+            see how a batch compares with that many single runs.
 
     Returns:
         ``settings``, one row per (volume, network) in ``rows``, and a Markdown ``table``.
@@ -179,7 +203,7 @@ def bench_infer(cfg: Config, output: str | Path,
         log(f"infer: {name}: MedT3D ({cfg.network.preset}) through medt3d infer")
         pred_dir = out / f"medt3d_{name}"
         report = out / f"medt3d_{name}.json"
-        spec = {"scan": str(scan), "model": str(ckpt), "output": str(pred_dir), "device": device}
+        spec = {"scans": [str(scan)], "model": str(ckpt), "output": str(pred_dir), "device": device}
         rc, wall = _spawn("import json, sys; from medt3d.bench.inference import infer_worker; "
                           "infer_worker(sys.argv[1], json.loads(sys.argv[2]))",
                           [str(report), json.dumps(spec)], out / f"medt3d_{name}.log")
@@ -188,7 +212,29 @@ def bench_infer(cfg: Config, output: str | Path,
         if rc == 0:
             sidecar = json.loads((pred_dir / f"ct_{name}_seg.json").read_text())
             row.update(peak_rss_gb=round(json.loads(report.read_text())["peak_gb"], 2),
-                       case_s=round(sidecar["seconds"], 1), window_s=round(sidecar["timings"]["windows_s"], 1))
+                       case_s=round(sidecar["seconds"], 1), window_s=round(sidecar["timings"]["windows_s"], 1),
+                       phases_s={k.removesuffix("_s"): v for k, v in sidecar["timings"].items()},
+                       phase_peak_mb=sidecar.get("peak_rss_mb", {}))
+        if rc == 0 and batch > 1:
+            log(f"infer: {name}: MedT3D on a batch of {batch} copies in one process")
+            copies = out / f"batch_{name}"
+            copies.mkdir(exist_ok=True)
+            for i in range(batch):
+                copy = copies / f"ct_{name}_{i}.nii.gz"
+                if not copy.exists():  # hard links: distinct cases (symlinks resolve to one), no copied bytes
+                    try:
+                        os.link(scan, copy)
+                    except OSError:
+                        shutil.copyfile(scan, copy)
+            batch_report = out / f"medt3d_{name}_batch.json"
+            spec = {**spec, "scans": [str(copies)], "output": str(out / f"medt3d_{name}_batch_out")}
+            rc_b, wall_b = _spawn("import json, sys; from medt3d.bench.inference import infer_worker; "
+                                  "infer_worker(sys.argv[1], json.loads(sys.argv[2]))",
+                                  [str(batch_report), json.dumps(spec)], out / f"medt3d_{name}_batch.log")
+            row.update(batch=batch, batch_rc=rc_b, batch_process_wall_s=round(wall_b, 1),
+                       batch_over_single=round(wall_b / wall, 2),
+                       batch_peak_rss_gb=round(json.loads(batch_report.read_text())["peak_gb"], 2) if rc_b == 0
+                       else None)
         rows.append(row)
 
         log(f"infer: {name}: MONAI UNet through sliding_window_inference")
@@ -203,7 +249,8 @@ def bench_infer(cfg: Config, output: str | Path,
         if rc == 0:
             measured = json.loads(report.read_text())
             row.update(parameters=measured["parameters"], peak_rss_gb=round(measured["peak_gb"], 2),
-                       case_s=round(measured["case_s"], 1), window_s=round(measured["window_s"], 1))
+                       case_s=round(measured["case_s"], 1), window_s=round(measured["phases_s"]["windows"], 1),
+                       phases_s=measured["phases_s"], phase_peak_mb=measured["phase_peak_mb"])
         rows.append(row)
         result = {"settings": settings, "rows": rows, "table": format_infer_table(rows)}
         atomic_write_text(out / "bench_infer.json", json.dumps(result, indent=2))
@@ -213,14 +260,25 @@ def bench_infer(cfg: Config, output: str | Path,
     return {"settings": settings, "rows": rows, "table": format_infer_table(rows)}
 
 
+PHASES = ("load", "preprocess", "windows", "postprocess", "write")
+
+
 def format_infer_table(rows: Sequence[dict[str, Any]]) -> str:
-    """Markdown table of :func:`bench_infer` rows."""
-    lines = ["| volume | network | route | process wall s | case s | windows s | peak RSS GB |",
-             "|---|---|---|---|---|---|---|"]
+    """Markdown table of :func:`bench_infer` rows: seconds (and peak MiB) of each phase."""
+    lines = ["| volume | network | route | process wall s | case s | " + " | ".join(f"{p} s (peak MiB)" for p in PHASES)
+             + " | peak RSS GB | case / windows |", "|---|---|---|---|---|" + "---|" * len(PHASES) + "---|---|"]
     for r in rows:
         if r["rc"] != 0:
-            lines.append(f"| {r['volume']} | {r['network']} | {r['route']} | failed (exit {r['rc']}) | | | |")
+            lines.append(f"| {r['volume']} | {r['network']} | {r['route']} | failed (exit {r['rc']}) |"
+                         + " |" * (len(PHASES) + 3))
             continue
+        cells = [f"{r['phases_s'].get(p, 0):.2f} ({r['phase_peak_mb'].get(p, 0):.0f})" for p in PHASES]
+        ratio = r["case_s"] / r["window_s"] if r["window_s"] else float("nan")
         lines.append(f"| {r['volume']} | {r['network']} | {r['route']} | {r['process_wall_s']} | {r['case_s']} | "
-                     f"{r['window_s']} | {r['peak_rss_gb']} |")
+                     + " | ".join(cells) + f" | {r['peak_rss_gb']} | {ratio:.2f} |")
+    batches = [r for r in rows if r.get("batch")]
+    for r in batches:
+        lines.append("")
+        lines.append(f"Batch of {r['batch']} on {r['volume']} in one process: {r['batch_process_wall_s']} s "
+                     f"({r['batch_over_single']}x one case's process), peak RSS {r['batch_peak_rss_gb']} GB.")
     return "\n".join(lines)

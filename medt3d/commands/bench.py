@@ -37,7 +37,8 @@ def _networks(cfg, args: argparse.Namespace, log: Callable[[str], None]) -> dict
 def _infer(cfg, args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
     from medt3d.bench.inference import bench_infer
 
-    return bench_infer(cfg, args.infer_dir, volumes=args.infer_volumes, device=args.infer_device, log=log)
+    return bench_infer(cfg, args.infer_dir, volumes=args.infer_volumes, device=args.infer_device, log=log,
+                       batch=args.infer_batch)
 
 
 def _quality(cfg, args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
@@ -118,6 +119,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help=f"folder for phantom scans (made once, reused), checkpoint, predictions and logs "
                           f"(default: {DEFAULT_DIR})")
     inf.add_argument("--infer-device", default="cpu", help="where the windows run (default: cpu)")
+    inf.add_argument("--infer-batch", type=int, default=1, metavar="N",
+                     help="also run medt3d infer on N copies of each scan in one process, against N single runs")
     qual = p.add_argument_group("--quality options")
     qual.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S,
                       help=f"training seconds per network and run (default {DEFAULT_BUDGET_S:.0f})")

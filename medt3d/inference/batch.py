@@ -31,6 +31,7 @@ import time
 import traceback
 from collections import defaultdict
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -53,6 +54,7 @@ from medt3d.inference.predictor import (
     Prediction,
     Predictor,
     override_config,
+    peak_rss_mb,
     sha256_file,
 )
 from medt3d.inference.slicer_seg import SLICER_SEG_SUFFIX, write_slicer_segmentation
@@ -351,13 +353,15 @@ def _settings(cfg: Config, device: torch.device) -> dict[str, Any]:
 
 
 def _run_case(case: Case, predictor: Predictor, out_dir: Path, options: InferOptions, model_info: dict[str, Any],
-              table: list[dict[str, Any]], info: DistInfo) -> CaseResult:
+              table: list[dict[str, Any]], info: DistInfo, loaded: Future | None = None) -> CaseResult:
     """Predict one case and write its files (all or none)."""
     cfg = predictor.cfg
     start = time.perf_counter()
     assert case.path is not None
     kind = detect_kind(case.path)
-    prediction: Prediction = predictor.predict(case.source, keep_image=options.statistics)
+    prediction: Prediction = predictor.predict(case.source, keep_image=options.statistics, loaded=loaded)
+    write_start = time.perf_counter()
+    peak_rss_mb(reset=True)
     paths = case_outputs(out_dir, case.name)
     label, affine = prediction.label, prediction.affine
     counts, volumes = class_volumes_ml(label, affine, cfg.data.num_classes)
@@ -406,7 +410,8 @@ def _run_case(case: Case, predictor: Predictor, out_dir: Path, options: InferOpt
             "statistics": (structure_statistics(prediction.image, label, table)
                            if prediction.image is not None else None),
             "seconds": round(seconds, 3),
-            "timings": prediction.timings,
+            "timings": {**prediction.timings, "write_s": round(time.perf_counter() - write_start, 3)},
+            "peak_rss_mb": {**prediction.peak_rss_mb, **_write_peak()},
             "model": model_info,
             "inference": _settings(cfg, predictor.device),
             "notes": notes,
@@ -484,9 +489,21 @@ def run_inference(inputs: Sequence[str | Path], output: str | Path, model: str |
         results: list[CaseResult] = []
         bar = tqdm(mine, desc="cases" if not info.enabled else f"cases (rank {info.rank})", unit="case",
                    disable=not options.progress, position=info.rank if info.enabled else None)
-        for case in bar:
-            bar.set_postfix_str(case.name, refresh=False)
-            results.append(_one(case, predictor, out_dir, options, model_info, table, info))
+        # one reader thread reads the next scan while this one is predicted: at most one case ahead
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="medt3d-read") as reader:
+            ahead: dict[int, Future] = {}
+
+            def read_ahead(index: int) -> None:
+                if index < len(mine) and mine[index].path is not None and not _skippable(
+                        mine[index], out_dir, options, model_info):
+                    ahead[index] = reader.submit(predictor.load, mine[index].source)
+
+            read_ahead(0)
+            for index, case in enumerate(bar):
+                bar.set_postfix_str(case.name, refresh=False)
+                loaded = ahead.pop(index, None)
+                read_ahead(index + 1)
+                results.append(_one(case, predictor, out_dir, options, model_info, table, info, loaded))
         results = _gather(results, info)
         summary = _summary(results, model_info, out_dir, cfg, device, info)
         if info.is_main:
@@ -526,20 +543,34 @@ def _same_model(sidecar: Path, model_info: dict[str, Any]) -> bool:
     return False
 
 
+def _write_peak() -> dict[str, float]:
+    peak = peak_rss_mb(reset=True)
+    return {} if peak is None else {"write": peak}
+
+
+def _skippable(case: Case, out_dir: Path, options: InferOptions, model_info: dict[str, Any]) -> bool:
+    """``--skip-existing`` and the case's sidecar and label are there, made by the same model."""
+    paths = case_outputs(out_dir, case.name)
+    return options.skip_existing and paths["sidecar"].is_file() and paths["label"].is_file() \
+        and _same_model(paths["sidecar"], model_info)
+
+
 def _one(case: Case, predictor: Predictor, out_dir: Path, options: InferOptions, model_info: dict[str, Any],
-         table: list[dict[str, Any]], info: DistInfo) -> CaseResult:
-    """One case, with every failure turned into a failed result (the batch goes on)."""
+         table: list[dict[str, Any]], info: DistInfo, loaded: Future | None = None) -> CaseResult:
+    """One case, with every failure turned into a failed result (the batch goes on).
+
+    ``loaded`` is the scan already being read in another thread (its failure is this case's).
+    """
     if case.path is None:
         logger.error("%s: %s", case.input, case.error)
         return CaseResult(case=case.name, input=case.input, status="failed", error=case.error, rank=info.rank)
     paths = case_outputs(out_dir, case.name)
-    if options.skip_existing and paths["sidecar"].is_file() and paths["label"].is_file() \
-            and _same_model(paths["sidecar"], model_info):
+    if _skippable(case, out_dir, options, model_info):
         return CaseResult(case=case.name, input=case.input, status="skipped", rank=info.rank,
                           outputs={k: str(v) for k, v in paths.items() if v.is_file()})
     start = time.perf_counter()
     try:
-        return _run_case(case, predictor, out_dir, options, model_info, table, info)
+        return _run_case(case, predictor, out_dir, options, model_info, table, info, loaded)
     except USER_ERRORS as err:
         message = str(err)
     except Exception as err:  # an unexpected failure of one case must not stop the batch
