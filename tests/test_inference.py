@@ -256,7 +256,7 @@ def test_resampling_the_probabilities_gives_smoother_labels_on_a_finer_scan(tmp_
 
 
 def test_argmax_channels_equals_torch_argmax_ties_included():
-    from medt3d.inference.predictor import argmax_channels
+    from medt3d.data.regrid import argmax_channels
 
     prob = torch.rand(4, 9, 8, 7)
     prob[2, :3] = prob[1, :3] = prob[:, :3].max(0).values + 1  # ties between channels 1 and 2: the first wins
@@ -266,7 +266,8 @@ def test_argmax_channels_equals_torch_argmax_ties_included():
 @pytest.mark.parametrize("frame", ["RAS", "LPS", "PIL"])
 def test_label_back_to_the_scan_by_index_lists_equals_monai_inversion(tmp_path, frame):
     """The axis-parallel gather gives MONAI's Invertd labels, on grids chosen so that no voxel is a tie."""
-    from medt3d.inference.predictor import Predictor, nearest_on_grid
+    from medt3d.data.regrid import nearest_on_grid
+    from medt3d.inference.predictor import Predictor
 
     image, affine = blob_volume((23, 19, 11), (0.9, 1.1, 2.3), frame)
     scan = save(tmp_path / "scan.nii.gz", image, affine)
@@ -280,14 +281,21 @@ def test_label_back_to_the_scan_by_index_lists_equals_monai_inversion(tmp_path, 
     label = torch.from_numpy(rng.integers(0, 3, size=model_image.shape[1:]).astype(np.uint8))[None]
     fast = nearest_on_grid(label, model_image.affine, scan_affine, shape)
     onehot = torch.nn.functional.one_hot(label[0].long(), 3).permute(3, 0, 1, 2).float()
-    slow = predictor.post_label({**pre, "pred": predictor._like(model_image, onehot)})["pred"]
+    from monai.transforms import AsDiscreted, Compose, Invertd
+
+    monai_way = Compose([AsDiscreted("pred", argmax=True),
+                         Invertd("pred", transform=predictor.pre, orig_keys="image", nearest_interp=True)])
+    slow = monai_way({**pre, "pred": predictor._like(model_image, onehot)})["pred"]
+    # and what medt3d infer runs (the postprocessing pipeline) is the fast way
+    np.testing.assert_array_equal(predictor.post_label({**pre, "pred": predictor._like(model_image, onehot)})["pred"]
+                                  .numpy(), fast.numpy())
     assert fast is not None and tuple(fast.shape) == (1, *shape)
     np.testing.assert_array_equal(fast.numpy(), slow.numpy())
     np.testing.assert_allclose(np.asarray(fast.affine), np.asarray(scan_affine), atol=1e-6)
 
 
 def test_label_back_to_a_rotated_grid_is_left_to_monai():
-    from medt3d.inference.predictor import nearest_on_grid
+    from medt3d.data.regrid import nearest_on_grid
 
     angle = np.radians(20.0)
     rotated = np.eye(4)

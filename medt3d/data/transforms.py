@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.data import MetaTensor
 from monai.transforms import (
     Activationsd,
     AsDiscreted,
@@ -50,6 +51,7 @@ __all__ = [
     "CT_BODY_HU",
     "ChannelIntensityd",
     "CheckLabelValuesd",
+    "LabelOnScanGridd",
     "Pipeline",
     "build_infer_transforms",
     "build_postprocessing",
@@ -326,6 +328,45 @@ def build_infer_transforms(cfg: Config) -> Pipeline:
     ])
 
 
+class LabelOnScanGridd(MapTransform):
+    """Class scores on the model's grid -> label map on the scan's own grid (argmax, then nearest).
+
+    Axis-parallel grids (what medt3d's preprocessing makes) go through index lists
+    (:func:`medt3d.data.regrid.nearest_on_grid`); anything else through ``fallback`` (MONAI's
+    argmax and ``Invertd``). The scan's grid is read from the scores' metadata (``original_affine``
+    and ``spatial_shape``, set when the scan was loaded).
+
+    Args:
+        keys: the scores' key.
+        fallback: the general pipeline for grids that are not axis-parallel.
+        dtype: the label's dtype.
+    """
+
+    def __init__(self, keys: Hashable | Sequence[Hashable], fallback: Compose, dtype: torch.dtype) -> None:
+        super().__init__(keys)
+        self.fallback = fallback
+        self.dtype = dtype
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        from medt3d.data.regrid import argmax_channels, nearest_on_grid
+
+        d = dict(data)
+        for key in self.key_iterator(d):
+            scores = d[key]
+            meta = dict(getattr(scores, "meta", {}))
+            label = None
+            if "original_affine" in meta and "spatial_shape" in meta:
+                shape = tuple(int(n) for n in np.asarray(meta["spatial_shape"])[:3])
+                label = nearest_on_grid(argmax_channels(scores, self.dtype), scores.affine,
+                                        np.asarray(meta["original_affine"], dtype=np.float64), shape)
+            if label is None:
+                d = dict(self.fallback(d))
+                continue
+            meta.pop("affine", None)
+            d[key] = MetaTensor(label.as_tensor(), affine=label.affine, meta=meta)
+        return d
+
+
 def build_postprocessing(cfg: Config, infer_transforms: Compose, argmax: bool = True,
                          softmax: bool = True) -> Pipeline:
     """Turn the network output in ``pred`` into a result on the scan's own grid.
@@ -341,12 +382,14 @@ def build_postprocessing(cfg: Config, infer_transforms: Compose, argmax: bool = 
     The input dict must hold ``image`` (as ``infer_transforms`` produced it) and ``pred``
     (C, X, Y, Z) on the image's grid.
     """
+    label_dtype = torch.uint8 if cfg.data.num_classes <= 256 else torch.int32
+    if argmax:  # softmax does not change the argmax: not applied
+        general = Compose([AsDiscreted("pred", argmax=True),
+                           Invertd("pred", transform=infer_transforms, orig_keys=IMAGE, nearest_interp=True,
+                                   to_tensor=True)])
+        return Pipeline([LabelOnScanGridd("pred", general, label_dtype), EnsureTyped("pred", dtype=label_dtype)])
     steps: list[Any] = []
     if softmax:
         steps.append(Activationsd("pred", softmax=True))
-    if argmax:
-        steps.append(AsDiscreted("pred", argmax=True))
-    steps.append(Invertd("pred", transform=infer_transforms, orig_keys=IMAGE, nearest_interp=argmax, to_tensor=True))
-    if argmax:
-        steps.append(EnsureTyped("pred", dtype=torch.uint8 if cfg.data.num_classes <= 256 else torch.int32))
+    steps.append(Invertd("pred", transform=infer_transforms, orig_keys=IMAGE, nearest_interp=False, to_tensor=True))
     return Pipeline(steps)

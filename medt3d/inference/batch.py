@@ -394,7 +394,8 @@ def _run_case(case: Case, predictor: Predictor, out_dir: Path, options: InferOpt
                     failed_outputs["dicom_seg"] = str(err)
             else:
                 notes.append(f"no DICOM SEG: the input is {kind}, not a DICOM series")
-        seconds = time.perf_counter() - start
+        end = time.perf_counter()
+        seconds = end - start
         sidecar = {
             "case": case.name,
             "input": str(case.path.resolve()),
@@ -410,7 +411,7 @@ def _run_case(case: Case, predictor: Predictor, out_dir: Path, options: InferOpt
             "statistics": (structure_statistics(prediction.image, label, table)
                            if prediction.image is not None else None),
             "seconds": round(seconds, 3),
-            "timings": {**prediction.timings, "write_s": round(time.perf_counter() - write_start, 3)},
+            "timings": {**prediction.timings, "write_s": round(end - write_start, 3)},
             "peak_rss_mb": {**prediction.peak_rss_mb, **_write_peak()},
             "model": model_info,
             "inference": _settings(cfg, predictor.device),
