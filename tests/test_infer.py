@@ -82,7 +82,7 @@ def test_folder_of_mixed_inputs_gives_labels_on_each_scans_grid_and_sidecars(sca
         assert sidecar["seconds"] > 0 and sidecar["model"]["network"] == "medt3d"
         assert set(sidecar["timings"]) == {"load_s", "preprocess_s", "windows_s", "postprocess_s", "write_s"}
         assert set(sidecar["peak_rss_mb"]) == {"load", "preprocess", "windows", "postprocess", "write"}
-        assert sum(sidecar["timings"].values()) <= sidecar["seconds"]
+        assert sum(sidecar["timings"].values()) <= sidecar["seconds"] + 0.005  # each rounded to ms
         assert sidecar["inference"]["roi_size"] == [16, 16, 16]
     written = json.loads((out / "summary.json").read_text())
     assert [c["case"] for c in written["cases"]] == ["ct_a", "ct_b", "ct_c"]
