@@ -266,7 +266,7 @@ def test_argmax_channels_equals_torch_argmax_ties_included():
 @pytest.mark.parametrize("frame", ["RAS", "LPS", "PIL"])
 def test_label_back_to_the_scan_by_index_lists_equals_monai_inversion(tmp_path, frame):
     """The axis-parallel gather gives MONAI's Invertd labels, on grids chosen so that no voxel is a tie."""
-    from medt3d.data.regrid import nearest_on_grid
+    from medt3d.data.regrid import label_on_grid
     from medt3d.inference.predictor import Predictor
 
     image, affine = blob_volume((23, 19, 11), (0.9, 1.1, 2.3), frame)
@@ -279,8 +279,8 @@ def test_label_back_to_the_scan_by_index_lists_equals_monai_inversion(tmp_path, 
     model_image = pre["image"]
     rng = np.random.default_rng(0)
     label = torch.from_numpy(rng.integers(0, 3, size=model_image.shape[1:]).astype(np.uint8))[None]
-    fast = nearest_on_grid(label, model_image.affine, scan_affine, shape)
     onehot = torch.nn.functional.one_hot(label[0].long(), 3).permute(3, 0, 1, 2).float()
+    fast = label_on_grid(onehot, model_image.affine, scan_affine, shape)
     from monai.transforms import AsDiscreted, Compose, Invertd
 
     monai_way = Compose([AsDiscreted("pred", argmax=True),
@@ -295,9 +295,27 @@ def test_label_back_to_the_scan_by_index_lists_equals_monai_inversion(tmp_path, 
 
 
 def test_label_back_to_a_rotated_grid_is_left_to_monai():
-    from medt3d.data.regrid import nearest_on_grid
+    from medt3d.data.regrid import label_on_grid
 
     angle = np.radians(20.0)
     rotated = np.eye(4)
     rotated[:2, :2] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
-    assert nearest_on_grid(torch.zeros(1, 4, 4, 4, dtype=torch.uint8), np.eye(4), rotated, (4, 4, 4)) is None
+    assert label_on_grid(torch.zeros(2, 4, 4, 4), np.eye(4), rotated, (4, 4, 4)) is None
+
+
+def test_a_voxel_halfway_between_two_takes_the_class_of_their_mean_scores():
+    from medt3d.data.regrid import label_on_grid
+
+    # source slices 2 mm apart, target slices 5 mm apart starting 1 mm up: target z=0 lies at source 0.5
+    # (a tie between slices 0 and 1), z=1 at 3.0, z=2 at 5.5 (a tie between 5 and 6)
+    scores = torch.zeros(2, 3, 3, 8)
+    scores[1, :, :, 0], scores[0, :, :, 0] = 0.6, 0.4  # slice 0: class 1 by a little
+    scores[0, :, :, 1], scores[1, :, :, 1] = 0.9, 0.1  # slice 1: class 0 by a lot -> the mean says 0
+    scores[1, :, :, 3] = 1.0
+    scores[1, :, :, 5], scores[1, :, :, 6] = 0.55, 0.7  # both class 1
+    scores[0, :, :, 5], scores[0, :, :, 6] = 0.45, 0.3
+    source = np.diag([1.0, 1.0, 2.0, 1.0])
+    target = np.diag([1.0, 1.0, 5.0, 1.0])
+    target[2, 3] = 1.0
+    label = label_on_grid(scores, source, target, (3, 3, 3)).numpy()[0]
+    assert label[:, :, 0].max() == 0 and label[:, :, 1].min() == 1 and label[:, :, 2].min() == 1

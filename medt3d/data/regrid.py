@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
-__all__ = ["argmax_channels", "nearest_on_grid"]
+__all__ = ["argmax_channels", "label_on_grid"]
 
 
 def argmax_channels(prob: torch.Tensor, dtype: torch.dtype = torch.uint8) -> torch.Tensor:
@@ -32,18 +32,23 @@ def argmax_channels(prob: torch.Tensor, dtype: torch.dtype = torch.uint8) -> tor
     return label[None]
 
 
-def nearest_on_grid(label: torch.Tensor, source_affine: torch.Tensor | np.ndarray, target_affine: torch.Tensor | np.ndarray,
-                    target_shape: tuple[int, ...], atol: float = 1e-4) -> MetaTensor | None:
-    """Nearest-neighbour resampling of a (1, X, Y, Z) label onto another grid whose axes are parallel to its own.
+def label_on_grid(scores: torch.Tensor, source_affine: torch.Tensor | np.ndarray,
+                  target_affine: torch.Tensor | np.ndarray, target_shape: tuple[int, ...],
+                  dtype: torch.dtype = torch.uint8, atol: float = 1e-4) -> MetaTensor | None:
+    """The label of class scores (C, X, Y, Z) on another grid whose axes are parallel to theirs.
 
     The preprocessing (reorientation, spacing, crop) only permutes, flips, scales and shifts the
     scan's voxel axes, so each target axis reads one source axis: three index lists and one gather
     replace MONAI's ``Invertd`` (which builds a float sampling grid of the whole scan: seconds and
-    gigabytes on a 512x512x300 CT). Target voxels outside the source grid get 0 (background).
+    gigabytes on a 512x512x300 CT). Each target voxel takes the class of its nearest source voxel;
+    one exactly halfway between two source voxels along an axis (a 5 mm slice between two 2 mm
+    ones) takes the class of the two voxels' mean scores, as linear interpolation would give there,
+    where ``Invertd`` breaks such ties by float32 round-off. Target voxels outside the source grid
+    get 0 (background).
 
     Returns:
-        The label on the target grid (with ``target_affine``), or None when the grids are not
-        axis-parallel (then use the general inversion).
+        The (1, X, Y, Z) label on the target grid (with ``target_affine``), or None when the grids
+        are not axis-parallel (then use the general inversion).
     """
     source = np.asarray(source_affine, dtype=np.float64)
     target = np.asarray(target_affine, dtype=np.float64)
@@ -53,18 +58,27 @@ def nearest_on_grid(label: torch.Tensor, source_affine: torch.Tensor | np.ndarra
     if sorted(axes.tolist()) != [0, 1, 2] or not np.allclose(np.abs(linear).sum(axis=0),
                                                               np.abs(linear[axes, [0, 1, 2]]), atol=atol):
         return None
-    src_shape = label.shape[1:]
-    index, valid = [], []
+    values = scores.as_tensor() if isinstance(scores, MetaTensor) else scores
+    src_shape = values.shape[1:]
+    index, valid = [None] * 3, [None] * 3
     for t in range(3):
-        s = axes[t]
+        s = int(axes[t])
         position = linear[s, t] * np.arange(target_shape[t]) + to_source[s, 3]
-        nearest = np.rint(position).astype(np.int64)  # halves to even, as grid_sample's nearest (Invertd)
-        inside = (nearest >= 0) & (nearest < src_shape[s])
-        index.append(np.clip(nearest, 0, src_shape[s] - 1))
-        valid.append(inside)
-    gathered = label[0].permute(*[int(a) for a in axes])  # source axes in target order
-    permuted_index = [torch.from_numpy(index[t]) for t in range(3)]
-    out = gathered[permuted_index[0][:, None, None], permuted_index[1][None, :, None], permuted_index[2][None, None, :]]
+        low = np.floor(position)
+        tie = (np.abs(position - low - 0.5) < 1e-6) & (low >= 0) & (low + 1 < src_shape[s])
+        nearest = np.where(tie, low, np.rint(position)).astype(np.int64)
+        valid[t] = (nearest >= 0) & (nearest < src_shape[s])
+        nearest = np.clip(nearest, 0, src_shape[s] - 1)
+        if tie.any():  # append the mean of each tied pair along this axis, and point the ties at it
+            pairs = np.unique(nearest[tie])
+            lo = torch.from_numpy(pairs)
+            mean = 0.5 * (values.index_select(s + 1, lo) + values.index_select(s + 1, lo + 1))
+            nearest[tie] = src_shape[s] + np.searchsorted(pairs, nearest[tie])
+            values = torch.cat([values, mean], dim=s + 1)
+        index[t] = nearest
+    label = argmax_channels(values, dtype)[0].permute(*[int(a) for a in axes])  # source axes in target order
+    idx = [torch.from_numpy(i) for i in index]
+    out = label[idx[0][:, None, None], idx[1][None, :, None], idx[2][None, None, :]]
     if not all(v.all() for v in valid):
         mask = torch.from_numpy(valid[0][:, None, None] & valid[1][None, :, None] & valid[2][None, None, :])
         out = out * mask.to(out.dtype)
