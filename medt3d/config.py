@@ -147,6 +147,14 @@ class DataConfig:
         """Number of output classes, background included."""
         return len(self.labels)
 
+    @property
+    def ct_channels(self) -> list[bool]:
+        """Whether each input channel is CT (CT window) rather than MR-like (z-score): by ``channels``
+        names (``CT``), else by ``modality`` for every channel."""
+        if self.channels is not None:
+            return [name.upper() == "CT" for name in self.channels]
+        return [self.modality == "CT"] * self.in_channels
+
 
 @dataclass
 class PreprocessConfig:

@@ -30,19 +30,19 @@ __all__ = ["DEFAULT_DIR", "INFER_VOLUMES", "bench_infer", "format_infer_table", 
 Log = Callable[[str], None]
 
 def _peak_memory_gb() -> float:
-    """Peak resident memory of this process in GB.
+    """Peak resident memory of this process in GB (since the last reset of ``VmHWM``, see
+    :func:`medt3d.inference.predictor.peak_rss_mb`).
 
-    On Linux this reads ``VmHWM`` (per address space): ``getrusage`` would also count the parent's
-    memory at the time it spawned us, which the kernel carries over at ``exec``.
+    Where ``VmHWM`` cannot be read, ``getrusage``: on Linux it would also count the parent's memory
+    at the time it spawned us, which the kernel carries over at ``exec``.
     """
     import resource
 
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024 / 1e9
-    except OSError:
-        pass
+    from medt3d.inference.predictor import peak_rss_mb
+
+    peak_mb = peak_rss_mb()
+    if peak_mb is not None:
+        return peak_mb * 1024 * 1024 / 1e9
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 1e9 if sys.platform == "darwin" else peak * 1024 / 1e9
 

@@ -199,14 +199,14 @@ def build_metadata(source: BundleSource, facts: ModelFacts) -> dict[str, Any]:
 
 
 def _intensity_text(cfg: Config) -> str:
-    names = cfg.data.channels
-    if names is not None and len({n.upper() == "CT" for n in names}) > 1:
+    ct = cfg.data.ct_channels
+    if len(set(ct)) > 1:  # only with data.channels naming channels of both kinds
         from medt3d.data.transforms import window_bounds
 
         low, high = window_bounds(cfg)
         return "per channel: " + ", ".join(
-            f"{n} clipped to {low:g}..{high:g} HU and scaled to 0..1" if n.upper() == "CT" else f"{n} z-scored over "
-            "nonzero voxels" for n in names)
+            f"{n} clipped to {low:g}..{high:g} HU and scaled to 0..1" if is_ct else f"{n} z-scored over "
+            "nonzero voxels" for n, is_ct in zip(cfg.data.channels or [], ct))
     if cfg.data.modality == "CT":
         from medt3d.data.transforms import window_bounds
 

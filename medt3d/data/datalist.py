@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import random
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -64,6 +65,7 @@ __all__ = [
     "DatasetError",
     "build_datalist",
     "case_name",
+    "channel_file",
     "check_pairs",
     "fold_cases",
     "is_label_path",
@@ -369,6 +371,16 @@ def _msd_meta(data: dict[str, Any], path: Path, problems: list[str]) -> tuple[li
     return labels, modality
 
 
+#: nnU-Net's channel file names: ``<case>_0000``, ``<case>_0001``, ... (without the file ending)
+_CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+
+
+def channel_file(stem: str) -> tuple[str, int] | None:
+    """(case, channel) of an nnU-Net channel file name without its ending (``la_003_0001`` -> ``("la_003", 1)``), or None."""
+    match = _CHANNEL_FILE.match(stem)
+    return None if match is None else (match["case"], int(match["channel"]))
+
+
 def _nnunet_labels(raw: Any, path: Path, problems: list[str]) -> list[str] | None:
     """Class names ordered by value, from nnU-Net v2's ``labels`` (name -> value)."""
     if not isinstance(raw, dict) or not raw:
@@ -418,12 +430,11 @@ def _from_nnunet(path: Path, data: dict[str, Any], problems: list[str], require_
             return []
         files: dict[str, dict[int, Path]] = defaultdict(dict)
         for entry in _entries(images_dir):
-            name = entry.name
-            stem = name[: -len(ending)] if name.endswith(ending) else None
-            if stem is None or len(stem) < 6 or stem[-5] != "_" or not stem[-4:].isdigit():
+            parts = channel_file(entry.name[: -len(ending)]) if entry.name.endswith(ending) else None
+            if parts is None:
                 problems.append(f"{entry}: not an nnU-Net image file <case>_XXXX{ending} (XXXX: the channel number)")
                 continue
-            files[stem[:-5]][int(stem[-4:])] = entry
+            files[parts[0]][parts[1]] = entry
         cases = []
         for case, by_channel in sorted(files.items()):
             if sorted(by_channel) != list(range(len(channels))):

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["orientation_transform", "reorient_array", "to_ras", "voxel_spacing"]
+__all__ = ["bounding_box", "orientation_transform", "reorient_array", "to_ras", "voxel_spacing"]
 
 
 def voxel_spacing(affine: Any) -> list[float]:
@@ -66,3 +66,18 @@ def to_ras(array: np.ndarray, affine: Any) -> tuple[np.ndarray, np.ndarray]:
     for axis, (target, _) in enumerate(ornt):
         ras_spacing[int(target)] = spacing[axis]
     return ras, ras_spacing
+
+
+def bounding_box(mask: np.ndarray) -> list[list[int]] | None:
+    """Inclusive voxel bounding box ``[[x0, x1], [y0, y1], [z0, z1]]`` of a 3-D mask; None when it is empty.
+
+    Read from the mask's projections on each axis (no list of every voxel's coordinates).
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        return None
+    box = []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        box.append([int(hit[0]), int(hit[-1])])
+    return box

@@ -56,6 +56,7 @@ __all__ = [
     "require_3d",
     "same_grid",
     "align_to",
+    "as_loaded",
     "strip_suffix",
 ]
 
@@ -344,16 +345,27 @@ def _read_multiframe(info: VolumeInfo, dtype: Any) -> Any:
     array = np.transpose(np.asarray(volume.array), (2, 1, 0))  # (slice, row, column) -> (x, y, z)
     if flip:
         array = array[:, :, ::-1]
-    return _meta_tensor(np.ascontiguousarray(array[None]).astype(dtype, copy=False), info.affine, info.path)
+    return as_loaded(np.ascontiguousarray(array[None]).astype(dtype, copy=False), info.affine, info.path)
 
 
-def _meta_tensor(array: np.ndarray, affine: np.ndarray, path: Path, header: dict[str, Any] | None = None) -> MetaTensor:
-    """A (C, X, Y, Z) array as the MetaTensor MONAI's ``LoadImage`` would give (affine, shape, space, file)."""
-    ras = torch.as_tensor(affine, dtype=torch.float64)
-    meta = {**(header or {}), "filename_or_obj": str(path), "original_affine": np.asarray(affine), "space": "RAS",
+def as_loaded(array: np.ndarray | torch.Tensor, affine: Any, path: str | Path,
+              header: dict[str, Any] | None = None) -> MetaTensor:
+    """A (C, X, Y, Z) array and its voxel-to-RAS affine as the MetaTensor MONAI's ``LoadImage`` gives.
+
+    The metadata the inference pipeline reads back are set: ``affine``, ``original_affine`` and
+    ``spatial_shape`` (the scan's grid, for the inversion), ``space``, ``filename_or_obj``.
+    """
+    ras = torch.as_tensor(np.asarray(affine, dtype=np.float64))
+    meta = {**(header or {}), "filename_or_obj": str(path), "original_affine": ras.numpy().copy(), "space": "RAS",
             "spatial_shape": np.asarray(array.shape[1:]), "original_channel_dim": float("nan") if array.shape[0] == 1
             else -1}
-    return MetaTensor(torch.from_numpy(array), affine=ras, meta=meta)
+    return MetaTensor(torch.as_tensor(array), affine=ras, meta=meta)
+
+
+def _grid_problem(path_a: Any, a: MetaTensor, path_b: Any, b: MetaTensor) -> str | None:
+    """:func:`same_grid` of two loaded volumes."""
+    return same_grid(VolumeInfo(Path(str(path_a)), "", tuple(a.shape[1:]), np.asarray(a.affine)),
+                     VolumeInfo(Path(str(path_b)), "", tuple(b.shape[1:]), np.asarray(b.affine)))
 
 
 def _gantry_tilt(slices: list[_Slice], off_normal: np.ndarray, step: float, where: str) -> np.ndarray:
@@ -732,7 +744,8 @@ def _reader_for(kind: str, series_uid: str | None) -> Any:
     return DicomSeriesReader(series_uid=series_uid)
 
 
-def load_volume(path: str | Path, series_uid: str | None = None, dtype: Any = np.float32, channels: int = 1) -> Any:
+def load_volume(path: str | Path, series_uid: str | None = None, dtype: Any = np.float32,
+                channels: int | None = 1) -> Any:
     """Load a NIfTI file, NRRD file or DICOM series folder as a channel-first ``MetaTensor``.
 
     The result matches MONAI's ``LoadImage(image_only=True, ensure_channel_first=True)``: shape
@@ -742,7 +755,8 @@ def load_volume(path: str | Path, series_uid: str | None = None, dtype: Any = np
         path: the file, or the folder of a DICOM series.
         series_uid: which series to read when a DICOM folder holds several.
         dtype: voxel type of the result (as ``LoadImage``; float32 by default there too).
-        channels: a 4-D file with this many volumes is read as that many channels (C, X, Y, Z).
+        channels: a 4-D file with this many volumes is read as that many channels (C, X, Y, Z);
+            ``None`` takes a 4-D file's volumes as channels, however many.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -751,8 +765,8 @@ def load_volume(path: str | Path, series_uid: str | None = None, dtype: Any = np
     """
     path = Path(path)
     info = read_header(path, series_uid)
-    require_3d(info, channels)
     n_channels = info.shape[3] if len(info.shape) == 4 else 1
+    require_3d(info, n_channels if channels is None else channels)
     if info.multiframe:
         return _read_multiframe(info, dtype)
     if info.kind == NIFTI:  # read without MONAI's reader: its copy to C order took half the time (see read_nifti)
@@ -762,7 +776,7 @@ def load_volume(path: str | Path, series_uid: str | None = None, dtype: Any = np
         if tuple(array.shape[1:]) != tuple(info.shape[:3]) or not np.allclose(affine, info.affine, atol=1e-6):
             raise ValueError(f"{path}: the file's voxels or affine disagree with its header; refusing a wrong geometry")
         numeric = {k: np.asarray(v) for k, v in dict(header).items() if np.asarray(v).dtype.kind in "biuf"}
-        return _meta_tensor(array, affine, path, numeric)  # text fields left out, as MONAI's reader does
+        return as_loaded(array, affine, path, numeric)  # text fields left out, as MONAI's reader does
     reader = _reader_for(info.kind, info.series_uid)
     try:
         # the reader is given at call time: LoadImage would otherwise fall back to its other readers
@@ -818,18 +832,14 @@ def load_image(image: str | Path | Sequence[str | Path], series_uid: str | None 
         ValueError: as :func:`load_volume`, channel files on different grids, or another number of channels.
     """
     files = image_files(image)
-    if channels is None:
-        shape = read_header(files[0], series_uid).shape if len(files) == 1 else ()
-        channels = shape[3] if len(shape) == 4 else len(files)
     parts = [load_volume(f, series_uid, dtype, channels=channels if len(files) == 1 else 1) for f in files]
     first = parts[0]
     for path, part in zip(files[1:], parts[1:]):
-        a = VolumeInfo(files[0], "", tuple(first.shape[1:]), np.asarray(first.affine))
-        problem = same_grid(a, VolumeInfo(path, "", tuple(part.shape[1:]), np.asarray(part.affine)))
+        problem = _grid_problem(files[0], first, path, part)
         if problem:
             raise ValueError(f"the channels of one case must share one grid: {problem}")
     img = first if len(parts) == 1 else MetaTensor(torch.cat([p.as_tensor() for p in parts]), meta=dict(first.meta))
-    if img.shape[0] != channels:
+    if channels is not None and img.shape[0] != channels:
         raise ValueError(f"{', '.join(map(str, files))}: image has {img.shape[0]} channel(s) but the model expects "
                          f"{channels} (data.in_channels)")
     img.meta["channel_files"] = [str(f) for f in files]
@@ -904,10 +914,7 @@ class LoadVolumed(MapTransform):
             if first is None:
                 first = (key, img)
                 continue
-            a = VolumeInfo(Path(str(first[1].meta["filename_or_obj"])), "", tuple(first[1].shape[1:]),
-                           np.asarray(first[1].affine))
-            b = VolumeInfo(Path(str(img.meta["filename_or_obj"])), "", tuple(img.shape[1:]), np.asarray(img.affine))
-            problem = same_grid(a, b)
+            problem = _grid_problem(first[1].meta["filename_or_obj"], first[1], img.meta["filename_or_obj"], img)
             if problem:
                 raise ValueError(f"{first[0]!s} and {key!s} are not on one grid: {problem}")
         return d

@@ -10,14 +10,14 @@ import numpy as np
 
 from medt3d.io_utils import atomic_path
 
-__all__ = ["c_order", "read_nifti", "save_nifti", "write_nifti"]
+__all__ = ["read_nifti", "save_nifti", "tiled_copy", "write_nifti"]
 
 
-#: edge of the tiles in which :func:`c_order` copies a volume (fits a tile of every z in the caches)
+#: edge of the tiles in which :func:`tiled_copy` copies a volume (fits a tile of every z in the caches)
 _TILE = 32
 
 
-def c_order(array: np.ndarray, dtype: Any = np.float32, order: str = "C") -> np.ndarray:
+def tiled_copy(array: np.ndarray, dtype: Any = np.float32, order: str = "C") -> np.ndarray:
     """A copy of a 3-D array in ``dtype`` and memory ``order`` (``C`` or ``F``), copied tile by tile.
 
     NIfTI stores x fastest (Fortran order) and medt3d works in C order; numpy's own copy between
@@ -59,7 +59,8 @@ def read_nifti(path: str | Path, dtype: Any = np.float32) -> tuple[np.ndarray, n
         raise ValueError(f"cannot read {path}: {type(err).__name__}: {err}; the file may be corrupt or "
                          "truncated") from None
     volumes = [raw] if raw.ndim == 3 else [raw[..., c] for c in range(raw.shape[3])]
-    array = np.stack([c_order(v, dtype) for v in volumes]) if len(volumes) > 1 else c_order(volumes[0], dtype)[None]
+    array = (np.stack([tiled_copy(v, dtype) for v in volumes]) if len(volumes) > 1
+             else tiled_copy(volumes[0], dtype)[None])
     return array, np.asarray(image.affine, dtype=np.float64), image.header
 
 
@@ -72,7 +73,7 @@ def save_nifti(volume: Any, affine: Any, path: str | Path, dtype: Any = np.uint8
         raise ValueError(f"{path}: expected a (X, Y, Z) or (C, X, Y, Z) volume, got shape {array.shape}")
     affine = np.asarray(affine, dtype=np.float64)
     if array.ndim == 3:  # NIfTI order, copied by tiles (nibabel's own strided copy took 2 s on a 512x512x300 label)
-        array = c_order(array, array.dtype if dtype is None else dtype, order="F")
+        array = tiled_copy(array, array.dtype if dtype is None else dtype, order="F")
     image = nib.Nifti1Image(array if dtype is None else array.astype(dtype, copy=False), affine)
     image.set_qform(affine, code=1)
     image.set_sform(affine, code=1)

@@ -13,7 +13,12 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
-__all__ = ["argmax_channels", "label_on_grid"]
+__all__ = ["argmax_channels", "label_dtype", "label_on_grid"]
+
+
+def label_dtype(num_classes: int) -> torch.dtype:
+    """The dtype of a label map of ``num_classes`` classes: uint8 up to 256, else int32."""
+    return torch.uint8 if num_classes <= 256 else torch.int32
 
 
 def argmax_channels(prob: torch.Tensor, dtype: torch.dtype = torch.uint8) -> torch.Tensor:

@@ -193,10 +193,10 @@ def intensity_transform(cfg: Config, keys: Hashable | Sequence[Hashable] = IMAGE
 
     With ``data.channels`` naming channels of different kinds, each channel follows its own name.
     """
-    names = cfg.data.channels
-    if names is not None and len({name.upper() == "CT" for name in names}) > 1:
-        return ChannelIntensityd(keys, [name.upper() == "CT" for name in names], window_bounds(cfg))
-    if (names is not None and names[0].upper() == "CT") or (names is None and cfg.data.modality == "CT"):
+    ct = cfg.data.ct_channels
+    if len(set(ct)) > 1:
+        return ChannelIntensityd(keys, ct, window_bounds(cfg))
+    if ct[0]:
         a_min, a_max = window_bounds(cfg)
         return ScaleIntensityRanged(keys, a_min=a_min, a_max=a_max, b_min=0.0, b_max=1.0, clip=True)
     return NormalizeIntensityd(keys, nonzero=True, channel_wise=True)
@@ -382,12 +382,14 @@ def build_postprocessing(cfg: Config, infer_transforms: Compose, argmax: bool = 
     The input dict must hold ``image`` (as ``infer_transforms`` produced it) and ``pred``
     (C, X, Y, Z) on the image's grid.
     """
-    label_dtype = torch.uint8 if cfg.data.num_classes <= 256 else torch.int32
+    from medt3d.data.regrid import label_dtype
+
+    dtype = label_dtype(cfg.data.num_classes)
     if argmax:  # softmax does not change the argmax: not applied
         general = Compose([AsDiscreted("pred", argmax=True),
                            Invertd("pred", transform=infer_transforms, orig_keys=IMAGE, nearest_interp=True,
                                    to_tensor=True)])
-        return Pipeline([LabelOnScanGridd("pred", general, label_dtype), EnsureTyped("pred", dtype=label_dtype)])
+        return Pipeline([LabelOnScanGridd("pred", general, dtype), EnsureTyped("pred", dtype=dtype)])
     steps: list[Any] = []
     if softmax:
         steps.append(Activationsd("pred", softmax=True))

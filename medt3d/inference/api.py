@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
+from medt3d.data.io import as_loaded
 from medt3d.devices import resolve_device
 from medt3d.inference.batch import class_volumes_ml
 from medt3d.inference.predictor import Predictor
@@ -138,10 +139,7 @@ def _volume(data: torch.Tensor, affine: np.ndarray, what: str) -> MetaTensor:
     if data.dim() != 4 or affine.shape != (4, 4):
         raise ValueError(f"predict: the {what} must be a 3-D volume (X, Y, Z) with a 4x4 affine, got shape "
                          f"{list(data.shape[1:])} and affine shape {list(affine.shape)}")
-    ras = torch.as_tensor(affine, dtype=torch.float64)
-    meta = {"affine": ras, "original_affine": ras.clone(), "spatial_shape": np.asarray(data.shape[1:]),
-            "filename_or_obj": what, "space": "RAS", "original_channel_dim": "no_channel"}
-    return MetaTensor(data.float(), meta=meta)
+    return as_loaded(data.float(), affine, what)
 
 
 def _like_input(kind: str, array: np.ndarray, image: Any, affine: Any) -> Any:

@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import platform
-import re
 import time
 import traceback
 from collections import defaultdict
@@ -43,7 +42,7 @@ from tqdm import tqdm
 
 from medt3d import __version__
 from medt3d.config import OUTPUT_FORMATS, Config
-from medt3d.data.datalist import is_label_path
+from medt3d.data.datalist import channel_file, is_label_path
 from medt3d.data.geometry import voxel_spacing
 from medt3d.data.io import DICOM, detect_kind, find_inputs, strip_suffix
 from medt3d.data.nifti import save_nifti
@@ -81,7 +80,6 @@ SEG_SUFFIX = "_seg.nii.gz"
 PROB_SUFFIX = "_probs.nii.gz"
 DICOM_SEG_SUFFIX = "_seg.dcm"
 SIDECAR_SUFFIX = "_seg.json"
-
 SUMMARY_NAME = "summary.json"
 #: Exit codes of a batch: all cases done (or skipped), or at least one failed.
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -211,10 +209,6 @@ def discover_cases(inputs: Sequence[str | Path], output: str | Path) -> list[Cas
     return cases + failed
 
 
-#: nnU-Net's channel file names: ``<case>_0000.nii.gz``, ``<case>_0001.nii.gz``, ...
-_CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
-
-
 def group_channel_files(cases: Sequence[Case], channels: int) -> list[Case]:
     """Join nnU-Net-style channel files (``<case>_0000``, ``<case>_0001``...) into one case each.
 
@@ -227,11 +221,11 @@ def group_channel_files(cases: Sequence[Case], channels: int) -> list[Case]:
     groups: dict[tuple[Path, str], dict[int, Case]] = defaultdict(dict)
     out: list[Case] = []
     for case in cases:
-        match = _CHANNEL_FILE.match(strip_suffix(case.path)) if case.path is not None and case.path.is_file() else None
-        if match is None:
+        parts = channel_file(strip_suffix(case.path)) if case.path is not None and case.path.is_file() else None
+        if parts is None:
             out.append(case)
             continue
-        groups[(case.path.parent, match["case"])][int(match["channel"])] = case
+        groups[(case.path.parent, parts[0])][parts[1]] = case
     for (_, name), members in sorted(groups.items(), key=lambda item: str(item[0])):
         ordered = [members[c] for c in sorted(members)]
         if sorted(members) != list(range(channels)):

@@ -29,6 +29,7 @@ from monai.transforms import KeepLargestConnectedComponent
 from medt3d.config import Config, config_from_dict, config_to_dict
 from medt3d.data.io import GEOMETRY_ATOL_MM, LoadVolumed
 from medt3d.data.preflight import non_finite_problem
+from medt3d.data.regrid import label_dtype
 from medt3d.data.transforms import build_infer_transforms, build_postprocessing
 from medt3d.devices import autocast_dtype
 from medt3d.inference.inferer import build_sliding_window_inferer
@@ -312,7 +313,7 @@ class Predictor:
         """
         best: torch.Tensor | None = None
         label: torch.Tensor | None = None
-        dtype = torch.uint8 if self.cfg.data.num_classes <= 256 else torch.int32
+        dtype = label_dtype(self.cfg.data.num_classes)
         for c in range(prob.shape[0]):
             moved = self.post_prob({**data, "pred": self._like(image, prob[c:c + 1])})["pred"]
             moved = self._on_scan_grid(moved, shape, affine, source).as_tensor()

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from medt3d.data.geometry import bounding_box
 from medt3d.io_utils import atomic_path
 
 __all__ = ["SLICER_SEG_SUFFIX", "write_slicer_segmentation"]
@@ -30,14 +31,9 @@ def _triple(code: dict[str, str]) -> list[str]:
 
 
 def _extent(mask: np.ndarray) -> list[int]:
-    """Voxel bounding box ``[i0, i1, j0, j1, k0, k1]`` (inclusive); Slicer's empty extent when no voxel."""
-    if not mask.any():
-        return [0, -1, 0, -1, 0, -1]
-    extent = []
-    for axis in range(3):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
-        extent += [int(hit[0]), int(hit[-1])]
-    return extent
+    """Slicer's segment extent ``[i0, i1, j0, j1, k0, k1]`` (inclusive voxels); ``0 -1`` per axis when empty."""
+    box = bounding_box(mask)
+    return [0, -1, 0, -1, 0, -1] if box is None else [v for pair in box for v in pair]
 
 
 def write_slicer_segmentation(label: Any, affine: Any, out_path: str | Path,

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from medt3d.data.geometry import bounding_box
+
 __all__ = ["VOLUMES_NAME", "structure_statistics", "volume_table"]
 
 #: The batch's table of volumes (and mean intensities), one row per case, in the output folder.
@@ -44,7 +46,7 @@ def structure_statistics(image: Any, label: Any, table: Sequence[dict[str, Any]]
             out[entry["name"]] = {"voxels": 0, **dict.fromkeys(("mean", "std", "min", "p5", "median", "p95", "max",
                                                                  "bbox"))}
             continue
-        bbox = [[int(axis.min()), int(axis.max())] for axis in np.nonzero(mask)]
+        bbox = bounding_box(mask)
         p5, median, p95 = np.percentile(inside, [5, 50, 95])
         out[entry["name"]] = {"voxels": int(inside.size), "mean": round(float(inside.mean()), 3),
                               "std": round(float(inside.std()), 3), "min": round(float(inside.min()), 3),
