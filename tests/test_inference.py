@@ -263,26 +263,37 @@ def test_argmax_channels_equals_torch_argmax_ties_included():
     np.testing.assert_array_equal(argmax_channels(prob).numpy()[0], torch.argmax(prob, 0).numpy())
 
 
-@pytest.mark.parametrize("frame", ["RAS", "LPS", "PIL"])
-def test_label_back_to_the_scan_by_index_lists_equals_monai_inversion(tmp_path, frame):
-    """The axis-parallel gather gives MONAI's Invertd labels, on grids chosen so that no voxel is a tie."""
-    from medt3d.data.regrid import label_on_grid
+@pytest.mark.parametrize(("frame", "spacing", "crop"), [("RAS", (0.9, 1.1, 2.3), True), ("LPS", (0.75, 1.0, 5.0), True),
+                                                       ("PIL", (0.75, 3.0, 1.0), False), ("LPS", (0.75, 0.75, 5.0), False)])
+def test_label_back_to_the_scan_by_index_lists_equals_monai_inversion(tmp_path, frame, spacing, crop):
+    """The index lists give MONAI's Invertd labels voxel for voxel, ties included.
+
+    At 0.75 mm or 5 mm against the model's 1.5 x 1.5 x 2 mm, every other scan voxel lies exactly
+    halfway between two model voxels; ``Invertd`` picks one by its float32 grid arithmetic, and so
+    must the lists.
+    """
+    from monai.transforms import AsDiscreted, Compose, Invertd
+
+    from medt3d.data.regrid import label_on_scan_grid
     from medt3d.inference.predictor import Predictor
 
-    image, affine = blob_volume((23, 19, 11), (0.9, 1.1, 2.3), frame)
+    image, affine = blob_volume((40, 23, 13), spacing, frame)
     scan = save(tmp_path / "scan.nii.gz", image, affine)
-    predictor = Predictor(ThresholdNet(), threshold_config("preprocess.spacing=[1.5, 1.5, 1.5]",
-                                                           "preprocess.crop_foreground=true"), "cpu")
+    predictor = Predictor(ThresholdNet(), threshold_config("preprocess.spacing=[1.5, 1.5, 2.0]",
+                                                           f"preprocess.crop_foreground={str(crop).lower()}"), "cpu")
     data = predictor.load(scan)
     shape, scan_affine = tuple(data["image"].shape[1:]), data["image"].affine.clone()
     pre = predictor.pre(data, start=predictor._after_load)
     model_image = pre["image"]
+    # a voxel of the scan exactly halfway between two model voxels along some axis
+    position = np.linalg.solve(np.asarray(model_image.affine), np.asarray(scan_affine)) @ np.stack(
+        [*np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), np.ones(shape)]).reshape(4, -1)
+    halfway = np.isclose(np.abs(position[:3] - np.floor(position[:3])), 0.5, atol=1e-6).any(axis=0)
+    assert halfway.sum() > (0.3 * halfway.size if spacing[0] == 0.75 else -1)
     rng = np.random.default_rng(0)
     label = torch.from_numpy(rng.integers(0, 3, size=model_image.shape[1:]).astype(np.uint8))[None]
     onehot = torch.nn.functional.one_hot(label[0].long(), 3).permute(3, 0, 1, 2).float()
-    fast = label_on_grid(onehot, model_image.affine, scan_affine, shape)
-    from monai.transforms import AsDiscreted, Compose, Invertd
-
+    fast = label_on_scan_grid(predictor._like(model_image, onehot), scan_affine, shape)
     monai_way = Compose([AsDiscreted("pred", argmax=True),
                          Invertd("pred", transform=predictor.pre, orig_keys="image", nearest_interp=True)])
     slow = monai_way({**pre, "pred": predictor._like(model_image, onehot)})["pred"]
@@ -294,28 +305,42 @@ def test_label_back_to_the_scan_by_index_lists_equals_monai_inversion(tmp_path, 
     np.testing.assert_allclose(np.asarray(fast.affine), np.asarray(scan_affine), atol=1e-6)
 
 
-def test_label_back_to_a_rotated_grid_is_left_to_monai():
-    from medt3d.data.regrid import label_on_grid
+def test_label_back_to_a_rotated_grid_or_an_unknown_transform_is_left_to_monai():
+    from monai.data import MetaTensor
+
+    from medt3d.data.regrid import label_on_scan_grid, resample_index_lists
 
     angle = np.radians(20.0)
     rotated = np.eye(4)
     rotated[:2, :2] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
-    assert label_on_grid(torch.zeros(2, 4, 4, 4), np.eye(4), rotated, (4, 4, 4)) is None
+    assert resample_index_lists(np.eye(4), (4, 4, 4), rotated, (4, 4, 4)) is None
+    assert resample_index_lists(np.eye(4), (4, 4, 4), np.diag([2.0, 2.0, 2.0, 1.0]), (2, 2, 2)) is not None
+    zoomed = MetaTensor(torch.zeros(2, 4, 4, 4), applied_operations=[{"class": "Zoom", "orig_size": (8, 8, 8)}])
+    assert label_on_scan_grid(zoomed, np.eye(4), (8, 8, 8)) is None
 
 
-def test_a_voxel_halfway_between_two_takes_the_class_of_their_mean_scores():
-    from medt3d.data.regrid import label_on_grid
+def test_index_lists_read_the_voxels_monai_spatial_resample_reads():
+    """``resample_index_lists`` against MONAI's own nearest-neighbour resampling of an index volume."""
+    from monai.data import MetaTensor
+    from monai.transforms import SpatialResample
 
-    # source slices 2 mm apart, target slices 5 mm apart starting 1 mm up: target z=0 lies at source 0.5
-    # (a tie between slices 0 and 1), z=1 at 3.0, z=2 at 5.5 (a tie between 5 and 6)
-    scores = torch.zeros(2, 3, 3, 8)
-    scores[1, :, :, 0], scores[0, :, :, 0] = 0.6, 0.4  # slice 0: class 1 by a little
-    scores[0, :, :, 1], scores[1, :, :, 1] = 0.9, 0.1  # slice 1: class 0 by a lot -> the mean says 0
-    scores[1, :, :, 3] = 1.0
-    scores[1, :, :, 5], scores[1, :, :, 6] = 0.55, 0.7  # both class 1
-    scores[0, :, :, 5], scores[0, :, :, 6] = 0.45, 0.3
-    source = np.diag([1.0, 1.0, 2.0, 1.0])
-    target = np.diag([1.0, 1.0, 5.0, 1.0])
-    target[2, 3] = 1.0
-    label = label_on_grid(scores, source, target, (3, 3, 3)).numpy()[0]
-    assert label[:, :, 0].max() == 0 and label[:, :, 1].min() == 1 and label[:, :, 2].min() == 1
+    from medt3d.data.regrid import resample_index_lists
+
+    src_shape, dst_shape = (9, 12, 7), (22, 9, 18)
+    src = np.diag([1.5, 1.5, 2.0, 1.0])
+    src[:3, 3] = [3.0, -7.5, 11.0]
+    dst = np.diag([0.75, 2.0, 0.8, 1.0])
+    dst[:3, 3] = [2.625, -8.0, 10.2]
+    values = np.arange(1, np.prod(src_shape) + 1, dtype=np.float32).reshape(src_shape)
+    moved = SpatialResample(mode="nearest", padding_mode="zeros", dtype=torch.float32)(
+        MetaTensor(torch.from_numpy(values)[None], affine=torch.from_numpy(src)), dst_affine=torch.from_numpy(dst),
+        spatial_size=dst_shape)
+    lists = resample_index_lists(src, src_shape, dst, dst_shape)
+    assert [axis for axis, _ in lists] == [0, 1, 2]
+    index = [i for _, i in lists]
+    expected = np.zeros(dst_shape, dtype=np.float32)
+    inside = (index[0][:, None, None] >= 0) & (index[1][None, :, None] >= 0) & (index[2][None, None, :] >= 0)
+    gathered = values[np.ix_(*[np.clip(i, 0, None) for i in index])]
+    expected[inside] = gathered[inside]
+    np.testing.assert_array_equal(np.asarray(moved[0]), expected)
+    assert (~inside).any() and inside.any()

@@ -331,10 +331,11 @@ def build_infer_transforms(cfg: Config) -> Pipeline:
 class LabelOnScanGridd(MapTransform):
     """Class scores on the model's grid -> label map on the scan's own grid (argmax, then nearest).
 
-    Axis-parallel grids (what medt3d's preprocessing makes) go through index lists
-    (:func:`medt3d.data.regrid.label_on_grid`); anything else through ``fallback`` (MONAI's
-    argmax and ``Invertd``). The scan's grid is read from the scores' metadata (``original_affine``
-    and ``spatial_shape``, set when the scan was loaded).
+    Axis-parallel grids (what medt3d's preprocessing makes) go through index lists that read the
+    voxels ``Invertd`` would read (:func:`medt3d.data.regrid.label_on_scan_grid`); anything else
+    through ``fallback`` (MONAI's argmax and ``Invertd``). The scan's grid is read from the scores'
+    metadata (``original_affine`` and ``spatial_shape``, set when the scan was loaded), the way back
+    from their transform history.
 
     Args:
         keys: the scores' key.
@@ -348,7 +349,7 @@ class LabelOnScanGridd(MapTransform):
         self.dtype = dtype
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        from medt3d.data.regrid import label_on_grid
+        from medt3d.data.regrid import label_on_scan_grid
 
         d = dict(data)
         for key in self.key_iterator(d):
@@ -357,8 +358,8 @@ class LabelOnScanGridd(MapTransform):
             label = None
             if "original_affine" in meta and "spatial_shape" in meta:
                 shape = tuple(int(n) for n in np.asarray(meta["spatial_shape"])[:3])
-                label = label_on_grid(scores, scores.affine, np.asarray(meta["original_affine"], dtype=np.float64),
-                                      shape, self.dtype)
+                label = label_on_scan_grid(scores, np.asarray(meta["original_affine"], dtype=np.float64), shape,
+                                           self.dtype)
             if label is None:
                 d = dict(self.fallback(d))
                 continue
