@@ -305,6 +305,33 @@ def test_label_back_to_the_scan_by_index_lists_equals_monai_inversion(tmp_path, 
     np.testing.assert_allclose(np.asarray(fast.affine), np.asarray(scan_affine), atol=1e-6)
 
 
+@pytest.mark.parametrize(("frame", "spacing", "crop"), [("LPS", (0.75, 1.0, 5.0), True), ("PIL", (0.75, 3.0, 1.0), False)])
+def test_probabilities_back_to_the_scan_by_one_axis_blends_equal_monai_inversion(tmp_path, frame, spacing, crop):
+    """Three one-axis linear blends give Invertd's bilinear probabilities (0 outside the crop)."""
+    from monai.transforms import Invertd
+
+    from medt3d.data.regrid import probabilities_on_scan_grid
+    from medt3d.inference.predictor import Predictor
+
+    image, affine = blob_volume((40, 23, 13), spacing, frame)
+    scan = save(tmp_path / "scan.nii.gz", image, affine)
+    predictor = Predictor(ThresholdNet(), threshold_config("preprocess.spacing=[1.5, 1.5, 2.0]",
+                                                           f"preprocess.crop_foreground={str(crop).lower()}"), "cpu")
+    data = predictor.load(scan)
+    shape, scan_affine = tuple(data["image"].shape[1:]), data["image"].affine.clone()
+    pre = predictor.pre(data, start=predictor._after_load)
+    model_image = pre["image"]
+    prob = torch.softmax(torch.randn(3, *model_image.shape[1:], generator=torch.Generator().manual_seed(0)), 0)
+    fast = probabilities_on_scan_grid(predictor._like(model_image, prob), scan_affine, shape)
+    slow = Invertd("pred", transform=predictor.pre, orig_keys="image", nearest_interp=False)(
+        {**pre, "pred": predictor._like(model_image, prob)})["pred"]
+    assert fast is not None and tuple(fast.shape) == (3, *shape)
+    np.testing.assert_allclose(fast.numpy(), np.asarray(slow), atol=2e-6)
+    assert float(np.asarray(slow).std()) > 0.05  # not a constant that any method would match
+    np.testing.assert_allclose(predictor.post_prob({**pre, "pred": predictor._like(model_image, prob)})["pred"].numpy(),
+                               fast.numpy())
+
+
 def test_label_back_to_a_rotated_grid_or_an_unknown_transform_is_left_to_monai():
     from monai.data import MetaTensor
 
@@ -344,3 +371,33 @@ def test_index_lists_read_the_voxels_monai_spatial_resample_reads():
     expected[inside] = gathered[inside]
     np.testing.assert_array_equal(np.asarray(moved[0]), expected)
     assert (~inside).any() and inside.any()
+
+
+@pytest.mark.parametrize(("frame", "spacing", "crop"), [("LPS", (0.75, 1.0, 5.0), True), ("RAS", (0.6, 0.6, 0.7), False)])
+def test_argmax_of_the_probabilities_on_the_scan_grid_equals_the_argmax_of_monai_inversion(tmp_path, frame, spacing,
+                                                                                            crop):
+    """``infer.resample: probabilities``: the boxed one-axis blends give the argmax of Invertd's probabilities."""
+    from monai.transforms import Invertd
+
+    from medt3d.data.regrid import argmax_on_scan_grid
+    from medt3d.inference.predictor import Predictor
+
+    image, affine = blob_volume((40, 23, 13) if spacing[0] > 0.7 else (48, 40, 36), spacing, frame)
+    scan = save(tmp_path / "scan.nii.gz", image, affine)
+    predictor = Predictor(ThresholdNet(), threshold_config("preprocess.spacing=[1.5, 1.5, 2.0]",
+                                                           f"preprocess.crop_foreground={str(crop).lower()}"), "cpu")
+    data = predictor.load(scan)
+    shape, scan_affine = tuple(data["image"].shape[1:]), data["image"].affine.clone()
+    pre = predictor.pre(data, start=predictor._after_load)
+    model_image = pre["image"]
+    logits = torch.randn(3, *model_image.shape[1:], generator=torch.Generator().manual_seed(1))
+    logits[0] += 1.5  # background wins most voxels
+    logits[:, :3] = logits[:, -3:] = torch.tensor([5.0, 0.0, 0.0])[:, None, None, None]
+    prob = torch.softmax(logits, 0)
+    fast = argmax_on_scan_grid(predictor._like(model_image, prob), scan_affine, shape)
+    slow = Invertd("pred", transform=predictor.pre, orig_keys="image", nearest_interp=False)(
+        {**pre, "pred": predictor._like(model_image, prob)})["pred"]
+    expected = np.asarray(slow).argmax(0)
+    assert fast is not None and tuple(fast.shape) == (1, *shape)
+    assert 0.002 < (expected > 0).mean() < 0.9 and (expected == 2).any()
+    np.testing.assert_array_equal(fast.numpy()[0], expected)

@@ -52,6 +52,7 @@ __all__ = [
     "ChannelIntensityd",
     "CheckLabelValuesd",
     "LabelOnScanGridd",
+    "ProbabilitiesOnScanGridd",
     "Pipeline",
     "build_infer_transforms",
     "build_postprocessing",
@@ -328,6 +329,40 @@ def build_infer_transforms(cfg: Config) -> Pipeline:
     ])
 
 
+class ProbabilitiesOnScanGridd(MapTransform):
+    """Class probabilities on the model's grid -> on the scan's own grid, linearly (as ``Invertd``).
+
+    Three one-axis blends (:func:`medt3d.data.regrid.probabilities_on_scan_grid`) where the grids are
+    axis-parallel; anything else through ``fallback`` (MONAI's ``Invertd``).
+
+    Args:
+        keys: the probabilities' key.
+        fallback: the general pipeline.
+    """
+
+    def __init__(self, keys: Hashable | Sequence[Hashable], fallback: Compose) -> None:
+        super().__init__(keys)
+        self.fallback = fallback
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        from medt3d.data.regrid import probabilities_on_scan_grid
+
+        d = dict(data)
+        for key in self.key_iterator(d):
+            prob = d[key]
+            meta = dict(getattr(prob, "meta", {}))
+            moved = None
+            if "original_affine" in meta and "spatial_shape" in meta:
+                shape = tuple(int(n) for n in np.asarray(meta["spatial_shape"])[:3])
+                moved = probabilities_on_scan_grid(prob, np.asarray(meta["original_affine"], dtype=np.float64), shape)
+            if moved is None:
+                d = dict(self.fallback(d))
+                continue
+            meta.pop("affine", None)
+            d[key] = MetaTensor(moved.as_tensor(), affine=moved.affine, meta=meta)
+        return d
+
+
 class LabelOnScanGridd(MapTransform):
     """Class scores on the model's grid -> label map on the scan's own grid (argmax, then nearest).
 
@@ -394,5 +429,7 @@ def build_postprocessing(cfg: Config, infer_transforms: Compose, argmax: bool = 
     steps: list[Any] = []
     if softmax:
         steps.append(Activationsd("pred", softmax=True))
-    steps.append(Invertd("pred", transform=infer_transforms, orig_keys=IMAGE, nearest_interp=False, to_tensor=True))
+    general = Compose([Invertd("pred", transform=infer_transforms, orig_keys=IMAGE, nearest_interp=False,
+                               to_tensor=True)])
+    steps.append(ProbabilitiesOnScanGridd("pred", general))
     return Pipeline(steps)
