@@ -263,6 +263,19 @@ def test_argmax_channels_equals_torch_argmax_ties_included():
     np.testing.assert_array_equal(argmax_channels(prob).numpy()[0], torch.argmax(prob, 0).numpy())
 
 
+def _on_the_model_grid(tmp_path, frame, spacing, crop, shape=(40, 23, 13)):
+    """A blob scan preprocessed to 1.5 x 1.5 x 2 mm: the predictor, its preprocessed dict, the scan's shape and affine."""
+    from medt3d.inference.predictor import Predictor
+
+    image, affine = blob_volume(shape, spacing, frame)
+    scan = save(tmp_path / "scan.nii.gz", image, affine)
+    predictor = Predictor(ThresholdNet(), threshold_config("preprocess.spacing=[1.5, 1.5, 2.0]",
+                                                           f"preprocess.crop_foreground={str(crop).lower()}"), "cpu")
+    data = predictor.load(scan)
+    scan_shape, scan_affine = tuple(data["image"].shape[1:]), data["image"].affine.clone()
+    return predictor, predictor.pre(data, start=predictor._after_load), scan_shape, scan_affine
+
+
 @pytest.mark.parametrize(("frame", "spacing", "crop"), [("RAS", (0.9, 1.1, 2.3), True), ("LPS", (0.75, 1.0, 5.0), True),
                                                        ("PIL", (0.75, 3.0, 1.0), False), ("LPS", (0.75, 0.75, 5.0), False)])
 def test_label_back_to_the_scan_by_index_lists_equals_monai_inversion(tmp_path, frame, spacing, crop):
@@ -275,15 +288,8 @@ def test_label_back_to_the_scan_by_index_lists_equals_monai_inversion(tmp_path, 
     from monai.transforms import AsDiscreted, Compose, Invertd
 
     from medt3d.data.regrid import label_on_scan_grid
-    from medt3d.inference.predictor import Predictor
 
-    image, affine = blob_volume((40, 23, 13), spacing, frame)
-    scan = save(tmp_path / "scan.nii.gz", image, affine)
-    predictor = Predictor(ThresholdNet(), threshold_config("preprocess.spacing=[1.5, 1.5, 2.0]",
-                                                           f"preprocess.crop_foreground={str(crop).lower()}"), "cpu")
-    data = predictor.load(scan)
-    shape, scan_affine = tuple(data["image"].shape[1:]), data["image"].affine.clone()
-    pre = predictor.pre(data, start=predictor._after_load)
+    predictor, pre, shape, scan_affine = _on_the_model_grid(tmp_path, frame, spacing, crop)
     model_image = pre["image"]
     # a voxel of the scan exactly halfway between two model voxels along some axis
     position = np.linalg.solve(np.asarray(model_image.affine), np.asarray(scan_affine)) @ np.stack(
@@ -311,15 +317,8 @@ def test_probabilities_back_to_the_scan_by_one_axis_blends_equal_monai_inversion
     from monai.transforms import Invertd
 
     from medt3d.data.regrid import probabilities_on_scan_grid
-    from medt3d.inference.predictor import Predictor
 
-    image, affine = blob_volume((40, 23, 13), spacing, frame)
-    scan = save(tmp_path / "scan.nii.gz", image, affine)
-    predictor = Predictor(ThresholdNet(), threshold_config("preprocess.spacing=[1.5, 1.5, 2.0]",
-                                                           f"preprocess.crop_foreground={str(crop).lower()}"), "cpu")
-    data = predictor.load(scan)
-    shape, scan_affine = tuple(data["image"].shape[1:]), data["image"].affine.clone()
-    pre = predictor.pre(data, start=predictor._after_load)
+    predictor, pre, shape, scan_affine = _on_the_model_grid(tmp_path, frame, spacing, crop)
     model_image = pre["image"]
     prob = torch.softmax(torch.randn(3, *model_image.shape[1:], generator=torch.Generator().manual_seed(0)), 0)
     fast = probabilities_on_scan_grid(predictor._like(model_image, prob), scan_affine, shape)
@@ -380,15 +379,9 @@ def test_argmax_of_the_probabilities_on_the_scan_grid_equals_the_argmax_of_monai
     from monai.transforms import Invertd
 
     from medt3d.data.regrid import argmax_on_scan_grid
-    from medt3d.inference.predictor import Predictor
 
-    image, affine = blob_volume((40, 23, 13) if spacing[0] > 0.7 else (48, 40, 36), spacing, frame)
-    scan = save(tmp_path / "scan.nii.gz", image, affine)
-    predictor = Predictor(ThresholdNet(), threshold_config("preprocess.spacing=[1.5, 1.5, 2.0]",
-                                                           f"preprocess.crop_foreground={str(crop).lower()}"), "cpu")
-    data = predictor.load(scan)
-    shape, scan_affine = tuple(data["image"].shape[1:]), data["image"].affine.clone()
-    pre = predictor.pre(data, start=predictor._after_load)
+    predictor, pre, shape, scan_affine = _on_the_model_grid(tmp_path, frame, spacing, crop,
+                                                            (40, 23, 13) if spacing[0] > 0.7 else (48, 40, 36))
     model_image = pre["image"]
     logits = torch.randn(3, *model_image.shape[1:], generator=torch.Generator().manual_seed(1))
     logits[0] += 1.5  # background wins most voxels

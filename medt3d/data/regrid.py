@@ -24,6 +24,8 @@ from monai.networks.utils import to_norm_affine
 from monai.transforms.utils import create_translate
 from monai.utils import TraceKeys
 
+from medt3d.data.geometry import bounding_box
+
 __all__ = ["argmax_channels", "argmax_on_scan_grid", "label_dtype", "label_on_scan_grid", "probabilities_on_scan_grid", "resample_index_lists",
            "resample_linear_lists"]
 
@@ -190,16 +192,17 @@ def _compose(inner: list[AxisLinear], outer: list[AxisLinear]) -> list[AxisLinea
     return composed
 
 
-def _inverse_lists(operations: Sequence[Mapping[str, Any]], model_affine: torch.Tensor, model_shape: Sequence[int],
-                   scan_affine: Any, scan_shape: Sequence[int], linear: bool) -> list[AxisLinear] | None:
-    """Undo the recorded orientation, resampling and crop as ``Invertd`` would, axis by axis.
+def _inverse_lists(volume: MetaTensor, scan_affine: Any, scan_shape: Sequence[int],
+                   linear: bool) -> list[AxisLinear] | None:
+    """Undo ``volume``'s recorded orientation, resampling and crop as ``Invertd`` would, axis by axis.
 
     ``linear``: blend two voxels per axis as ``Invertd`` with the recorded (bilinear) mode does;
     otherwise read the nearest voxel as ``Invertd(nearest_interp=True)`` does.
     """
-    lists: list[AxisLinear] | None = _exact([(a, np.arange(n)) for a, n in enumerate(model_shape)])
-    affine = torch.as_tensor(model_affine, dtype=torch.float64)
-    shape = [int(n) for n in model_shape]
+    shape = [int(n) for n in volume.shape[1:]]
+    lists: list[AxisLinear] | None = _exact([(a, np.arange(n)) for a, n in enumerate(shape)])
+    affine = torch.as_tensor(volume.affine, dtype=torch.float64)
+    operations: Sequence[Mapping[str, Any]] = volume.applied_operations
     for op in reversed(operations):
         name, info = op.get(TraceKeys.CLASS_NAME), op.get(TraceKeys.EXTRA_INFO, {})
         outer_shape = [int(n) for n in op.get(TraceKeys.ORIG_SIZE, ())][:3]
@@ -252,8 +255,7 @@ def label_on_scan_grid(scores: MetaTensor, scan_affine: Any, scan_shape: Sequenc
         function does not undo or grids that are not axis-parallel (then use ``Invertd``).
     """
     values = scores.as_tensor()
-    lists = _inverse_lists(scores.applied_operations, scores.affine, values.shape[1:], scan_affine, scan_shape,
-                           linear=False)
+    lists = _inverse_lists(scores, scan_affine, scan_shape, linear=False)
     if lists is None:
         return None
     axes = [axis for axis, *_ in lists]
@@ -279,8 +281,7 @@ def probabilities_on_scan_grid(prob: MetaTensor, scan_affine: Any, scan_shape: S
         :func:`label_on_scan_grid` (then use ``Invertd``).
     """
     values = prob.as_tensor().float()
-    lists = _inverse_lists(prob.applied_operations, prob.affine, values.shape[1:], scan_affine, scan_shape,
-                           linear=True)
+    lists = _inverse_lists(prob, scan_affine, scan_shape, linear=True)
     if lists is None:
         return None
     order = [axis for axis, *_ in lists]  # model axes in scan order
@@ -301,25 +302,24 @@ def argmax_on_scan_grid(prob: MetaTensor, scan_affine: Any, scan_shape: Sequence
         The (1, X, Y, Z) label with ``scan_affine``, or None as for :func:`label_on_scan_grid`.
     """
     values = prob.as_tensor().float()
-    lists = _inverse_lists(prob.applied_operations, prob.affine, values.shape[1:], scan_affine, scan_shape,
-                           linear=True)
+    lists = _inverse_lists(prob, scan_affine, scan_shape, linear=True)
     if lists is None:
         return None
     label = torch.zeros(tuple(int(n) for n in scan_shape), dtype=dtype)
     affine = torch.as_tensor(scan_affine, dtype=torch.float64)
-    beats_background = (values[1:] >= values[:1]).any(dim=0) if values.shape[0] > 1 else None
-    if beats_background is None or not bool(beats_background.any()):
+    if values.shape[0] < 2:
         return MetaTensor(label[None], affine=affine)
-    lower = [int(np.nonzero(beats_background.any(dim=tuple(d for d in range(3) if d != a)).numpy())[0].min())
-             for a in range(3)]
-    upper = [int(np.nonzero(beats_background.any(dim=tuple(d for d in range(3) if d != a)).numpy())[0].max())
-             for a in range(3)]
+    beats_background = (values[1:] >= values[:1]).any(dim=0)
+    box = bounding_box(beats_background.numpy())
+    if box is None:
+        return MetaTensor(label[None], affine=affine)
     block, ranges = [], []
     for axis, low, high, weight in lists:  # scan voxels reading the box along this scan axis
-        reads = ((low >= lower[axis]) & (low <= upper[axis])) | ((high >= lower[axis]) & (high <= upper[axis]))
-        if not reads.any():
+        start, end = box[axis]
+        reads = np.flatnonzero(((low >= start) & (low <= end)) | ((high >= start) & (high <= end)))
+        if not len(reads):
             return MetaTensor(label[None], affine=affine)
-        first, last = int(np.nonzero(reads)[0].min()), int(np.nonzero(reads)[0].max()) + 1
+        first, last = int(reads[0]), int(reads[-1]) + 1
         ranges.append(slice(first, last))
         block.append((axis, low[first:last], high[first:last], weight[first:last]))
     best: torch.Tensor | None = None

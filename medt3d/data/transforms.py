@@ -12,7 +12,8 @@ Every setting is read from the :class:`~medt3d.config.Config` object; no default
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -51,8 +52,7 @@ __all__ = [
     "CT_BODY_HU",
     "ChannelIntensityd",
     "CheckLabelValuesd",
-    "LabelOnScanGridd",
-    "ProbabilitiesOnScanGridd",
+    "OnScanGridd",
     "Pipeline",
     "build_infer_transforms",
     "build_postprocessing",
@@ -329,77 +329,42 @@ def build_infer_transforms(cfg: Config) -> Pipeline:
     ])
 
 
-class ProbabilitiesOnScanGridd(MapTransform):
-    """Class probabilities on the model's grid -> on the scan's own grid, linearly (as ``Invertd``).
+class OnScanGridd(MapTransform):
+    """A result on the model's grid -> on the scan's own grid, by ``move``, else by ``fallback``.
 
-    Three one-axis blends (:func:`medt3d.data.regrid.probabilities_on_scan_grid`) where the grids are
-    axis-parallel; anything else through ``fallback`` (MONAI's ``Invertd``).
+    ``move`` is one of :mod:`medt3d.data.regrid`'s ways back (index lists or one-axis blends that read
+    the voxels ``Invertd`` would read, for the axis-parallel grids medt3d's preprocessing makes); it
+    returns None for anything else, which then goes through ``fallback`` (MONAI's ``Invertd``). The
+    scan's grid is read from the values' metadata (``original_affine`` and ``spatial_shape``, set when
+    the scan was loaded), the way back from their transform history.
 
     Args:
-        keys: the probabilities' key.
+        keys: the values' key.
+        move: ``move(values, scan_affine, scan_shape)``, the result with the scan's affine, or None.
         fallback: the general pipeline.
     """
 
-    def __init__(self, keys: Hashable | Sequence[Hashable], fallback: Compose) -> None:
+    def __init__(self, keys: Hashable | Sequence[Hashable],
+                 move: Callable[[MetaTensor, np.ndarray, tuple[int, ...]], MetaTensor | None],
+                 fallback: Compose) -> None:
         super().__init__(keys)
+        self.move = move
         self.fallback = fallback
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        from medt3d.data.regrid import probabilities_on_scan_grid
-
         d = dict(data)
         for key in self.key_iterator(d):
-            prob = d[key]
-            meta = dict(getattr(prob, "meta", {}))
+            values = d[key]
+            meta = dict(getattr(values, "meta", {}))
             moved = None
             if "original_affine" in meta and "spatial_shape" in meta:
                 shape = tuple(int(n) for n in np.asarray(meta["spatial_shape"])[:3])
-                moved = probabilities_on_scan_grid(prob, np.asarray(meta["original_affine"], dtype=np.float64), shape)
+                moved = self.move(values, np.asarray(meta["original_affine"], dtype=np.float64), shape)
             if moved is None:
                 d = dict(self.fallback(d))
                 continue
             meta.pop("affine", None)
             d[key] = MetaTensor(moved.as_tensor(), affine=moved.affine, meta=meta)
-        return d
-
-
-class LabelOnScanGridd(MapTransform):
-    """Class scores on the model's grid -> label map on the scan's own grid (argmax, then nearest).
-
-    Axis-parallel grids (what medt3d's preprocessing makes) go through index lists that read the
-    voxels ``Invertd`` would read (:func:`medt3d.data.regrid.label_on_scan_grid`); anything else
-    through ``fallback`` (MONAI's argmax and ``Invertd``). The scan's grid is read from the scores'
-    metadata (``original_affine`` and ``spatial_shape``, set when the scan was loaded), the way back
-    from their transform history.
-
-    Args:
-        keys: the scores' key.
-        fallback: the general pipeline for grids that are not axis-parallel.
-        dtype: the label's dtype.
-    """
-
-    def __init__(self, keys: Hashable | Sequence[Hashable], fallback: Compose, dtype: torch.dtype) -> None:
-        super().__init__(keys)
-        self.fallback = fallback
-        self.dtype = dtype
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        from medt3d.data.regrid import label_on_scan_grid
-
-        d = dict(data)
-        for key in self.key_iterator(d):
-            scores = d[key]
-            meta = dict(getattr(scores, "meta", {}))
-            label = None
-            if "original_affine" in meta and "spatial_shape" in meta:
-                shape = tuple(int(n) for n in np.asarray(meta["spatial_shape"])[:3])
-                label = label_on_scan_grid(scores, np.asarray(meta["original_affine"], dtype=np.float64), shape,
-                                           self.dtype)
-            if label is None:
-                d = dict(self.fallback(d))
-                continue
-            meta.pop("affine", None)
-            d[key] = MetaTensor(label.as_tensor(), affine=label.affine, meta=meta)
         return d
 
 
@@ -418,18 +383,19 @@ def build_postprocessing(cfg: Config, infer_transforms: Compose, argmax: bool = 
     The input dict must hold ``image`` (as ``infer_transforms`` produced it) and ``pred``
     (C, X, Y, Z) on the image's grid.
     """
-    from medt3d.data.regrid import label_dtype
+    from medt3d.data.regrid import label_dtype, label_on_scan_grid, probabilities_on_scan_grid
 
     dtype = label_dtype(cfg.data.num_classes)
     if argmax:  # softmax does not change the argmax: not applied
         general = Compose([AsDiscreted("pred", argmax=True),
                            Invertd("pred", transform=infer_transforms, orig_keys=IMAGE, nearest_interp=True,
                                    to_tensor=True)])
-        return Pipeline([LabelOnScanGridd("pred", general, dtype), EnsureTyped("pred", dtype=dtype)])
+        return Pipeline([OnScanGridd("pred", partial(label_on_scan_grid, dtype=dtype), general),
+                         EnsureTyped("pred", dtype=dtype)])
     steps: list[Any] = []
     if softmax:
         steps.append(Activationsd("pred", softmax=True))
     general = Compose([Invertd("pred", transform=infer_transforms, orig_keys=IMAGE, nearest_interp=False,
                                to_tensor=True)])
-    steps.append(ProbabilitiesOnScanGridd("pred", general))
+    steps.append(OnScanGridd("pred", probabilities_on_scan_grid, general))
     return Pipeline(steps)
