@@ -169,3 +169,29 @@ def test_overlay_planes_are_radiological_with_superior_and_anterior_up():
     volume[3, 1, 5] = 1.0  # right, superior
     coronal = _slice(volume, 1, 1)
     assert np.argwhere(coronal == 1).tolist() == [[0, 0]]  # top (superior), left (the patient's right)
+
+
+def test_overlay_of_several_classes_draws_each_class_in_its_own_colour(tmp_path: Path):
+    import matplotlib.image as mpimg
+
+    from medt3d.evaluation.plots import save_overlay
+
+    image = np.random.default_rng(0).normal(0.0, 1.0, (24, 24, 24)).astype(np.float32)
+    label = np.zeros((24, 24, 24), np.uint8)
+    label[3:10, 3:21, 3:21] = 1
+    label[14:21, 3:21, 3:21] = 2
+    pred = label.copy()
+    pred[14:21] = 1  # the second structure predicted as the first class: it must show in class 1's colour
+    classes = [{"value": 0, "name": "background", "color": [0, 0, 0]},
+               {"value": 1, "name": "liver", "color": [255, 0, 0]},
+               {"value": 2, "name": "kidney", "color": [0, 0, 255]}]
+
+    def pixels_near(picture: np.ndarray, rgb: tuple[float, float, float]) -> int:
+        return int((np.abs(picture[..., :3] - np.asarray(rgb)).max(axis=-1) < 0.1).sum())
+
+    several = mpimg.imread(save_overlay(image, label, pred, tmp_path / "several.png", classes=classes))
+    assert pixels_near(several, (1, 0, 0)) > 50 and pixels_near(several, (0, 0, 1)) > 50
+    assert pixels_near(several, (1, 0, 1)) == 0  # not the one-class prediction colour (magenta)
+    # with one foreground class: ground truth and prediction in the two fixed colours, as before
+    one = mpimg.imread(save_overlay(image, label == 1, pred == 1, tmp_path / "one.png", classes=classes))
+    assert pixels_near(one, (1, 0, 1)) > 50 and pixels_near(one, (1, 0, 0)) == 0

@@ -89,3 +89,29 @@ def test_fixed_epochs_replace_the_clock_for_each_network(shared_data: Path, tmp_
         bench_quality(tmp_path, shared_data, networks=["medt3d", "unet"], epochs={"medt3d": 2})
     assert main(["bench", "--quality", "--quality-epochs", "medt3d=zero"]) == 2
     assert "expected NETWORK=EPOCHS" in capsys.readouterr().err
+
+
+def test_multi_organ_runs_alone_from_the_command_line(shared_data: Path, tmp_path: Path, capsys):
+    from medt3d.cli import main
+
+    sets = [arg for override in FAST for arg in ("--set", override)]
+    assert main(["bench", "--quality", "--quality-train", "none", "--multi-organ", "--quality-networks", "medt3d",
+                 "--quality-epochs", "medt3d=1", "--quality-data", str(shared_data), "--quality-dir",
+                 str(tmp_path / "q"), "--markdown", str(tmp_path / "q.md"), *sets]) == 0
+    report = json.loads(capsys.readouterr().out)["quality"]
+    assert report["folds"] == [] and "mean_dice" not in report  # no fold ran
+    multi = report["multi_organ"]["results"]["medt3d"]
+    assert list(multi["self_fit"]) == ["spleen", "right_kidney", "left_kidney", "liver"]
+    assert multi["epochs_run"] == 1 and 0.0 <= multi["test_spleen"]["dice"] <= 1.0
+    # the liver of ct_abdomen_ts: its reference volume is what the TotalSegmentator label holds
+    label = nib.load(shared_data / PATIENTS["ct_abdomen_ts"].label)
+    liver_ml = float((np.asarray(label.dataobj) == 4).sum() * abs(np.linalg.det(label.affine[:3, :3])) / 1000)
+    assert multi["self_fit"]["liver"]["volume_ref_ml"] == pytest.approx(liver_ml, rel=1e-3)
+    markdown = (tmp_path / "q.md").read_text()
+    assert "Multi-organ: trained on ct_abdomen_ts" in markdown and "train → test" not in markdown
+    assert (tmp_path / "q" / "multi_organ" / "medt3d" / "self" / "overlays" / "ct_abdomen_ts.png").is_file()
+    # 'none' beside a patient, or no fold and no multi-organ run, is refused with the reason
+    assert main(["bench", "--quality", "--quality-train", "none", "ct_spleen"]) == 2
+    assert "'none' runs no fold and cannot stand beside ct_spleen" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="nothing to benchmark"):
+        bench_quality(tmp_path, shared_data, folds=select_folds(["none"]))

@@ -67,18 +67,25 @@ FOLDS: tuple[tuple[str, str], ...] = (("ct_spleen", "ct_abdomen_ts"), ("ct_abdom
 #: The multi-organ run: its training patient and organs, and the organ scored on the other patient.
 MULTI_ORGAN: dict[str, Any] = {"train": "ct_abdomen_ts", "organs": ("spleen", "right_kidney", "left_kidney", "liver"),
                                "test": "ct_spleen", "test_organ": "spleen"}
+#: The ``--quality-train`` value that runs no fold (with ``--multi-organ``: the four-organ run alone).
+NO_FOLDS = "none"
 #: Where the shared data sit, relative to the working folder (a clone's sibling ``shared/``).
 DEFAULT_SHARED_DATA = Path("../shared/data")
 
 
 def select_folds(train_patients: Sequence[str] | None = None) -> tuple[tuple[str, str], ...]:
-    """The folds of :data:`FOLDS` trained on ``train_patients`` (all of them for ``None``).
+    """The folds of :data:`FOLDS` trained on ``train_patients`` (all of them for ``None``, none for ``["none"]``).
 
     Raises:
-        ValueError: a patient that trains no fold, naming the ones that do.
+        ValueError: a patient that trains no fold, naming the ones that do, or ``none`` beside a patient.
     """
     if not train_patients:
         return FOLDS
+    if NO_FOLDS in train_patients:
+        if len(train_patients) > 1:
+            raise ValueError(f"--quality-train: {NO_FOLDS!r} runs no fold and cannot stand beside "
+                             f"{', '.join(p for p in train_patients if p != NO_FOLDS)}")
+        return ()
     known = [train for train, _ in FOLDS]
     unknown = [p for p in train_patients if p not in known]
     if unknown:
@@ -191,6 +198,8 @@ def bench_quality(output: str | Path, shared_data: str | Path | None = None,
     if epochs is not None and set(epochs) != set(networks):
         raise ValueError(f"--quality-epochs needs one entry per network compared ({', '.join(networks)}), "
                          f"got {', '.join(f'{k}={v}' for k, v in epochs.items()) or 'none'}")
+    if not folds and not multi_organ:
+        raise ValueError(f"--quality-train {NO_FOLDS}: no fold and no --multi-organ run, so nothing to benchmark")
     root = find_shared_data(shared_data)
     out = Path(output)
     labels = out / "labels"
@@ -216,8 +225,9 @@ def bench_quality(output: str | Path, shared_data: str | Path | None = None,
             log(f"quality: {fold_name}: {name} spleen Dice {cross['dice']:.3f} on {test_patient} "
                 f"(self-fit {self_fit['dice']:.3f}), {run['epochs_run']} epochs")
         report["folds"].append(fold)
-    report["mean_dice"] = {name: round(float(np.mean([f["results"][name]["dice"] for f in report["folds"]])), 4)
-                           for name in networks}
+    if folds:
+        report["mean_dice"] = {name: round(float(np.mean([f["results"][name]["dice"] for f in report["folds"]])), 4)
+                               for name in networks}
     if multi_organ:
         report["multi_organ"] = _multi_organ(root, out, labels, lists, networks, budget_s, config, overrides, log,
                                              epochs)
@@ -256,18 +266,19 @@ def quality_markdown(report: dict[str, Any]) -> str:
     lines = [
         f"Config `{report['config']}`{' with ' + ', '.join(report['overrides']) if report['overrides'] else ''}, "
         f"{_limit_text(report)} of training per network and run, {report['machine']['cpu_threads']} threads.",
-        "",
-        "| train → test | network | spleen Dice | HD95 (mm) | volume pred / ref (mL) | self-fit Dice | epochs | "
-        "iterations | seconds |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
+    if report["folds"]:
+        lines += ["", "| train → test | network | spleen Dice | HD95 (mm) | volume pred / ref (mL) | self-fit Dice | "
+                      "epochs | iterations | seconds |",
+                  "|---|---|---|---|---|---|---|---|---|"]
     for fold in report["folds"]:
         for name, r in fold["results"].items():
             lines.append(f"| {fold['train']} → {fold['test']} | {name} | {r['dice']:.3f} | {r['hd95_mm']:.1f} | "
                          f"{r['volume_pred_ml']:.0f} / {r['volume_ref_ml']:.0f} | {r['self_fit_dice']:.3f} | "
                          f"{r['epochs_run']} | {r['iterations']} | {r['train_seconds']:.0f} |")
-    means = ", ".join(f"{name} {dice:.3f}" for name, dice in report["mean_dice"].items())
-    lines += ["", f"Mean cross-patient spleen Dice: {means}."]
+    if "mean_dice" in report:
+        means = ", ".join(f"{name} {dice:.3f}" for name, dice in report["mean_dice"].items())
+        lines += ["", f"Mean cross-patient spleen Dice: {means}."]
     multi = report.get("multi_organ")
     if multi:
         organs = multi["organs"]

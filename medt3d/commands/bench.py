@@ -131,7 +131,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="folder for labels, runs, evaluations and overlays (default: bench_quality)")
     qual.add_argument("--quality-train", nargs="+", metavar="PATIENT",
                       help="run only the folds trained on these patients (ct_spleen, ct_abdomen_ts; default: both), "
-                           "e.g. to repeat one fold with another --set train.seed")
+                           "e.g. to repeat one fold with another --set train.seed; 'none' runs no fold, so that "
+                           "--multi-organ runs alone")
     qual.add_argument("--quality-epochs", nargs="+", metavar="NETWORK=EPOCHS",
                       help="train each network for a fixed number of epochs instead of --budget, e.g. medt3d=16 "
                            "unet=9 (the epochs each runs in the same time on a quiet machine): recipe experiments "

@@ -27,6 +27,7 @@ from medt3d.evaluation.plots import save_curves, save_overlay
 from medt3d.evaluation.splits import SPLITS
 from medt3d.inference.predictor import Predictor
 from medt3d.io_utils import atomic_write_text, check_writable_dir
+from medt3d.label_table import label_table
 from medt3d.models.layout import RunLayout
 from medt3d.models.loading import load_model
 
@@ -99,6 +100,7 @@ def evaluate(model_path: str | Path, data_dir: str | Path, output: str | Path, s
         raise ValueError(f"{data_dir}: evaluation needs a label for every case; none for {', '.join(unlabelled)}")
     check_cases(cases, cfg.data.num_classes, cfg.data.in_channels)  # the gate of medt3d train
     names = list(cfg.data.labels)
+    classes = label_table(cfg)
     rows: list[dict[str, Any]] = []
     for case in tqdm(cases, desc="evaluating", unit="case"):
         prediction = predictor.predict(case["image"], keep_image=overlays)  # the scan as loaded, for the overlay
@@ -112,7 +114,7 @@ def evaluate(model_path: str | Path, data_dir: str | Path, output: str | Path, s
         if overlays:
             save_overlay(np.asarray(prediction.image[0]), np.asarray(label[0]), np.asarray(pred).squeeze(),
                          out / "overlays" / f"{case['name']}.png", title=case["name"],
-                         affine=np.asarray(pred.affine, dtype=np.float64))
+                         affine=np.asarray(pred.affine, dtype=np.float64), classes=classes)
     summary = summarise(rows, names)
     summary.update({"model": str(model_path), "data": str(data_dir), "split": split,
                     "empty_rule": "both empty: dice=iou=1, distances=0; one empty: dice=iou=0, distances=diagonal mm"})

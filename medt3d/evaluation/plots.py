@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -12,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from medt3d.io_utils import atomic_path  # noqa: E402
+from medt3d.label_table import default_color  # noqa: E402
 
 __all__ = ["save_overlay", "save_curves"]
 
@@ -37,10 +40,30 @@ def _aspect(spacing: tuple[float, float, float], axis: int) -> float:
 _PLANES = ("sagittal", "coronal", "axial")
 
 
+def _class_styles(label: np.ndarray | None, pred: np.ndarray | None,
+                  classes: Sequence[Mapping[str, Any]] | None) -> dict[int, tuple[str, Any]]:
+    """Name and colour of each foreground class present, or ``{}`` when one colour per source will do."""
+    present = sorted({int(v) for vol in (label, pred) if vol is not None for v in np.unique(vol) if v > 0})
+    if len(present) < 2:
+        return {}
+    known = {int(c["value"]): c for c in classes or ()}
+    styles = {}
+    for value in present:
+        entry = known.get(value)
+        rgb = entry["color"] if entry is not None else default_color(value)
+        styles[value] = (entry["name"] if entry is not None else f"class {value}", tuple(c / 255 for c in rgb))
+    return styles
+
+
 def save_overlay(image: np.ndarray, label: np.ndarray | None, pred: np.ndarray | None, path: str | Path,
                  spacing: tuple[float, float, float] = (1.0, 1.0, 1.0), title: str = "",
-                 affine: np.ndarray | None = None) -> Path:
-    """Middle slices on the three axes with ground-truth and predicted contours in two colours.
+                 affine: np.ndarray | None = None, classes: Sequence[Mapping[str, Any]] | None = None) -> Path:
+    """Middle slices on the three axes with ground-truth and predicted contours.
+
+    With one foreground class the ground truth is drawn in one colour and the prediction in another.
+    With several, each class has its own colour (from ``classes``, else the label table's default),
+    the ground truth drawn solid and the prediction dashed, so that a structure labelled as the wrong
+    class shows in that class's colour.
 
     Args:
         image: intensity volume (X, Y, Z).
@@ -51,6 +74,8 @@ def save_overlay(image: np.ndarray, label: np.ndarray | None, pred: np.ndarray |
         title: figure title.
         affine: the volumes' voxel-to-RAS affine: they are then shown in RAS order (superior and
             anterior up, whatever the storage order: LPS or LAS scans are not upside down).
+        classes: the label table (``value``, ``name``, ``color`` RGB 0-255 per class), as
+            :func:`medt3d.label_table.label_table` gives it.
     """
     image = np.asarray(image, dtype=np.float32).squeeze()
     if affine is not None:
@@ -61,6 +86,7 @@ def save_overlay(image: np.ndarray, label: np.ndarray | None, pred: np.ndarray |
         label = None if label is None else to_ras(np.asarray(label).squeeze(), affine)[0]
         pred = None if pred is None else to_ras(np.asarray(pred).squeeze(), affine)[0]
     lo, hi = np.percentile(image, [1, 99])
+    styles = _class_styles(label, pred, classes)
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
     for axis, ax in enumerate(axes):
         mid = image.shape[axis] // 2
@@ -71,18 +97,25 @@ def save_overlay(image: np.ndarray, label: np.ndarray | None, pred: np.ndarray |
                     mid = int(np.median(nonzero[axis]))
                     break
         ax.imshow(_slice(image, axis, mid), cmap="gray", vmin=lo, vmax=hi, aspect=_aspect(spacing, axis))
-        for vol, colour in ((label, GT_COLOUR), (pred, PRED_COLOUR)):
+        for vol, colour, line in ((label, GT_COLOUR, "solid"), (pred, PRED_COLOUR, "dashed")):
             if vol is None:
                 continue
             sl = _slice(np.asarray(vol).squeeze(), axis, mid)
             for value in np.unique(sl):
                 if value > 0:
-                    ax.contour((sl == value).astype(float), levels=[0.5], colors=colour, linewidths=1.0)
+                    ax.contour((sl == value).astype(float), levels=[0.5], linewidths=1.0,
+                               colors=[styles[int(value)][1]] if styles else colour,
+                               linestyles=line if styles else "solid")
         ax.set_title(f"{_PLANES[axis]} slice {mid}" if affine is not None else f"{'XYZ'[axis]} = {mid}")
         ax.axis("off")
-    handles = [plt.Line2D([], [], color=GT_COLOUR, label="ground truth"),
-               plt.Line2D([], [], color=PRED_COLOUR, label="prediction")]
-    fig.legend(handles=handles, loc="lower center", ncol=2)
+    if styles:
+        handles = [plt.Line2D([], [], color="grey", label="ground truth", linestyle="solid"),
+                   plt.Line2D([], [], color="grey", label="prediction", linestyle="dashed"),
+                   *(plt.Line2D([], [], color=rgb, label=name, linewidth=3) for name, rgb in styles.values())]
+    else:
+        handles = [plt.Line2D([], [], color=GT_COLOUR, label="ground truth"),
+                   plt.Line2D([], [], color=PRED_COLOUR, label="prediction")]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles))
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.06, 1, 0.94))  # room for the title above the panel titles
     with atomic_path(path) as tmp:
