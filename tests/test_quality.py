@@ -115,3 +115,26 @@ def test_multi_organ_runs_alone_from_the_command_line(shared_data: Path, tmp_pat
     assert "'none' runs no fold and cannot stand beside ct_spleen" in capsys.readouterr().err
     with pytest.raises(ValueError, match="nothing to benchmark"):
         bench_quality(tmp_path, shared_data, folds=select_folds(["none"]))
+
+
+def test_quality_seeds_repeat_each_fold_and_report_the_mean(shared_data: Path, tmp_path: Path):
+    import torch
+    import yaml
+
+    report = bench_quality(tmp_path, shared_data, networks=["medt3d"], overrides=FAST, folds=[("ct_abdomen_ts", "ct_spleen")],
+                           log=lambda m: None, epochs={"medt3d": 1}, seeds=[3, 4])
+    result = report["folds"][0]["results"]["medt3d"]
+    assert [row["seed"] for row in result["per_seed"]] == [3, 4] and report["seeds"] == [3, 4]
+    dices = [row["dice"] for row in result["per_seed"]]
+    assert result["dice"] == pytest.approx(np.mean(dices), abs=1e-4) and report["mean_dice"]["medt3d"] == result["dice"]
+    assert (result["dice_min"], result["dice_max"]) == (min(dices), max(dices))
+    fold = tmp_path / "ct_abdomen_ts_to_ct_spleen" / "medt3d"
+    # each seed trained its own model with its own seed
+    seeds = [yaml.safe_load((fold / f"seed{s}" / "run" / "config.yaml").read_text())["train"]["seed"] for s in (3, 4)]
+    assert seeds == [3, 4]
+    weights = [torch.load(row["checkpoint"], map_location="cpu", weights_only=False)["network"] for row in result["per_seed"]]
+    assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    markdown = quality_markdown(report)
+    assert "| medt3d, seed 3 |" in markdown and "**medt3d, mean of 2 seeds**" in markdown
+    with pytest.raises(ValueError, match="distinct seeds"):
+        bench_quality(tmp_path, shared_data, seeds=[1, 1])
