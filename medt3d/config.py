@@ -60,6 +60,7 @@ CT_WINDOWS: dict[str, tuple[float, float]] = {
 
 MODALITIES = ("CT", "MR")
 LOSSES = ("dice_ce", "dice", "weighted_dice", "focal")
+CLOCKS = ("wall", "cpu")
 CACHE_KINDS = ("none", "memory", "disk")
 SAMPLING_MODES = ("pos_neg", "class_ratio")
 BLEND_MODES = ("gaussian", "constant")
@@ -283,7 +284,11 @@ class TrainConfig:
 
     Attributes:
         max_epochs: training epochs.
-        max_seconds: wall-clock budget; training stops after the epoch that would overrun it. ``null``: no limit.
+        max_seconds: time budget in seconds, counted by ``clock``; training stops after the epoch that would
+            overrun it. ``null``: no limit.
+        clock: what ``max_seconds`` counts: ``wall`` (elapsed time) or ``cpu`` (the process's CPU time
+            divided by torch's thread count: the same as ``wall`` on an idle machine whose threads are all
+            busy, but not advanced by other processes or by time a virtual machine's host steals).
         iterations_per_epoch: batches per epoch; ``null`` means one pass over the training cases.
         batch_size: volumes per batch (each gives ``patch.num_samples`` patches).
         lr: AdamW learning rate.
@@ -303,6 +308,7 @@ class TrainConfig:
 
     max_epochs: int = 300
     max_seconds: float | None = None
+    clock: str = "wall"
     iterations_per_epoch: int | None = None
     batch_size: int = 2
     lr: float = 1e-4
@@ -590,6 +596,7 @@ def validate(cfg: Config, source: str = "<config>") -> None:
     _require(t.max_epochs >= 1, source, "train.max_epochs", f"must be >= 1, got {t.max_epochs}")
     if t.max_seconds is not None:
         _require(t.max_seconds > 0, source, "train.max_seconds", f"must be positive, got {t.max_seconds}")
+    _one_of(t.clock, CLOCKS, source, "train.clock")
     if t.iterations_per_epoch is not None:
         _require(t.iterations_per_epoch >= 1, source, "train.iterations_per_epoch",
                  f"must be >= 1, got {t.iterations_per_epoch}")

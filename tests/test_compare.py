@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,44 @@ def test_a_budgeted_run_stops_on_time_and_records_its_seconds(phantom_dir: Path,
     assert 0.0 < last["train_seconds"] < 8.0  # the stop rule allows one epoch past the budget at most
     # without validation there is no best.pt, and the last checkpoint is the model
     assert not result.best_checkpoint.exists() and result.model_checkpoint == result.last_checkpoint
+
+
+def test_cpu_clock_counts_work_and_not_waiting():
+    wall, cpu = TrainingClock(10.0), TrainingClock(10.0, kind="cpu")
+    wall.start()
+    cpu.start()
+    time.sleep(0.4)  # another process, or the host, has the cores
+    assert wall.spent() >= 0.4
+    assert cpu.spent() < 0.1
+    waited = cpu.spent()
+    end = time.process_time() + 0.2
+    while time.process_time() < end:  # work: 0.2 s of CPU on one thread
+        pass
+    assert cpu.spent() - waited == pytest.approx(0.2 / torch.get_num_threads(), rel=0.5)
+    with pytest.raises(ValueError, match="sundial"):
+        TrainingClock(10.0, kind="sundial")
+
+
+def test_a_run_on_the_cpu_clock_does_not_spend_its_budget_while_the_process_waits(
+        phantom_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    pause = 0.1
+    step = torch.optim.AdamW.step
+
+    def slow_step(self, *args, **kwargs):  # every iteration waits, as under a busy host
+        time.sleep(pause)
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", slow_step)
+    budget = 1.0
+    started = time.monotonic()
+    result = train(tiny_cfg(*budget_overrides("medt3d", budget)[1:], "train.clock=cpu", "train.val_interval=0"),
+                   phantom_dir, tmp_path / "run")
+    wall = time.monotonic() - started
+    last = load_checkpoint(result.last_checkpoint)
+    waited = pause * last["iteration"]
+    assert waited > budget  # on the wall clock the waiting alone would have spent the budget
+    assert last["train_seconds"] < 2 * budget  # the stop rule allows one epoch past the budget at most
+    assert last["train_seconds"] <= wall - 0.8 * waited  # the waiting was not counted
 
 
 def test_compare_trains_each_network_on_the_same_budget(phantom_dir: Path, tmp_path: Path):

@@ -67,6 +67,7 @@ def test_override_sets_typed_value():
         ("train.class_weights=[1.0]", "'train.class_weights' needs one weight per label"),
         ("infer.overlap=1.5", "'infer.overlap' must be in [0, 1)"),
         ("train.device=gpu0", "'train.device'"),
+        ("train.clock=sundial", "'train.clock' = 'sundial'"),
     ],
 )
 def test_bad_values_name_key_and_file(override, fragment):

@@ -55,9 +55,12 @@ def test_quality_train_picks_the_folds_and_names_an_unknown_patient(capsys):
 
 
 def test_quality_bench_trains_on_one_patient_and_scores_the_other(shared_data: Path, tmp_path: Path):
-    report = bench_quality(tmp_path, shared_data, networks=["medt3d"], budget_s=2.0, overrides=FAST,
-                           folds=[("ct_abdomen_ts", "ct_spleen")], log=lambda m: None)
+    report = bench_quality(tmp_path, shared_data, networks=["medt3d"], budget_s=2.0,
+                           overrides=[*FAST, "train.clock=cpu"], folds=[("ct_abdomen_ts", "ct_spleen")],
+                           log=lambda m: None)
     row = report["folds"][0]["results"]["medt3d"]
+    # the budget counted CPU time, as asked, and the report says so
+    assert report["clock"] == row["clock"] == "cpu" and 0 < row["clock_seconds"] < 2 * 2.0
     assert report["folds"][0]["train"] == "ct_abdomen_ts" and report["folds"][0]["test"] == "ct_spleen"
     # the reference volume is ct_spleen's: 96,672 voxels of 0.795 x 0.795 x 5 mm
     assert row["volume_ref_ml"] == pytest.approx(96672 * 0.794922**2 * 5.0 / 1000, abs=0.2)
@@ -73,6 +76,7 @@ def test_quality_bench_trains_on_one_patient_and_scores_the_other(shared_data: P
     assert report["mean_dice"]["medt3d"] == row["dice"]
     markdown = quality_markdown(report)
     assert "| ct_abdomen_ts → ct_spleen | medt3d |" in markdown and "Mean cross-patient spleen Dice" in markdown
+    assert "2 s of CPU time per thread of training" in markdown
 
 
 def test_fixed_epochs_replace_the_clock_for_each_network(shared_data: Path, tmp_path: Path, capsys):

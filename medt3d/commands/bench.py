@@ -123,7 +123,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="also run medt3d infer on N copies of each scan in one process, against N single runs")
     qual = p.add_argument_group("--quality options")
     qual.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S,
-                      help=f"training seconds per network and run (default {DEFAULT_BUDGET_S:.0f})")
+                      help=f"training seconds per network and run (default {DEFAULT_BUDGET_S:.0f}), counted by "
+                           "train.clock: add --set train.clock=cpu to give each network the same CPU time on a "
+                           "busy or virtual machine")
     qual.add_argument("--quality-networks", nargs="+", default=list(DEFAULT_NETWORKS), choices=NETWORKS,
                       metavar="NAME", help=f"networks to compare (default: {' '.join(DEFAULT_NETWORKS)})")
     qual.add_argument("--quality-data", help="folder of the real CT patients (default: ../shared/data)")

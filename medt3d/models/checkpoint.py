@@ -52,8 +52,8 @@ def save_checkpoint(path: str | Path, *, network: torch.nn.Module, cfg: Config, 
                     train_seconds: float = 0.0) -> Path:
     """Write a checkpoint atomically (temporary file, then rename).
 
-    ``train_seconds`` is the wall-clock time the run has trained so far (its ``train.max_seconds``
-    budget continues from it on a resume).
+    ``train_seconds`` is the time the run has trained so far on its ``train.clock`` (its
+    ``train.max_seconds`` budget continues from it on a resume).
     """
     payload = {
         "format": FORMAT,

@@ -568,7 +568,8 @@ def _build(cfg: Config, data_dir: str | Path, run_dir: Path, resume_payload: dic
         network = DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = build_optimizer(cfg, network)
     clock = TrainingClock(cfg.train.max_seconds,
-                          resume_payload.get("train_seconds", 0.0) if resume_payload is not None else 0.0)
+                          resume_payload.get("train_seconds", 0.0) if resume_payload is not None else 0.0,
+                          kind=cfg.train.clock)
     scheduler = build_scheduler(cfg, optimizer, iterations, clock)
     num_classes = cfg.data.num_classes
     # MONAI's engines autocast with torch.autocast("cuda") only, so mixed precision is a CUDA feature here

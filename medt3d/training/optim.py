@@ -1,7 +1,7 @@
 """AdamW with a linear warm-up then cosine annealing, stepped per iteration, that ends inside a time budget.
 
 The cosine follows whichever budget runs out first: the iterations (``train.max_epochs``) or the
-wall-clock seconds (``train.max_seconds``). With a time budget the learning rate therefore reaches
+seconds (``train.max_seconds``, on the clock ``train.clock`` names). With a time budget the learning rate therefore reaches
 zero when the time is spent, however fast the machine is; no timing run has to guess the number of
 epochs beforehand. PyTorch and MONAI schedules count steps only, hence this small one (a ``LambdaLR``).
 """
@@ -14,7 +14,7 @@ import time
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from medt3d.config import Config
+from medt3d.config import CLOCKS, Config
 
 __all__ = ["TrainingClock", "build_optimizer", "build_scheduler", "lr_factor"]
 
@@ -23,22 +23,34 @@ class TrainingClock:
     """Seconds spent training (validation included), carried over a resume.
 
     Args:
-        budget_s: the wall-clock budget (``train.max_seconds``), or None for none.
+        budget_s: the time budget (``train.max_seconds``), or None for none.
         spent_s: seconds already spent by earlier sessions of the same run.
+        kind: ``wall`` counts elapsed time; ``cpu`` counts the process's CPU time (all its threads) divided
+            by torch's thread count, so that other processes and a virtual machine's stolen time do not
+            eat into the budget. On a shared machine two networks then get the same CPU time, which a
+            wall-clock budget only gives them when the machine is equally busy during both runs.
     """
 
-    def __init__(self, budget_s: float | None = None, spent_s: float = 0.0) -> None:
+    def __init__(self, budget_s: float | None = None, spent_s: float = 0.0, kind: str = "wall") -> None:
+        if kind not in CLOCKS:
+            raise ValueError(f"clock must be one of {CLOCKS}, got {kind!r}")
         self.budget_s = budget_s
         self.spent_before = float(spent_s)
+        self.kind = kind
         self._started: float | None = None
+
+    def _now(self) -> float:
+        if self.kind == "cpu":
+            return time.process_time() / max(1, torch.get_num_threads())
+        return time.monotonic()
 
     def start(self) -> None:
         """Start (or restart) counting this session's time."""
-        self._started = time.monotonic()
+        self._started = self._now()
 
     def spent(self) -> float:
         """Seconds spent so far, earlier sessions included."""
-        now = 0.0 if self._started is None else time.monotonic() - self._started
+        now = 0.0 if self._started is None else self._now() - self._started
         return self.spent_before + now
 
     def fraction(self) -> float:
