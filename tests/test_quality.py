@@ -77,6 +77,9 @@ def test_quality_bench_trains_on_one_patient_and_scores_the_other(shared_data: P
     markdown = quality_markdown(report)
     assert "| ct_abdomen_ts → ct_spleen | medt3d |" in markdown and "Mean cross-patient spleen Dice" in markdown
     assert "2 s of CPU time per thread of training" in markdown
+    (table_row,) = [line for line in markdown.splitlines() if line.startswith("| ct_abdomen_ts → ct_spleen | medt3d |")]
+    assert "| wall s | CPU s per thread |" in markdown
+    assert table_row.endswith(f"| {row['train_seconds']:.0f} | {row['clock_seconds']:.0f} |")
 
 
 def test_fixed_epochs_replace_the_clock_for_each_network(shared_data: Path, tmp_path: Path, capsys):
