@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from medt3d.bench.settings import DEFAULT_BUDGET_S, DEFAULT_CONFIG, DEFAULT_NETWORKS
+from medt3d.config import load_config
 from medt3d.data.nifti import write_nifti
 from medt3d.io_utils import atomic_write_text
 
@@ -214,8 +215,6 @@ def bench_quality(output: str | Path, shared_data: str | Path | None = None,
     labels.mkdir(parents=True, exist_ok=True)
     spleen = ("spleen",)
     lists = {p: organ_datalist(root, p, spleen, labels) for p in {p for fold in folds for p in fold}}
-    from medt3d.config import load_config
-
     clock = load_config(config, list(overrides)).train.clock  # also fails early on a bad config or override
     report: dict[str, Any] = {"config": config, "overrides": list(overrides), "budget_s": None if epochs else budget_s,
                               "clock": None if epochs else clock,
