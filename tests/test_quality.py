@@ -143,5 +143,10 @@ def test_quality_seeds_repeat_each_fold_and_report_the_mean(shared_data: Path, t
     assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     markdown = quality_markdown(report)
     assert "| medt3d, seed 3 |" in markdown and "**medt3d, mean of 2 seeds**" in markdown
+    assert "(each fold averaged over seeds 3, 4)" in markdown
+    # one seed: its row alone, not a second 'mean of 1 seeds' row with the same figures
+    one = {**report, "seeds": [3], "folds": [{**report["folds"][0], "results": {"medt3d": {**result, "per_seed": result["per_seed"][:1]}}}]}
+    markdown = quality_markdown(one)
+    assert "| medt3d, seed 3 |" in markdown and "mean of" not in markdown and "(seed 3)" in markdown
     with pytest.raises(ValueError, match="distinct seeds"):
         bench_quality(tmp_path, shared_data, seeds=[1, 1])

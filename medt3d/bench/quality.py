@@ -305,7 +305,8 @@ def quality_markdown(report: dict[str, Any]) -> str:
     for fold in report["folds"]:
         for name, result in fold["results"].items():
             rows = [(f"{name}, seed {r['seed']}", r) for r in result.get("per_seed", [])]
-            rows.append((f"**{name}, mean of {len(rows)} seeds**" if rows else name, result))
+            if len(rows) != 1:  # one seed: its row is the fold's figure, no mean row
+                rows.append((f"**{name}, mean of {len(rows)} seeds**" if rows else name, result))
             for label, r in rows:
                 lines.append(f"| {fold['train']} → {fold['test']} | {label} | {r['dice']:.3f} | {r['hd95_mm']:.1f} | "
                              f"{r['volume_pred_ml']:.0f} / {r['volume_ref_ml']:.0f} | {r['self_fit_dice']:.3f} | "
@@ -313,8 +314,11 @@ def quality_markdown(report: dict[str, Any]) -> str:
                              + (f" {r['clock_seconds']:.0f} |" if cpu else ""))
     if "mean_dice" in report:
         means = ", ".join(f"{name} {dice:.3f}" for name, dice in report["mean_dice"].items())
-        if report.get("seeds"):
-            means += f" (each fold averaged over seeds {', '.join(map(str, report['seeds']))})"
+        seeds = report.get("seeds") or []
+        if len(seeds) > 1:
+            means += f" (each fold averaged over seeds {', '.join(map(str, seeds))})"
+        elif seeds:
+            means += f" (seed {seeds[0]})"
         lines += ["", f"Mean cross-patient spleen Dice: {means}."]
     multi = report.get("multi_organ")
     if multi:
