@@ -60,7 +60,7 @@ def _network_epochs(pairs: list[str] | None) -> dict[str, int] | None:
         name, _, value = pair.partition("=")
         if not value.isdigit() or int(value) < 1 or name not in NETWORKS:
             raise ValueError(f"--quality-epochs {pair!r}: expected NETWORK=EPOCHS with NETWORK one of "
-                             f"{', '.join(NETWORKS)} and EPOCHS >= 1, e.g. medt3d=16 unet=9")
+                             f"{', '.join(NETWORKS)} and EPOCHS >= 1, e.g. medt3d=44 unet=28")
         epochs[name] = int(value)
     return epochs
 
@@ -136,8 +136,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "e.g. to repeat one fold with another --set train.seed; 'none' runs no fold, so that "
                            "--multi-organ runs alone")
     qual.add_argument("--quality-epochs", nargs="+", metavar="NETWORK=EPOCHS",
-                      help="train each network for a fixed number of epochs instead of --budget, e.g. medt3d=16 "
-                           "unet=9 (the epochs each runs in the same time on a quiet machine): recipe experiments "
+                      help="train each network for a fixed number of epochs instead of --budget, e.g. medt3d=44 "
+                           "unet=28 (about the epochs each runs in 600 s on a quiet 2-core machine): recipe experiments "
                            "whose result does not depend on how busy the machine is")
     qual.add_argument("--quality-seeds", nargs="+", type=int, metavar="SEED",
                       help="repeat every fold with each of these train.seed values and report each seed and the "
