@@ -181,7 +181,8 @@ class PatchConfig:
     """Training patches and the sliding-window ROI.
 
     Attributes:
-        roi_size: patch size (voxels) for training and for the inference sliding window.
+        roi_size: patch size (voxels) for training, and the inference sliding window unless
+            ``infer.roi_size`` sets another.
         num_samples: patches drawn per volume per iteration.
         mode: ``pos_neg`` (foreground/background ratio) or ``class_ratio`` (per class).
         pos: weight of patches centred on foreground (``pos_neg``).
@@ -330,6 +331,9 @@ class InferConfig:
     """Sliding-window inference.
 
     Attributes:
+        roi_size: sliding-window size (voxels); ``None`` = ``patch.roi_size``. It may exceed the training
+            patch: each edge is cut to the scan's edge, rounded up to the network's size multiple, so
+            a window never pads a scan with more than the network needs.
         sw_batch_size: windows evaluated together.
         overlap: overlap between neighbouring windows (0 to <1).
         mode: blending of overlapping windows: ``gaussian`` or ``constant``.
@@ -343,6 +347,7 @@ class InferConfig:
             boundaries on scans finer than the model's spacing).
     """
 
+    roi_size: tuple[int, int, int] | None = None
     sw_batch_size: int = 2
     overlap: float = 0.25
     mode: str = "gaussian"
@@ -402,12 +407,12 @@ def _coerce(value: Any, tp: Any, path: str, source: str) -> Any:
         non_none = [a for a in args if a is not type(None)]
         if value is None:
             raise ConfigError(f"{source}: '{path}' must not be null")
-        errors = []
+        errors: list[ConfigError] = []
         for arg in non_none:
             try:
                 return _coerce(value, arg, path, source)
             except ConfigError as err:
-                errors.append(str(err))
+                errors.append(err)
         raise errors[0] if len(errors) == 1 else ConfigError(
             f"{source}: '{path}' = {value!r} does not match {_type_name(tp)}"
         )
@@ -623,6 +628,8 @@ def validate(cfg: Config, source: str = "<config>") -> None:
     for path, dev in (("train.device", t.device), ("infer.device", i.device)):
         _require(_valid_device(dev), source, path, f"= {dev!r} is not one of auto, cpu, cuda, cuda:N, mps")
 
+    if i.roi_size is not None:
+        _require(all(r >= 1 for r in i.roi_size), source, "infer.roi_size", f"must be positive, got {list(i.roi_size)}")
     _require(i.sw_batch_size >= 1, source, "infer.sw_batch_size", f"must be >= 1, got {i.sw_batch_size}")
     _require(0.0 <= i.overlap < 1.0, source, "infer.overlap", f"must be in [0, 1), got {i.overlap}")
     _one_of(i.mode, BLEND_MODES, source, "infer.mode")

@@ -20,6 +20,7 @@ from support import THRESHOLD_HU, ThresholdNet, blob_volume, save, threshold_con
 
 from medt3d.config import ConfigError
 from medt3d.data.io import load_volume, read_header
+from medt3d.inference.inferer import fitted_window
 from medt3d.inference.predictor import Predictor, check_finite, flip_tta_axes, override_config
 
 
@@ -146,6 +147,37 @@ def test_awkward_sizes_are_padded_and_cropped_back(tmp_path: Path, shape, spacin
 
 
 # ------------------------------------------------------------------------------------- options
+
+
+def test_fitted_window_cuts_each_edge_to_the_scan_rounded_up_to_the_multiple():
+    patch = (64, 64, 64)
+    assert fitted_window((128, 128, 64), (87, 88, 65), 16, patch) == (96, 96, 64)
+    assert fitted_window((128, 128, 64), (300, 250, 200), 16, patch) == (128, 128, 64)
+    assert fitted_window((128, 128, 64), (20, 88, 30), 16, patch) == (64, 96, 64)  # never below the patch
+    assert fitted_window(patch, (5, 7, 3), 16, patch) == patch  # the patch itself: MONAI pads, as before
+    assert fitted_window((32, 32, 32), (5, 7, 3), 4, patch) == (32, 32, 32)  # a window below the patch is kept
+    assert fitted_window((128, 128, 64), (87, 88, 65), None, patch) == (128, 128, 64)  # UNETR: one input size
+
+
+class ShapeRecorder(ThresholdNet):
+    """ThresholdNet that keeps the spatial shape of every window it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes: list[tuple[int, ...]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.shapes.append(tuple(x.shape[2:]))
+        return super().forward(x)
+
+
+def test_inference_window_larger_than_the_scan_is_fitted_to_it(tmp_path: Path):
+    image, affine = blob_volume((20, 14, 30), (1.0, 1.0, 1.0))
+    net = ShapeRecorder()
+    # the demo's MedT3D (tiny) pads to multiples of 4: 20 x 14 -> 20 x 16 (patch 16^3); z keeps its 8-voxel window
+    pred = threshold_predictor("infer.roi_size=[64,64,8]", net=net).predict(save(tmp_path / "s.nii.gz", image, affine))
+    assert set(net.shapes) == {(20, 16, 8)}
+    np.testing.assert_array_equal(pred.label[0].numpy(), image > THRESHOLD_HU)
 
 
 def test_flip_tta_unflips_every_pass(tmp_path: Path):

@@ -18,6 +18,7 @@ from medt3d.networks import (
     build_network,
     gate_parameters,
 )
+from medt3d.networks.factory import window_multiple
 from medt3d.networks.layers import FastConv3d, PointwiseConv, VoxelShuffleUp
 
 
@@ -385,6 +386,27 @@ def test_build_unetr_baseline_forward() -> None:
     assert type(net).__name__ == "UNETR"
     with torch.no_grad():
         assert net(torch.randn(1, 1, 32, 32, 32)).shape == (1, 2, 32, 32, 32)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["network.name=unet", "patch.roi_size=[32,32,32]", "infer.roi_size=[40,32,32]"], "infer.roi_size edges"),
+    (["network.name=unetr", "patch.roi_size=[32,32,32]", "infer.roi_size=[64,64,32]"], "UNETR is built for one"),
+])
+def test_baseline_rejects_an_inference_window_it_cannot_take(overrides, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        build_network(load_config(None, overrides))
+
+
+@pytest.mark.parametrize("overrides, multiple", [
+    (["network.preset=small"], 16), (["network.preset=tiny"], 4), (["network.preset=base"], 16),
+    (["network.preset=small", "network.stem_stride=4"], 8), (["network.name=unet"], 16),
+    (["network.name=swinunetr", "patch.roi_size=[64,64,64]"], 32), (["network.name=unetr"], None),
+])
+def test_window_multiple_is_what_each_network_pads_to(overrides, multiple) -> None:
+    cfg = load_config(None, overrides)
+    assert window_multiple(cfg) == multiple
+    if cfg.network.name == "medt3d":  # the network's own padding rule
+        assert build_network(cfg).size_multiple == multiple
 
 
 def test_build_swinunetr_baseline() -> None:

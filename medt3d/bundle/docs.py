@@ -18,6 +18,7 @@ import torch
 import medt3d
 from medt3d.bundle.source import MEDT_REFERENCE, BundleSource
 from medt3d.config import CT_WINDOWS, Config
+from medt3d.inference.inferer import inference_window
 from medt3d.label_table import label_table
 from medt3d.models.layout import RunLayout
 
@@ -269,6 +270,7 @@ def build_readme(source: BundleSource, facts: ModelFacts, bundle_name: str) -> s
     spacing = ("each scan's own spacing" if cfg.preprocess.spacing is None
                else " x ".join(f"{s:g}" for s in cfg.preprocess.spacing) + " mm")
     roi = " x ".join(str(r) for r in p.roi_size)
+    window = " x ".join(str(r) for r in inference_window(cfg))
     readme = source.readme
     lines = [
         f"# {source.name}",
@@ -287,7 +289,8 @@ def build_readme(source: BundleSource, facts: ModelFacts, bundle_name: str) -> s
         f"- Orientation: reoriented to {cfg.preprocess.orientation}; spacing: resampled to {spacing}.",
         f"- Intensity: {_intensity_text(cfg)}.",
         "- Body crop: " + ("cropped to the body's bounding box" if cfg.preprocess.crop_foreground else "none") + ".",
-        f"- Network input: patches of {roi} voxels (sliding window, overlap {i.overlap:g}, {i.mode} blending, "
+        f"- Network input: windows of {window} voxels, no larger than the scan (sliding window, overlap "
+        f"{i.overlap:g}, {i.mode} blending, "
         f"{i.sw_batch_size} windows per batch" + (", flip test-time augmentation" if i.tta_flips else "") + ").",
         "- Output: a label map (uint8) on the scan's own grid, `<case>_seg.nii.gz`"
         + (", largest connected component per class" if i.largest_component else "") + ".",

@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", required=True, help="output folder (OUT_DIR)")
     p.add_argument("--device", help="cpu | cuda | cuda:N | mps | auto (default: the model's infer.device)")
     p.add_argument("--roi-size", type=int, nargs=3, metavar=("X", "Y", "Z"),
-                   help="sliding-window size in voxels (default: the model's patch.roi_size)")
+                   help="sliding-window size in voxels (default: the model's infer.roi_size, else patch.roi_size)")
     p.add_argument("--overlap", type=float, help="window overlap in [0, 1) (default: infer.overlap)")
     p.add_argument("--mode", choices=BLEND_MODES, help="window blending (default: infer.mode)")
     p.add_argument("--sw-batch-size", type=int, help="windows per forward pass (default: infer.sw_batch_size)")

@@ -49,6 +49,7 @@ from medt3d.data.nifti import save_nifti
 from medt3d.devices import resolve_device
 from medt3d.distributed import DistInfo, cleanup_distributed, init_distributed, shard
 from medt3d.errors import USER_ERRORS
+from medt3d.inference.inferer import inference_window
 from medt3d.inference.predictor import (
     Prediction,
     Predictor,
@@ -272,7 +273,7 @@ class InferOptions:
 
     Attributes:
         device: ``cpu``, ``cuda``, ``cuda:N``, ``mps`` or ``auto``.
-        roi_size: sliding-window size in voxels (overrides ``patch.roi_size``).
+        roi_size: sliding-window size in voxels (``infer.roi_size``).
         overlap: window overlap (``infer.overlap``).
         mode: blending, ``gaussian`` or ``constant`` (``infer.mode``).
         sw_batch_size: windows per forward pass (``infer.sw_batch_size``).
@@ -314,7 +315,7 @@ class InferOptions:
     def apply(self, cfg: Config) -> Config:
         """The model's config with these overrides (validated)."""
         return override_config(cfg, {
-            "patch.roi_size": list(self.roi_size) if self.roi_size is not None else None,
+            "infer.roi_size": list(self.roi_size) if self.roi_size is not None else None,
             "infer.overlap": self.overlap,
             "infer.mode": self.mode,
             "infer.sw_batch_size": self.sw_batch_size,
@@ -339,7 +340,7 @@ def _model_description(model_path: str | Path | None, cfg: Config) -> dict[str, 
 
 def _settings(cfg: Config, device: torch.device) -> dict[str, Any]:
     i = cfg.infer
-    return {"roi_size": list(cfg.patch.roi_size), "overlap": i.overlap, "mode": i.mode,
+    return {"roi_size": list(inference_window(cfg)), "overlap": i.overlap, "mode": i.mode,
             "sw_batch_size": i.sw_batch_size, "tta_flips": i.tta_flips, "largest_component": i.largest_component,
             "precision": i.precision, "resample": i.resample, "device": str(device),
             "spacing_mm": cfg.preprocess.spacing and

@@ -7,9 +7,28 @@ import math
 from torch import nn
 
 from medt3d.networks.medt import MedT3D
-from medt3d.networks.registry import BASELINES
+from medt3d.networks.registry import BASELINES, MEDT3D_PRESETS
 
-__all__ = ["build_network"]
+__all__ = ["build_network", "window_multiple"]
+
+
+def window_multiple(cfg) -> int | None:
+    """The multiple every edge of an input of ``cfg.network`` is padded to, or None for a fixed input size.
+
+    MedT3D pads its input to ``stem_stride * 2 ** (stages - 1)`` itself; the convolutional baselines
+    need edges that are multiples of their downsampling; UNETR takes ``patch.roi_size`` alone.
+
+    Args:
+        cfg: a :class:`medt3d.config.Config`.
+    """
+    net = cfg.network
+    if net.name == "medt3d":
+        preset = MEDT3D_PRESETS[net.preset]
+        stages = len(net.channels or preset.channels)
+        return int(net.stem_stride or preset.stem_stride) * 2 ** (stages - 1)
+    if net.name == "unetr":
+        return None
+    return int(BASELINES[net.name]["size_multiple"])
 
 def build_network(cfg) -> nn.Module:
     """The network of ``cfg.network`` for ``cfg.data`` (in_channels -> num_classes logits).
@@ -49,17 +68,23 @@ def build_network(cfg) -> nn.Module:
         raise ValueError(f"network.name {name!r} is unknown; choose medt3d or one of {sorted(BASELINES)}")
     roi = tuple(int(r) for r in cfg.patch.roi_size)
     multiple, smallest = BASELINES[name]["size_multiple"], BASELINES[name]["min_size"]
-    if any(r % multiple or r < smallest for r in roi):
-        raise ValueError(
-            f"network {name} needs patch.roi_size edges that are multiples of {multiple} and >= {smallest}, "
-            f"got {list(roi)}"
-        )
-    bottleneck = math.prod(r // multiple for r in roi)
-    if bottleneck < BASELINES[name].get("min_voxels_at_multiple", 1):
-        raise ValueError(
-            f"network {name} needs a patch.roi_size with more than one voxel at its 1/{multiple} bottleneck "
-            f"(e.g. one edge of {2 * multiple}), got {list(roi)}"
-        )
+    window = cfg.infer.roi_size
+    for key, size in (("patch.roi_size", roi), ("infer.roi_size", window)):
+        if size is None:
+            continue
+        if any(r % multiple or r < smallest for r in size):
+            raise ValueError(
+                f"network {name} needs {key} edges that are multiples of {multiple} and >= {smallest}, "
+                f"got {list(size)}"
+            )
+        if math.prod(r // multiple for r in size) < BASELINES[name].get("min_voxels_at_multiple", 1):
+            raise ValueError(
+                f"network {name} needs a {key} with more than one voxel at its 1/{multiple} bottleneck "
+                f"(e.g. one edge of {2 * multiple}), got {list(size)}"
+            )
+    if name == "unetr" and window is not None and tuple(window) != roi:
+        raise ValueError(f"UNETR is built for one input size, patch.roi_size {list(roi)}; infer.roi_size "
+                         f"{list(window)} must be null or the same")
     kwargs = dict(BASELINES[name]["kwargs"])
     from monai.networks import nets
 
