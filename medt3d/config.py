@@ -332,8 +332,8 @@ class InferConfig:
 
     Attributes:
         roi_size: sliding-window size (voxels); ``None`` = ``patch.roi_size``. It may exceed the training
-            patch: each edge is cut to the scan's edge, rounded up to the network's size multiple, so
-            a window never pads a scan with more than the network needs.
+            patch: each edge is cut to the scan's edge, rounded up to the network's size multiple (never
+            below the patch), so a window never pads a scan with more than the network needs.
         sw_batch_size: windows evaluated together.
         overlap: overlap between neighbouring windows (0 to <1).
         mode: blending of overlapping windows: ``gaussian`` or ``constant``.

@@ -26,7 +26,7 @@ def fitted_window(window: Sequence[int], scan: Sequence[int], multiple: int | No
 
     MONAI pads a scan smaller than the window up to the window's size. The padding is constant, and
     attention along an axis sees all of it (MedT3D's score on a 13 cm crop fell from 0.95 to 0.67 with a
-    window 40 voxels wider than the crop), so a window is made no larger than the scan needs. It is never
+    window about 40 voxels wider than the crop), so a window is made no larger than the scan needs. It is never
     cut below the training patch (the size the network is checked for), so a window of
     ``patch.roi_size`` is MONAI's own behaviour. ``multiple`` None (a network of one input size) keeps
     ``window``.
