@@ -289,7 +289,8 @@ def build_readme(source: BundleSource, facts: ModelFacts, bundle_name: str) -> s
         f"- Orientation: reoriented to {cfg.preprocess.orientation}; spacing: resampled to {spacing}.",
         f"- Intensity: {_intensity_text(cfg)}.",
         "- Body crop: " + ("cropped to the body's bounding box" if cfg.preprocess.crop_foreground else "none") + ".",
-        f"- Network input: windows of {window} voxels, no larger than the scan (sliding window, overlap "
+        f"- Network input: windows of {window} voxels, cut to the scan where larger than the training patch "
+        f"(sliding window, overlap "
         f"{i.overlap:g}, {i.mode} blending, "
         f"{i.sw_batch_size} windows per batch" + (", flip test-time augmentation" if i.tta_flips else "") + ").",
         "- Output: a label map (uint8) on the scan's own grid, `<case>_seg.nii.gz`"

@@ -6,8 +6,8 @@ import math
 
 from torch import nn
 
-from medt3d.networks.medt import MedT3D
-from medt3d.networks.registry import BASELINES, MEDT3D_PRESETS
+from medt3d.networks.medt import MedT3D, input_multiple, preset_sizes
+from medt3d.networks.registry import BASELINES
 
 __all__ = ["build_network", "window_multiple"]
 
@@ -15,7 +15,7 @@ __all__ = ["build_network", "window_multiple"]
 def window_multiple(cfg) -> int | None:
     """The multiple every edge of an input of ``cfg.network`` is padded to, or None for a fixed input size.
 
-    MedT3D pads its input to ``stem_stride * 2 ** (stages - 1)`` itself; the convolutional baselines
+    MedT3D pads its input to :func:`~medt3d.networks.medt.input_multiple` itself; the convolutional baselines
     need edges that are multiples of their downsampling; UNETR takes ``patch.roi_size`` alone.
 
     Args:
@@ -23,9 +23,8 @@ def window_multiple(cfg) -> int | None:
     """
     net = cfg.network
     if net.name == "medt3d":
-        preset = MEDT3D_PRESETS[net.preset]
-        stages = len(net.channels or preset.channels)
-        return int(net.stem_stride or preset.stem_stride) * 2 ** (stages - 1)
+        size = preset_sizes(net.preset, channels=net.channels, stem_stride=net.stem_stride)
+        return input_multiple(int(size.stem_stride), len(size.channels))
     if net.name == "unetr":
         return None
     return int(BASELINES[net.name]["size_multiple"])

@@ -32,7 +32,24 @@ from medt3d.networks.blocks import GatedAxialBlock, LocalBranch
 from medt3d.networks.layers import ConvNormAct, PointwiseConv, VoxelShuffleUp
 from medt3d.networks.registry import MEDT3D_PRESETS, MedT3DPreset
 
-__all__ = ["MedT3D"]
+__all__ = ["MedT3D", "input_multiple", "preset_sizes"]
+
+
+def preset_sizes(preset: str, **overrides) -> MedT3DPreset:
+    """The :data:`MEDT3D_PRESETS` entry ``preset`` with every size override that is not None applied.
+
+    Raises:
+        ValueError: unknown preset.
+    """
+    if preset not in MEDT3D_PRESETS:
+        raise ValueError(f"unknown MedT3D preset {preset!r}; known: {sorted(MEDT3D_PRESETS)}")
+    sizes = {k: v for k, v in overrides.items() if k in MedT3DPreset.__dataclass_fields__ and v is not None}
+    return replace(MEDT3D_PRESETS[preset], **sizes)
+
+
+def input_multiple(stem_stride: int, stages: int) -> int:
+    """The multiple MedT3D pads every input edge to: the stem stride times the downsampling between stages."""
+    return stem_stride * 2 ** (stages - 1)
 
 
 class EncoderStage(nn.Module):
@@ -148,7 +165,7 @@ class MedT3D(nn.Module):
         self.out_channels = out_channels
         levels = stem_stride.bit_length() - 1
         #: inputs are padded to a multiple of this (stem stride times the stage downsampling)
-        self.size_multiple = stem_stride * 2 ** (len(channels) - 1)
+        self.size_multiple = input_multiple(stem_stride, len(channels))
         # widths[i]: channels at stem level i (stride 2**i); the last stem level has channels[0]
         stem_channels = tuple(stem_channels)
         if stem_channels and (len(stem_channels) != levels - 1 or min(stem_channels) < 1):
@@ -207,10 +224,7 @@ class MedT3D(nn.Module):
         stem_channels (sizes),
         logo, dropout, mlp_ratio, input_head.
         """
-        if preset not in MEDT3D_PRESETS:
-            raise ValueError(f"unknown MedT3D preset {preset!r}; known: {sorted(MEDT3D_PRESETS)}")
-        sizes = {k: v for k, v in overrides.items() if k in MedT3DPreset.__dataclass_fields__ and v is not None}
-        size = replace(MEDT3D_PRESETS[preset], **sizes)
+        size = preset_sizes(preset, **overrides)
         if len(size.channels) != len(size.blocks):
             raise ValueError(
                 f"network.channels {list(size.channels)} and network.blocks {list(size.blocks)} "
