@@ -64,6 +64,10 @@ CLOCKS = ("wall", "cpu")
 CACHE_KINDS = ("none", "memory", "disk")
 SAMPLING_MODES = ("pos_neg", "class_ratio")
 BLEND_MODES = ("gaussian", "constant")
+#: ``infer.roi_size`` value that runs the whole resampled scan in one forward pass.
+WHOLE_SCAN = "whole"
+#: How a sliding window that overhangs the scan is padded, for networks that take no validity mask (MONAI's modes).
+WINDOW_PADDING_MODES = ("constant", "replicate", "reflect")
 PRECISIONS = ("fp32", "bf16", "fp16")
 #: How a prediction goes back to the scan's grid: the label map (nearest), or the class
 #: probabilities (linear, one class at a time) with the argmax taken on the scan's grid.
@@ -331,9 +335,15 @@ class InferConfig:
     """Sliding-window inference.
 
     Attributes:
-        roi_size: sliding-window size (voxels); ``None`` = ``patch.roi_size``. It may exceed the training
-            patch: each edge is cut to the scan's edge, rounded up to the network's size multiple (never
-            below the patch), so a window never pads a scan with more than the network needs.
+        roi_size: sliding-window size (voxels); ``None`` = ``patch.roi_size``; ``whole`` = the whole resampled
+            scan in one forward pass (see ``whole_max_gb``). Each edge larger than the scan is cut to the
+            scan (MedT3D, which masks its own padding) or to the scan rounded up to the network's size
+            multiple (the convolutional baselines), so a window never overhangs a scan by more than the
+            network needs, whatever the training patch.
+        padding_mode: how the baselines' windows are padded up to their multiple where the scan ends:
+            ``constant`` (zeros), ``replicate`` or ``reflect``. MedT3D masks its padding instead.
+        whole_max_gb: memory budget of ``roi_size: whole``; a scan whose estimated forward pass needs more
+            runs with sliding windows of ``patch.roi_size`` instead (with a log line).
         sw_batch_size: windows evaluated together.
         overlap: overlap between neighbouring windows (0 to <1).
         mode: blending of overlapping windows: ``gaussian`` or ``constant``.
@@ -347,7 +357,9 @@ class InferConfig:
             boundaries on scans finer than the model's spacing).
     """
 
-    roi_size: tuple[int, int, int] | None = None
+    roi_size: tuple[int, int, int] | str | None = None
+    padding_mode: str = "constant"
+    whole_max_gb: float = 8.0
     sw_batch_size: int = 2
     overlap: float = 0.25
     mode: str = "gaussian"
@@ -628,8 +640,13 @@ def validate(cfg: Config, source: str = "<config>") -> None:
     for path, dev in (("train.device", t.device), ("infer.device", i.device)):
         _require(_valid_device(dev), source, path, f"= {dev!r} is not one of auto, cpu, cuda, cuda:N, mps")
 
-    if i.roi_size is not None:
+    if isinstance(i.roi_size, str):
+        _require(i.roi_size == WHOLE_SCAN, source, "infer.roi_size",
+                 f"must be three positive sizes, null or {WHOLE_SCAN!r}, got {i.roi_size!r}")
+    elif i.roi_size is not None:
         _require(all(r >= 1 for r in i.roi_size), source, "infer.roi_size", f"must be positive, got {list(i.roi_size)}")
+    _one_of(i.padding_mode, WINDOW_PADDING_MODES, source, "infer.padding_mode")
+    _require(i.whole_max_gb > 0, source, "infer.whole_max_gb", f"must be > 0, got {i.whole_max_gb}")
     _require(i.sw_batch_size >= 1, source, "infer.sw_batch_size", f"must be >= 1, got {i.sw_batch_size}")
     _require(0.0 <= i.overlap < 1.0, source, "infer.overlap", f"must be in [0, 1), got {i.overlap}")
     _one_of(i.mode, BLEND_MODES, source, "infer.mode")

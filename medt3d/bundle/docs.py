@@ -270,7 +270,8 @@ def build_readme(source: BundleSource, facts: ModelFacts, bundle_name: str) -> s
     spacing = ("each scan's own spacing" if cfg.preprocess.spacing is None
                else " x ".join(f"{s:g}" for s in cfg.preprocess.spacing) + " mm")
     roi = " x ".join(str(r) for r in p.roi_size)
-    window = " x ".join(str(r) for r in inference_window(cfg))
+    configured = inference_window(cfg)
+    window = configured if isinstance(configured, str) else " x ".join(str(r) for r in configured)
     readme = source.readme
     lines = [
         f"# {source.name}",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from medt3d.config import BLEND_MODES, OUTPUT_FORMATS, PRECISIONS, RESAMPLE_MODES
+from medt3d.config import BLEND_MODES, OUTPUT_FORMATS, PRECISIONS, RESAMPLE_MODES, WHOLE_SCAN
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,8 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="checkpoint (.pt), training run folder, or bundle (folder or .zip) from medt3d export")
     p.add_argument("--output", required=True, help="output folder (OUT_DIR)")
     p.add_argument("--device", help="cpu | cuda | cuda:N | mps | auto (default: the model's infer.device)")
-    p.add_argument("--roi-size", type=int, nargs=3, metavar=("X", "Y", "Z"),
-                   help="sliding-window size in voxels (default: the model's infer.roi_size, else patch.roi_size)")
+    p.add_argument("--roi-size", nargs="+", metavar="SIZE", type=_window,
+                   help="sliding-window size in voxels, X Y Z, or 'whole' for the whole scan in one pass (default: "
+                        "the model's infer.roi_size, else patch.roi_size)")
     p.add_argument("--overlap", type=float, help="window overlap in [0, 1) (default: infer.overlap)")
     p.add_argument("--mode", choices=BLEND_MODES, help="window blending (default: infer.mode)")
     p.add_argument("--sw-batch-size", type=int, help="windows per forward pass (default: infer.sw_batch_size)")
@@ -51,12 +52,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _window(text: str) -> int | str:
+    if text == WHOLE_SCAN:
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a window edge in voxels nor {WHOLE_SCAN!r}") from None
+
+
+def _roi_size(values: list[int | str] | None) -> list[int] | str | None:
+    """``--roi-size``: three edges, or ``whole`` alone."""
+    if values is None:
+        return None
+    if values == [WHOLE_SCAN]:
+        return WHOLE_SCAN
+    if len(values) != 3 or any(isinstance(v, str) for v in values):
+        raise ValueError(f"--roi-size takes three window edges X Y Z or {WHOLE_SCAN!r}, got "
+                         f"{' '.join(str(v) for v in values)}")
+    return [int(v) for v in values]
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the command; returns 1 when any case failed."""
     from medt3d.inference.batch import InferOptions, run_inference
 
     options = InferOptions(
-        device=args.device, roi_size=args.roi_size, overlap=args.overlap, mode=args.mode,
+        device=args.device, roi_size=_roi_size(args.roi_size), overlap=args.overlap, mode=args.mode,
         sw_batch_size=args.sw_batch_size, tta_flips=args.tta, largest_component=args.largest_component,
         save_probabilities=args.save_probabilities, precision=args.precision,
         output_formats=[*args.output_format, *(["dicom-seg"] if args.dicom_seg else [])],

@@ -50,6 +50,8 @@ from medt3d.errors import USER_ERRORS
 
 __all__ = [
     "CT_BODY_HU",
+    "VALID",
+    "AddValidMaskd",
     "ChannelIntensityd",
     "CheckLabelValuesd",
     "OnScanGridd",
@@ -68,6 +70,29 @@ CT_BODY_HU = -500.0
 #: Errors that name a user's bad input; they are passed through the pipelines unwrapped.
 _MAX_LISTED_VALUES = 10
 IMAGE, LABEL = "image", "label"
+#: Key of a training patch's validity mask: 1 where a voxel is scan, 0 where a pad or an augmentation made it.
+VALID = "valid"
+
+
+class AddValidMaskd(MapTransform):
+    """Add ``valid``: a one-channel copy of the image (same grid and metadata) filled with ones.
+
+    Placed before the training pad, crop and augmentations and sent through the same spatial transforms
+    (nearest neighbour, zero padding), it ends up 0 wherever a voxel of the patch is not scan, so the
+    network can mask that padding instead of learning it as anatomy.
+    """
+
+    def __init__(self, image_key: Hashable = IMAGE, valid_key: Hashable = VALID) -> None:
+        super().__init__([image_key])
+        self.image_key = image_key
+        self.valid_key = valid_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        valid = d[self.image_key][:1].clone()
+        valid.fill_(1.0)
+        d[self.valid_key] = valid
+        return d
 _RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 
 
@@ -291,19 +316,22 @@ def build_train_transforms(cfg: Config) -> Pipeline:
     """Training: load, check labels, reorient, resample, crop, normalise, pad, sample patches, augment.
 
     The output of one case is a list of ``patch.num_samples`` dicts with ``image`` (float32, 0..1
-    for CT) and ``label`` patches of ``patch.roi_size``.
+    for CT), ``label`` and ``valid`` (1 where the patch is scan, 0 where padding or an augmentation's
+    zero fill) patches of ``patch.roi_size``.
 
     Raises:
         ValueError: ``augment.rotate90`` with a patch whose x and y sizes differ.
     """
     keys = [IMAGE, LABEL]
+    patch_keys = [IMAGE, LABEL, VALID]
     return Pipeline([
         *_load(cfg, keys),
         *_geometry(cfg, keys),
         intensity_transform(cfg, IMAGE),
-        *_patch_sampler(cfg, keys),
-        *_augmentations(cfg, keys),
-        EnsureTyped(keys, dtype=torch.float32),
+        AddValidMaskd(),
+        *_patch_sampler(cfg, patch_keys),
+        *_augmentations(cfg, patch_keys),
+        EnsureTyped(patch_keys, dtype=torch.float32),
     ])
 
 

@@ -1,66 +1,163 @@
-"""The sliding-window inferer that every route uses: validation, evaluation, inference and the bundle."""
+"""The inferer that every route uses: validation, evaluation, inference, the bundle and the benchmarks.
+
+The window rule (:func:`fitted_window`): a window never overhangs the scan by more than the network needs.
+
+- MedT3D masks its own padding (its attention and norms ignore padded voxels), so each window edge is cut
+  to the scan's edge, below the training patch too: MONAI never pads for it, and the labels of a scan
+  do not depend on the window or on how small the scan is.
+- The convolutional baselines need edges that are multiples of their downsampling, so each edge is cut to
+  the scan's edge rounded up to that multiple; the remainder is padded with ``infer.padding_mode``.
+- UNETR takes one input size, ``patch.roi_size``, padded as MONAI does.
+
+``infer.roi_size: whole`` runs the whole scan in one forward pass when its estimated memory fits
+``infer.whole_max_gb``, and otherwise falls back to windows of ``patch.roi_size`` with a log line.
+A single window that covers the scan is run as one plain forward pass, without MONAI's blending.
+"""
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+from monai.data import MetaTensor
 from monai.inferers import SlidingWindowInferer
+from monai.utils import convert_data_type, convert_to_dst_type
 
-from medt3d.config import Config
-from medt3d.networks.factory import window_multiple
+from medt3d.config import WHOLE_SCAN, Config
+from medt3d.networks.factory import masks_padding, window_multiple
 
-__all__ = ["ScanFittedWindowInferer", "build_sliding_window_inferer", "fitted_window", "inference_window"]
+__all__ = [
+    "ScanFittedWindowInferer", "build_sliding_window_inferer", "estimate_forward_gb", "fitted_window",
+    "inference_window",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Peak bytes per input voxel of one eval forward pass (float32, batch 1, every output class), measured with
+#: ``medt3d bench --infer --roi-size whole`` (docs/benchmarks.md, "Borders"); bigger for more classes.
+FORWARD_BYTES_PER_VOXEL: dict[str, float] = {"medt3d": 60.0, "unet": 200.0, "swinunetr": 400.0, "unetr": 400.0}
 
 
-def inference_window(cfg: Config) -> tuple[int, int, int]:
-    """The configured sliding-window size: ``infer.roi_size``, or ``patch.roi_size`` when that is null."""
+def inference_window(cfg: Config) -> tuple[int, int, int] | str:
+    """The configured window: ``infer.roi_size`` (three sizes or ``"whole"``), or ``patch.roi_size`` when null."""
+    if cfg.infer.roi_size == WHOLE_SCAN:
+        return WHOLE_SCAN
     return tuple(int(r) for r in (cfg.infer.roi_size or cfg.patch.roi_size))  # type: ignore[return-value]
 
 
 def fitted_window(window: Sequence[int], scan: Sequence[int], multiple: int | None,
-                  patch: Sequence[int]) -> tuple[int, ...]:
-    """``window`` with each edge larger than the training ``patch`` cut to the scan's edge rounded up to ``multiple``.
+                  masked: bool = False) -> tuple[int, ...]:
+    """``window`` with each edge cut to the scan: exactly (``masked``), or rounded up to ``multiple``.
 
-    MONAI pads a scan smaller than the window up to the window's size. The padding is constant, and
-    attention along an axis sees all of it (MedT3D's score on a 13 cm crop fell from 0.95 to 0.67 with a
-    window about 40 voxels wider than the crop), so a window is made no larger than the scan needs. It is never
-    cut below the training patch (the size the network is checked for), so a window of
-    ``patch.roi_size`` is MONAI's own behaviour. ``multiple`` None (a network of one input size) keeps
-    ``window``.
+    Args:
+        window: the configured window.
+        scan: the scan's spatial size.
+        multiple: the network's size multiple; None for a network of one input size (``window`` is kept).
+        masked: the network masks its own padding (MedT3D), so the window may end exactly at the scan.
     """
     if multiple is None:
         return tuple(int(w) for w in window)
-    return tuple(max(min(int(w), multiple * math.ceil(int(s) / multiple)), min(int(w), int(p)))
-                 for w, s, p in zip(window, scan, patch))
+    if masked:
+        return tuple(min(int(w), int(s)) for w, s in zip(window, scan))
+    return tuple(min(int(w), multiple * math.ceil(int(s) / multiple)) for w, s in zip(window, scan))
+
+
+def estimate_forward_gb(network_name: str, shape: Sequence[int], channels: int, classes: int) -> float:
+    """Estimated peak memory (GB) of one eval forward pass over a (channels, *shape) input."""
+    per_voxel = FORWARD_BYTES_PER_VOXEL.get(network_name, max(FORWARD_BYTES_PER_VOXEL.values()))
+    return math.prod(int(s) for s in shape) * (per_voxel + 4 * (channels + 3 * classes)) / 1e9
 
 
 class ScanFittedWindowInferer(SlidingWindowInferer):
-    """MONAI's sliding-window inferer whose window is fitted to each scan (:func:`fitted_window`)."""
+    """MONAI's sliding-window inferer under the window rule of this module.
 
-    def __init__(self, roi_size: Sequence[int], multiple: int | None, patch: Sequence[int], **kwargs: Any) -> None:
-        super().__init__(roi_size=tuple(roi_size), **kwargs)
-        self.window = tuple(int(r) for r in roi_size)
-        self.multiple = multiple
+    Args:
+        roi_size: the window, or ``"whole"``.
+        multiple: the network's size multiple (None: one input size).
+        masked: the network masks its own padding (window edges may end at the scan exactly).
+        patch: the training patch, the fallback window of ``"whole"``.
+        whole_max_gb: memory budget of one whole-scan pass.
+        network_name: ``network.name``, for the memory estimate.
+        classes: output classes, for the memory estimate.
+        kwargs: :class:`monai.inferers.SlidingWindowInferer` arguments (``padding_mode`` among them).
+
+    Attributes:
+        last_window: the window that ran on the last scan (after the rule), or None before any scan.
+    """
+
+    def __init__(self, roi_size: Sequence[int] | str, multiple: int | None, patch: Sequence[int],
+                 masked: bool = False, whole_max_gb: float = 8.0, network_name: str = "medt3d", classes: int = 2,
+                 **kwargs: Any) -> None:
+        self.whole = roi_size == WHOLE_SCAN
         self.patch = tuple(int(r) for r in patch)
+        self.window = self.patch if self.whole else tuple(int(r) for r in roi_size)
+        super().__init__(roi_size=self.window, **kwargs)
+        self.multiple = multiple
+        self.masked = masked
+        self.whole_max_gb = whole_max_gb
+        self.network_name = network_name
+        self.classes = classes
+        self.last_window: tuple[int, ...] | None = None
+
+    def window_for(self, scan: Sequence[int], channels: int) -> tuple[int, ...]:
+        """The window that a scan of spatial size ``scan`` runs with."""
+        window = self.window
+        if self.whole and self.multiple is not None:
+            need = estimate_forward_gb(self.network_name, scan, channels, self.classes)
+            if need <= self.whole_max_gb:
+                window = tuple(int(s) for s in scan)
+            else:
+                logger.info("whole-scan pass of a %s scan needs about %.1f GB, more than infer.whole_max_gb=%g: "
+                            "sliding windows of %s instead", "x".join(str(int(s)) for s in scan), need,
+                            self.whole_max_gb, list(self.patch))
+        return fitted_window(window, scan, self.multiple, self.masked)
 
     def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> Any:
-        self.roi_size = fitted_window(self.window, inputs.shape[2:], self.multiple, self.patch)
+        scan = tuple(int(s) for s in inputs.shape[2:])
+        self.roi_size = self.window_for(scan, int(inputs.shape[1]))
+        self.last_window = self.roi_size
+        if all(w >= s for w, s in zip(self.roi_size, scan)):
+            return self._one_pass(inputs, network, *args, **kwargs)
         return super().__call__(inputs, network, *args, **kwargs)
+
+    def _one_pass(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> Any:
+        """One window covers the scan: run it as one forward pass (MONAI's blending of one window is the identity)."""
+        scan = inputs.shape[2:]
+        pads = [int(w) - int(s) for w, s in zip(self.roi_size, scan)]
+        meta = MetaTensor([]).copy_meta_from(inputs, copy_attr=False) if isinstance(inputs, MetaTensor) else None
+        x = convert_data_type(inputs, torch.Tensor)[0]  # the network sees a plain tensor, as under MONAI's inferer
+        x = x if self.sw_device is None else x.to(self.sw_device)
+        if any(pads):
+            mode = str(getattr(self.padding_mode, "value", self.padding_mode))
+            pad = [p for d in reversed(pads) for p in (d // 2, d - d // 2)]  # MONAI's symmetric padding
+            x = F.pad(x, pad, mode=mode, value=float(self.cval)) if mode == "constant" else F.pad(x, pad, mode=mode)
+        out = network(x, *args, **kwargs)
+        if any(pads):
+            starts = [d // 2 for d in pads]
+            out = out[:, :, starts[0]:starts[0] + scan[0], starts[1]:starts[1] + scan[1], starts[2]:starts[2] + scan[2]]
+        device = self.device or inputs.device
+        return convert_to_dst_type(out, meta if meta is not None else inputs, device=device)[0]
 
 
 def build_sliding_window_inferer(cfg: Config, sw_device: torch.device | None = None,
                                  device: torch.device | None = None) -> ScanFittedWindowInferer:
-    """The sliding-window inferer every route uses (validation, evaluation, inference, bundle)."""
+    """The inferer every route uses (validation, evaluation, inference, bundle, benchmarks)."""
     return ScanFittedWindowInferer(
         roi_size=inference_window(cfg),
         multiple=window_multiple(cfg),
+        masked=masks_padding(cfg),
         patch=cfg.patch.roi_size,
+        whole_max_gb=cfg.infer.whole_max_gb,
+        network_name=cfg.network.name,
+        classes=cfg.data.num_classes,
         sw_batch_size=cfg.infer.sw_batch_size,
         overlap=cfg.infer.overlap,
         mode=cfg.infer.mode,
+        padding_mode=cfg.infer.padding_mode,
         sw_device=sw_device,
         device=device,
     )

@@ -102,6 +102,7 @@ class Prediction:
         timings: seconds spent loading, preprocessing, in the sliding windows and postprocessing.
         peak_rss_mb: peak resident memory of each of those phases (MiB; empty where unmeasurable).
         image: the scan as loaded (C, X, Y, Z), before any preprocessing, when requested (statistics).
+        window: the sliding window that ran on the resampled scan (after the window rule), in voxels.
     """
 
     label: MetaTensor
@@ -109,6 +110,7 @@ class Prediction:
     timings: dict[str, float] = field(default_factory=dict)
     image: MetaTensor | None = None
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
+    window: list[int] | None = None
 
     @property
     def affine(self) -> np.ndarray:
@@ -301,8 +303,9 @@ class Predictor:
         if self.cfg.infer.largest_component:
             label = self.keep_largest(label)
         lap("postprocess_s")
+        window = self.inferer.last_window
         return Prediction(label=label, probabilities=prob_out, timings=lap.timings, image=loaded,
-                          peak_rss_mb=lap.peaks)
+                          peak_rss_mb=lap.peaks, window=list(window) if window is not None else None)
 
     def _argmax_on_scan_grid(self, data: dict[str, Any], image: MetaTensor, prob: torch.Tensor,
                              shape: tuple[int, ...], affine: torch.Tensor, source: str | Path) -> MetaTensor:

@@ -8,7 +8,8 @@ For one line of length ``L`` along the chosen axis and one head (``d`` channels 
 
 ``r^q``, ``r^k`` and ``r^v`` are learned tables indexed by the relative distance ``i - j``
 clipped to ``[-span, span]``, so one module accepts any axis length. The four gates are
-scalar parameters; unlike MedT's code (a BatchNorm right after each gated term, which
+scalar parameters. An optional key mask (the voxels that are scan, not padding) gives every
+padded key zero weight, so padding at the end of a line changes nothing at its valid queries. Unlike MedT's code (a BatchNorm right after each gated term, which
 cancels the gate) nothing normalises the gated terms here: the logit gates act before the
 softmax and the value gates scale the output that goes straight on to a linear layer.
 
@@ -22,6 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["AXES", "GatedAxialAttention", "gate_parameters", "relative_index"]
+
+#: Logit given to a masked key: far enough below any real logit that its softmax weight is exactly 0 in
+#: float32, float16 and bfloat16, and finite, so a line with no valid key (all padding) stays finite.
+MASKED_LOGIT = -1.0e4
 
 #: Names of the spatial axes of a (B, C, D, H, W) tensor and their dimension index.
 AXES: dict[str, int] = {"D": 2, "H": 3, "W": 4}
@@ -101,6 +106,7 @@ class GatedAxialAttention(nn.Module):
         self.gate_sv = nn.Parameter(torch.tensor(GATE_INIT["gate_sv"]))
         self.gate_sve = nn.Parameter(torch.tensor(GATE_INIT["gate_sve"]))
         self.attn_drop = nn.Dropout(dropout)
+        self.masked_logit = MASKED_LOGIT
 
     def gates(self) -> list[nn.Parameter]:
         """The four gate parameters (g_qr, g_kr, g_sv, g_sve)."""
@@ -110,8 +116,14 @@ class GatedAxialAttention(nn.Module):
         axis = "DHW"[self.axis - 2]
         return f"channels={self.channels}, axis={axis}, heads={self.heads}, span={self.span}"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Attend along ``axis``: (B, C, D, H, W) -> (B, C, D, H, W)."""
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """Attend along ``axis``: (B, C, D, H, W) -> (B, C, D, H, W).
+
+        Args:
+            x: the features.
+            valid: optional (B, 1, D, H, W) mask, nonzero where a voxel is scan; keys where it is zero
+                get zero attention weight. None: every voxel is valid.
+        """
         if x.dim() != 5 or x.shape[1] != self.channels:
             raise ValueError(
                 f"GatedAxialAttention expects (B, {self.channels}, D, H, W), got {list(x.shape)}"
@@ -125,21 +137,28 @@ class GatedAxialAttention(nn.Module):
         q, k, v = qkv[0], qkv[1], qkv[2]  # each (N, heads, L, head_dim)
         idx = relative_index(length, self.span, x.device)
         n = q.shape[0]
+        # (N, 1, 1, L): True where the key is padding, broadcast over heads and queries
+        masked = None if valid is None else (valid.permute(self._to_lines).reshape(n, 1, 1, length) == 0)
         per_line = self.heads * length * length
         if n * per_line <= self.chunk_elements:
-            out = self._attend(q, k, v, idx)
+            out = self._attend(q, k, v, idx, masked)
         else:
             step = max(1, self.chunk_elements // per_line)
             parts: list[torch.Tensor] = []
             for start in range(0, n, step):
                 stop = min(start + step, n)
-                parts.append(self._attend(q[start:stop], k[start:stop], v[start:stop], idx))
+                part_mask = None if masked is None else masked[start:stop]
+                parts.append(self._attend(q[start:stop], k[start:stop], v[start:stop], idx, part_mask))
             out = torch.cat(parts, 0)
         out = out.transpose(1, 2).reshape(shape)
         return out.permute(self._from_lines)
 
-    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """Gated attention of (N, heads, L, d) lines; ``idx`` is the (L, L) relative index."""
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, idx: torch.Tensor,
+                masked: torch.Tensor | None = None) -> torch.Tensor:
+        """Gated attention of (N, heads, L, d) lines; ``idx`` is the (L, L) relative index.
+
+        ``masked`` (N, 1, 1, L), True at padded keys, or None.
+        """
         n, h, length, _ = q.shape
         # gates and 1/sqrt(d) are folded into the small tables, not applied to (N, h, L, L) tensors
         q = q * self.scale
@@ -151,6 +170,8 @@ class GatedAxialAttention(nn.Module):
         # k_j.r^k_(i-j): rows are j here, so gather with idx transposed and swap back
         kr = torch.matmul(k, rel_k.t()).gather(-1, idx.t().expand(n, h, length, length)).transpose(-1, -2)
         logits = torch.matmul(q, k.transpose(-1, -2)) + qr + kr
+        if masked is not None:
+            logits = logits.masked_fill(masked, self.masked_logit)
         attn = self.attn_drop(F.softmax(logits, dim=-1))
         out_r = torch.einsum("nhij,ijd->nhid", attn, rel_v[idx])
         return out_r + self.gate_sv * torch.matmul(attn, v)

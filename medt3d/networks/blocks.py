@@ -9,7 +9,7 @@ from torch import nn
 from medt3d.networks.attention import GatedAxialAttention
 from medt3d.networks.layers import channels_first, channels_last
 
-__all__ = ["ChannelLayerNorm", "GatedAxialBlock", "LocalBranch", "PointwiseMLP"]
+__all__ = ["ChannelLayerNorm", "GatedAxialBlock", "GatedAxialBlocks", "LocalBranch", "PointwiseMLP"]
 
 
 class ChannelLayerNorm(nn.LayerNorm):
@@ -70,14 +70,26 @@ class GatedAxialBlock(nn.Module):
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
 
-    def attend(self, x: torch.Tensor) -> torch.Tensor:
-        """The attention residual branch alone (D, then H, then W), without the MLP."""
-        y = self.attn_w(self.attn_h(self.attn_d(self.norm1(x))))
+    def attend(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """The attention residual branch alone (D, then H, then W), without the MLP.
+
+        ``valid``: optional (B, 1, D, H, W) mask of the voxels that are scan (see :class:`GatedAxialAttention`).
+        """
+        y = self.attn_w(self.attn_h(self.attn_d(self.norm1(x), valid), valid), valid)
         return channels_first(self.proj_drop(self.proj(channels_last(y))))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attend(x)
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attend(x, valid)
         return x + self.mlp(self.norm2(x))
+
+
+class GatedAxialBlocks(nn.Sequential):
+    """A sequence of :class:`GatedAxialBlock` that passes the validity mask to each one."""
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        for block in self:
+            x = block(x, valid)
+        return x
 
 
 class LocalBranch(nn.Module):
@@ -107,19 +119,26 @@ class LocalBranch(nn.Module):
             raise ValueError(f"local branch needs at least one block, got {blocks}")
         self.patch = patch
         span = max(1, min(span, patch - 1))
-        self.blocks = nn.Sequential(
+        self.blocks = GatedAxialBlocks(
             *[GatedAxialBlock(channels, heads, span, mlp_ratio, dropout) for _ in range(blocks)]
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """Blocks on each ``patch``^3 sub-volume; ``valid`` (B, 1, D, H, W) masks padded keys in each."""
         b, c, d, h, w = x.shape
         p = self.patch
         pad_d, pad_h, pad_w = (p - d % p) % p, (p - h % p) % p, (p - w % p) % p
         if torch.jit.is_tracing() or pad_d > 0 or pad_h > 0 or pad_w > 0:  # traced: keep sizes dynamic
             x = F.pad(x, [0, pad_w, 0, pad_h, 0, pad_d])
+            if valid is not None:
+                valid = F.pad(valid, [0, pad_w, 0, pad_h, 0, pad_d])
         nd, nh, nw = (d + pad_d) // p, (h + pad_h) // p, (w + pad_w) // p
         t = x.reshape(b, c, nd, p, nh, p, nw, p).permute(0, 2, 4, 6, 1, 3, 5, 7)
-        t = self.blocks(t.reshape(b * nd * nh * nw, c, p, p, p))
+        sub_valid: torch.Tensor | None = None
+        if valid is not None:
+            sub_valid = valid.reshape(b, 1, nd, p, nh, p, nw, p).permute(0, 2, 4, 6, 1, 3, 5, 7)
+            sub_valid = sub_valid.reshape(b * nd * nh * nw, 1, p, p, p)
+        t = self.blocks(t.reshape(b * nd * nh * nw, c, p, p, p), sub_valid)
         t = t.reshape(b, nd, nh, nw, c, p, p, p).permute(0, 4, 1, 5, 2, 6, 3, 7)
         t = t.reshape(b, c, nd * p, nh * p, nw * p)
         return t[:, :, :d, :h, :w]

@@ -9,7 +9,7 @@ from torch import nn
 from medt3d.networks.medt import MedT3D, input_multiple, preset_sizes
 from medt3d.networks.registry import BASELINES
 
-__all__ = ["build_network", "window_multiple"]
+__all__ = ["build_network", "masks_padding", "window_multiple"]
 
 
 def window_multiple(cfg) -> int | None:
@@ -28,6 +28,11 @@ def window_multiple(cfg) -> int | None:
     if net.name == "unetr":
         return None
     return int(BASELINES[net.name]["size_multiple"])
+
+def masks_padding(cfg) -> bool:
+    """True when ``cfg.network`` masks padded voxels itself (MedT3D), so its input needs no padding to a multiple."""
+    return cfg.network.name == "medt3d"
+
 
 def build_network(cfg) -> nn.Module:
     """The network of ``cfg.network`` for ``cfg.data`` (in_channels -> num_classes logits).
@@ -68,8 +73,11 @@ def build_network(cfg) -> nn.Module:
     roi = tuple(int(r) for r in cfg.patch.roi_size)
     multiple, smallest = BASELINES[name]["size_multiple"], BASELINES[name]["min_size"]
     window = cfg.infer.roi_size
+    if name == "unetr" and isinstance(window, str):
+        raise ValueError(f"UNETR is built for one input size, patch.roi_size {list(roi)}; infer.roi_size "
+                         f"{window!r} needs a network of any input size")
     for key, size in (("patch.roi_size", roi), ("infer.roi_size", window)):
-        if size is None:
+        if size is None or isinstance(size, str):
             continue
         if any(r % multiple or r < smallest for r in size):
             raise ValueError(

@@ -5,7 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ConvNormAct", "FastConv3d", "PointwiseConv", "VoxelShuffleUp", "channels_first", "channels_last"]
+__all__ = [
+    "ConvNormAct", "FastConv3d", "PointwiseConv", "VoxelShuffleUp", "channels_first", "channels_last",
+    "masked_instance_norm", "zero_invalid",
+]
 
 
 def channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -51,8 +54,37 @@ class FastConv3d(nn.Conv3d):
         return self._conv_forward(x, self.weight, self.bias)
 
 
+def zero_invalid(x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """``x`` with every voxel outside ``valid`` (a (B, 1, D, H, W) 0/1 mask) set to 0; ``x`` itself when None.
+
+    A convolution then sees zeros beyond the scan, as it does at the edge of an unpadded input.
+    """
+    return x if valid is None else x * valid
+
+
+def masked_instance_norm(x: torch.Tensor, valid: torch.Tensor, weight: torch.Tensor | None,
+                         bias: torch.Tensor | None, eps: float) -> torch.Tensor:
+    """Instance norm whose mean and variance are taken over the voxels of ``valid`` (B, 1, D, H, W) only.
+
+    ``torch.nn.functional.instance_norm`` has no mask; padding would shift its statistics and so every voxel.
+    """
+    dims = [2, 3, 4]
+    count = valid.sum(dim=dims, keepdim=True).clamp_min(1.0)
+    mean = (x * valid).sum(dim=dims, keepdim=True) / count
+    centred = x - mean
+    var = ((centred * valid) ** 2).sum(dim=dims, keepdim=True) / count
+    y = centred * torch.rsqrt(var + eps)
+    if weight is not None and bias is not None:
+        y = y * weight.view(1, -1, 1, 1, 1) + bias.view(1, -1, 1, 1, 1)
+    return y
+
+
 class ConvNormAct(nn.Sequential):
-    """3x3x3 convolution (optionally strided), instance norm, leaky ReLU."""
+    """3x3x3 convolution (optionally strided), instance norm, leaky ReLU.
+
+    Called with ``valid`` (the output's (B, 1, D, H, W) mask of scan voxels), the norm's statistics come
+    from the valid voxels only; the caller zeroes the input outside its own mask (:func:`zero_invalid`).
+    """
 
     def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
         super().__init__(
@@ -60,6 +92,14 @@ class ConvNormAct(nn.Sequential):
             nn.InstanceNorm3d(cout, affine=True),
             nn.LeakyReLU(0.01, inplace=True),
         )
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        y = self[0](x)
+        if valid is None:
+            y = self[1](y)
+        else:
+            y = masked_instance_norm(y, valid, self[1].weight, self[1].bias, self[1].eps)
+        return self[2](y)
 
 
 class VoxelShuffleUp(nn.Module):

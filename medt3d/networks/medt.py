@@ -28,11 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medt3d.networks.blocks import GatedAxialBlock, LocalBranch
-from medt3d.networks.layers import ConvNormAct, PointwiseConv, VoxelShuffleUp
+from medt3d.networks.blocks import GatedAxialBlock, GatedAxialBlocks, LocalBranch
+from medt3d.networks.layers import ConvNormAct, PointwiseConv, VoxelShuffleUp, zero_invalid
 from medt3d.networks.registry import MEDT3D_PRESETS, MedT3DPreset
 
-__all__ = ["MedT3D", "input_multiple", "preset_sizes"]
+__all__ = ["MedT3D", "input_multiple", "masked_upsample", "preset_sizes"]
 
 
 def preset_sizes(preset: str, **overrides) -> MedT3DPreset:
@@ -55,18 +55,21 @@ def input_multiple(stem_stride: int, stages: int) -> int:
 class EncoderStage(nn.Module):
     """Optional strided conv, then gated axial blocks; the local branch (LoGo) is added to their output."""
 
-    def __init__(self, down: nn.Module, blocks: nn.Module, local: LocalBranch | None) -> None:
+    def __init__(self, down: ConvNormAct | None, blocks: GatedAxialBlocks, local: LocalBranch | None) -> None:
         super().__init__()
         self.down = down
         self.blocks = blocks
         self.local = local
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.down(x)
-        y = self.blocks(x)
+    def forward(self, x: torch.Tensor, valid_in: torch.Tensor | None = None,
+                valid: torch.Tensor | None = None) -> torch.Tensor:
+        """``valid_in`` and ``valid``: the masks of scan voxels at the input's and this stage's resolution."""
+        if self.down is not None:
+            x = self.down(zero_invalid(x, valid_in), valid)
+        y = self.blocks(x, valid)
         local = self.local
         if local is not None:
-            y = 0.5 * (y + local(x))  # LoGo: mean of the global and local branches (both residual on x)
+            y = 0.5 * (y + local(x, valid))  # LoGo: mean of the global and local branches (both residual on x)
         return y
 
 
@@ -82,10 +85,27 @@ class UpLevel(nn.Module):
         super().__init__()
         self.out_channels = cout
         self.up = VoxelShuffleUp(cin, cout)
-        self.refine = ConvNormAct(cout, cout) if refine else nn.Identity()
+        self.refine: ConvNormAct | None = ConvNormAct(cout, cout) if refine else None
 
-    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        return self.refine(self.up(x) + skip)
+    def forward(self, x: torch.Tensor, skip: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """``valid``: the mask of scan voxels at the output's resolution."""
+        y = self.up(x) + skip
+        if self.refine is not None:
+            return self.refine(zero_invalid(y, valid), valid)
+        return y
+
+
+def masked_upsample(y: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """Trilinear x2 upsampling that takes values from valid voxels only (normalised by the upsampled mask).
+
+    At the edge of the valid region it repeats the edge value, as plain trilinear upsampling does at
+    the edge of a tensor, so the logits there do not depend on the padding beyond.
+    """
+    if valid is None:
+        return F.interpolate(y, scale_factor=2.0, mode="trilinear", align_corners=False)
+    num = F.interpolate(y * valid, scale_factor=2.0, mode="trilinear", align_corners=False)
+    den = F.interpolate(valid, scale_factor=2.0, mode="trilinear", align_corners=False)
+    return num / den.clamp_min(1e-6)
 
 
 class MedT3D(nn.Module):
@@ -179,12 +199,12 @@ class MedT3D(nn.Module):
             [ConvNormAct(in_channels if i == 1 else widths[i - 1], widths[i], stride=2) for i in range(1, levels + 1)]
         )
 
-        def make_blocks(c: int, n: int) -> nn.Module:
-            return nn.Sequential(*[GatedAxialBlock(c, heads, span, mlp_ratio, dropout) for _ in range(n)])
+        def make_blocks(c: int, n: int) -> GatedAxialBlocks:
+            return GatedAxialBlocks(*[GatedAxialBlock(c, heads, span, mlp_ratio, dropout) for _ in range(n)])
 
         stages = []
         for s, (c, n) in enumerate(zip(channels, blocks)):
-            down = nn.Identity() if s == 0 else ConvNormAct(channels[s - 1], c, stride=2)
+            down = None if s == 0 else ConvNormAct(channels[s - 1], c, stride=2)
             local = None
             if s == 0 and logo:
                 local = LocalBranch(c, heads, span, local_patch, local_blocks, mlp_ratio, dropout)
@@ -207,8 +227,8 @@ class MedT3D(nn.Module):
         self.full_res_channels = full_res_channels
         self.upsample_final = levels > 0
         self.final = PointwiseConv(channels[0] if levels == 0 else widths[1], full_res_channels or out_channels)
-        self.full_stem: nn.Module = nn.Identity()
-        self.full_refine: nn.Module = nn.Identity()
+        self.full_stem: ConvNormAct | None = None
+        self.full_refine: ConvNormAct | None = None
         self.full_head: nn.Module = nn.Identity()
         if full_res_channels:
             self.full_stem = ConvNormAct(in_channels, full_res_channels)
@@ -233,35 +253,75 @@ class MedT3D(nn.Module):
         extra = {k: v for k, v in overrides.items() if k not in MedT3DPreset.__dataclass_fields__ and v is not None}
         return cls(in_channels, out_channels, **vars(size), **extra)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _validity(self, x: torch.Tensor, valid: torch.Tensor | None, pads: list[int]) -> torch.Tensor | None:
+        """The (B, 1, X', Y', Z') 0/1 mask of scan voxels on the padded input, or None when every voxel is scan."""
+        padded = pads[0] > 0 or pads[1] > 0 or pads[2] > 0
+        if valid is not None:
+            if valid.dim() != 5 or valid.shape[1] != 1 or valid.shape[0] != x.shape[0] or valid.shape[2:] != x.shape[2:]:
+                raise ValueError(f"MedT3D's valid mask must be (B, 1, X, Y, Z) like the input {list(x.shape)}, "
+                                 f"got {list(valid.shape)}")
+            if not torch.jit.is_tracing() and not padded and not bool((valid == 0).any()):
+                return None  # nothing is padding: the plain (faster) path gives the same result
+            mask = (valid != 0).to(x.dtype)
+        elif padded or torch.jit.is_tracing():  # traced: keep the mask in the graph for other sizes
+            mask = torch.ones_like(x[:, :1])
+        else:
+            return None
+        return F.pad(mask, [0, pads[2], 0, pads[1], 0, pads[0]])
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of ``x`` (B, in_channels, X, Y, Z).
+
+        Args:
+            x: the image.
+            valid: optional (B, 1, X, Y, Z) mask, nonzero where a voxel is scan and zero where it is padding
+                (a sliding window's or a training crop's). Padded voxels get no attention weight and no
+                part in the instance-norm statistics, so the logits of the scan's voxels do not depend on
+                how much padding surrounds them. None: every voxel is scan. The padding this network
+                adds itself, up to :attr:`size_multiple`, is always masked.
+        """
         if x.dim() != 5 or x.shape[1] != self.in_channels:
             raise ValueError(f"MedT3D expects (B, {self.in_channels}, X, Y, Z), got {list(x.shape)}")
         size_x, size_y, size_z = x.shape[2], x.shape[3], x.shape[4]
         m = self.size_multiple
-        pad_x, pad_y, pad_z = (m - size_x % m) % m, (m - size_y % m) % m, (m - size_z % m) % m
-        if torch.jit.is_tracing() or pad_x > 0 or pad_y > 0 or pad_z > 0:  # traced: keep sizes dynamic
-            x = F.pad(x, [0, pad_z, 0, pad_y, 0, pad_x])
+        pads = [(m - size_x % m) % m, (m - size_y % m) % m, (m - size_z % m) % m]
+        mask = self._validity(x, valid, pads)
+        if torch.jit.is_tracing() or pads[0] > 0 or pads[1] > 0 or pads[2] > 0:  # traced: keep sizes dynamic
+            x = F.pad(x, [0, pads[2], 0, pads[1], 0, pads[0]])
+        masks: list[torch.Tensor | None] = [None for _ in range(len(self.stem) + len(self.stages))]
+        if mask is not None:
+            x = x * mask
+            current = mask
+            masks[0] = current
+            for i in range(1, len(masks)):  # a coarse voxel is scan when any of its 8 children is
+                current = F.max_pool3d(current, kernel_size=2, stride=2)
+                masks[i] = current
         y = self.embed(x)
         skips: list[torch.Tensor] = []
         for i, conv in enumerate(self.stem):
             if i > 0:
                 skips.append(y)  # stem levels 1..k-1 are skips; level k feeds stage 0
-            y = conv(y)
-        for stage in self.stages:
-            y = stage(y)
+            y = conv(zero_invalid(y, masks[i]), masks[i + 1])
+        level = len(self.stem)
+        for s, stage in enumerate(self.stages):
+            if s > 0:
+                level += 1
+            y = stage(y, masks[max(level - 1, 0)], masks[level])
             skips.append(y)
         y = skips.pop()
         supervise = self.training and self.deep_supervision > 0
         levels: list[torch.Tensor] = []
         for i, up in enumerate(self.ups):
-            y = up(y, skips[len(skips) - 1 - i])
+            level -= 1
+            y = up(y, skips[len(skips) - 1 - i], masks[level])
             if supervise:
                 levels.append(y)
         y = self.final(y)
         if self.upsample_final:
-            y = F.interpolate(y, scale_factor=2.0, mode="trilinear", align_corners=False)
-        if self.full_res_channels > 0:
-            y = self.full_head(self.full_refine(y + self.full_stem(x)))
+            y = masked_upsample(y, masks[1])
+        if self.full_stem is not None and self.full_refine is not None:
+            y = y + self.full_stem(x, masks[0])
+            y = self.full_head(self.full_refine(zero_invalid(y, masks[0]), masks[0]))
         if self.input_head is not None:
             y = y + self.input_head(x)
         if supervise:

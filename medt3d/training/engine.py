@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ from medt3d.config import N_FOLDS, Config, config_to_dict, save_config
 from medt3d.data.datalist import Datalist, build_datalist, fold_cases, split_cases
 from medt3d.data.datasets import build_dataset
 from medt3d.data.preflight import check_cases
-from medt3d.data.transforms import build_train_transforms, build_val_transforms
+from medt3d.data.transforms import VALID, build_train_transforms, build_val_transforms
 from medt3d.devices import resolve_device
 from medt3d.distributed import DistInfo, cleanup_distributed, init_distributed, shard, unwrap
 from medt3d.inference.inferer import build_sliding_window_inferer
@@ -57,7 +58,8 @@ from medt3d.io_utils import atomic_write_text, check_writable_dir
 from medt3d.models.checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from medt3d.models.layout import RunLayout
 from medt3d.networks import build_network, gate_parameters
-from medt3d.training.losses import build_loss
+from medt3d.networks.factory import masks_padding
+from medt3d.training.losses import PADDING_LABEL, IgnorePadding, build_loss
 from medt3d.training.optim import TrainingClock, build_optimizer, build_scheduler
 
 __all__ = ["KEY_METRIC", "MIN_FREE_DISK_MB", "TrainResult", "Training", "build_training", "train"]
@@ -157,6 +159,26 @@ def plain_batch(batchdata: dict, device: torch.device | str | None = None, non_b
     if isinstance(label, MetaTensor):
         label = label.as_tensor()
     return image, label
+
+
+def patch_batch(batchdata: dict, device: torch.device | str | None = None, non_blocking: bool = False,
+                masked: bool = False, **kwargs: Any) -> tuple[Any, ...]:
+    """:func:`plain_batch` for training patches, whose ``valid`` mask marks what is scan.
+
+    Where a patch is not scan (the training pad, an augmentation's zero fill), the label becomes
+    :data:`~medt3d.training.losses.PADDING_LABEL` (no gradient there) and, for a network that masks
+    padding (``masked``), the mask goes to the network as ``valid=`` so its attention and norms ignore it.
+    """
+    image, label = plain_batch(batchdata, device, non_blocking, **kwargs)
+    valid = batchdata.get(VALID)
+    if valid is None or label is None:
+        return image, label
+    valid = valid.as_tensor() if isinstance(valid, MetaTensor) else valid
+    padding = valid.to(device=image.device, non_blocking=non_blocking) == 0
+    if not bool(padding.any()):
+        return image, label
+    label = label.masked_fill(padding, PADDING_LABEL)
+    return (image, label, (), {"valid": (~padding).to(image.dtype)}) if masked else (image, label)
 
 
 def _seed_for(cfg: Config, epoch: int, rank: int) -> int:
@@ -596,9 +618,9 @@ def _build(cfg: Config, data_dir: str | Path, run_dir: Path, resume_payload: dic
         epoch_length=iterations,
         train_data_loader=train_loader,
         network=network,
-        prepare_batch=plain_batch,
+        prepare_batch=partial(patch_batch, masked=masks_padding(cfg)),
         optimizer=optimizer,
-        loss_function=build_loss(cfg).to(device),
+        loss_function=IgnorePadding(build_loss(cfg)).to(device),
         inferer=inferer,
         amp=amp,
         # decollated outputs (one dict per sample), as MONAI's handlers expect, e.g. those --tracking mlflow adds

@@ -7,7 +7,11 @@ from monai.losses import DeepSupervisionLoss, DiceCELoss, DiceLoss, FocalLoss
 
 from medt3d.config import Config
 
-__all__ = ["DeepSupervised", "build_loss"]
+__all__ = ["PADDING_LABEL", "DeepSupervised", "IgnorePadding", "build_loss"]
+
+#: Label value that :func:`medt3d.training.engine.patch_batch` gives the voxels of a training patch that are
+#: not scan (the training pad, an augmentation's zero fill); :class:`IgnorePadding` keeps them out of the loss.
+PADDING_LABEL = -1.0
 
 
 class DeepSupervised(torch.nn.Module):
@@ -28,6 +32,26 @@ class DeepSupervised(torch.nn.Module):
     def forward(self, pred: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         heads = list(torch.split(pred, self.num_classes, dim=1))
         return self.loss(heads, label)
+
+
+class IgnorePadding(torch.nn.Module):
+    """A loss on logits and labels in which voxels labelled :data:`PADDING_LABEL` give no gradient.
+
+    Those voxels take part as background with their prediction detached: cross-entropy and focal terms
+    there have no gradient, and Dice sees them as constants, so padding is not learned as background.
+    MONAI's DiceCELoss has no ignore index (its DiceLoss and FocalLoss do, but not the CE term), hence this.
+    """
+
+    def __init__(self, loss: torch.nn.Module) -> None:
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, pred: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        padding = label == PADDING_LABEL
+        if not bool(padding.any()):
+            return self.loss(pred, label)
+        pred = torch.where(padding, pred.detach(), pred)
+        return self.loss(pred, label.masked_fill(padding, 0))
 
 
 def build_loss(cfg: Config) -> torch.nn.Module:
