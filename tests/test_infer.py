@@ -176,19 +176,20 @@ def test_bad_cases_fail_alone_with_clear_messages(scans, tmp_path: Path):
         assert not list(out.glob(f"{name}_*"))
 
 
-def test_a_series_a_dicom_seg_cannot_reference_keeps_its_nifti_label(shared_data: Path, tmp_path: Path):
-    """The real MR series has no FrameOfReferenceUID, which a DICOM SEG must have: the label stays, with a note."""
+def test_a_series_without_frame_of_reference_gets_a_dicom_seg_with_a_new_one(shared_data: Path, tmp_path: Path):
+    """The real MR series has no FrameOfReferenceUID, which a DICOM SEG must have: a new one is filled, and said."""
+    import pydicom
+
     series = shared_data / "mr_dicom_series" / "series"
     out = tmp_path / "out"
     summary = _run([series], out, "patch.roi_size=[64,64,16]", options=InferOptions(progress=False, output_formats=("dicom-seg",)))
-    assert summary["exit_code"] == 0 and summary["done"] == 1
-    assert sorted(p.name for p in out.iterdir()) == ["labels_itksnap.txt", "labels_slicer.ctbl", "series_seg.json",
-                                                     "series_seg.nii.gz", "summary.json", "volumes.csv"]
+    assert summary["exit_code"] == 0 and summary["done"] == 1 and summary["failed_outputs"] == []
     notes = json.loads((out / "series_seg.json").read_text())["notes"]
-    assert any("no DICOM SEG" in n and "FrameOfReferenceUID" in n and str(series) in n for n in notes)
-    (failed_output,) = summary["failed_outputs"]  # a failed optional output, reported as such
-    assert failed_output["case"] == "series" and failed_output["output"] == "dicom_seg"
-    assert "FrameOfReferenceUID" in failed_output["error"]
+    (filled,) = [n for n in notes if "filled in memory" in n]
+    assert "FrameOfReferenceUID new" in filled and str(series) in filled
+    seg = pydicom.dcmread(out / "series_seg.dcm")
+    assert seg.FrameOfReferenceUID and seg.FrameOfReferenceUID in filled
+    assert "FrameOfReferenceUID" not in pydicom.dcmread(next(series.iterdir()), stop_before_pixels=True)
 
 
 def test_dicom_seg_of_a_real_series_with_an_empty_character_set(shared_data: Path, tmp_path: Path):
@@ -256,7 +257,7 @@ def test_dicom_seg_of_a_series_without_study_uid_and_patient_id(tmp_path: Path):
     assert summary["exit_code"] == 0, summary["failed"]
     assert (out / "series_seg.dcm").is_file() and (out / "series_seg.nii.gz").is_file()
     notes = json.loads((out / "series_seg.json").read_text())["notes"]
-    assert any("no StudyInstanceUID" in n for n in notes)
+    assert any("StudyInstanceUID new" in n for n in notes)
     assert pydicom.dcmread(files[0]).get("StudyInstanceUID") is None  # the source files are untouched
 
 
@@ -528,6 +529,7 @@ def test_bench_infer_measures_both_routes_in_fresh_processes(tmp_path: Path):
 
 
 def test_a_gantry_tilted_series_is_segmented_on_its_corrected_grid_and_gets_no_dicom_seg(tmp_path: Path):
+    """The SEG that was asked for cannot be made: the case fails (exit 1), its NIfTI label stays."""
     image, _ = blob_volume((20, 22, 12), (1.0, 1.0, 2.0), "LPS")
     direction = np.eye(3)
     direction[:, 2] = [0.0, np.tan(np.radians(12.0)), 1.0]  # the table steps along z, the slices are tilted
@@ -538,8 +540,8 @@ def test_a_gantry_tilted_series_is_segmented_on_its_corrected_grid_and_gets_no_d
     corrected = header_of(tmp_path / "tilted").affine
     summary = _run([tmp_path / "tilted"], tmp_path / "out", options=InferOptions(progress=False,
                                                                                  output_formats=("dicom-seg",)))
-    assert summary["done"] == 1 and summary["failed_outputs"][0]["output"] == "dicom_seg"
-    assert "gantry-tilted" in summary["failed_outputs"][0]["error"]
+    assert summary["done"] == 0 and summary["exit_code"] == 1 and summary["failed_outputs"][0]["output"] == "dicom_seg"
+    assert "gantry-tilted" in summary["failed_outputs"][0]["error"] and "gantry-tilted" in summary["failed"][0]["error"]
     label = nib.load(tmp_path / "out" / "tilted_seg.nii.gz")
     np.testing.assert_allclose(label.affine, corrected, atol=1e-4)
     assert np.allclose(np.linalg.norm(label.affine[:3, :3], axis=0), [1.0, 1.0, 2.0])  # the table step along z

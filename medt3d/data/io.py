@@ -107,7 +107,11 @@ _DICOM_TAGS = [
     "ImagePositionPatient",
     "ImageOrientationPatient",
     "PixelSpacing",
+    "RescaleSlope",
+    "RescaleIntercept",
 ]
+#: modalities whose stored values mean nothing without RescaleSlope and RescaleIntercept (type 1 there)
+_RESCALED_MODALITIES = ("CT", "PT")
 _MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # DICOMDIR: an index, not an image
 
 
@@ -303,51 +307,6 @@ def _drop_scouts(slices: list[_Slice], where: str) -> list[_Slice]:
     return kept
 
 
-def _multiframe_geometry(path: Path, where: str) -> tuple[Any, np.ndarray, bool, tuple[int, int, int]]:
-    """highdicom's image of an enhanced object, its voxel-to-LPS affine in medt3d's axis order
-    (x = columns, y = rows, z = slices ascending along the slice normal), whether highdicom's slice
-    order is reversed against that, and the shape (x, y, z)."""
-    import highdicom as hd
-
-    try:
-        image = hd.imread(str(path), lazy_frame_retrieval=True)
-        geometry = image.get_volume_geometry()
-    except Exception as err:  # highdicom raises many kinds on odd objects: name the file, not the library
-        raise ValueError(f"{where}: cannot read the enhanced multi-frame DICOM file {path.name}: {_short(err)}") from None
-    if geometry is None:
-        raise ValueError(f"{where}: the frames of {path.name} do not form one regular 3-D volume (missing, "
-                         "repeated or unevenly spaced frame positions, or several orientations)")
-    hd_affine = np.asarray(geometry.affine, dtype=np.float64)  # (slice, row, column) -> LPS
-    n_slices, n_rows, n_columns = (int(v) for v in geometry.spatial_shape)
-    lps = np.eye(4)
-    lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = hd_affine[:3, 2], hd_affine[:3, 1], hd_affine[:3, 0], hd_affine[:3, 3]
-    flip = float(lps[:3, 2] @ np.cross(lps[:3, 0], lps[:3, 1])) < 0
-    if flip:
-        lps[:3, 3] += lps[:3, 2] * (n_slices - 1)
-        lps[:3, 2] = -lps[:3, 2]
-    return image, lps, flip, (n_columns, n_rows, n_slices)
-
-
-def _multiframe_series(path: Path, uid: str, where: str) -> _Series:
-    """Geometry of an enhanced (multi-frame) CT/MR object, from its functional groups (highdicom)."""
-    _, lps, _, shape = _multiframe_geometry(path, where)
-    return _Series(uid=uid, files=[path], affine=_lps_to_ras(lps), shape=shape, multiframe=True)
-
-
-def _read_multiframe(info: VolumeInfo, dtype: Any) -> Any:
-    """The voxels of an enhanced object (modality LUT applied: HU for CT) as a (1, X, Y, Z) MetaTensor."""
-    image, _, flip, _ = _multiframe_geometry(info.files[0], str(info.path))
-    try:
-        volume = image.get_volume(dtype=np.float32)
-    except Exception as err:
-        raise ValueError(f"cannot read the frames of {info.files[0]}: {_short(err)}; the file may be corrupt or "
-                         "truncated") from None
-    array = np.transpose(np.asarray(volume.array), (2, 1, 0))  # (slice, row, column) -> (x, y, z)
-    if flip:
-        array = array[:, :, ::-1]
-    return as_loaded(np.ascontiguousarray(array[None]).astype(dtype, copy=False), info.affine, info.path)
-
-
 def as_loaded(array: np.ndarray | torch.Tensor, affine: Any, path: str | Path,
               header: dict[str, Any] | None = None) -> MetaTensor:
     """A (C, X, Y, Z) array and its voxel-to-RAS affine as the MetaTensor MONAI's ``LoadImage`` gives.
@@ -428,6 +387,16 @@ def _scan_series(folder: str | Path, series_uid: str | None = None) -> _Series:
         uid = next(iter(groups))
     slices = [_to_slice(path, ds) for path, ds in groups[uid]]
     where = f"{folder} (series {uid})"
+    for tag in ("RescaleSlope", "RescaleIntercept"):
+        single = [(p, ds) for p, ds in groups[uid] if int(ds.get("NumberOfFrames") or 1) == 1]
+        present = [(p.name, ds.get(tag)) for p, ds in single if tag in ds]
+        bad = [name for name, value in present if _floats([value], 1) is None]
+        if bad:
+            problems.append(f"{where}: {len(bad)} file(s) have an empty or invalid {tag}, e.g. {', '.join(bad[:5])}; "
+                            "without it the stored values cannot be turned into HU or activity: restore it")
+        elif single and len(present) < len(single) and str(single[0][1].get("Modality", "")) in _RESCALED_MODALITIES:
+            _warn_once(f"{where}: {len(single) - len(present)} CT/PET file(s) have no {tag} (type 1 there); "
+                       f"read as {1 if tag == 'RescaleSlope' else 0}: check that the values are HU or activity")
     slices = _drop_scouts(slices, where)
 
     # 1) one enhanced multi-frame file holds the whole volume; else every slice is a single frame
@@ -437,7 +406,16 @@ def _scan_series(folder: str | Path, series_uid: str | None = None) -> _Series:
             raise ValueError(f"{where}: {len(slices)} files of which {len(multi)} multi-frame "
                              f"({', '.join(p.name for p in multi[:5])}); an enhanced series is one multi-frame "
                              "file: put each in its own folder")
-        return _multiframe_series(multi[0], uid, where)
+        from medt3d.data.multiframe import multiframe_series
+
+        return multiframe_series(multi[0], uid, where)
+    return _stack_series(slices, uid, where, problems)
+
+
+def _stack_series(slices: list[_Slice], uid: str, where: str, problems: list[str] | None = None) -> _Series:
+    """Check that ``slices`` (single-frame files, or the frames of one enhanced file) stack into one regular
+    volume, and give its geometry; the checks are the same for both."""
+    problems = list(problems or [])
     for attr, tag in (("position", "ImagePositionPatient"), ("orientation", "ImageOrientationPatient"),
                       ("pixel_spacing", "PixelSpacing")):
         missing = [s.path.name for s in slices if getattr(s, attr) is None]
@@ -768,7 +746,9 @@ def load_volume(path: str | Path, series_uid: str | None = None, dtype: Any = np
     n_channels = info.shape[3] if len(info.shape) == 4 else 1
     require_3d(info, n_channels if channels is None else channels)
     if info.multiframe:
-        return _read_multiframe(info, dtype)
+        from medt3d.data.multiframe import read_multiframe
+
+        return read_multiframe(info, dtype)
     if info.kind == NIFTI:  # read without MONAI's reader: its copy to C order took half the time (see read_nifti)
         from medt3d.data.nifti import read_nifti
 

@@ -13,7 +13,9 @@ For each case (a NIfTI/NRRD file or a DICOM series folder) the runner writes, in
 A case's files appear together or not at all (each is written to a temporary file and all are
 renamed at the end, the sidecar last), so ``--skip-existing`` can trust a sidecar: a case with one
 is finished. A case that fails is recorded with its error and the batch goes on; ``summary.json``
-lists every case and the exit code is 1 when any failed.
+lists every case and the exit code is 1 when any failed. A requested output (DICOM SEG, ``.seg.nrrd``,
+statistics) that cannot be made fails its case too: the reason is in the summary, the NIfTI label and
+the sidecar (with ``failed_outputs``) are kept, and ``--skip-existing`` does that case again.
 
 Under ``torchrun`` the cases are split across ranks (round robin, so none is done twice); rank 0
 gathers the results and writes the summary.
@@ -26,6 +28,7 @@ import json
 import logging
 import os
 import platform
+import sys
 import time
 import traceback
 from collections import defaultdict
@@ -82,6 +85,9 @@ PROB_SUFFIX = "_probs.nii.gz"
 DICOM_SEG_SUFFIX = "_seg.dcm"
 SIDECAR_SUFFIX = "_seg.json"
 SUMMARY_NAME = "summary.json"
+#: requested outputs by kind, as messages name them
+_OUTPUT_NAMES = {"dicom_seg": "DICOM SEG", "seg_nrrd": "3D Slicer segmentation (.seg.nrrd)",
+                 "statistics": "statistics"}
 #: Exit codes of a batch: all cases done (or skipped), or at least one failed.
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -292,7 +298,7 @@ class InferOptions:
     """
 
     device: str | None = None
-    roi_size: Sequence[int] | None = None
+    roi_size: Sequence[int] | str | None = None
     overlap: float | None = None
     mode: str | None = None
     sw_batch_size: int | None = None
@@ -315,7 +321,8 @@ class InferOptions:
     def apply(self, cfg: Config) -> Config:
         """The model's config with these overrides (validated)."""
         return override_config(cfg, {
-            "infer.roi_size": list(self.roi_size) if self.roi_size is not None else None,
+            "infer.roi_size": self.roi_size if self.roi_size is None or isinstance(self.roi_size, str)
+            else list(self.roi_size),
             "infer.overlap": self.overlap,
             "infer.mode": self.mode,
             "infer.sw_batch_size": self.sw_batch_size,
@@ -340,7 +347,8 @@ def _model_description(model_path: str | Path | None, cfg: Config) -> dict[str, 
 
 def _settings(cfg: Config, device: torch.device) -> dict[str, Any]:
     i = cfg.infer
-    return {"roi_size": list(inference_window(cfg)), "overlap": i.overlap, "mode": i.mode,
+    window = inference_window(cfg)
+    return {"roi_size": window if isinstance(window, str) else list(window), "overlap": i.overlap, "mode": i.mode,
             "sw_batch_size": i.sw_batch_size, "tta_flips": i.tta_flips, "largest_component": i.largest_component,
             "precision": i.precision, "resample": i.resample, "device": str(device),
             "spacing_mm": cfg.preprocess.spacing and
@@ -372,23 +380,31 @@ def _run_case(case: Case, predictor: Predictor, out_dir: Path, options: InferOpt
                        dtype=np.float32)
             written["probabilities"] = paths["probabilities"]
         if "seg-nrrd" in options.output_formats:
-            write_slicer_segmentation(label, affine, stack.enter_context(atomic_path(paths["seg_nrrd"])), table)
-            written["seg_nrrd"] = paths["seg_nrrd"]
+            _requested("seg_nrrd", case.name, failed_outputs, notes, _staged, stack, paths["seg_nrrd"],
+                       lambda tmp: write_slicer_segmentation(label, affine, tmp, table))
+            if "seg_nrrd" not in failed_outputs:
+                written["seg_nrrd"] = paths["seg_nrrd"]
         if "dicom-seg" in options.output_formats:
             if kind == DICOM:
                 from medt3d.inference import dicom_seg
 
-                try:  # a series a DICOM SEG cannot reference keeps its NIfTI label: a note, not a failed case
-                    with atomic_path(paths["dicom_seg"]) as tmp:
-                        notes += dicom_seg.write_dicom_seg(label, case.path, tmp, table,
-                                                           model_name=f"medt3d {cfg.network.name}")
+                def write_seg(tmp: Path) -> None:
+                    notes.extend(dicom_seg.write_dicom_seg(label, case.path, tmp, table,
+                                                           model_name=f"medt3d {cfg.network.name}"))
+
+                _requested("dicom_seg", case.name, failed_outputs, notes, _staged, stack, paths["dicom_seg"],
+                           write_seg)
+                if "dicom_seg" not in failed_outputs:
                     written["dicom_seg"] = paths["dicom_seg"]
-                except ValueError as err:
-                    logger.warning("case %s: no DICOM SEG: %s", case.name, err)
-                    notes.append(f"no DICOM SEG: {err}")
-                    failed_outputs["dicom_seg"] = str(err)
+                for note in notes:  # one line per case: what the SEG's copies of the source headers got
+                    if "filled in memory" in note:
+                        logger.info("case %s: %s", case.name, note)
             else:
                 notes.append(f"no DICOM SEG: the input is {kind}, not a DICOM series")
+        statistics = None
+        if prediction.image is not None:
+            statistics = _requested("statistics", case.name, failed_outputs, notes, structure_statistics,
+                                    prediction.image, label, table)
         end = time.perf_counter()
         seconds = end - start
         sidecar = {
@@ -403,13 +419,12 @@ def _run_case(case: Case, predictor: Predictor, out_dir: Path, options: InferOpt
             "labels": table,
             "volumes_ml": {t["name"]: round(v, 4) for t, v in zip(table, volumes)},
             "voxels": {t["name"]: c for t, c in zip(table, counts)},
-            "statistics": (structure_statistics(prediction.image, label, table)
-                           if prediction.image is not None else None),
+            "statistics": statistics,
             "seconds": round(seconds, 3),
             "timings": {**prediction.timings, "write_s": round(end - write_start, 3)},
             "peak_rss_mb": {**prediction.peak_rss_mb, **_write_peak()},
             "model": model_info,
-            "inference": _settings(cfg, predictor.device),
+            "inference": {**_settings(cfg, predictor.device), "window_run": prediction.window},
             "notes": notes,
             "failed_outputs": failed_outputs,
             "rank": info.rank,
@@ -420,9 +435,44 @@ def _run_case(case: Case, predictor: Predictor, out_dir: Path, options: InferOpt
         }
         sidecar_tmp.write_text(json.dumps(sidecar, indent=2))
     written["sidecar"] = paths["sidecar"]
-    return CaseResult(case=case.name, input=str(case.path), status="done", seconds=round(seconds, 3),
-                      outputs={k: str(v) for k, v in written.items()}, rank=info.rank,
-                      failed_outputs=failed_outputs)
+    error = None
+    if failed_outputs:  # asked for and not written: the case failed, its NIfTI label and sidecar stay
+        error = "requested output(s) not written: " + "; ".join(f"{k}: {v}" for k, v in failed_outputs.items())
+        logger.error("case %s failed: %s", case.name, error)
+    return CaseResult(case=case.name, input=str(case.path), status="failed" if error else "done",
+                      seconds=round(seconds, 3), error=error, outputs={k: str(v) for k, v in written.items()},
+                      rank=info.rank, failed_outputs=failed_outputs)
+
+
+def _staged(stack: contextlib.ExitStack, target: Path, write: Any) -> None:
+    """``write(tmp)`` into a temporary file renamed onto ``target`` with the case's other files (when
+    ``stack`` closes); on failure the temporary file is removed and the error raised."""
+    manager = atomic_path(target)
+    tmp = manager.__enter__()
+    try:
+        write(tmp)
+    except BaseException:
+        manager.__exit__(*sys.exc_info())
+        raise
+    stack.push(manager.__exit__)
+
+
+def _requested(kind: str, case: str, failed: dict[str, str], notes: list[str], make: Any, *args: Any) -> Any:
+    """``make(*args)``, or None with the reason recorded in ``failed[kind]`` and ``notes`` when it fails.
+
+    OS errors (a full or read-only disk) and running out of memory stop the case as before.
+    """
+    try:
+        return make(*args)
+    except (OSError, MemoryError):
+        raise
+    except Exception as err:  # any other failure of a requested output is that output's, reported by name
+        reason = " ".join(str(err).split()) or type(err).__name__
+        name = _OUTPUT_NAMES.get(kind, kind)
+        logger.warning("case %s: no %s: %s", case, name, reason)
+        notes.append(f"no {name}: {reason}")
+        failed[kind] = reason
+        return None
 
 
 def _gather(results: list[CaseResult], info: DistInfo) -> list[CaseResult]:
@@ -548,7 +598,15 @@ def _skippable(case: Case, out_dir: Path, options: InferOptions, model_info: dic
     """``--skip-existing`` and the case's sidecar and label are there, made by the same model."""
     paths = case_outputs(out_dir, case.name)
     return options.skip_existing and paths["sidecar"].is_file() and paths["label"].is_file() \
-        and _same_model(paths["sidecar"], model_info)
+        and _same_model(paths["sidecar"], model_info) and not _had_failed_outputs(paths["sidecar"])
+
+
+def _had_failed_outputs(sidecar: Path) -> bool:
+    """Whether the case of ``sidecar`` lacks an output that was asked for (it is done again)."""
+    try:
+        return bool(json.loads(sidecar.read_text()).get("failed_outputs"))
+    except (OSError, ValueError, AttributeError):
+        return True
 
 
 def _one(case: Case, predictor: Predictor, out_dir: Path, options: InferOptions, model_info: dict[str, Any],

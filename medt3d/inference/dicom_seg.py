@@ -16,15 +16,10 @@ import numpy as np
 
 from medt3d import __version__
 from medt3d.data.io import read_header
+from medt3d.inference.dicom_headers import describe_error, mend_headers
 from medt3d.io_utils import atomic_path
 
 __all__ = ["label_map_frames", "write_dicom_seg"]
-
-#: Type 2 patient/study attributes that highdicom copies from the source images; anonymised series
-#: often lack them, so the in-memory copies get them empty (the source files are never changed).
-_TYPE2_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID",
-                 "StudyDate", "StudyTime", "ReferringPhysicianName")
-
 
 def _coded(code: dict[str, str]) -> Any:
     """A label-table code (``{"scheme", "code", "meaning"}``) as a DICOM coded concept."""
@@ -48,9 +43,10 @@ def write_dicom_seg(label: Any, series_folder: str | Path, out_path: str | Path,
                     series_uid: str | None = None) -> list[str]:
     """Write a DICOM SEG referencing the series in ``series_folder``, atomically.
 
-    Headers of real, anonymised series are mended in memory (the files are never changed): an empty
-    SpecificCharacterSet means the default repertoire and is dropped; a missing StudyInstanceUID
-    gets a new one, shared by the series, and the returned notes say so.
+    Headers of real, anonymised series are mended in memory (the files are never changed, see
+    :func:`medt3d.inference.dicom_headers.mend_headers`): empty or missing SOPClassUID and UIDs are
+    filled, and the returned note lists what was filled. The source may be a classic series or one
+    enhanced (multi-frame) object.
 
     Args:
         label: integer label volume (1, X, Y, Z) or (X, Y, Z) on the series' grid.
@@ -65,32 +61,36 @@ def write_dicom_seg(label: Any, series_folder: str | Path, out_path: str | Path,
         Notes on what was mended, for the case's sidecar.
 
     Raises:
-        ValueError: the label does not fit the series, the series has no FrameOfReferenceUID, is
-            an enhanced multi-frame object or gantry-tilted, or highdicom refuses the source headers
-            (the message names the folder).
+        ValueError: the label does not fit the series, the series is gantry-tilted, an attribute the
+            SEG needs is missing and cannot be filled, or highdicom refuses the source headers (the
+            message names the folder and, where known, the attribute).
     """
     import highdicom as hd
     import pydicom
     from pydicom.sr.codedict import codes
 
     info = read_header(series_folder, series_uid)
-    if info.multiframe:
-        raise ValueError(f"{series_folder}: no DICOM SEG for an enhanced (multi-frame) source yet; the NIfTI label "
-                         "holds the result")
     if info.tilt_shifts is not None:
         raise ValueError(f"{series_folder}: no DICOM SEG for a gantry-tilted series: its label lies on the corrected "
                          "(resampled) grid, which no source frame shares; the NIfTI label carries that grid")
-    files = info.files
-    sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
-    if "FrameOfReferenceUID" not in sources[0]:
-        raise ValueError(f"{series_folder}: cannot write a DICOM SEG: the series has no FrameOfReferenceUID, which "
-                         "the Segmentation IOD requires; use the NIfTI label instead (run without --dicom-seg)")
-    notes = _mend_headers(sources, series_folder)
     frames = label_map_frames(np.asarray(label.detach().cpu() if hasattr(label, "detach") else label))
+    sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in info.files]
+    if info.multiframe:  # one enhanced object: the label's slices go to the frames they came from, in file order
+        from medt3d.data.multiframe import open_multiframe
+
+        order = open_multiframe(info.files[0], str(series_folder))[1].frame_order
+        in_file = np.empty_like(frames)
+        in_file[order] = frames
+        frames = in_file
+    if info.multiframe:
+        _share_pixel_measures(sources[0], float(info.spacing[2]))
+    filled = mend_headers(sources, series_folder, slice_step=float(info.spacing[2]))
+    notes = [filled] if filled else []
     rows, columns = int(sources[0].Rows), int(sources[0].Columns)
-    if frames.shape != (len(sources), rows, columns):
+    n_frames = int(sources[0].get("NumberOfFrames") or 1) if info.multiframe else len(sources)
+    if frames.shape != (n_frames, rows, columns):
         raise ValueError(f"{series_folder}: label of {frames.shape[0]} slices of {frames.shape[1]}x{frames.shape[2]} "
-                         f"does not fit the series ({len(sources)} slices of {rows}x{columns})")
+                         f"does not fit the series ({n_frames} slices of {rows}x{columns})")
     algorithm = hd.AlgorithmIdentificationSequence(
         name=model_name, family=codes.DCM.ArtificialIntelligence, version=__version__)
     descriptions = []
@@ -113,30 +113,26 @@ def write_dicom_seg(label: Any, series_folder: str | Path, out_path: str | Path,
     try:
         seg = _segmentation(hd, sources, frames.astype(dtype, copy=False), descriptions, model_name)
     except (ValueError, TypeError, AttributeError, KeyError) as err:
-        raise ValueError(f"{series_folder}: cannot write a DICOM SEG for this series: {err}") from None
+        raise ValueError(f"{series_folder}: cannot write a DICOM SEG for this series: {describe_error(err)}") from None
     with atomic_path(out_path) as tmp:
         seg.save_as(tmp)
     return notes
 
 
-def _mend_headers(sources: list[Any], series_folder: str | Path) -> list[str]:
-    """Fill what highdicom needs and anonymised series lack, in the in-memory copies; say what was done."""
-    import pydicom
 
-    notes: list[str] = []
-    if any("StudyInstanceUID" not in ds or not ds.StudyInstanceUID for ds in sources):
-        study = pydicom.uid.generate_uid()
-        notes.append(f"{series_folder}: the series has no StudyInstanceUID; the DICOM SEG references a new one "
-                     f"({study})")
-        for ds in sources:
-            ds.StudyInstanceUID = study
-    for ds in sources:
-        if "SpecificCharacterSet" in ds and not ds.SpecificCharacterSet:
-            del ds.SpecificCharacterSet  # empty: the default character repertoire
-        for keyword in _TYPE2_COPIED:
-            if keyword not in ds:
-                setattr(ds, keyword, "")
-    return notes
+def _share_pixel_measures(ds: Any, slice_step: float) -> None:
+    """Give an enhanced source one shared PixelMeasuresSequence, as highdicom needs (the frame checks already
+    made sure every frame has the same pixel spacing), with a SliceThickness (the slice step where it has none)."""
+    shared = ds.SharedFunctionalGroupsSequence[0]
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+    if "PixelMeasuresSequence" not in shared and per_frame and "PixelMeasuresSequence" in per_frame[0]:
+        shared.PixelMeasuresSequence = per_frame[0].PixelMeasuresSequence
+        for item in per_frame:
+            if "PixelMeasuresSequence" in item:
+                del item.PixelMeasuresSequence
+    measures = shared.get("PixelMeasuresSequence")
+    if measures and not measures[0].get("SliceThickness"):
+        measures[0].SliceThickness = f"{slice_step:.6g}"
 
 
 def _segmentation(hd: Any, sources: list[Any], frames: np.ndarray, descriptions: list[Any], model_name: str) -> Any:
