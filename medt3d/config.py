@@ -425,6 +425,9 @@ def _coerce(value: Any, tp: Any, path: str, source: str) -> Any:
                 return _coerce(value, arg, path, source)
             except ConfigError as err:
                 errors.append(err)
+        sequences = [err for arg, err in zip(non_none, errors) if typing.get_origin(arg) in (tuple, list)]
+        if isinstance(value, (list, tuple)) and len(sequences) == 1:
+            raise sequences[0]  # a list was meant for the list-typed member: its error says what is wrong
         raise errors[0] if len(errors) == 1 else ConfigError(
             f"{source}: '{path}' = {value!r} does not match {_type_name(tp)}"
         )

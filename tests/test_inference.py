@@ -150,11 +150,13 @@ def test_awkward_sizes_are_padded_and_cropped_back(tmp_path: Path, shape, spacin
 
 
 def test_fitted_window_cuts_each_edge_to_the_scan_rounded_up_to_the_multiple():
-    assert fitted_window((128, 128, 64), (87, 88, 65), 16) == (96, 96, 64)
-    assert fitted_window((128, 128, 64), (300, 250, 200), 16) == (128, 128, 64)
-    assert fitted_window((128, 128, 64), (20, 88, 30), 16) == (32, 96, 32)  # below the training patch too
-    assert fitted_window((64, 64, 64), (5, 7, 3), 16) == (16, 16, 16)  # a thin scan: padded to one multiple only
-    assert fitted_window((32, 32, 32), (5, 7, 3), 4) == (8, 8, 4)
+    patch = (64, 64, 64)
+    assert fitted_window((128, 128, 64), (87, 88, 65), 16, floor=patch) == (96, 96, 64)
+    assert fitted_window((128, 128, 64), (300, 250, 200), 16, floor=patch) == (128, 128, 64)
+    assert fitted_window((128, 128, 64), (20, 88, 30), 16, floor=patch) == (64, 96, 64)  # never below the patch
+    assert fitted_window(patch, (5, 7, 3), 16, floor=patch) == patch  # the patch itself: MONAI pads, as before
+    assert fitted_window((32, 32, 32), (5, 7, 3), 4, floor=patch) == (32, 32, 32)  # a window below the patch is kept
+    assert fitted_window((64, 64, 64), (5, 7, 3), 16) == (16, 16, 16)  # without a floor: one multiple
 
 
 def test_fitted_window_of_a_network_that_masks_its_padding_ends_at_the_scan():

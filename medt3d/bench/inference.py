@@ -1,9 +1,10 @@
 """``medt3d bench --infer``: whole-scan inference time and peak memory, MedT3D against MONAI UNet.
 
 Each measurement runs in a fresh Python process so that its peak resident memory is its own:
-MedT3D through the real command (``medt3d infer``), and MONAI's UNet through
-``monai.inferers.sliding_window_inference`` with the same preprocessing, ROI, overlap, blending and
-window batch size, followed by the same inversion onto the scan's grid and a NIfTI write.
+MedT3D through the real command (``medt3d infer``), and MONAI's UNet through the same inferer
+(:func:`medt3d.inference.inferer.build_sliding_window_inferer`: the window rule, overlap, blending and
+window batch size) and preprocessing, followed by the same inversion onto the scan's grid and a NIfTI
+write. ``--set infer.roi_size=whole`` measures the whole-scan pass of both.
 """
 
 from __future__ import annotations
@@ -84,17 +85,16 @@ def infer_worker(report: str, spec: dict[str, Any]) -> None:
 
 
 def monai_unet_worker(report: str, spec: dict[str, Any]) -> None:
-    """MONAI UNet through ``monai.inferers.sliding_window_inference`` on one scan, in this (fresh) process.
+    """MONAI UNet through medt3d's inferer (MONAI's sliding window under the window rule) on one scan, in this process.
 
     The same work as one case of ``medt3d infer``: the config's preprocessing, the sliding window with
     the same ROI, overlap, blending and window batch, argmax, inversion onto the scan's grid and a
     NIfTI label; only the network and the inferer call differ.
     """
-    from monai.inferers import sliding_window_inference
-
     from medt3d.config import config_from_dict
     from medt3d.data.nifti import write_nifti
     from medt3d.data.transforms import build_infer_transforms, build_postprocessing
+    from medt3d.inference.inferer import build_sliding_window_inferer
     from medt3d.inference.predictor import peak_rss_mb
     from medt3d.networks import build_network
 
@@ -120,11 +120,9 @@ def monai_unet_worker(report: str, spec: dict[str, Any]) -> None:
     lap("load")
     data = pre(data, start=1)
     lap("preprocess")
+    inferer = build_sliding_window_inferer(cfg, sw_device=device, device=torch.device("cpu"))
     with torch.no_grad():
-        logits = sliding_window_inference(
-            data["image"].unsqueeze(0).to(device), roi_size=cfg.patch.roi_size, sw_batch_size=cfg.infer.sw_batch_size,
-            predictor=net, overlap=cfg.infer.overlap, mode=cfg.infer.mode, sw_device=device,
-            device=torch.device("cpu"))
+        logits = inferer(data["image"].unsqueeze(0).to(device), net)
     lap("windows")
     pred = post({**data, "pred": logits[0]})["pred"]
     del logits
@@ -135,6 +133,7 @@ def monai_unet_worker(report: str, spec: dict[str, Any]) -> None:
     Path(report).write_text(json.dumps({"rc": 0, "wall_s": now - start, "case_s": now - case_start,
                                         "phases_s": phases, "phase_peak_mb": peaks,
                                         "peak_gb": max(_peak_memory_gb(), max(peaks.values()) * 1024 * 1024 / 1e9),
+                                        "window": list(inferer.last_window or ()),
                                         "parameters": sum(p.numel() for p in net.parameters())}))
 
 
@@ -150,7 +149,7 @@ def bench_infer(cfg: Config, output: str | Path,
                 volumes: Sequence[str] | dict[str, tuple[tuple[int, int, int], tuple[float, float, float]]] | None = None,
                 device: str = "cpu", log: Log = print, batch: int = 1) -> dict[str, Any]:
     """Time whole-scan inference: MedT3D through ``medt3d infer`` and MONAI UNet through
-    ``sliding_window_inference`` with the same preprocessing, ROI, overlap, blending and window
+    medt3d's inferer with the same preprocessing, ROI, overlap, blending and window
     batch, each in a fresh process (wall time of the process, its peak resident memory).
 
     The MedT3D weights are random (the time does not depend on them); the scans are phantoms,
@@ -169,6 +168,7 @@ def bench_infer(cfg: Config, output: str | Path,
         ``settings``, one row per (volume, network) in ``rows``, and a Markdown ``table``.
     """
     from medt3d.config import config_to_dict
+    from medt3d.inference.inferer import inference_window
     from medt3d.io_utils import atomic_write_text
     from medt3d.models.checkpoint import save_checkpoint
     from medt3d.networks import build_network
@@ -182,7 +182,8 @@ def bench_infer(cfg: Config, output: str | Path,
     del medt
     unet_cfg = config_to_dict(cfg)
     unet_cfg["network"]["name"] = "unet"
-    settings = {"roi_size": list(cfg.patch.roi_size), "overlap": cfg.infer.overlap, "mode": cfg.infer.mode,
+    window = inference_window(cfg)
+    settings = {"roi_size": window if isinstance(window, str) else list(window), "overlap": cfg.infer.overlap, "mode": cfg.infer.mode,
                 "sw_batch_size": cfg.infer.sw_batch_size, "model_spacing_mm": cfg.preprocess.spacing and
                 list(cfg.preprocess.spacing), "crop_foreground": cfg.preprocess.crop_foreground,
                 "medt3d_preset": cfg.network.preset, "device": device, "torch_threads": torch.get_num_threads(),
@@ -214,7 +215,8 @@ def bench_infer(cfg: Config, output: str | Path,
             row.update(peak_rss_gb=round(json.loads(report.read_text())["peak_gb"], 2),
                        case_s=round(sidecar["seconds"], 1), window_s=round(sidecar["timings"]["windows_s"], 1),
                        phases_s={k.removesuffix("_s"): v for k, v in sidecar["timings"].items()},
-                       phase_peak_mb=sidecar.get("peak_rss_mb", {}))
+                       phase_peak_mb=sidecar.get("peak_rss_mb", {}),
+                       window=sidecar.get("inference", {}).get("window_run"))
         if rc == 0 and batch > 1:
             log(f"infer: {name}: MedT3D on a batch of {batch} copies in one process")
             copies = out / f"batch_{name}"
@@ -237,20 +239,21 @@ def bench_infer(cfg: Config, output: str | Path,
                        else None)
         rows.append(row)
 
-        log(f"infer: {name}: MONAI UNet through sliding_window_inference")
+        log(f"infer: {name}: MONAI UNet through medt3d's inferer")
         report = out / f"unet_{name}.json"
         spec = {"config": unet_cfg, "scan": str(scan), "output": str(out / f"unet_{name}_seg.nii.gz"),
                 "device": device}
         rc, wall = _spawn("import json, sys; from medt3d.bench.inference import monai_unet_worker; "
                           "monai_unet_worker(sys.argv[1], json.loads(sys.argv[2]))",
                           [str(report), json.dumps(spec)], out / f"unet_{name}.log")
-        row = {**base, "network": "unet", "route": "monai sliding_window_inference", "rc": rc,
+        row = {**base, "network": "unet", "route": "monai unet, medt3d inferer", "rc": rc,
                "process_wall_s": round(wall, 1)}
         if rc == 0:
             measured = json.loads(report.read_text())
             row.update(parameters=measured["parameters"], peak_rss_gb=round(measured["peak_gb"], 2),
                        case_s=round(measured["case_s"], 1), window_s=round(measured["phases_s"]["windows"], 1),
-                       phases_s=measured["phases_s"], phase_peak_mb=measured["phase_peak_mb"])
+                       phases_s=measured["phases_s"], phase_peak_mb=measured["phase_peak_mb"],
+                       window=measured.get("window"))
         rows.append(row)
         result = {"settings": settings, "rows": rows, "table": format_infer_table(rows)}
         atomic_write_text(out / "bench_infer.json", json.dumps(result, indent=2))

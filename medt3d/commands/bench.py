@@ -93,7 +93,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                             "peak memory, sliding-window throughput (the default mode)")
     modes.add_argument("--infer", action="store_true",
                        help="whole-scan inference on phantom CTs: MedT3D through 'medt3d infer' and MONAI UNet "
-                            "through sliding_window_inference (same ROI, overlap, blending), wall time and peak "
+                            "through the same inferer (same window rule, overlap, blending), wall time and peak "
                             "memory, each in a fresh process (docs/benchmarks.md uses --config ct_abdomen)")
     modes.add_argument("--quality", action="store_true",
                        help="does it learn real anatomy? Leave one patient out on the two real CT patients of "

@@ -5,8 +5,9 @@ The window rule (:func:`fitted_window`): a window never overhangs the scan by mo
 - MedT3D masks its own padding (its attention and norms ignore padded voxels), so each window edge is cut
   to the scan's edge, below the training patch too: MONAI never pads for it, and the labels of a scan
   do not depend on the window or on how small the scan is.
-- The convolutional baselines need edges that are multiples of their downsampling, so each edge is cut to
-  the scan's edge rounded up to that multiple; the remainder is padded with ``infer.padding_mode``.
+- The convolutional baselines need edges that are multiples of their downsampling, so each edge larger than
+  the training patch is cut to the scan's edge rounded up to that multiple, never below the patch (UNet's
+  instance norm needs two voxels at its bottleneck); the remainder is padded with ``infer.padding_mode``.
 - UNETR takes one input size, ``patch.roi_size``, padded as MONAI does.
 
 ``infer.roi_size: whole`` runs the whole scan in one forward pass when its estimated memory fits
@@ -39,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 #: Peak bytes per input voxel of one eval forward pass (float32, batch 1, every output class), measured with
 #: ``medt3d bench --infer --roi-size whole`` (docs/benchmarks.md, "Borders"); bigger for more classes.
-FORWARD_BYTES_PER_VOXEL: dict[str, float] = {"medt3d": 60.0, "unet": 200.0, "swinunetr": 400.0, "unetr": 400.0}
+FORWARD_BYTES_PER_VOXEL: dict[str, float] = {"medt3d": 100.0, "unet": 160.0, "swinunetr": 400.0, "unetr": 400.0}
 
 
 def inference_window(cfg: Config) -> tuple[int, int, int] | str:
@@ -49,21 +50,25 @@ def inference_window(cfg: Config) -> tuple[int, int, int] | str:
     return tuple(int(r) for r in (cfg.infer.roi_size or cfg.patch.roi_size))  # type: ignore[return-value]
 
 
-def fitted_window(window: Sequence[int], scan: Sequence[int], multiple: int | None,
-                  masked: bool = False) -> tuple[int, ...]:
-    """``window`` with each edge cut to the scan: exactly (``masked``), or rounded up to ``multiple``.
+def fitted_window(window: Sequence[int], scan: Sequence[int], multiple: int | None, masked: bool = False,
+                  floor: Sequence[int] | None = None) -> tuple[int, ...]:
+    """``window`` with each edge cut to the scan: exactly (``masked``), or rounded up to ``multiple``, not below ``floor``.
 
     Args:
         window: the configured window.
         scan: the scan's spatial size.
         multiple: the network's size multiple; None for a network of one input size (``window`` is kept).
         masked: the network masks its own padding (MedT3D), so the window may end exactly at the scan.
+        floor: smallest edges of an unmasked network's window (the training patch, which its config checks
+            fit the network: UNet's instance norm needs two voxels at its 1/16 bottleneck); None: no floor.
     """
     if multiple is None:
         return tuple(int(w) for w in window)
     if masked:
         return tuple(min(int(w), int(s)) for w, s in zip(window, scan))
-    return tuple(min(int(w), multiple * math.ceil(int(s) / multiple)) for w, s in zip(window, scan))
+    lows = floor if floor is not None else [1] * len(window)
+    return tuple(max(min(int(w), multiple * math.ceil(int(s) / multiple)), min(int(w), int(lo)))
+                 for w, s, lo in zip(window, scan, lows))
 
 
 def estimate_forward_gb(network_name: str, shape: Sequence[int], channels: int, classes: int) -> float:
@@ -114,7 +119,7 @@ class ScanFittedWindowInferer(SlidingWindowInferer):
                 logger.info("whole-scan pass of a %s scan needs about %.1f GB, more than infer.whole_max_gb=%g: "
                             "sliding windows of %s instead", "x".join(str(int(s)) for s in scan), need,
                             self.whole_max_gb, list(self.patch))
-        return fitted_window(window, scan, self.multiple, self.masked)
+        return fitted_window(window, scan, self.multiple, self.masked, floor=self.patch)
 
     def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> Any:
         scan = tuple(int(s) for s in inputs.shape[2:])

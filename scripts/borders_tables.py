@@ -1,0 +1,113 @@
+#!/usr/bin/env python
+"""The "Borders" tables of docs/benchmarks.md: labels against the window, and against slabs cut from a scan.
+
+``windows``: each model scores the test patient's spleen with every window (no retraining), as the
+ninth round did; ``whole`` is the one-pass whole scan.
+
+``slabs``: each model predicts the whole scan, then slabs of N slices cut from it around the spleen,
+each alone (default settings); a slab's spleen is scored against the whole-scan prediction on the same
+slices, which is itself scored against the reference there.
+
+Both print JSON on stdout. Examples (the run folders of ``medt3d bench --quality``)::
+
+    python scripts/borders_tables.py windows --models RUN/checkpoints/last.pt ... \\
+        --image ../shared/data/ct_spleen/spleen_2_ct.nii.gz --label ../shared/data/ct_spleen/spleen_2_label.nii.gz
+    python scripts/borders_tables.py slabs --models RUN/checkpoints/last.pt ... \\
+        --image ../shared/data/ct_abdomen_ts/abdomen_ts_ct.nii.gz \\
+        --label ../shared/data/ct_abdomen_ts/abdomen_ts_label.nii.gz --slices 10 20 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from medt3d.inference.predictor import Predictor
+from medt3d.models.loading import load_model
+
+WINDOWS = ["64,64,64", "80,80,64", "96,96,64", "112,112,64", "128,128,64", "96,96,80", "96,96,96", "64,64,96",
+           "128,128,128", "whole"]
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = int(a.sum() + b.sum())
+    return 1.0 if total == 0 else 2.0 * float((a & b).sum()) / total
+
+
+def predict(model_path: str, image: str | Path, window: str | None = None) -> tuple[np.ndarray, list[int] | None, float]:
+    """Label volume (X, Y, Z) of ``image`` on its own grid, the window that ran, and the seconds it took."""
+    model, cfg = load_model(model_path)
+    if window is not None:
+        cfg.infer.roi_size = window if window == "whole" else tuple(int(v) for v in window.split(","))
+    start = time.perf_counter()
+    with torch.no_grad():
+        result = Predictor(model, cfg, torch.device("cpu")).predict(image)
+    return result.label[0].numpy().astype(np.int16), result.window, time.perf_counter() - start
+
+
+def windows(args: argparse.Namespace) -> list[dict]:
+    reference = np.asarray(nib.load(args.label).dataobj) == args.organ
+    rows = []
+    for model in args.models:
+        for window in args.windows:
+            label, ran, seconds = predict(model, args.image, window)
+            rows.append({"model": model, "window": window, "window_run": ran, "seconds": round(seconds, 1),
+                         "dice": round(dice(label == args.organ, reference), 4)})
+            print(json.dumps(rows[-1]), file=sys.stderr)
+    return rows
+
+
+def slabs(args: argparse.Namespace) -> list[dict]:
+    scan = nib.load(args.image)
+    data = np.asarray(scan.dataobj)
+    reference = np.asarray(nib.load(args.label).dataobj) == args.organ
+    z = np.nonzero(reference.any(axis=(0, 1)))[0]
+    centre = int(round(z.mean()))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for model in args.models:
+            whole, _, _ = predict(model, args.image)
+            for n in args.slices:
+                lo = max(0, min(centre - n // 2, data.shape[2] - n))
+                sl = slice(lo, lo + n)
+                affine = scan.affine.copy()
+                affine[:3, 3] = scan.affine[:3, :3] @ np.array([0, 0, lo]) + scan.affine[:3, 3]
+                path = Path(tmp) / f"slab_{n}.nii.gz"
+                nib.save(nib.Nifti1Image(data[:, :, sl], affine, scan.header), path)
+                label, ran, seconds = predict(model, path)
+                on_slab = whole[:, :, sl] == args.organ
+                rows.append({"model": model, "slices": n, "first_slice": lo, "window_run": ran,
+                             "dice_vs_whole_scan": round(dice(label == args.organ, on_slab), 4),
+                             "whole_scan_vs_reference": round(dice(on_slab, reference[:, :, sl]), 4),
+                             "slab_vs_reference": round(dice(label == args.organ, reference[:, :, sl]), 4)})
+                print(json.dumps(rows[-1]), file=sys.stderr)
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="table", required=True)
+    for name in ("windows", "slabs"):
+        p = sub.add_parser(name)
+        p.add_argument("--models", nargs="+", required=True, help="checkpoints or run folders")
+        p.add_argument("--image", required=True)
+        p.add_argument("--label", required=True)
+        p.add_argument("--organ", type=int, default=1, help="label value scored (1: spleen)")
+    sub.choices["windows"].add_argument("--windows", nargs="+", default=WINDOWS, help="X,Y,Z or whole")
+    sub.choices["slabs"].add_argument("--slices", nargs="+", type=int, default=[10, 20, 40])
+    args = parser.parse_args()
+    rows = windows(args) if args.table == "windows" else slabs(args)
+    print(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
