@@ -42,11 +42,22 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * float((a & b).sum()) / total
 
 
-def predict(model_path: str, image: str | Path, window: str | None = None) -> tuple[np.ndarray, list[int] | None, float]:
-    """Label volume (X, Y, Z) of ``image`` on its own grid, the window that ran, and the seconds it took."""
+def predict(model_path: str, image: str | Path, window: str | None = None, padding_mode: str | None = None,
+            floor: str | None = None) -> tuple[np.ndarray, list[int] | None, float]:
+    """Label volume (X, Y, Z) of ``image`` on its own grid, the window that ran, and the seconds it took.
+
+    ``padding_mode`` overrides ``infer.padding_mode``; ``floor`` (X,Y,Z) replaces the training patch as the
+    smallest window of a baseline (the inferer's floor), to measure windows cut below the patch.
+    """
     model, cfg = load_model(model_path)
     if window is not None:
         cfg.infer.roi_size = window if window == "whole" else tuple(int(v) for v in window.split(","))
+    if cfg.infer.roi_size is None:
+        cfg.infer.roi_size = tuple(cfg.patch.roi_size)
+    if padding_mode is not None:
+        cfg.infer.padding_mode = padding_mode
+    if floor is not None:
+        cfg.patch.roi_size = tuple(int(v) for v in floor.split(","))
     start = time.perf_counter()
     with torch.no_grad():
         result = Predictor(model, cfg, torch.device("cpu")).predict(image)
@@ -74,7 +85,7 @@ def slabs(args: argparse.Namespace) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models:
-            whole, _, _ = predict(model, args.image)
+            whole, _, _ = predict(model, args.image, padding_mode=args.padding_mode)
             for n in args.slices:
                 lo = max(0, min(centre - n // 2, data.shape[2] - n))
                 sl = slice(lo, lo + n)
@@ -82,9 +93,10 @@ def slabs(args: argparse.Namespace) -> list[dict]:
                 affine[:3, 3] = scan.affine[:3, :3] @ np.array([0, 0, lo]) + scan.affine[:3, 3]
                 path = Path(tmp) / f"slab_{n}.nii.gz"
                 nib.save(nib.Nifti1Image(data[:, :, sl], affine, scan.header), path)
-                label, ran, seconds = predict(model, path)
+                label, ran, seconds = predict(model, path, padding_mode=args.padding_mode, floor=args.floor)
                 on_slab = whole[:, :, sl] == args.organ
                 rows.append({"model": model, "slices": n, "first_slice": lo, "window_run": ran,
+                             "padding_mode": args.padding_mode, "floor": args.floor,
                              "dice_vs_whole_scan": round(dice(label == args.organ, on_slab), 4),
                              "whole_scan_vs_reference": round(dice(on_slab, reference[:, :, sl]), 4),
                              "slab_vs_reference": round(dice(label == args.organ, reference[:, :, sl]), 4)})
@@ -103,6 +115,9 @@ def main() -> int:
         p.add_argument("--organ", type=int, default=1, help="label value scored (1: spleen)")
     sub.choices["windows"].add_argument("--windows", nargs="+", default=WINDOWS, help="X,Y,Z or whole")
     sub.choices["slabs"].add_argument("--slices", nargs="+", type=int, default=[10, 20, 40])
+    sub.choices["slabs"].add_argument("--padding-mode", choices=["constant", "replicate", "reflect"],
+                                      help="override infer.padding_mode (the baselines' padding)")
+    sub.choices["slabs"].add_argument("--floor", help="X,Y,Z: the baselines' smallest window instead of the patch")
     args = parser.parse_args()
     rows = windows(args) if args.table == "windows" else slabs(args)
     print(json.dumps(rows, indent=2))

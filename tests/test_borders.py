@@ -163,3 +163,18 @@ def test_padding_gives_no_gradient_to_the_loss() -> None:
     loss(logits, label).backward()
     assert logits.grad is not None
     assert torch.all(logits.grad[..., 5:] == 0) and logits.grad[..., :5].abs().sum() > 0
+
+
+def test_masked_instance_norm_equals_instance_norm_of_the_valid_box_alone() -> None:
+    from medt3d.networks.layers import masked_instance_norm
+
+    x = torch.randn(2, 8, 10, 12, 9) * 3 + 5
+    weight, bias = torch.randn(8), torch.randn(8)
+    valid = torch.zeros(2, 1, 10, 12, 9)
+    valid[..., :6, :7, :5] = 1
+    box = F.instance_norm(x[..., :6, :7, :5], weight=weight, bias=bias, eps=1e-5)
+    torch.testing.assert_close(masked_instance_norm(x, valid, weight, bias, 1e-5)[..., :6, :7, :5], box,
+                               atol=1e-5, rtol=1e-5)
+    everything = F.instance_norm(x, weight=weight, bias=bias, eps=1e-5)
+    torch.testing.assert_close(masked_instance_norm(x, torch.ones_like(valid), weight, bias, 1e-5), everything,
+                               atol=1e-5, rtol=1e-5)

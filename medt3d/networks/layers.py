@@ -67,16 +67,21 @@ def masked_instance_norm(x: torch.Tensor, valid: torch.Tensor, weight: torch.Ten
     """Instance norm whose mean and variance are taken over the voxels of ``valid`` (B, 1, D, H, W) only.
 
     ``torch.nn.functional.instance_norm`` has no mask; padding would shift its statistics and so every voxel.
+    The variance is ``E[x^2] - E[x]^2`` over the valid voxels (two reductions in one pass over ``x``), and
+    the normalisation and the affine map are one multiply-add.
     """
     dims = [2, 3, 4]
     count = valid.sum(dim=dims, keepdim=True).clamp_min(1.0)
-    mean = (x * valid).sum(dim=dims, keepdim=True) / count
-    centred = x - mean
-    var = ((centred * valid) ** 2).sum(dim=dims, keepdim=True) / count
-    y = centred * torch.rsqrt(var + eps)
-    if weight is not None and bias is not None:
-        y = y * weight.view(1, -1, 1, 1, 1) + bias.view(1, -1, 1, 1, 1)
-    return y
+    masked = x * valid
+    mean = masked.sum(dim=dims, keepdim=True) / count
+    var = ((masked * x).sum(dim=dims, keepdim=True) / count - mean * mean).clamp_min(0.0)
+    scale = torch.rsqrt(var + eps)
+    if weight is not None:
+        scale = scale * weight.view(1, -1, 1, 1, 1)
+    shift = -mean * scale
+    if bias is not None:
+        shift = shift + bias.view(1, -1, 1, 1, 1)
+    return torch.addcmul(shift, x, scale)
 
 
 class ConvNormAct(nn.Sequential):
