@@ -178,3 +178,26 @@ def test_masked_instance_norm_equals_instance_norm_of_the_valid_box_alone() -> N
     everything = F.instance_norm(x, weight=weight, bias=bias, eps=1e-5)
     torch.testing.assert_close(masked_instance_norm(x, torch.ones_like(valid), weight, bias, 1e-5), everything,
                                atol=1e-5, rtol=1e-5)
+
+
+def test_infer_cli_runs_the_whole_scan_in_one_pass_and_records_the_window(trained: MedT3D, tmp_path: Path) -> None:
+    import json
+
+    from medt3d.cli import main
+    from medt3d.models.checkpoint import save_checkpoint
+
+    cfg = tiny_cfg("preprocess.spacing=null", "data.labels=[background,blob]", "preprocess.window=[1000,500]",
+                   "network.channels=[16]", "network.heads=2")
+    model = save_checkpoint(tmp_path / "m.pt", network=trained, cfg=cfg, epoch=1, iteration=1)
+    image, affine = blob_volume((40, 34, 9), (1.0, 1.0, 2.0))
+    scan = save(tmp_path / "slab.nii.gz", image, affine)
+    sidecars = {}
+    for window in (["whole"], ["16", "16", "16"]):
+        out = tmp_path / f"out_{window[0]}"
+        assert main(["infer", str(scan), "--model", str(model), "--output", str(out), "--no-progress",
+                     "--roi-size", *window]) == 0
+        sidecars[window[0]] = json.loads((out / "slab_seg.json").read_text())["inference"]
+    assert sidecars["whole"]["roi_size"] == "whole" and sidecars["whole"]["window_run"] == [40, 34, 9]
+    assert sidecars["16"]["window_run"] == [16, 16, 9]  # cut to the 9-slice scan, not padded to the patch
+    assert main(["infer", str(scan), "--model", str(model), "--output", str(tmp_path / "bad"), "--roi-size",
+                 "64", "whole"]) == 2
