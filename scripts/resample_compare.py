@@ -27,7 +27,7 @@ MODES = ("labels", "probabilities")
 
 
 def _dice_per_mode(model: str, scan: str, label: str, value: int) -> dict[str, float]:
-    from medt3d.data.io import load_volume
+    from medt3d.data.readers import load_volume
     from medt3d.inference.predictor import Predictor
     from medt3d.models.loading import load_model
 

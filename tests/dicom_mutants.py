@@ -50,7 +50,7 @@ LABELS = [
 
 def copy_source(shared: Path, name: str, dst: Path) -> Path:
     """Copy source ``name`` (or its middle slices) into ``dst``; return ``dst``."""
-    from medt3d.data.io import check_dicom_series
+    from medt3d.data.readers import check_dicom_series
 
     folder, keep = SOURCES[name]
     files = check_dicom_series(shared / folder)
@@ -147,7 +147,7 @@ class Outcome:
 
 def outcome(mutant: Path, reference: Path, out: Path) -> Outcome:
     """Read ``mutant``, compare it with the unmutated ``reference`` series and write its DICOM SEG into ``out``."""
-    from medt3d.data.io import load_volume
+    from medt3d.data.readers import load_volume
     from medt3d.inference.dicom_seg import write_dicom_seg
 
     truth = load_volume(reference)

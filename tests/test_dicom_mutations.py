@@ -86,7 +86,7 @@ def test_synthetic_enhanced_mr_without_frame_of_reference_reads_on_its_classic_t
     geometry; the frames' planes give the exact grid of the classic series."""
     import highdicom as hd
 
-    from medt3d.data.io import load_volume, read_header
+    from medt3d.data.readers import load_volume, read_header
 
     volume = np.random.default_rng(3).integers(-500, 1500, size=(12, 10, 7)).astype(np.int16)
     files = write_dicom_series(tmp_path / "classic", volume, (0.9, 1.2, 2.5), rotation(15.0, -10.0, 30.0),
@@ -113,7 +113,7 @@ def test_synthetic_enhanced_mr_without_frame_of_reference_reads_on_its_classic_t
 def test_enhanced_frames_that_repeat_a_position_are_refused_with_the_reason(tmp_path: Path):
     import highdicom as hd
 
-    from medt3d.data.io import load_volume
+    from medt3d.data.readers import load_volume
 
     files = write_dicom_series(tmp_path / "classic", np.zeros((8, 8, 4), np.int16), (1.0, 1.0, 2.0), np.eye(3),
                                (0, 0, 0), modality="MR")

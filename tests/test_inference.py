@@ -19,7 +19,7 @@ from scipy import ndimage
 from support import THRESHOLD_HU, ThresholdNet, blob_volume, save, threshold_config
 
 from medt3d.config import ConfigError
-from medt3d.data.io import load_volume, read_header
+from medt3d.data.readers import load_volume, read_header
 from medt3d.inference.inferer import fitted_window
 from medt3d.inference.predictor import Predictor, check_finite, flip_tta_axes, override_config
 

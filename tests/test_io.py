@@ -12,7 +12,7 @@ import SimpleITK as sitk
 from dicom_utils import ras_affine, rotation, write_dicom_series
 from monai.transforms import Compose, Invertd, LoadImaged, Orientation, Orientationd, Spacingd
 
-from medt3d.data.io import (
+from medt3d.data.readers import (
     LoadVolumed,
     detect_kind,
     find_inputs,
@@ -198,7 +198,7 @@ def test_dicom_mixed_rows_columns(tmp_path: Path, caplog) -> None:
 
     files = write_dicom_series(tmp_path / "s", _volume(), SPACING, np.eye(3), ORIGIN)
     set_slice_size(files[2], 8, 9)  # a minority of another size is left out, which leaves a gap here
-    with caplog.at_level("WARNING", logger="medt3d.data.io"), pytest.raises(ValueError) as err:
+    with caplog.at_level("WARNING", logger="medt3d.data.readers"), pytest.raises(ValueError) as err:
         load_volume(tmp_path / "s")
     assert "left out 1 slice(s) whose size or plane differs from the other 6 (10x12" in caplog.text
     assert files[2].name in caplog.text
@@ -259,7 +259,7 @@ def test_gantry_tilted_series_is_moved_onto_a_regular_grid_with_a_warning(tmp_pa
     sheared = lps_affine(spacing, direction, (0.0, 0.0, 0.0))
     write_dicom_series(tmp_path / "s", np.rint(_sample(sheared, shape)).astype(np.int16), spacing, direction,
                        (0.0, 0.0, 0.0), modality="CT")
-    with caplog.at_level("WARNING", logger="medt3d.data.io"):
+    with caplog.at_level("WARNING", logger="medt3d.data.readers"):
         img = load_volume(tmp_path / "s")
     assert f"gantry tilt of {abs(tilt_deg):.2f} degrees" in caplog.text and "regular grid" in caplog.text
     regular = lps_affine(spacing, np.eye(3), (0.0, 0.0, 0.0))  # axial planes, 2 mm apart along their normal
@@ -515,7 +515,7 @@ def test_shared_ct_spleen_header(shared_data: Path) -> None:
 def test_scout_slices_in_a_series_are_left_out_with_a_warning_naming_them(tmp_path, caplog):
     from dicom_utils import rotation, write_dicom_series
 
-    from medt3d.data.io import load_volume
+    from medt3d.data.readers import load_volume
 
     rng = np.random.default_rng(0)
     volume = rng.integers(-500, 500, size=(16, 14, 8)).astype(np.int16)
@@ -525,7 +525,7 @@ def test_scout_slices_in_a_series_are_left_out_with_a_warning_naming_them(tmp_pa
     # two localizers of the same series: another size and orientation (sagittal)
     write_dicom_series(mixed, volume[:12, :10, :2], (1.0, 1.0, 5.0), rotation(0.0, 90.0, 0.0), (-40, 0, 0),
                        modality="CT", series_uid="1.2.3", prefix="scout_")
-    with caplog.at_level("WARNING", logger="medt3d.data.io"):
+    with caplog.at_level("WARNING", logger="medt3d.data.readers"):
         loaded = load_volume(mixed)
     reference = load_volume(clean)
     np.testing.assert_array_equal(loaded.numpy(), reference.numpy())
@@ -538,7 +538,7 @@ def test_scout_slices_in_a_series_are_left_out_with_a_warning_naming_them(tmp_pa
 def test_a_half_and_half_series_is_still_refused_and_two_slices_warn(tmp_path, caplog):
     from dicom_utils import rotation, write_dicom_series
 
-    from medt3d.data.io import check_dicom_series
+    from medt3d.data.readers import check_dicom_series
 
     volume = np.zeros((16, 14, 2), np.int16)
     write_dicom_series(tmp_path / "half", volume, (1.0, 1.0, 2.0), np.eye(3), (0, 0, 0), series_uid="1.2.4")
@@ -548,6 +548,6 @@ def test_a_half_and_half_series_is_still_refused_and_two_slices_warn(tmp_path, c
         check_dicom_series(tmp_path / "half")
     assert "np.float64" not in str(err.value)
     write_dicom_series(tmp_path / "two", volume, (1.0, 1.0, 2.0), np.eye(3), (0, 0, 0))
-    with caplog.at_level("WARNING", logger="medt3d.data.io"):
+    with caplog.at_level("WARNING", logger="medt3d.data.readers"):
         assert len(check_dicom_series(tmp_path / "two")) == 2
     assert "only 2 slices" in caplog.text

@@ -22,8 +22,8 @@ from monai.data import MetaTensor
 from support import tiny_cfg
 
 from medt3d.data.datalist import DatasetError, build_datalist, fold_cases
-from medt3d.data.io import load_image
 from medt3d.data.phantoms import make_phantom
+from medt3d.data.readers import load_image
 from medt3d.data.transforms import ChannelIntensityd
 
 SHAPE = (32, 32, 24)

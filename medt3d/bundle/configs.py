@@ -38,7 +38,7 @@ _IMPORTS = [
     "$import medt3d",
     "$import medt3d.bundle.runtime",
     "$import medt3d.config",
-    "$import medt3d.data.io",
+    "$import medt3d.data.readers",
     "$import medt3d.data.transforms",
     "$import medt3d.devices",
     "$import medt3d.inference.predictor",
@@ -142,7 +142,7 @@ def evaluate_config() -> dict[str, Any]:
         "load_label": {
             "_target_": "Compose",
             "transforms": [
-                {"_target_": "medt3d.data.io.LoadVolumed", "keys": "label"},
+                {"_target_": "medt3d.data.readers.LoadVolumed", "keys": "label"},
                 {"_target_": "medt3d.data.transforms.CheckLabelValuesd", "keys": "label", "num_classes": _NUM_CLASSES},
             ],
         },

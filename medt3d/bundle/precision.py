@@ -49,7 +49,7 @@ def compare_precisions(model: str | Path, data_dir: str | Path, precisions: tupl
     """
     from medt3d.bundle.runtime import with_precision
     from medt3d.data.geometry import voxel_spacing
-    from medt3d.data.io import load_volume
+    from medt3d.data.readers import load_volume
     from medt3d.devices import resolve_device
     from medt3d.evaluation.metrics import case_metrics
     from medt3d.inference.predictor import Predictor

@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _default_png(data: Path) -> Path:
-    from medt3d.data.io import strip_suffix
+    from medt3d.data.readers import strip_suffix
 
     name = strip_suffix(data.resolve()) if data.is_file() else data.resolve().name
     return Path.cwd() / f"{name.removesuffix('.json') or 'data'}_overview.png"

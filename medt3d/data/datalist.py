@@ -42,13 +42,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medt3d.data.io import (
+from medt3d.data.readers import (
     GEOMETRY_ATOL_MM,
-    NIFTI_SUFFIXES,
-    NRRD_SUFFIXES,
     VolumeInfo,
     check_dicom_series,
     detect_kind,
+    file_suffixes,
     image_files,
     is_dicom_file,
     read_header,
@@ -194,7 +193,7 @@ def _is_volume(path: Path) -> bool:
             return any(is_dicom_file(p) for p in path.iterdir())
         except OSError:
             return False
-    return path.name.lower().endswith(NIFTI_SUFFIXES + NRRD_SUFFIXES)
+    return path.name.lower().endswith(file_suffixes())
 
 
 def _entries(folder: Path) -> list[Path]:
@@ -637,7 +636,7 @@ def check_pairs(cases: Sequence[dict[str, Any]], atol: float = GEOMETRY_ATOL_MM)
     """Open headers only and check that every image is 3-D and shares its label's grid.
 
     A label stored in another axis order or direction over the same voxels as its image agrees
-    (see :func:`medt3d.data.io.same_grid`).
+    (see :func:`medt3d.data.readers.same_grid`).
 
     Raises:
         DatasetError: every unreadable header, non-3-D image and image/label shape or geometry

@@ -76,7 +76,7 @@ def _read_case(case: Mapping[str, Any], samples: int, seed: int) -> tuple[dict, 
     import nibabel as nib
 
     from medt3d.data.geometry import voxel_spacing
-    from medt3d.data.io import align_to, load_image, load_volume
+    from medt3d.data.readers import align_to, load_image, load_volume
 
     image_path = case["image"]
     image = load_image(image_path, channels=None)  # a multi-channel case is described by its first channel

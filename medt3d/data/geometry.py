@@ -7,7 +7,19 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["bounding_box", "orientation_transform", "reorient_array", "to_ras", "voxel_spacing"]
+__all__ = ["bounding_box", "flip_lps_ras", "orientation_transform", "reorient_array", "to_ras", "voxel_spacing"]
+
+#: negates the first two world axes: LPS (DICOM, ITK, NRRD) <-> RAS (NIfTI, MONAI, medt3d)
+_LPS_RAS_FLIP = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def flip_lps_ras(affine: Any) -> np.ndarray:
+    """A 4x4 voxel-to-world affine moved between the LPS (DICOM, ITK, NRRD) and RAS (NIfTI, MONAI) frames.
+
+    The flip negates the first two world axes; it is its own inverse, so this one function goes both ways.
+    It is the only place that writes the flip.
+    """
+    return _LPS_RAS_FLIP @ np.asarray(affine, dtype=np.float64)
 
 
 def voxel_spacing(affine: Any) -> list[float]:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from medt3d.data.geometry import to_ras
-from medt3d.data.io import load_image, load_volume
+from medt3d.data.readers import load_image, load_volume
 from medt3d.io_utils import atomic_path
 
 __all__ = ["MAX_OVERVIEW_CASES", "write_overview"]

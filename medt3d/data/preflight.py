@@ -14,7 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from medt3d.data.datalist import DatasetError, pair_problems
-from medt3d.data.io import load_image, load_volume
+from medt3d.data.readers import load_image, load_volume
 
 __all__ = ["check_cases", "label_value_problem", "non_finite_problem"]
 

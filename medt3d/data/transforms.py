@@ -45,7 +45,7 @@ from monai.transforms import (
 )
 
 from medt3d.config import CT_WINDOWS, Config
-from medt3d.data.io import LoadVolumed
+from medt3d.data.readers import LoadVolumed
 from medt3d.errors import USER_ERRORS
 
 __all__ = [

@@ -19,8 +19,8 @@ from tqdm import tqdm
 
 from medt3d.data.datalist import build_datalist
 from medt3d.data.geometry import voxel_spacing
-from medt3d.data.io import align_to, load_volume
 from medt3d.data.preflight import check_cases
+from medt3d.data.readers import align_to, load_volume
 from medt3d.devices import resolve_device
 from medt3d.evaluation.metrics import METRIC_NAMES, case_metrics
 from medt3d.evaluation.plots import save_curves, save_overlay

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
-from medt3d.data.io import as_loaded
+from medt3d.data.readers import as_loaded
 from medt3d.devices import resolve_device
 from medt3d.inference.batch import class_volumes_ml
 from medt3d.inference.predictor import Predictor

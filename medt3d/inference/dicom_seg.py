@@ -1,7 +1,7 @@
 """DICOM Segmentation objects (with highdicom) for predictions on DICOM series.
 
-The label volume must lie on the series' own grid as :func:`medt3d.data.io.load_volume` reads it:
-array axes x = columns, y = rows, z = slices in the order of :func:`medt3d.data.io.check_dicom_series`
+The label volume must lie on the series' own grid as :func:`medt3d.data.readers.load_volume` reads it:
+array axes x = columns, y = rows, z = slices in the order of :func:`medt3d.data.readers.check_dicom_series`
 (sorted along the slice normal). Each non-background class becomes one segment of a BINARY
 segmentation that references every source slice.
 """
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from medt3d import __version__
-from medt3d.data.io import read_header
+from medt3d.data.readers import read_header
 from medt3d.inference.dicom_headers import describe_error, mend_headers
 from medt3d.io_utils import atomic_path
 
@@ -76,7 +76,7 @@ def write_dicom_seg(label: Any, series_folder: str | Path, out_path: str | Path,
     frames = label_map_frames(np.asarray(label.detach().cpu() if hasattr(label, "detach") else label))
     sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in info.files]
     if info.multiframe:  # one enhanced object: the label's slices go to the frames they came from, in file order
-        from medt3d.data.multiframe import open_multiframe
+        from medt3d.data.readers.multiframe import open_multiframe
 
         order = open_multiframe(info.files[0], str(series_folder))[1].frame_order
         in_file = np.empty_like(frames)

@@ -27,8 +27,8 @@ from monai.data import MetaTensor
 from monai.transforms import KeepLargestConnectedComponent
 
 from medt3d.config import Config, config_from_dict, config_to_dict
-from medt3d.data.io import GEOMETRY_ATOL_MM, LoadVolumed
 from medt3d.data.preflight import non_finite_problem
+from medt3d.data.readers import GEOMETRY_ATOL_MM, LoadVolumed
 from medt3d.data.regrid import argmax_on_scan_grid, label_dtype
 from medt3d.data.transforms import build_infer_transforms, build_postprocessing
 from medt3d.devices import autocast_dtype

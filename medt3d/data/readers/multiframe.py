@@ -18,19 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from medt3d.data.io import (
-    GEOMETRY_ATOL_MM,
-    VolumeInfo,
-    _floats,
-    _lps_to_ras,
-    _Series,
-    _short,
-    _Slice,
-    _stack_series,
-    _warn_once,
-    as_loaded,
-    correct_tilt,
-)
+from medt3d.data.geometry import flip_lps_ras
+from medt3d.data.readers.common import GEOMETRY_ATOL_MM, VolumeInfo, _short, _warn_once, as_loaded
+from medt3d.data.readers.dicom_series import _floats, _Series, _Slice, correct_tilt, stack_series
 
 __all__ = ["MultiframeGeometry", "frame_geometry", "multiframe_series", "open_multiframe", "read_multiframe"]
 
@@ -51,7 +41,7 @@ class MultiframeGeometry:
         shape: (x, y, z).
         frame_order: for each slice z, the index (0-based) of its frame in the file.
         tilt_shifts: per-slice in-plane shifts of a gantry-tilted stack (see
-            :func:`medt3d.data.io.correct_tilt`), else None.
+            :func:`medt3d.data.readers.correct_tilt`), else None.
         frame_of_reference: whether the file has a FrameOfReferenceUID.
     """
 
@@ -103,7 +93,7 @@ def frame_geometry(dataset: Any, path: Path, where: str) -> MultiframeGeometry:
         raise ValueError(f"{where}: {path.name}: {'; '.join(parts)}; the frames cannot be placed in space")
     index = {s.path: i for i, s in enumerate(slices)}  # before the checks sort the list
     try:
-        stack = _stack_series(slices, "", where)
+        stack = stack_series(slices, "", where)
     except ValueError as err:
         raise ValueError(f"{where}: the frames of {path.name} do not form one regular 3-D volume: "
                          f"{str(err).removeprefix(f'{where}: ')}") from None
@@ -126,7 +116,7 @@ def _highdicom_affine(image: Any) -> tuple[np.ndarray, tuple[int, int, int]] | N
     if float(lps[:3, 2] @ np.cross(lps[:3, 0], lps[:3, 1])) < 0:  # medt3d's slices ascend along the normal
         lps[:3, 3] += lps[:3, 2] * (n_slices - 1)
         lps[:3, 2] = -lps[:3, 2]
-    return _lps_to_ras(lps), (n_columns, n_rows, n_slices)
+    return flip_lps_ras(lps), (n_columns, n_rows, n_slices)
 
 
 def open_multiframe(path: Path, where: str) -> tuple[Any, MultiframeGeometry]:
