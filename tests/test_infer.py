@@ -19,7 +19,7 @@ import torch
 from dicom_utils import rotation, write_dicom_series
 from support import THRESHOLD_HU, ThresholdNet, blob_volume, save, threshold_config
 
-from medt3d.data.io import read_header
+from medt3d.data.readers import read_header
 from medt3d.inference.batch import InferOptions, discover_cases, run_inference
 from medt3d.label_table import label_table
 
@@ -64,7 +64,7 @@ def test_folder_of_mixed_inputs_gives_labels_on_each_scans_grid_and_sidecars(sca
         header = read_header(source)
         assert seg.shape == tuple(header.shape[:3])
         np.testing.assert_allclose(seg.affine, header.affine, atol=1e-3)
-        from medt3d.data.io import load_volume
+        from medt3d.data.readers import load_volume
 
         truth = load_volume(source)[0].numpy() > THRESHOLD_HU
         np.testing.assert_array_equal(np.asarray(seg.dataobj).astype(bool), truth)
@@ -119,7 +119,7 @@ def test_dicom_seg_references_the_series_and_holds_the_label(scans, tmp_path: Pa
     import highdicom as hd
     import pydicom
 
-    from medt3d.data.io import check_dicom_series
+    from medt3d.data.readers import check_dicom_series
 
     out = tmp_path / "out"
     summary = _run([scans["dicom"], scans["nifti"]], out, options=InferOptions(progress=False, output_formats=("dicom-seg",)))
@@ -215,7 +215,7 @@ def test_dicom_seg_of_the_real_series_passes_dciodvfy_and_reads_back_as_the_labe
     import highdicom as hd
     import pydicom
 
-    from medt3d.data.io import check_dicom_series
+    from medt3d.data.readers import check_dicom_series
     from medt3d.inference.dicom_seg import label_map_frames
 
     series = shared_data / "ct_dicom_3slice" / "series"
@@ -262,12 +262,12 @@ def test_dicom_seg_of_a_series_without_study_uid_and_patient_id(tmp_path: Path):
 
 
 def test_a_case_failing_while_writing_leaves_no_files(scans, tmp_path: Path, monkeypatch):
-    import medt3d.inference.batch as batch
+    import medt3d.inference.outputs as outputs
 
     def broken(*args, **kwargs):
         raise ValueError("disk on fire")
 
-    monkeypatch.setattr(batch, "save_nifti", broken)
+    monkeypatch.setattr(outputs, "save_nifti", broken)
     out = tmp_path / "out"
     summary = _run([scans["dicom"]], out, options=InferOptions(progress=False, output_formats=("dicom-seg",)))
     assert summary["exit_code"] == 1 and "disk on fire" in summary["failed"][0]["error"]
@@ -535,7 +535,7 @@ def test_a_gantry_tilted_series_is_segmented_on_its_corrected_grid_and_gets_no_d
     direction[:, 2] = [0.0, np.tan(np.radians(12.0)), 1.0]  # the table steps along z, the slices are tilted
     write_dicom_series(tmp_path / "tilted", image.astype(np.int16), (1.0, 1.0, 2.0), direction, (0, 0, 0),
                        modality="CT")
-    from medt3d.data.io import read_header as header_of
+    from medt3d.data.readers import read_header as header_of
 
     corrected = header_of(tmp_path / "tilted").affine
     summary = _run([tmp_path / "tilted"], tmp_path / "out", options=InferOptions(progress=False,

@@ -85,7 +85,7 @@ def infer_transforms(cfg: Config) -> Any:
 
     Also records the case name in the image's metadata, so that the label files get ``medt3d infer``'s names.
     """
-    from medt3d.data.io import LoadVolumed
+    from medt3d.data.readers import LoadVolumed
     from medt3d.data.transforms import Pipeline, build_infer_transforms
 
     steps = list(build_infer_transforms(cfg).transforms)
@@ -146,13 +146,13 @@ class AtomicNibabelWriter(NibabelWriter):
 def image_cases(dataset_dir: str | Path, output_dir: str | Path | None = None) -> list[dict[str, str]]:
     """``[{"image": path, "name": case}]`` for every scan under ``dataset_dir``, named as ``medt3d infer`` names them.
 
-    The same search and the same unique case names as ``medt3d infer`` (:func:`medt3d.inference.batch.discover_cases`:
+    The same search and the same unique case names as ``medt3d infer`` (:func:`medt3d.inference.cases.discover_cases`:
     NIfTI, NRRD and DICOM series folders; files already inside ``output_dir`` are left out).
 
     Raises:
         ValueError: listing every input that cannot be read, or when there is none.
     """
-    from medt3d.inference.batch import discover_cases
+    from medt3d.inference.cases import discover_cases
 
     cases = discover_cases([dataset_dir], output_dir if output_dir is not None else Path(dataset_dir) / ".none")
     problems = [f"{c.input}: {c.error}" for c in cases if c.path is None]

@@ -26,12 +26,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import platform
 import sys
 import time
 import traceback
-from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -44,15 +42,15 @@ import torch
 from tqdm import tqdm
 
 from medt3d import __version__
-from medt3d.config import OUTPUT_FORMATS, Config
-from medt3d.data.datalist import channel_file, is_label_path
+from medt3d.config import Config
 from medt3d.data.geometry import voxel_spacing
-from medt3d.data.io import DICOM, detect_kind, find_inputs, strip_suffix
-from medt3d.data.nifti import save_nifti
+from medt3d.data.readers import DICOM, detect_kind
 from medt3d.devices import resolve_device
 from medt3d.distributed import DistInfo, cleanup_distributed, init_distributed, shard
 from medt3d.errors import USER_ERRORS
+from medt3d.inference.cases import Case, check_no_overwrite, discover_cases, group_channel_files
 from medt3d.inference.inferer import inference_window
+from medt3d.inference.outputs import OUTPUTS, OutputContext, case_outputs, selectable_formats
 from medt3d.inference.predictor import (
     Prediction,
     Predictor,
@@ -60,7 +58,6 @@ from medt3d.inference.predictor import (
     peak_rss_mb,
     sha256_file,
 )
-from medt3d.inference.slicer_seg import SLICER_SEG_SUFFIX, write_slicer_segmentation
 from medt3d.inference.statistics import VOLUMES_NAME, structure_statistics, volume_table
 from medt3d.inference.viewer_tables import ITKSNAP_NAME, SLICER_NAME, itksnap_labels, slicer_color_table
 from medt3d.io_utils import atomic_path, check_writable_dir, leftover_temp_files
@@ -80,14 +77,9 @@ __all__ = [
 
 logger = logging.getLogger("medt3d.inference.batch")
 
-SEG_SUFFIX = "_seg.nii.gz"
-PROB_SUFFIX = "_probs.nii.gz"
-DICOM_SEG_SUFFIX = "_seg.dcm"
-SIDECAR_SUFFIX = "_seg.json"
 SUMMARY_NAME = "summary.json"
-#: requested outputs by kind, as messages name them
-_OUTPUT_NAMES = {"dicom_seg": "DICOM SEG", "seg_nrrd": "3D Slicer segmentation (.seg.nrrd)",
-                 "statistics": "statistics"}
+#: requested outputs by key, as messages name them
+_OUTPUT_NAMES = {**{f.key: f.title for f in OUTPUTS.values()}, "statistics": "statistics"}
 #: Exit codes of a batch: all cases done (or skipped), or at least one failed.
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -98,34 +90,6 @@ def class_volumes_ml(label: Any, affine: Any, num_classes: int) -> tuple[list[in
     counts = torch.bincount(values, minlength=num_classes)[:num_classes].tolist()
     voxel_ml = abs(float(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3]))) / 1000.0
     return [int(c) for c in counts], [float(c) * voxel_ml for c in counts]
-
-
-# --------------------------------------------------------------------------- cases
-
-
-@dataclass
-class Case:
-    """One scan to predict.
-
-    Attributes:
-        name: case name, unique in the batch; output files start with it.
-        path: the file or DICOM series folder (None when the input itself was unusable).
-        input: the command-line input it came from.
-        error: why the input could not become a case (then ``path`` is None).
-        files: one file per channel, for a multi-channel case given as nnU-Net-style channel files
-            (``path`` is then the first); None for a case in one file or folder.
-    """
-
-    name: str
-    path: Path | None
-    input: str
-    error: str | None = None
-    files: list[Path] | None = None
-
-    @property
-    def source(self) -> Path | list[Path] | None:
-        """What the predictor reads: the channel files, or the one path."""
-        return self.files or self.path
 
 
 @dataclass
@@ -140,134 +104,6 @@ class CaseResult:
     outputs: dict[str, str] = field(default_factory=dict)
     rank: int = 0
     failed_outputs: dict[str, str] = field(default_factory=dict)  # optional outputs that could not be made
-
-
-def _case_names(paths: Sequence[Path]) -> list[str]:
-    """Output names: the file name without suffix (or the DICOM folder's name), made unique.
-
-    Paths sharing a name are told apart by their folders below the deepest folder they share,
-    e.g. ``a/ct.nii.gz`` and ``b/ct.nii.gz`` become ``a_ct`` and ``b_ct``.
-    """
-    names = [strip_suffix(p) for p in paths]
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i, name in enumerate(names):
-        groups[name].append(i)
-    for name, members in groups.items():
-        if len(members) == 1:
-            continue
-        resolved = [paths[i].resolve() for i in members]
-        common = Path(os.path.commonpath([str(p.parent) for p in resolved]))
-        for i, path in zip(members, resolved):
-            rel = path.parent.relative_to(common).parts
-            names[i] = "_".join([*rel, name]) if rel else name
-    seen: dict[str, int] = defaultdict(int)
-    for i, name in enumerate(names):  # still equal (e.g. ct.nii and ct.nii.gz in one folder)
-        seen[name] += 1
-        if seen[name] > 1:
-            names[i] = f"{name}_{seen[name]}"
-    return names
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
-
-
-def discover_cases(inputs: Sequence[str | Path], output: str | Path) -> list[Case]:
-    """Expand the inputs into cases; an input that is missing or unusable becomes a failed case.
-
-    Files inside ``output`` found by searching a folder are left out (they are earlier results), and
-    so are labels (see :func:`medt3d.data.datalist.is_label_path`): a dataset folder gives its images.
-    The order is deterministic (sorted), the same on every rank.
-
-    Raises:
-        ValueError: ``output`` is inside (or is) a DICOM input folder, or no inputs were given.
-    """
-    if not inputs:
-        raise ValueError("no inputs given")
-    out = Path(output)
-    found: list[Path] = []
-    failed: list[Case] = []
-    for text in inputs:
-        path = Path(text)
-        try:
-            cases = find_inputs([path], check=False)
-        except (ValueError, FileNotFoundError) as err:
-            failed.append(Case(name=strip_suffix(path) or str(text), path=None, input=str(text), error=str(err)))
-            continue
-        if path.is_dir():
-            cases = [c for c in cases if c == path or not _inside(c, out)]
-            # a dataset folder holds masks beside its images: segment the images only
-            labels = [c for c in cases if c != path and is_label_path(c, path)]
-            if labels:
-                logger.info("%s: leaving out %d label file(s) (in masks/labels folders or named *_label, *_seg, "
-                            "*_mask), e.g. %s", path, len(labels), labels[0])
-                cases = [c for c in cases if c not in labels]
-        found.extend(cases)
-    for case in found:
-        if case.is_dir() and (_inside(out, case)):
-            raise ValueError(f"output folder {out} is inside the DICOM input folder {case}; "
-                             "choose an output folder outside the inputs")
-    unique = sorted({p.resolve(): p for p in found}.values(), key=lambda p: str(p.resolve()))
-    cases = [Case(name=n, path=p, input=str(p)) for n, p in zip(_case_names(unique), unique)]
-    return cases + failed
-
-
-def group_channel_files(cases: Sequence[Case], channels: int) -> list[Case]:
-    """Join nnU-Net-style channel files (``<case>_0000``, ``<case>_0001``...) into one case each.
-
-    Only for a model with several input channels. A case must have exactly the files
-    ``_0000`` to ``_{channels-1:04d}``; otherwise it fails with the reason. Other inputs (a 4-D
-    file of channels, a DICOM folder) stay cases of their own.
-    """
-    if channels <= 1:
-        return list(cases)
-    groups: dict[tuple[Path, str], dict[int, Case]] = defaultdict(dict)
-    out: list[Case] = []
-    for case in cases:
-        parts = channel_file(strip_suffix(case.path)) if case.path is not None and case.path.is_file() else None
-        if parts is None:
-            out.append(case)
-            continue
-        groups[(case.path.parent, parts[0])][parts[1]] = case
-    for (_, name), members in sorted(groups.items(), key=lambda item: str(item[0])):
-        ordered = [members[c] for c in sorted(members)]
-        if sorted(members) != list(range(channels)):
-            found = ", ".join(f"_{c:04d}" for c in sorted(members))
-            out.append(Case(name=name, path=None, input=str(ordered[0].path), error=(
-                f"case {name} in {ordered[0].path.parent}: channel files {found}, but the model takes {channels} "
-                f"channels (_0000 to _{channels - 1:04d})")))
-            continue
-        out.append(Case(name=name, path=ordered[0].path, input=ordered[0].input,
-                        files=[m.path for m in ordered if m.path is not None]))
-    return sorted(out, key=lambda c: c.name)
-
-
-def case_outputs(out_dir: Path, name: str) -> dict[str, Path]:
-    """Output paths of a case by kind: ``label``, ``probabilities``, ``seg_nrrd``, ``dicom_seg``, ``sidecar``."""
-    return {
-        "label": out_dir / f"{name}{SEG_SUFFIX}",
-        "probabilities": out_dir / f"{name}{PROB_SUFFIX}",
-        "seg_nrrd": out_dir / f"{name}{SLICER_SEG_SUFFIX}",
-        "dicom_seg": out_dir / f"{name}{DICOM_SEG_SUFFIX}",
-        "sidecar": out_dir / f"{name}{SIDECAR_SUFFIX}",
-    }
-
-
-def _check_no_overwrite(cases: Sequence[Case], out_dir: Path) -> None:
-    """Refuse outputs that would replace an input file or land inside a DICOM input folder."""
-    inputs = {c.path.resolve() for c in cases if c.path is not None}
-    for case in cases:
-        for path in case_outputs(out_dir, case.name).values():
-            resolved = path.resolve()
-            if resolved in inputs:
-                raise ValueError(f"output {path} would overwrite the input {resolved}; choose another output folder")
-            for other in inputs:
-                if other.is_dir() and _inside(resolved, other):
-                    raise ValueError(f"output {path} would be written inside the DICOM input folder {other}")
 
 
 # --------------------------------------------------------------------------- the batch
@@ -288,7 +124,7 @@ class InferOptions:
         save_probabilities: also write per-class probabilities (``infer.save_probabilities``).
         precision: ``fp32``, ``bf16`` or ``fp16`` (``infer.precision``).
         resample: ``labels`` or ``probabilities`` back to the scan's grid (``infer.resample``).
-        output_formats: label formats to write, from :data:`OUTPUT_FORMATS`: ``nifti`` (always
+        output_formats: label formats to write, from :data:`medt3d.config.OUTPUT_FORMATS`: ``nifti`` (always
             written), ``seg-nrrd`` (3D Slicer segmentation), ``dicom-seg`` (DICOM SEG, for DICOM inputs).
         statistics: per-structure intensity statistics of the scan (HU for CT) in each sidecar, and
             their means in the batch's ``volumes.csv``.
@@ -313,9 +149,9 @@ class InferOptions:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        unknown = [f for f in self.output_formats if f not in OUTPUT_FORMATS]
+        unknown = [f for f in self.output_formats if f not in selectable_formats()]
         if unknown:
-            raise ValueError(f"unknown output format(s) {unknown}; choose from {list(OUTPUT_FORMATS)}")
+            raise ValueError(f"unknown output format(s) {unknown}; choose from {list(selectable_formats())}")
         self.output_formats = ("nifti", *dict.fromkeys(f for f in self.output_formats if f != "nifti"))
 
     def apply(self, cfg: Config) -> Config:
@@ -366,45 +202,19 @@ def _run_case(case: Case, predictor: Predictor, out_dir: Path, options: InferOpt
     write_start = time.perf_counter()
     peak_rss_mb(reset=True)
     paths = case_outputs(out_dir, case.name)
-    label, affine = prediction.label, prediction.affine
-    counts, volumes = class_volumes_ml(label, affine, cfg.data.num_classes)
-    written: dict[str, Path] = {"label": paths["label"]}
+    context = OutputContext(case.name, case.path, kind, prediction, table, f"medt3d {cfg.network.name}")
+    counts, volumes = class_volumes_ml(prediction.label, prediction.affine, cfg.data.num_classes)
+    written: dict[str, Path] = {}
     notes: list[str] = []
     failed_outputs: dict[str, str] = {}
     with contextlib.ExitStack() as stack:
         # entered first, renamed last: a sidecar means the case is complete
         sidecar_tmp = stack.enter_context(atomic_path(paths["sidecar"]))
-        save_nifti(label, affine, stack.enter_context(atomic_path(paths["label"])), dtype=None)
-        if prediction.probabilities is not None:
-            save_nifti(prediction.probabilities, affine, stack.enter_context(atomic_path(paths["probabilities"])),
-                       dtype=np.float32)
-            written["probabilities"] = paths["probabilities"]
-        if "seg-nrrd" in options.output_formats:
-            _requested("seg_nrrd", case.name, failed_outputs, notes, _staged, stack, paths["seg_nrrd"],
-                       lambda tmp: write_slicer_segmentation(label, affine, tmp, table))
-            if "seg_nrrd" not in failed_outputs:
-                written["seg_nrrd"] = paths["seg_nrrd"]
-        if "dicom-seg" in options.output_formats:
-            if kind == DICOM:
-                from medt3d.inference import dicom_seg
-
-                def write_seg(tmp: Path) -> None:
-                    notes.extend(dicom_seg.write_dicom_seg(label, case.path, tmp, table,
-                                                           model_name=f"medt3d {cfg.network.name}"))
-
-                _requested("dicom_seg", case.name, failed_outputs, notes, _staged, stack, paths["dicom_seg"],
-                           write_seg)
-                if "dicom_seg" not in failed_outputs:
-                    written["dicom_seg"] = paths["dicom_seg"]
-                for note in notes:  # one line per case: what the SEG's copies of the source headers got
-                    if "filled in memory" in note:
-                        logger.info("case %s: %s", case.name, note)
-            else:
-                notes.append(f"no DICOM SEG: the input is {kind}, not a DICOM series")
+        _write_outputs(stack, context, paths, options.output_formats, written, notes, failed_outputs)
         statistics = None
         if prediction.image is not None:
             statistics = _requested("statistics", case.name, failed_outputs, notes, structure_statistics,
-                                    prediction.image, label, table)
+                                    prediction.image, prediction.label, table)
         end = time.perf_counter()
         seconds = end - start
         sidecar = {
@@ -413,9 +223,9 @@ def _run_case(case: Case, predictor: Predictor, out_dir: Path, options: InferOpt
             "input_files": [str(f.resolve()) for f in (case.files or [case.path])],
             "input_kind": kind,
             "outputs": {k: v.name for k, v in written.items()},
-            "shape": [int(s) for s in label.shape[1:]],
-            "spacing_mm": voxel_spacing(affine),
-            "affine": np.asarray(affine).tolist(),
+            "shape": [int(s) for s in prediction.label.shape[1:]],
+            "spacing_mm": voxel_spacing(prediction.affine),
+            "affine": np.asarray(prediction.affine).tolist(),
             "labels": table,
             "volumes_ml": {t["name"]: round(v, 4) for t, v in zip(table, volumes)},
             "voxels": {t["name"]: c for t, c in zip(table, counts)},
@@ -444,17 +254,44 @@ def _run_case(case: Case, predictor: Predictor, out_dir: Path, options: InferOpt
                       rank=info.rank, failed_outputs=failed_outputs)
 
 
-def _staged(stack: contextlib.ExitStack, target: Path, write: Any) -> None:
+def _write_outputs(stack: contextlib.ExitStack, context: OutputContext, paths: dict[str, Path],
+                   formats: Sequence[str], written: dict[str, Path], notes: list[str], failed: dict[str, str]) -> None:
+    """Write every output of :data:`~medt3d.inference.outputs.OUTPUTS` this case asks for, in registry order,
+    each into a temporary file renamed when ``stack`` closes; record what was written, notes and failures."""
+    for fmt in OUTPUTS.values():
+        if not (fmt.when(context) if fmt.when is not None else fmt.name in formats):
+            continue
+        if fmt.needs_dicom and context.kind != DICOM:
+            notes.append(f"no {fmt.title}: the input is {context.kind}, not a DICOM series")
+            continue
+        target = paths[fmt.key]
+
+        def write(tmp: Path, fmt: Any = fmt) -> list[str] | None:
+            return fmt.write(context, tmp)
+
+        if fmt.required:  # its failure fails the case: no file of it is kept
+            made = _staged(stack, target, write)
+        else:
+            made = _requested(fmt.key, context.case, failed, notes, _staged, stack, target, write)
+            if fmt.key in failed:
+                continue
+        notes.extend(made or [])
+        written[fmt.key] = target
+
+
+def _staged(stack: contextlib.ExitStack, target: Path, write: Any) -> Any:
     """``write(tmp)`` into a temporary file renamed onto ``target`` with the case's other files (when
-    ``stack`` closes); on failure the temporary file is removed and the error raised."""
+    ``stack`` closes), returning what ``write`` returns; on failure the temporary file is removed and the
+    error raised."""
     manager = atomic_path(target)
     tmp = manager.__enter__()
     try:
-        write(tmp)
+        made = write(tmp)
     except BaseException:
         manager.__exit__(*sys.exc_info())
         raise
     stack.push(manager.__exit__)
+    return made
 
 
 def _requested(kind: str, case: str, failed: dict[str, str], notes: list[str], make: Any, *args: Any) -> Any:
@@ -513,7 +350,7 @@ def run_inference(inputs: Sequence[str | Path], output: str | Path, model: str |
     out_dir = Path(output)
     started = time.time()
     cases = discover_cases(inputs, out_dir)
-    _check_no_overwrite(cases, out_dir)
+    check_no_overwrite(cases, out_dir)
     check_writable_dir(out_dir)
     _remove_leftover_temp_files(out_dir, before=started)
 
