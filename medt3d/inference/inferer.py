@@ -29,7 +29,7 @@ from monai.inferers import SlidingWindowInferer
 from monai.utils import convert_data_type, convert_to_dst_type
 
 from medt3d.config import WHOLE_SCAN, Config
-from medt3d.networks.factory import masks_padding, window_multiple
+from medt3d.networks.factory import bottleneck_cells, masks_padding, window_multiple
 
 __all__ = [
     "ScanFittedWindowInferer", "build_sliding_window_inferer", "estimate_forward_gb", "fitted_window",
@@ -51,7 +51,7 @@ def inference_window(cfg: Config) -> tuple[int, int, int] | str:
 
 
 def fitted_window(window: Sequence[int], scan: Sequence[int], multiple: int | None, masked: bool = False,
-                  floor: Sequence[int] | None = None) -> tuple[int, ...]:
+                  floor: Sequence[int] | None = None, min_cells: int = 1) -> tuple[int, ...]:
     """``window`` with each edge cut to the scan: exactly (``masked``), or rounded up to ``multiple``, not below ``floor``.
 
     Args:
@@ -59,16 +59,24 @@ def fitted_window(window: Sequence[int], scan: Sequence[int], multiple: int | No
         scan: the scan's spatial size.
         multiple: the network's size multiple; None for a network of one input size (``window`` is kept).
         masked: the network masks its own padding (MedT3D), so the window may end exactly at the scan.
-        floor: smallest edges of an unmasked network's window (the training patch, which its config checks
-            fit the network: UNet's instance norm needs two voxels at its 1/16 bottleneck); None: no floor.
+        floor: smallest edges of an unmasked network's window (the training patch); None: no floor.
+        min_cells: fewest voxels an unmasked network's window must keep at its 1/``multiple`` bottleneck (UNet's
+            instance norm needs 2); edges are grown by one multiple, up to ``window``, until it does.
     """
     if multiple is None:
         return tuple(int(w) for w in window)
     if masked:
         return tuple(min(int(w), int(s)) for w, s in zip(window, scan))
     lows = floor if floor is not None else [1] * len(window)
-    return tuple(max(min(int(w), multiple * math.ceil(int(s) / multiple)), min(int(w), int(lo)))
-                 for w, s, lo in zip(window, scan, lows))
+    edges = [max(min(int(w), multiple * math.ceil(int(s) / multiple)), min(int(w), int(lo)))
+             for w, s, lo in zip(window, scan, lows)]
+    while math.prod(e // multiple for e in edges) < min_cells:
+        room = [i for i, (e, w) in enumerate(zip(edges, window)) if e + multiple <= int(w)]
+        if not room:
+            break
+        grow = max(room, key=lambda i: int(scan[i]) - edges[i])  # the axis where the scan goes on furthest
+        edges[grow] += multiple
+    return tuple(edges)
 
 
 def estimate_forward_gb(network_name: str, shape: Sequence[int], channels: int, classes: int) -> float:
@@ -85,6 +93,8 @@ class ScanFittedWindowInferer(SlidingWindowInferer):
         multiple: the network's size multiple (None: one input size).
         masked: the network masks its own padding (window edges may end at the scan exactly).
         patch: the training patch, the fallback window of ``"whole"``.
+        floor: smallest window edges of an unmasked network (None: none); see :func:`fitted_window`.
+        min_cells: fewest voxels an unmasked network's window keeps at its bottleneck.
         whole_max_gb: memory budget of one whole-scan pass.
         network_name: ``network.name``, for the memory estimate.
         classes: output classes, for the memory estimate.
@@ -96,7 +106,7 @@ class ScanFittedWindowInferer(SlidingWindowInferer):
 
     def __init__(self, roi_size: Sequence[int] | str, multiple: int | None, patch: Sequence[int],
                  masked: bool = False, whole_max_gb: float = 8.0, network_name: str = "medt3d", classes: int = 2,
-                 **kwargs: Any) -> None:
+                 floor: Sequence[int] | None = None, min_cells: int = 1, **kwargs: Any) -> None:
         self.whole = roi_size == WHOLE_SCAN
         self.patch = tuple(int(r) for r in patch)
         self.window = self.patch if self.whole else tuple(int(r) for r in roi_size)
@@ -106,6 +116,8 @@ class ScanFittedWindowInferer(SlidingWindowInferer):
         self.whole_max_gb = whole_max_gb
         self.network_name = network_name
         self.classes = classes
+        self.floor = None if floor is None else tuple(int(f) for f in floor)
+        self.min_cells = min_cells
         self.last_window: tuple[int, ...] | None = None
 
     def window_for(self, scan: Sequence[int], channels: int) -> tuple[int, ...]:
@@ -119,7 +131,7 @@ class ScanFittedWindowInferer(SlidingWindowInferer):
                 logger.info("whole-scan pass of a %s scan needs about %.1f GB, more than infer.whole_max_gb=%g: "
                             "sliding windows of %s instead", "x".join(str(int(s)) for s in scan), need,
                             self.whole_max_gb, list(self.patch))
-        return fitted_window(window, scan, self.multiple, self.masked, floor=self.patch)
+        return fitted_window(window, scan, self.multiple, self.masked, floor=self.floor, min_cells=self.min_cells)
 
     def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> Any:
         scan = tuple(int(s) for s in inputs.shape[2:])
@@ -156,6 +168,8 @@ def build_sliding_window_inferer(cfg: Config, sw_device: torch.device | None = N
         multiple=window_multiple(cfg),
         masked=masks_padding(cfg),
         patch=cfg.patch.roi_size,
+        floor=None if masks_padding(cfg) else cfg.patch.roi_size,
+        min_cells=bottleneck_cells(cfg),
         whole_max_gb=cfg.infer.whole_max_gb,
         network_name=cfg.network.name,
         classes=cfg.data.num_classes,

@@ -9,7 +9,7 @@ from torch import nn
 from medt3d.networks.medt import MedT3D, input_multiple, preset_sizes
 from medt3d.networks.registry import BASELINES
 
-__all__ = ["build_network", "masks_padding", "window_multiple"]
+__all__ = ["bottleneck_cells", "build_network", "masks_padding", "window_multiple"]
 
 
 def window_multiple(cfg) -> int | None:
@@ -28,6 +28,11 @@ def window_multiple(cfg) -> int | None:
     if net.name == "unetr":
         return None
     return int(BASELINES[net.name]["size_multiple"])
+
+def bottleneck_cells(cfg) -> int:
+    """Fewest voxels an input of ``cfg.network`` must have at its 1/multiple bottleneck (UNet's instance norm: 2)."""
+    return int(BASELINES.get(cfg.network.name, {}).get("min_voxels_at_multiple", 1))
+
 
 def masks_padding(cfg) -> bool:
     """True when ``cfg.network`` masks padded voxels itself (MedT3D), so its input needs no padding to a multiple."""
