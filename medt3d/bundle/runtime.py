@@ -14,14 +14,15 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from monai.data import NibabelWriter
+from monai.data.utils import to_affine_nd
 from monai.inferers import Inferer
 from monai.transforms import MapTransform
-from monai.utils import convert_to_dst_type
+from monai.utils import convert_data_type, convert_to_dst_type
 
 from medt3d.config import Config
-from medt3d.io_utils import atomic_path
 
 #: Image metadata key holding the case name that output files are named after.
 CASE_META_KEY = "medt3d_case"
@@ -130,17 +131,28 @@ class PredictorInferer(Inferer):
     def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
         """Probabilities (B, C, X, Y, Z) for a batch of preprocessed images (B, C_in, X, Y, Z)."""
         predictor = self._predictor_for(network)
-        out = torch.cat([predictor.logits(image) for image in inputs], dim=0)
+        out = torch.cat([predictor.probabilities(image) for image in inputs], dim=0)
         return convert_to_dst_type(out, inputs, device=out.device)[0] if hasattr(inputs, "meta") else out
 
 
 class AtomicNibabelWriter(NibabelWriter):
-    """MONAI's NIfTI writer, writing to a temporary file that is renamed into place when complete."""
+    """MONAI's NIfTI writer for ``SaveImaged``, writing through medt3d's one NIfTI writer.
+
+    MONAI prepares the array and affine (channel last, no resampling in the bundle's configs); the file is
+    written by :func:`medt3d.data.nifti.write_nifti`, as ``medt3d infer`` writes its labels: atomically,
+    the affine as both qform and sform. (The name is kept: exported bundles name it in their configs.)
+    """
 
     def write(self, filename: Any, verbose: bool = False, **obj_kwargs: Any) -> None:
-        """Write the NIfTI file atomically (see :func:`medt3d.io_utils.atomic_path`)."""
-        with atomic_path(filename) as tmp:
-            super().write(str(tmp), verbose=verbose, **obj_kwargs)
+        """Write the NIfTI file atomically (see :func:`medt3d.io_utils.atomic_path`); ``obj_kwargs`` are not used."""
+        from medt3d.data.nifti import write_nifti
+
+        data = np.asarray(convert_data_type(self.data_obj, np.ndarray)[0])
+        if data.ndim == 4:  # channel last (X, Y, Z, C): write_nifti takes channels first
+            data = np.moveaxis(data, -1, 0)
+        affine = to_affine_nd(3, convert_data_type(self.affine if self.affine is not None else np.eye(4),
+                                                   np.ndarray)[0])
+        write_nifti(data, affine, filename, dtype=self.output_dtype)
 
 
 def image_cases(dataset_dir: str | Path, output_dir: str | Path | None = None) -> list[dict[str, str]]:

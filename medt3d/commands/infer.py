@@ -75,6 +75,7 @@ def _roi_size(values: list[int | str] | None) -> list[int] | str | None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command; returns 1 when any case failed."""
+    from medt3d.distributed import is_main_process
     from medt3d.inference.batch import InferOptions, run_inference
 
     options = InferOptions(
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         skip_existing=args.skip_existing, progress=not args.no_progress,
     )
     summary = run_inference(args.inputs, args.output, model=args.model, options=options)
-    if summary.get("world_size", 1) > 1 and not _is_main():
+    if summary.get("world_size", 1) > 1 and not is_main_process():
         return int(summary["exit_code"])
     print(f"medt3d infer: {summary['done']} done, {summary['skipped']} skipped, {summary['n_failed']} failed "
           f"of {summary['n_cases']} case(s); results in {summary['output']}")
@@ -96,8 +97,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"  summary: {summary['output']}/summary.json", file=sys.stderr)
     return int(summary["exit_code"])
 
-
-def _is_main() -> bool:
-    import os
-
-    return os.environ.get("RANK", "0") == "0"

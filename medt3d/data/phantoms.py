@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medt3d.data.geometry import voxel_spacing
+from medt3d.data.geometry import flip_lps_ras, voxel_spacing
 from medt3d.io_utils import atomic_dir
 
 __all__ = [
@@ -216,8 +216,7 @@ def write_dicom_series(image: np.ndarray, affine: np.ndarray, folder: str | Path
     folder = Path(folder)
     if folder.exists() and any(folder.iterdir()):
         raise ValueError(f"DICOM output folder {folder} is not empty")
-    # RAS -> LPS (ITK's world frame): negate the first two world axes.
-    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
+    lps = flip_lps_ras(affine)  # RAS -> LPS (ITK's world frame)
     spacing = voxel_spacing(lps)
     direction = lps[:3, :3] / spacing
     hu = np.clip(np.rint(image), -32768, 32767).astype(np.int16)

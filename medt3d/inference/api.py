@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
+from medt3d.data.geometry import flip_lps_ras
 from medt3d.data.readers import as_loaded
 from medt3d.devices import resolve_device
 from medt3d.inference.batch import class_volumes_ml
@@ -29,10 +30,6 @@ from medt3d.inference.predictor import Predictor
 from medt3d.label_table import label_table
 
 __all__ = ["SegmentationResult", "load_model", "predict"]
-
-#: NIfTI/MONAI world frame (RAS) from ITK's (LPS), and back: the same matrix.
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-
 
 @dataclass
 class SegmentationResult:
@@ -170,7 +167,7 @@ def _sitk_ras_affine(image: Any) -> np.ndarray:
     lps = np.eye(4)
     lps[:3, :3] = direction @ np.diag(image.GetSpacing())
     lps[:3, 3] = image.GetOrigin()
-    return _LPS_TO_RAS @ lps
+    return flip_lps_ras(lps)
 
 
 def _is_nibabel(image: Any) -> bool:

@@ -42,7 +42,7 @@ import torch
 from tqdm import tqdm
 
 from medt3d import __version__
-from medt3d.config import Config
+from medt3d.config import Config, override_config
 from medt3d.data.geometry import voxel_spacing
 from medt3d.data.readers import DICOM, detect_kind
 from medt3d.devices import resolve_device
@@ -54,7 +54,6 @@ from medt3d.inference.outputs import OUTPUTS, OutputContext, case_outputs, selec
 from medt3d.inference.predictor import (
     Prediction,
     Predictor,
-    override_config,
     peak_rss_mb,
     sha256_file,
 )

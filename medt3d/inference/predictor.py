@@ -26,7 +26,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import KeepLargestConnectedComponent
 
-from medt3d.config import Config, config_from_dict, config_to_dict
+from medt3d.config import Config
 from medt3d.data.preflight import non_finite_problem
 from medt3d.data.readers import GEOMETRY_ATOL_MM, LoadVolumed
 from medt3d.data.regrid import argmax_on_scan_grid, label_dtype
@@ -39,7 +39,6 @@ __all__ = [
     "Predictor",
     "check_finite",
     "flip_tta_axes",
-    "override_config",
     "peak_rss_mb",
     "sha256_file",
 ]
@@ -56,26 +55,6 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: handle.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def override_config(cfg: Config, overrides: dict[str, Any]) -> Config:
-    """A copy of ``cfg`` with dotted keys replaced (``None`` values skipped), validated again.
-
-    Example: ``override_config(cfg, {"infer.overlap": 0.5, "patch.roi_size": [64, 64, 32]})``.
-
-    Raises:
-        ConfigError: unknown key or impossible value (the message names the key).
-    """
-    values = config_to_dict(cfg)
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        *sections, leaf = key.split(".")
-        node = values
-        for section in sections:
-            node = node[section]
-        node[leaf] = list(value) if isinstance(value, tuple) else value
-    return config_from_dict(values, source="model config with inference overrides")
 
 
 # --------------------------------------------------------------------------- prediction
@@ -191,7 +170,7 @@ class Predictor:
         with ctx:
             return self.model(x).float()
 
-    def logits(self, image: torch.Tensor) -> torch.Tensor:
+    def probabilities(self, image: torch.Tensor) -> torch.Tensor:
         """Softmax probabilities (1, C, X, Y, Z) on the CPU for a preprocessed image (C, X, Y, Z).
 
         With ``infer.tta_flips`` the probabilities of the 8 flipped inputs are averaged.
@@ -288,7 +267,7 @@ class Predictor:
         data = self.pre(data, start=self._after_load)
         image = data["image"]
         lap("preprocess_s")
-        prob = self.logits(image)[0]
+        prob = self.probabilities(image)[0]
         lap("windows_s")
         if self.cfg.infer.resample == "probabilities":
             label = self._argmax_on_scan_grid(data, image, prob, shape, affine, image_path)

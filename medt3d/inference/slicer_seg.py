@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from medt3d.data.geometry import bounding_box
+from medt3d.data.geometry import bounding_box, flip_lps_ras
 from medt3d.io_utils import atomic_path
 
 __all__ = ["SLICER_SEG_SUFFIX", "write_slicer_segmentation"]
@@ -22,8 +22,6 @@ SLICER_SEG_SUFFIX = "_seg.seg.nrrd"
 #: Slicer's terminology context for category/type codes from the DICOM master list (CID 7150/7151)
 _CONTEXT = "Segmentation category and type - DICOM master list"
 _ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
-#: RAS (NIfTI, medt3d) to LPS (DICOM, NRRD "left-posterior-superior") world coordinates
-_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 def _triple(code: dict[str, str]) -> list[str]:
@@ -70,7 +68,7 @@ def write_slicer_segmentation(label: Any, affine: Any, out_path: str | Path,
         })
     segmentation = {
         "voxels": voxels,
-        "ijkToLPS": _RAS_TO_LPS @ np.asarray(affine, dtype=np.float64),
+        "ijkToLPS": flip_lps_ras(affine),  # RAS (medt3d) -> LPS (NRRD)
         "segments": segments,
         "containedRepresentationNames": ["Binary labelmap"],
         "masterRepresentation": "Binary labelmap",
