@@ -67,21 +67,18 @@ def masked_instance_norm(x: torch.Tensor, valid: torch.Tensor, weight: torch.Ten
     """Instance norm whose mean and variance are taken over the voxels of ``valid`` (B, 1, D, H, W) only.
 
     ``torch.nn.functional.instance_norm`` has no mask; padding would shift its statistics and so every voxel.
-    The variance is ``E[x^2] - E[x]^2`` over the valid voxels (two reductions in one pass over ``x``), and
-    the normalisation and the affine map are one multiply-add.
+    The variance is ``E[x^2] - E[x]^2`` over the valid voxels (two reductions, no centred copy). (Folding the
+    affine map into one multiply-add broke the ONNX export: a dangling initializer in torch 2.13's exporter.)
     """
     dims = [2, 3, 4]
     count = valid.sum(dim=dims, keepdim=True).clamp_min(1.0)
     masked = x * valid
     mean = masked.sum(dim=dims, keepdim=True) / count
     var = ((masked * x).sum(dim=dims, keepdim=True) / count - mean * mean).clamp_min(0.0)
-    scale = torch.rsqrt(var + eps)
-    if weight is not None:
-        scale = scale * weight.view(1, -1, 1, 1, 1)
-    shift = -mean * scale
-    if bias is not None:
-        shift = shift + bias.view(1, -1, 1, 1, 1)
-    return torch.addcmul(shift, x, scale)
+    y = (x - mean) * torch.rsqrt(var + eps)
+    if weight is not None and bias is not None:
+        y = y * weight.view(1, -1, 1, 1, 1) + bias.view(1, -1, 1, 1, 1)
+    return y
 
 
 class ConvNormAct(nn.Sequential):
