@@ -37,7 +37,7 @@ def test_registry_lists_each_format_once_with_its_functions():
                                         (lambda p: _nrrd(p / "ct.nrrd"), "nrrd")])
 def test_every_header_passes_the_claims_check_before_loading(tmp_path, monkeypatch, make, kind):
     seen: list[VolumeInfo] = []
-    monkeypatch.setattr(registry, "check_claims", seen.append)
+    monkeypatch.setattr(registry, "check_claims", lambda info, max_voxels=None: seen.append(info))
     path = make(tmp_path)
     assert detect_kind(path) == kind
     info = read_header(path)
@@ -47,7 +47,7 @@ def test_every_header_passes_the_claims_check_before_loading(tmp_path, monkeypat
 
 
 def test_a_refused_claim_stops_before_the_voxels_are_read(tmp_path, monkeypatch):
-    def refuse(info: VolumeInfo) -> None:
+    def refuse(info: VolumeInfo, max_voxels: int | None = None) -> None:
         raise ValueError(f"{info.path}: claims too much")
 
     monkeypatch.setattr(registry, "check_claims", refuse)

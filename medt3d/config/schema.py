@@ -344,6 +344,8 @@ class InferConfig:
         resample: back to the scan's grid: ``labels`` (the argmax, nearest neighbour) or
             ``probabilities`` (each class's probability, linearly, then the argmax there: smoother
             boundaries on scans finer than the model's spacing).
+        max_voxels: the most voxels (all channels) one scan's header may claim; a larger claim is refused
+            before any voxel is read (10^9 voxels are 4 GB as float32).
     """
 
     roi_size: tuple[int, int, int] | str | None = None
@@ -358,6 +360,7 @@ class InferConfig:
     precision: str = "fp32"
     device: str = "auto"
     resample: str = "labels"
+    max_voxels: int = 1_000_000_000
 
 
 @dataclass

@@ -161,6 +161,7 @@ def validate(cfg: Config, source: str = "<config>") -> None:
     _one_of(i.mode, BLEND_MODES, source, "infer.mode")
     _one_of(i.precision, PRECISIONS, source, "infer.precision")
     _one_of(i.resample, RESAMPLE_MODES, source, "infer.resample")
+    _require(i.max_voxels >= 8, source, "infer.max_voxels", f"must be >= 8 (a 2x2x2 volume), got {i.max_voxels}")
 
 
 def _valid_device(dev: str) -> bool:

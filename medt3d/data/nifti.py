@@ -37,7 +37,7 @@ def tiled_copy(array: np.ndarray, dtype: Any = np.float32, order: str = "C") -> 
 def read_nifti(path: str | Path, dtype: Any = np.float32) -> tuple[np.ndarray, np.ndarray, Any]:
     """Read a NIfTI file as a C-ordered channel-first array (C, X, Y, Z), its affine (RAS) and header.
 
-    A ``.nii.gz`` is decompressed with ISA-L (``isal``: several times faster than zlib) when it is
+    NIfTI-1 and NIfTI-2 are read. A ``.nii.gz`` is decompressed with ISA-L (``isal``: several times faster than zlib) when it is
     installed. The voxel values are scaled (``scl_slope``/``scl_inter``) straight into ``dtype``.
 
     Raises:
@@ -51,7 +51,9 @@ def read_nifti(path: str | Path, dtype: Any = np.float32) -> tuple[np.ndarray, n
             except ImportError:  # pragma: no cover - isal is a dependency; plain zlib still works
                 import gzip as gzip_module
             with gzip_module.open(path, "rb") as handle:
-                image = nib.Nifti1Image.from_bytes(handle.read())
+                data = handle.read()
+            nifti2 = 540 in (int.from_bytes(data[:4], "little"), int.from_bytes(data[:4], "big"))
+            image = (nib.Nifti2Image if nifti2 else nib.Nifti1Image).from_bytes(data)
         else:
             image = nib.load(str(path))
         raw = np.asanyarray(image.dataobj, dtype=dtype)  # nibabel scales straight into dtype

@@ -254,7 +254,7 @@ def _geometry(cfg: Config, keys: Sequence[str]) -> list[MapTransform]:
 
 
 def _load(cfg: Config, keys: Sequence[str]) -> list[MapTransform]:
-    out: list[MapTransform] = [LoadVolumed(keys, channels=cfg.data.in_channels)]
+    out: list[MapTransform] = [LoadVolumed(keys, channels=cfg.data.in_channels, max_voxels=cfg.infer.max_voxels)]
     if LABEL in keys:
         out.append(CheckLabelValuesd(LABEL, num_classes=cfg.data.num_classes))
     return out

@@ -22,6 +22,10 @@ __all__ = ["UnsafeZipError", "check_zip_members", "unpack_bundle", "zip_bundle"]
 
 #: Largest total unpacked size accepted (a guard against zip bombs).
 MAX_UNPACKED_BYTES = 8 * 2**30
+#: A member larger than :data:`BOMB_MIN_BYTES` that inflates more than this many times is a zip bomb
+#: (weights, configs and ONNX files of a bundle compress a few times at most).
+MAX_INFLATION = 100
+BOMB_MIN_BYTES = 16 * 2**20
 
 
 class UnsafeZipError(ValueError):
@@ -69,6 +73,9 @@ def _member_problem(info: zipfile.ZipInfo) -> str | None:
 def check_zip_members(zip_path: str | Path) -> list[zipfile.ZipInfo]:
     """Every member of ``zip_path``, after checking that all are safe to unpack.
 
+    The sizes checked (the total, and each member's inflation) are those the zip declares; the unpacking
+    reads no member past its declared size (``zipfile`` stops there and checks the CRC).
+
     Raises:
         UnsafeZipError: naming the zip and each bad member with what is wrong with it.
         ValueError: the file is not a zip.
@@ -86,6 +93,11 @@ def check_zip_members(zip_path: str | Path) -> list[zipfile.ZipInfo]:
         if key in seen:
             problems.append(f"{m.filename!r} appears twice")
         seen.add(key)
+    for m in members:
+        if m.file_size > BOMB_MIN_BYTES and m.file_size > MAX_INFLATION * max(m.compress_size, 1):
+            problems.append(f"{m.filename!r} inflates {m.file_size // max(m.compress_size, 1)}-fold "
+                            f"({m.compress_size:,} bytes to {m.file_size / 2**20:.0f} MiB), a zip bomb: export or "
+                            "download the bundle again from its source")
     if sum(m.file_size for m in members) > MAX_UNPACKED_BYTES:
         problems.append(f"unpacks to more than {MAX_UNPACKED_BYTES / 2**30:.0f} GiB")
     if problems:

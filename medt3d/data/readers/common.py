@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
+import os
 import warnings
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +27,9 @@ from monai.transforms import LoadImage
 from medt3d.data.geometry import orientation_transform, reorient_array, voxel_spacing
 
 __all__ = [
+    "DEFAULT_MAX_VOXELS",
     "GEOMETRY_ATOL_MM",
+    "FileClaim",
     "VolumeInfo",
     "align_to",
     "as_loaded",
@@ -37,6 +42,13 @@ __all__ = [
 
 #: image and label grids agree when every affine entry differs by at most this (mm).
 GEOMETRY_ATOL_MM = 1e-3
+#: the most voxels (all channels) one volume may claim unless the caller sets another cap
+#: (``infer.max_voxels``): 10^9 voxels are 4 GB as float32.
+DEFAULT_MAX_VOXELS = 1_000_000_000
+#: a compressed stream may inflate to this many bytes beyond what its header claims (padding) before it
+#: is refused as a decompression bomb
+GZIP_MARGIN_BYTES = 1 << 20
+_CHUNK = 1 << 20
 
 logger = logging.getLogger("medt3d.data.readers")
 #: warnings already given (:func:`_warn_once`)
@@ -59,6 +71,27 @@ def _short(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}".rstrip(": ")
 
 
+@dataclass(frozen=True)
+class FileClaim:
+    """What a header says one file holds, checked by :func:`check_claims` before any buffer is sized.
+
+    Attributes:
+        path: the file.
+        nbytes: the bytes the header claims: the whole file for a ``.nii`` (``vox_offset`` + voxels x
+            bytes per voxel), the decompressed stream for a gzip one, the pixel data (a lower bound of
+            the file size) for a DICOM file.
+        what: how the claim is made, for messages (``"3x3x3 voxels of int16 from byte 352"``).
+        gzip: the file (from ``start``) is a gzip stream that must inflate to ``nbytes``.
+        start: where the gzip stream begins (after an attached NRRD header; 0 for ``.nii.gz``).
+    """
+
+    path: Path
+    nbytes: int
+    what: str
+    gzip: bool = False
+    start: int = 0
+
+
 @dataclass
 class VolumeInfo:
     """What a volume's header says, read without loading its voxels.
@@ -73,6 +106,7 @@ class VolumeInfo:
         multiframe: the series is one enhanced (multi-frame) DICOM file.
         tilt_shifts: for a gantry-tilted series, each slice's in-plane shift (x, y) in voxels onto
             the regular grid that ``affine`` describes (see :func:`correct_tilt`); None otherwise.
+        claims: what the header says each file holds (:class:`FileClaim`), for :func:`check_claims`.
     """
 
     path: Path
@@ -83,6 +117,7 @@ class VolumeInfo:
     series_uid: str | None = None
     multiframe: bool = False
     tilt_shifts: np.ndarray | None = None
+    claims: list[FileClaim] = field(default_factory=list)
 
     @property
     def spacing(self) -> tuple[float, ...]:
@@ -90,19 +125,115 @@ class VolumeInfo:
         return tuple(voxel_spacing(self.affine))
 
 
-def check_claims(info: VolumeInfo) -> None:
-    """Check what a header claims against what its file can hold, before any buffer is sized.
-
-    Every format's header reader passes through here (:func:`medt3d.data.readers.read_header`), so
-    this is the one place for the size checks of issue 35 (the voxels a ``.nii`` claims against its
-    file size, a bounded decompression for ``.gz``, the pixel data length of DICOM, a cap on the voxels
-    of one case). None is made yet: today a file that holds less than its header claims is refused
-    when its voxels are read (``load``), with a message naming it.
+def _inflated_size(claim: FileClaim) -> int:
+    """Bytes the gzip stream of ``claim`` inflates to, counted in chunks and never past the claim plus a margin.
 
     Raises:
-        ValueError: (once the checks exist) a header that claims more than its file holds.
+        ValueError: a damaged stream, naming the file.
     """
-    del info  # the hook: no check yet (see the docstring)
+    limit = claim.nbytes + GZIP_MARGIN_BYTES
+    total = 0
+    pending = b""
+    with open(claim.path, "rb") as handle:
+        handle.seek(claim.start)
+        inflater = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib header
+        while total <= limit:
+            data = inflater.unconsumed_tail or pending or handle.read(_CHUNK)
+            pending = b""
+            if not data:
+                break
+            try:
+                total += len(inflater.decompress(data, _CHUNK))
+            except zlib.error as err:
+                raise ValueError(f"cannot read {claim.path}: damaged compressed data ({err}) after {total:,} bytes; "
+                                 "the file is corrupt or truncated: copy or export it again") from None
+            if inflater.eof:  # another gzip member may follow; NUL padding may end the file
+                pending = inflater.unused_data or handle.read(_CHUNK)
+                if not pending.strip(b"\0"):
+                    break
+                inflater = zlib.decompressobj(zlib.MAX_WBITS | 32)
+    return total
+
+
+@functools.lru_cache(maxsize=256)
+def _checked_gzip(claim: FileClaim, size: int, mtime_ns: int) -> int:
+    del size, mtime_ns  # the cache key: a changed file is counted again
+    return _inflated_size(claim)
+
+
+def _claim_problem(claim: FileClaim) -> str | None:
+    """What a file lacks against its claim (``"the header claims ..."``), or None when it holds it.
+
+    Raises:
+        ValueError: a gzip stream that inflates far past its claim (a decompression bomb) or is damaged.
+    """
+    stat = os.stat(claim.path)
+    if not claim.gzip:
+        if stat.st_size < claim.nbytes:
+            return f"the header claims {claim.what}, {claim.nbytes:,} bytes, but the file holds {stat.st_size:,}"
+        return None
+    inflated = _checked_gzip(claim, stat.st_size, stat.st_mtime_ns)
+    if inflated > claim.nbytes + GZIP_MARGIN_BYTES:
+        raise ValueError(f"{claim.path}: decompresses to more than {claim.nbytes + GZIP_MARGIN_BYTES:,} bytes, "
+                         f"beyond the {claim.nbytes:,} its header claims ({claim.what}); refusing a possible "
+                         "decompression bomb: check where the file comes from")
+    if inflated < claim.nbytes:
+        return (f"the header claims {claim.what}, {claim.nbytes:,} bytes, but the file decompresses to "
+                f"{inflated:,}")
+    return None
+
+
+def _check_file_claims(info: VolumeInfo) -> None:
+    """Refuse files that hold less than their headers claim: one file by its name, a series by its folder."""
+    bad = [(claim.path, problem) for claim in info.claims if (problem := _claim_problem(claim))]
+    if not bad:
+        return
+    if len(info.claims) == 1:
+        raise ValueError(f"cannot read {bad[0][0]}: {bad[0][1]}; the file is corrupt or truncated: copy or export "
+                         "it again")
+    raise ValueError(f"cannot read {info.path}: {len(bad)} file(s) with corrupt or truncated pixel data: "
+                     + "; ".join(f"{path.name} ({problem})" for path, problem in bad[:5])
+                     + ("; ..." if len(bad) > 5 else "") + ": copy or export the series again")
+
+
+def check_claims(info: VolumeInfo, max_voxels: int | None = None) -> None:
+    """Check what a header claims against what its file can hold, before any buffer is sized.
+
+    Every format's header reader passes through here (:func:`medt3d.data.readers.read_header`). The
+    checks: a positive shape whose voxels (all channels) stay within ``max_voxels``; a finite affine
+    with a positive voxel size along each axis; each file's claims (:attr:`VolumeInfo.claims`): an
+    uncompressed file at least as large as the header says, a gzip stream that inflates to what the
+    header says (counted in chunks and stopped a margin past it, so a decompression bomb is never
+    inflated).
+
+    Args:
+        info: the header, as the format's header reader gave it.
+        max_voxels: the most voxels the volume may hold (``infer.max_voxels``); None: :data:`DEFAULT_MAX_VOXELS`.
+
+    Raises:
+        ValueError: a header that claims more than its file holds, or more than one case may hold; the
+            message names the file, the claim and what to do.
+    """
+    cap = DEFAULT_MAX_VOXELS if max_voxels is None else int(max_voxels)
+    shape = tuple(int(v) for v in info.shape)
+    text = "x".join(map(str, shape))
+    if not shape or min(shape) < 1:
+        raise ValueError(f"{info.path}: the header claims a shape of {text or 'nothing'}; every axis needs at "
+                         "least one voxel: the header is corrupt")
+    voxels = math.prod(shape)
+    if voxels > cap:
+        raise ValueError(f"{info.path}: the header claims {text} = {voxels:,} voxels, more than the {cap:,} one "
+                         "case may hold (infer.max_voxels); if the scan is real, raise infer.max_voxels (it needs "
+                         f"about {4 * voxels / 1e9:.1f} GB as float32), else the header is corrupt")
+    affine = np.asarray(info.affine, dtype=np.float64)
+    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
+        raise ValueError(f"{info.path}: the header's voxel-to-world matrix is not finite; the geometry is corrupt: "
+                         "fix the header (spacing, origin, direction) and save it again")
+    spacing = voxel_spacing(affine)
+    if min(spacing[:3]) <= 0:
+        raise ValueError(f"{info.path}: the header gives a voxel size of {_fmt(spacing)} mm; every axis needs a "
+                         "positive size: set the true voxel size in the header and save it again")
+    _check_file_claims(info)
 
 
 def as_loaded(array: np.ndarray | torch.Tensor, affine: Any, path: str | Path,

@@ -42,7 +42,7 @@ def read_header(path: Path, series_uid: str | None = None) -> VolumeInfo:
     """
     series = scan_series(path, series_uid)
     return VolumeInfo(path, DICOM, series.shape, series.affine, series.files, series.uid, series.multiframe,
-                      series.tilt_shifts)
+                      series.tilt_shifts, claims=series.claims)
 
 
 class DicomSeriesReader(ITKReader):

@@ -8,14 +8,14 @@ one enhanced object (:mod:`medt3d.data.readers.multiframe`) pass the same checks
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from medt3d.data.geometry import flip_lps_ras
-from medt3d.data.readers.common import _fmt, _warn_once
+from medt3d.data.readers.common import FileClaim, _fmt, _warn_once
 
 __all__ = ["DICOM_SUFFIXES", "check_dicom_series", "correct_tilt", "dicom_files", "is_dicom_file", "scan_series"]
 
@@ -53,6 +53,8 @@ _DICOM_TAGS = [
     "PixelSpacing",
     "RescaleSlope",
     "RescaleIntercept",
+    "BitsAllocated",
+    "SamplesPerPixel",
 ]
 #: modalities whose stored values mean nothing without RescaleSlope and RescaleIntercept (type 1 there)
 _RESCALED_MODALITIES = ("CT", "PT")
@@ -93,6 +95,7 @@ class _Slice:
     orientation: np.ndarray | None
     pixel_spacing: np.ndarray | None
     frames: int
+    claim: FileClaim | None = None
 
 
 @dataclass
@@ -103,6 +106,7 @@ class _Series:
     shape: tuple[int, int, int]
     multiframe: bool = False
     tilt_shifts: np.ndarray | None = None
+    claims: list[FileClaim] = field(default_factory=list)
 
 
 def _floats(value: Any, count: int) -> np.ndarray | None:
@@ -122,7 +126,8 @@ def _read_dicom_headers(folder: Path) -> tuple[dict[str, list[tuple[Path, Any]]]
     problems: list[str] = []
     for path in dicom_files(folder):
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True, specific_tags=_DICOM_TAGS)
+            # PixelData's value is deferred (not read): its position bounds what the file can hold
+            ds = pydicom.dcmread(path, force=True, specific_tags=[*_DICOM_TAGS, "PixelData"], defer_size=1024)
         except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as err:
             problems.append(f"{path}: unreadable DICOM header ({type(err).__name__}: {err})")
             continue
@@ -142,12 +147,32 @@ def _describe_series(uid: str, members: list[tuple[Path, Any]]) -> str:
     return f"{uid} ({', '.join(parts)})"
 
 
-def _to_slice(path: Path, ds: Any) -> _Slice:
-    frames = ds.get("NumberOfFrames")
+def _int(ds: Any, tag: str, default: int) -> int:
     try:
-        frames_n = int(frames) if frames not in (None, "") else 1
+        value = ds.get(tag)
+        return int(value) if value not in (None, "") else default
     except (TypeError, ValueError):
-        frames_n = 1
+        return default
+
+
+def _pixel_claim(path: Path, ds: Any, frames: int) -> FileClaim | None:
+    """The bytes an uncompressed file's header claims: where its PixelData begins plus Rows x Columns x frames
+    x samples x bits; None for compressed pixel data, whose decoded size only the voxel cap bounds."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is not None and getattr(syntax, "is_compressed", False):
+        return None
+    rows, columns = _int(ds, "Rows", 0), _int(ds, "Columns", 0)
+    bits, samples = _int(ds, "BitsAllocated", 16), _int(ds, "SamplesPerPixel", 1)
+    nbytes = rows * columns * max(frames, 1) * max(samples, 1) * max(bits, 1) // 8
+    element = ds.get_item("PixelData") if "PixelData" in ds else None
+    start = int(getattr(element, "value_tell", None) or 0) if element is not None else path.stat().st_size
+    what = (f"Rows {rows} x Columns {columns} x {frames} frame(s) x {samples} sample(s) of {bits} bits of pixel "
+            f"data from byte {start}")
+    return FileClaim(path, start + nbytes, what)
+
+
+def _to_slice(path: Path, ds: Any) -> _Slice:
+    frames_n = _int(ds, "NumberOfFrames", 1)
     return _Slice(
         path=path,
         rows=int(ds.Rows) if ds.get("Rows") is not None else None,
@@ -156,6 +181,7 @@ def _to_slice(path: Path, ds: Any) -> _Slice:
         orientation=_floats(ds.get("ImageOrientationPatient"), 6),
         pixel_spacing=_floats(ds.get("PixelSpacing"), 2),
         frames=frames_n,
+        claim=_pixel_claim(path, ds, frames_n),
     )
 
 
@@ -282,8 +308,11 @@ def scan_series(folder: str | Path, series_uid: str | None = None) -> _Series:
                              "file: put each in its own folder")
         from medt3d.data.readers.multiframe import multiframe_series
 
-        return multiframe_series(multi[0], uid, where)
-    return stack_series(slices, uid, where, problems)
+        series = multiframe_series(multi[0], uid, where)
+    else:
+        series = stack_series(slices, uid, where, problems)
+    series.claims = [s.claim for s in slices if s.claim is not None]
+    return series
 
 
 def stack_series(slices: list[_Slice], uid: str, where: str, problems: list[str] | None = None) -> _Series:
@@ -295,6 +324,11 @@ def stack_series(slices: list[_Slice], uid: str, where: str, problems: list[str]
         missing = [s.path.name for s in slices if getattr(s, attr) is None]
         if missing:
             problems.append(f"{where}: {len(missing)} file(s) lack a valid {tag}, e.g. {', '.join(missing[:5])}")
+    negative = [s for s in slices if s.pixel_spacing is not None and (s.pixel_spacing <= 0).any()]
+    if negative:
+        problems.append(f"{where}: {len(negative)} file(s) have a PixelSpacing that is not positive, e.g. "
+                        f"{negative[0].path.name} with {_fmt(negative[0].pixel_spacing)} mm; a pixel has a positive "
+                        "size: correct PixelSpacing (row spacing, column spacing in mm) in the headers")
     # 2) one in-plane grid
     sizes: dict[Any, list[Path]] = defaultdict(list)
     for s in slices:

@@ -26,7 +26,7 @@ __all__ = ["LoadVolumed", "find_inputs", "image_files", "load_image", "load_volu
 
 
 def load_volume(path: str | Path, series_uid: str | None = None, dtype: Any = np.float32,
-                channels: int | None = 1) -> Any:
+                channels: int | None = 1, max_voxels: int | None = None) -> Any:
     """Load a NIfTI file, NRRD file or DICOM series folder as a channel-first ``MetaTensor``.
 
     The result matches MONAI's ``LoadImage(image_only=True, ensure_channel_first=True)``: shape
@@ -38,14 +38,16 @@ def load_volume(path: str | Path, series_uid: str | None = None, dtype: Any = np
         dtype: voxel type of the result (as ``LoadImage``; float32 by default there too).
         channels: a 4-D file with this many volumes is read as that many channels (C, X, Y, Z);
             ``None`` takes a 4-D file's volumes as channels, however many.
+        max_voxels: the most voxels the volume may hold (``infer.max_voxels``); None: the readers' default.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: unsupported, unreadable, corrupt or truncated input, a DICOM series with gaps or
-            mixed slices, or an image that is not 3-D (a 4-D image with one volume is squeezed).
+        ValueError: unsupported, unreadable, corrupt or truncated input, a header that claims more than
+            its file holds or more than ``max_voxels``, a DICOM series with gaps or mixed slices, or an
+            image that is not 3-D (a 4-D image with one volume is squeezed).
     """
     path = Path(path)
-    info = read_header(path, series_uid)
+    info = read_header(path, series_uid, max_voxels)
     n_channels = info.shape[3] if len(info.shape) == 4 else 1
     require_3d(info, n_channels if channels is None else channels)
     img = FORMATS[info.kind].load(info, dtype)
@@ -61,7 +63,7 @@ def image_files(image: str | Path | Sequence[str | Path]) -> list[Path]:
 
 
 def load_image(image: str | Path | Sequence[str | Path], series_uid: str | None = None, dtype: Any = np.float32,
-               channels: int | None = 1) -> Any:
+               channels: int | None = 1, max_voxels: int | None = None) -> Any:
     """Load a case's image as a (C, X, Y, Z) ``MetaTensor``: one file, a 4-D file of channels, or one file per channel.
 
     Channel files must lie on one grid (shape and affine); they are stacked in the order given.
@@ -72,13 +74,15 @@ def load_image(image: str | Path | Sequence[str | Path], series_uid: str | None 
         series_uid: which series to read in DICOM folders that hold several.
         dtype: voxel type.
         channels: channels the case must have (``data.in_channels``); ``None``: whatever it holds.
+        max_voxels: the most voxels each file may hold; None: the readers' default.
 
     Raises:
         FileNotFoundError: a file does not exist.
         ValueError: as :func:`load_volume`, channel files on different grids, or another number of channels.
     """
     files = image_files(image)
-    parts = [load_volume(f, series_uid, dtype, channels=channels if len(files) == 1 else 1) for f in files]
+    parts = [load_volume(f, series_uid, dtype, channels=channels if len(files) == 1 else 1, max_voxels=max_voxels)
+             for f in files]
     first = parts[0]
     for path, part in zip(files[1:], parts[1:]):
         problem = _grid_problem(files[0], first, path, part)
@@ -106,6 +110,7 @@ class LoadVolumed(MapTransform):
         check_grid: require every loaded key to share the first key's grid.
         channels: channels of the ``image`` key (one file, a 4-D file, or a list of one file per
             channel: see :func:`load_image`); other keys are single 3-D volumes.
+        max_voxels: the most voxels each file may hold (``infer.max_voxels``); None: the readers' default.
     """
 
     def __init__(
@@ -115,11 +120,13 @@ class LoadVolumed(MapTransform):
         dtype: Any = np.float32,
         check_grid: bool = True,
         channels: int = 1,
+        max_voxels: int | None = None,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.dtype = dtype
         self.check_grid = check_grid
         self.channels = channels
+        self.max_voxels = max_voxels
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         """Load every key of ``data`` that names a volume."""
@@ -128,9 +135,10 @@ class LoadVolumed(MapTransform):
         for key in self.key_iterator(d):
             uid = d.get(f"{key}_series_uid", d.get("series_uid") if key == "image" else None)
             if key == "image":
-                img = load_image(d[key], series_uid=uid, dtype=self.dtype, channels=self.channels)
+                img = load_image(d[key], series_uid=uid, dtype=self.dtype, channels=self.channels,
+                                 max_voxels=self.max_voxels)
             else:
-                img = load_volume(d[key], series_uid=uid, dtype=self.dtype)
+                img = load_volume(d[key], series_uid=uid, dtype=self.dtype, max_voxels=self.max_voxels)
             d[key] = img
             if not self.check_grid:
                 continue

@@ -9,7 +9,7 @@ import numpy as np
 from monai.data import ITKReader, MetaTensor
 
 from medt3d.data.geometry import flip_lps_ras
-from medt3d.data.readers.common import VolumeInfo, check_reader_affine, load_with_monai
+from medt3d.data.readers.common import FileClaim, VolumeInfo, check_reader_affine, load_with_monai
 
 __all__ = ["NRRD", "NRRD_SUFFIXES", "detect", "load", "read_header"]
 
@@ -20,6 +20,50 @@ NRRD_SUFFIXES = (".nrrd", ".nhdr")
 def detect(path: Path) -> bool:
     """True for a file named ``*.nrrd`` or ``*.nhdr`` (any case)."""
     return not path.is_dir() and path.name.lower().endswith(NRRD_SUFFIXES)
+
+
+#: bytes per value of NRRD's type names (their canonical words, as in the NRRD specification)
+_TYPE_BYTES = (("longlong", 8), ("long long", 8), ("int64", 8), ("double", 8), ("short", 2), ("int16", 2),
+               ("char", 1), ("int8", 1), ("int", 4), ("float", 4))
+#: the most header bytes read when looking for the fields of the claim
+_MAX_HEADER = 1 << 16
+
+
+def _claim(path: Path) -> FileClaim | None:
+    """The bytes a raw or gzip NRRD's header claims for its voxels (attached or in one detached data file).
+
+    None when the header uses what this check does not follow (other encodings, skips, several data
+    files): the voxel cap still applies.
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(_MAX_HEADER)
+    end = head.find(b"\n\n")
+    fields: dict[str, str] = {}
+    for line in head[: end if end >= 0 else len(head)].decode("latin-1").splitlines()[1:]:
+        key, sep, value = line.partition(":")
+        if sep and not line.startswith("#"):
+            fields[key.strip().lower().replace(" ", "")] = value.lstrip("=").strip()
+    encoding = fields.get("encoding", "").lower()
+    if encoding not in ("raw", "gzip", "gz") or fields.get("byteskip", "0") != "0" or fields.get("lineskip", "0") != "0":
+        return None
+    size = next((n for word, n in _TYPE_BYTES if word in fields.get("type", "").lower()), None)
+    try:
+        sizes = [int(v) for v in fields.get("sizes", "").split()]
+    except ValueError:
+        return None
+    if size is None or not sizes:
+        return None
+    nbytes = int(np.prod(sizes, dtype=object)) * size
+    datafile = fields.get("datafile")
+    if datafile is None and end < 0:
+        return None
+    target, start = (path, end + 2) if datafile is None else (path.parent / datafile, 0)
+    if datafile is not None and (" " in datafile or not target.is_file()):
+        return None
+    what = f"{'x'.join(map(str, sizes))} values of {fields['type']}"
+    if encoding == "raw":
+        return FileClaim(target, start + nbytes, what + f" from byte {start}")
+    return FileClaim(target, nbytes, what, gzip=True, start=start)
 
 
 def read_header(path: Path, series_uid: str | None = None) -> VolumeInfo:
@@ -50,7 +94,8 @@ def read_header(path: Path, series_uid: str | None = None) -> VolumeInfo:
     lps = np.eye(4)
     lps[:sr, :sr] = direction[:sr, :sr] @ np.diag(spacing[:sr])
     lps[:sr, 3] = origin[:sr]
-    return VolumeInfo(path, NRRD, shape, flip_lps_ras(lps))
+    claim = _claim(path)
+    return VolumeInfo(path, NRRD, shape, flip_lps_ras(lps), claims=[claim] if claim else [])
 
 
 def load(info: VolumeInfo, dtype: Any) -> MetaTensor:

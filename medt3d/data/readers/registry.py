@@ -102,16 +102,18 @@ def detect_kind(path: str | Path) -> str:
     raise ValueError(f"unsupported input {path}: expected {supported()}")
 
 
-def read_header(path: str | Path, series_uid: str | None = None) -> VolumeInfo:
+def read_header(path: str | Path, series_uid: str | None = None, max_voxels: int | None = None) -> VolumeInfo:
     """Read shape and geometry of a volume from its header only (cheap), through its format's entry.
 
-    Every header passes :func:`~medt3d.data.readers.common.check_claims` before any voxel is read.
+    Every header passes :func:`~medt3d.data.readers.common.check_claims` (with ``max_voxels``, the cap on
+    one volume's voxels; None: the default) before any voxel is read.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: unsupported kind, or an unreadable header (the message names the file).
+        ValueError: unsupported kind, an unreadable header, or a header that claims more than its file or
+            the cap holds (the message names the file).
     """
     path = Path(path)
     info = FORMATS[detect_kind(path)].read_header(path, series_uid)
-    check_claims(info)
+    check_claims(info, max_voxels)
     return info
