@@ -111,3 +111,33 @@ def test_load_model_once_and_reuse_it_like_infer_with_a_checkpoint(scan_and_refe
     np.testing.assert_array_equal(np.asarray(again.label.dataobj), expected)
     with pytest.raises(FileNotFoundError):
         medt3d.load_model(tmp_path / "missing.pt")
+
+
+def test_inputs_a_cast_would_change_silently_are_refused(scan_and_reference, model):
+    """D12: a SimpleITK direction of 2*I gave volumes 8x too large; bool and complex arrays were cast."""
+    scan, _ = scan_and_reference
+    image = sitk.ReadImage(str(scan))
+    image.SetDirection([2.0, 0, 0, 0, 2.0, 0, 0, 0, 2.0])
+    with pytest.raises(ValueError, match=r"direction .* is not a rotation \(its columns have lengths 2, 2, 2"):
+        medt3d.predict(image, model)
+    img = nib.load(scan)
+    array = np.asarray(img.dataobj, dtype=np.float32)
+    with pytest.raises(ValueError, match=r"NumPy array is boolean \(a mask\?\)"):
+        medt3d.predict(array > 0, model, affine=img.affine)
+    with pytest.raises(ValueError, match=r"NumPy array holds complex values"):
+        medt3d.predict(array.astype(np.complex64), model, affine=img.affine)
+    with pytest.raises(ValueError, match=r"MetaTensor is boolean"):
+        medt3d.predict(MetaTensor(torch.from_numpy(array > 0), affine=torch.as_tensor(img.affine)), model)
+    with pytest.raises(ValueError, match=r"SimpleITK image is boolean|SimpleITK image holds complex"):
+        medt3d.predict(sitk.Cast(sitk.ReadImage(str(scan)), sitk.sitkComplexFloat32), model)
+    flat = img.affine.copy()
+    flat[:3, 0] = 0
+    with pytest.raises(ValueError, match=r"affine of the NumPy array is not finite or has a zero voxel size"):
+        medt3d.predict(array, model, affine=flat)
+
+
+def test_a_complex_nifti_file_is_refused_naming_it(tmp_path):
+    path = tmp_path / "complex.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.complex64), np.eye(4)), str(path))
+    with pytest.raises(ValueError, match=r"complex\.nii\.gz: the voxels are complex \(complex64\)"):
+        medt3d.predict(path, Predictor(ThresholdNet(), threshold_config(*OVERRIDES), "cpu"))

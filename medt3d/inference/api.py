@@ -86,7 +86,9 @@ def predict(image: Any, model: Predictor, affine: np.ndarray | None = None,
         the label table and the volume of each structure in mL.
 
     Raises:
-        ValueError: an unsupported kind, a NumPy array without affine, not 3-D, NaN/Inf voxels.
+        ValueError: an unsupported kind, a NumPy array without affine, not 3-D, NaN/Inf voxels, a boolean
+            or complex array, an affine that is not finite or has a zero voxel size, a SimpleITK direction
+            that is not a rotation.
         FileNotFoundError: a path that does not exist.
     """
     kind, volume, source = _as_volume(image, affine)
@@ -111,31 +113,65 @@ def _as_volume(image: Any, affine: np.ndarray | None) -> tuple[str, MetaTensor |
     if isinstance(image, (str, Path)):
         return "path", None, str(image)
     if isinstance(image, MetaTensor):
+        _check_dtype(image.dtype, "MetaTensor")
         data = image if image.dim() == 4 else image.unsqueeze(0)
         return "metatensor", _volume(data.as_tensor(), np.asarray(image.affine), "MetaTensor"), "<MetaTensor>"
     if isinstance(image, np.ndarray):
         if affine is None:
             raise ValueError("predict: a NumPy array needs its affine (4x4 voxel-to-RAS, as NIfTI), e.g. "
                              "medt3d.predict(array, model, affine=img.affine)")
+        _check_dtype(image.dtype, "NumPy array")
         return "numpy", _volume(torch.as_tensor(image)[None], np.asarray(affine), "NumPy array"), "<NumPy array>"
     if _is_nibabel(image):
         name = str(image.get_filename() or "<nibabel image>")
+        _check_dtype(image.get_data_dtype(), f"nibabel image {name}")
         array = np.asarray(image.dataobj, dtype=np.float32)
         return "nibabel", _volume(torch.from_numpy(array)[None], np.asarray(image.affine), name), name
     if _is_sitk(image):
         import SimpleITK as sitk
 
-        array = sitk.GetArrayFromImage(image).astype(np.float32).transpose()  # (z, y, x) -> (x, y, z)
+        _check_sitk_direction(image)
+        raw = sitk.GetArrayFromImage(image)
+        _check_dtype(raw.dtype, "SimpleITK image")
+        array = raw.astype(np.float32).transpose()  # (z, y, x) -> (x, y, z)
         return "sitk", _volume(torch.from_numpy(np.ascontiguousarray(array))[None], _sitk_ras_affine(image),
                                "SimpleITK image"), "<SimpleITK image>"
     raise ValueError(f"predict: cannot segment a {type(image).__name__}; give a path, a nibabel or SimpleITK image, "
                      "a MONAI MetaTensor or a NumPy array with affine=")
 
 
+def _check_dtype(dtype: Any, what: str) -> None:
+    """Refuse voxels that a cast to float would silently change: a mask (bool) or complex values."""
+    if isinstance(dtype, torch.dtype):
+        kind = "b" if dtype == torch.bool else "c" if dtype.is_complex else "f"
+    else:
+        kind = np.dtype(dtype).kind
+    if kind == "b":
+        raise ValueError(f"predict: the {what} is boolean (a mask?); give the scan's intensities (e.g. HU for CT)")
+    if kind == "c":
+        raise ValueError(f"predict: the {what} holds complex values; give real intensities, e.g. the magnitude "
+                         "(numpy.abs) of an MR reconstruction")
+
+
+def _check_sitk_direction(image: Any) -> None:
+    """Refuse a direction that is not a rotation: SimpleITK would scale the voxel size by it."""
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-4):
+        lengths = ", ".join(f"{v:.4g}" for v in np.linalg.norm(direction, axis=0))
+        raise ValueError(f"predict: the SimpleITK image's direction {direction.round(4).tolist()} is not a rotation "
+                         f"(its columns have lengths {lengths}, not 1, or are not orthogonal); the direction holds "
+                         "unit axis vectors and the voxel size goes in SetSpacing: fix them with SetDirection and "
+                         "SetSpacing")
+
+
 def _volume(data: torch.Tensor, affine: np.ndarray, what: str) -> MetaTensor:
     if data.dim() != 4 or affine.shape != (4, 4):
         raise ValueError(f"predict: the {what} must be a 3-D volume (X, Y, Z) with a 4x4 affine, got shape "
                          f"{list(data.shape[1:])} and affine shape {list(affine.shape)}")
+    affine = np.asarray(affine, dtype=np.float64)
+    if not np.all(np.isfinite(affine)) or min(np.linalg.norm(affine[:3, :3], axis=0)) <= 0:
+        raise ValueError(f"predict: the affine of the {what} is not finite or has a zero voxel size "
+                         f"({affine[:3].round(4).tolist()}); give the 4x4 voxel-to-RAS matrix of the scan")
     return as_loaded(data.float(), affine, what)
 
 

@@ -69,6 +69,9 @@ def read_header(path: Path, series_uid: str | None = None) -> VolumeInfo:
         quiet.setLevel(level)
     if problem:
         raise ValueError(problem)
+    if dtype.kind == "c":
+        raise ValueError(f"{path}: the voxels are complex ({dtype.name}); medt3d reads real intensities: save the "
+                         "magnitude (numpy.abs) as the image")
     voxels = int(np.prod(shape, dtype=object)) if shape else 0
     what = f"{'x'.join(map(str, shape))} voxels of {dtype.name} from byte {offset}"
     claim = FileClaim(path, offset + voxels * dtype.itemsize, what, gzip=path.name.lower().endswith(".gz"))
