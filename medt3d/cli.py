@@ -16,7 +16,14 @@ import sys
 from pathlib import Path
 
 from medt3d import __version__
-from medt3d.errors import ENVIRONMENT_ERRORS, EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_INTERRUPTED, USER_ERRORS
+from medt3d.errors import (
+    ENVIRONMENT_ERRORS,
+    EXIT_BAD_INPUT,
+    EXIT_ENVIRONMENT,
+    EXIT_INTERRUPTED,
+    USER_ERRORS,
+    is_environment_error,
+)
 
 #: Command modules, in the order ``medt3d --help`` lists them.
 COMMANDS = ("inspect", "phantoms", "train", "evaluate", "infer", "export", "demo", "bench")
@@ -53,14 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = int(args.func(args) or 0)
         return code
-    except USER_ERRORS as err:
+    except (*USER_ERRORS, *ENVIRONMENT_ERRORS) as err:
         if args.debug:
             raise
-        print(f"medt3d {args.command}: error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except ENVIRONMENT_ERRORS as err:
-        if args.debug:
-            raise
+        if not is_environment_error(err):
+            print(f"medt3d {args.command}: error: {err}", file=sys.stderr)
+            return EXIT_BAD_INPUT
         reason = "out of memory" if isinstance(err, MemoryError) else "system error"
         print(f"medt3d {args.command}: {reason}: {err or type(err).__name__}", file=sys.stderr)
         return EXIT_ENVIRONMENT

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -88,7 +89,8 @@ def check_writable_dir(path: str | Path) -> Path:
     """Create ``path`` if needed and prove it is writable, failing fast with a clear message.
 
     Raises:
-        PermissionError: the folder cannot be created or written.
+        OSError: the folder cannot be created or written, with the system's errno (a ``PermissionError``
+            for a missing permission; a read-only or full disk keeps its own).
     """
     path = Path(path)
     try:
@@ -96,7 +98,9 @@ def check_writable_dir(path: str | Path) -> Path:
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
             pass
     except OSError as err:
-        raise PermissionError(f"output folder {path} is not writable: {err.strerror or err}") from None
+        code = err.errno if err.errno is not None else errno.EACCES
+        raise OSError(code, f"output folder {path} is not writable: {err.strerror or err}; free space or choose "
+                            "a writable folder") from None
     return path
 
 

@@ -157,23 +157,25 @@ def test_bad_cases_fail_alone_with_clear_messages(scans, tmp_path: Path):
     two = bad / "two_series"
     write_dicom_series(two, image.astype(np.int16), (1, 1, 1), np.eye(3), (0, 0, 0), prefix="a_")
     write_dicom_series(two, image.astype(np.int16), (1, 1, 1), np.eye(3), (0, 0, 50), prefix="b_")
-    missing = tmp_path / "missing.nii.gz"
-    inputs = [scans["nifti"], *sorted(p for p in bad.iterdir() if p.name.endswith(".nii.gz")), two, missing]
+    inputs = [scans["nifti"], *sorted(p for p in bad.iterdir() if p.name.endswith(".nii.gz")), two]
     out = tmp_path / "out"
     summary = _run(inputs, out)
     assert summary["exit_code"] == 1
     assert summary["done"] == 1 and (out / "ct_a_seg.nii.gz").is_file()
     errors = {f["case"]: f["error"] for f in summary["failed"]}
-    assert set(errors) == {"four_d", "two_d", "nan", "corrupt", "two_series", "missing"}
+    assert set(errors) == {"four_d", "two_d", "nan", "corrupt", "two_series"}
     assert "4-D image" in errors["four_d"] and "four_d.nii.gz" in errors["four_d"]
     assert "2-D image" in errors["two_d"]
     assert "1 NaN and 0 Inf" in errors["nan"] and "nan.nii.gz" in errors["nan"]
     assert "corrupt.nii.gz" in errors["corrupt"]
     assert "holds 2 DICOM series" in errors["two_series"]
-    assert "not found" in errors["missing"] and "missing.nii.gz" in errors["missing"]
     assert json.loads((out / "summary.json").read_text())["failed"] == summary["failed"]
     for name in errors:  # nothing half-written for failed cases
         assert not list(out.glob(f"{name}_*"))
+    missing = tmp_path / "missing.nii.gz"  # a missing input is bad usage: nothing is segmented (exit code 2)
+    with pytest.raises(FileNotFoundError, match=r"input\(s\) not found: .*missing\.nii\.gz; nothing was segmented"):
+        _run([scans["nifti"], missing], tmp_path / "out2")
+    assert not (tmp_path / "out2").exists()
 
 
 def test_a_series_without_frame_of_reference_gets_a_dicom_seg_with_a_new_one(shared_data: Path, tmp_path: Path):
@@ -474,6 +476,7 @@ def test_cli_with_a_checkpoint_exit_codes_and_summary(scans, tmp_path: Path):
     (run_dir / "checkpoints").mkdir(parents=True)
     ckpt.rename(run_dir / "checkpoints" / "best.pt")
     ckpt = run_dir  # a training run folder works as --model too
+    (tmp_path / "nope.nii.gz").write_bytes(b"not a scan")  # a bad file fails its case (a missing one: exit code 2)
     rc = main(["infer", str(scans["nifti"]), str(tmp_path / "nope.nii.gz"), "--model", str(ckpt),
                "--output", str(tmp_path / "out2"), "--no-progress"])
     assert rc == 1

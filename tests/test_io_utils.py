@@ -28,7 +28,7 @@ def test_failed_atomic_dir_leaves_nothing(tmp_path: Path):
 def test_unwritable_dir_is_a_clear_error(tmp_path: Path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(PermissionError, match="not writable"):
+    with pytest.raises(NotADirectoryError, match="not writable"):  # a file in the way: bad input, exit code 2
         check_writable_dir(blocker / "sub")
 
 

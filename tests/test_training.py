@@ -275,7 +275,7 @@ def test_label_values_out_of_range_fail_before_training(phantom_dir: Path, tmp_p
 def test_unwritable_output_fails_fast(phantom_dir: Path, tmp_path: Path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    with pytest.raises(PermissionError, match="not writable"):
+    with pytest.raises(NotADirectoryError, match="not writable"):
         train(tiny_cfg(), phantom_dir, blocker / "run")
 
 

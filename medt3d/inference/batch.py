@@ -47,7 +47,7 @@ from medt3d.data.geometry import voxel_spacing
 from medt3d.data.readers import DICOM, detect_kind
 from medt3d.devices import resolve_device
 from medt3d.distributed import DistInfo, cleanup_distributed, init_distributed, shard
-from medt3d.errors import USER_ERRORS
+from medt3d.errors import FULL_OR_READ_ONLY, USER_ERRORS
 from medt3d.inference.cases import Case, check_no_overwrite, discover_cases, group_channel_files
 from medt3d.inference.inferer import inference_window
 from medt3d.inference.outputs import OUTPUTS, OutputContext, case_outputs, selectable_formats
@@ -461,6 +461,10 @@ def _one(case: Case, predictor: Predictor, out_dir: Path, options: InferOptions,
     start = time.perf_counter()
     try:
         return _run_case(case, predictor, out_dir, options, model_info, table, info, loaded)
+    except OSError as err:
+        if err.errno in FULL_OR_READ_ONLY:  # every later case would fail too: stop the batch (exit code 3)
+            raise
+        message = str(err) if isinstance(err, USER_ERRORS) else f"{type(err).__name__}: {err}"
     except USER_ERRORS as err:
         message = str(err)
     except Exception as err:  # an unexpected failure of one case must not stop the batch

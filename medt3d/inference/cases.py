@@ -85,11 +85,22 @@ def discover_cases(inputs: Sequence[str | Path], output: str | Path) -> list[Cas
     The order is deterministic (sorted), the same on every rank.
 
     Raises:
-        ValueError: ``output`` is inside (or is) a DICOM input folder, or no inputs were given.
+        FileNotFoundError: an input does not exist (all missing ones are named).
+        ValueError: ``output`` is an input folder or inside a DICOM input folder, or no inputs were given.
     """
     if not inputs:
         raise ValueError("no inputs given")
     out = Path(output)
+    missing = [str(text) for text in inputs if not Path(text).exists()]
+    if missing:
+        raise FileNotFoundError(f"input(s) not found: {', '.join(missing)}; nothing was segmented: check the "
+                                "path(s) and run again")
+    for text in inputs:
+        path = Path(text)
+        if path.is_dir() and out.resolve() == path.resolve():
+            raise ValueError(f"output folder {out} is the input folder {path}: the results would lie among the "
+                             f"scans; choose another output folder, e.g. --output {path.resolve().parent}/"
+                             f"{path.resolve().name}_seg")
     found: list[Path] = []
     failed: list[Case] = []
     for text in inputs:
