@@ -383,3 +383,21 @@ def test_killed_run_resumes_from_last_checkpoint(phantom_dir: Path, tmp_path: Pa
     assert load_checkpoint(last)["epoch"] == done + 1
     history = json.loads((run / "history.json").read_text())
     assert [h["epoch"] for h in history] == list(range(1, done + 2))
+
+
+def test_the_outcome_is_one_sensible_line_once(phantom_dir: Path, tmp_path: Path, monkeypatch, caplog, capsys):
+    """D16: "best val_mean_dice -1.0000 at epoch -1" was printed, twice (a log line and the command's print)."""
+    import medt3d.training.engine as engine
+    from medt3d.cli import main
+
+    caplog.set_level(logging.INFO, logger="medt3d")
+    result = train(tiny_cfg("train.max_epochs=1", "train.val_interval=0"), phantom_dir, tmp_path / "run")
+    lines = [r.getMessage() for r in caplog.records if "done in" in r.getMessage()]
+    assert len(lines) == 1 and "-1.0000" not in lines[0] and "epoch -1" not in lines[0]
+    assert "no validation val_mean_dice after 1 epoch(s)" in lines[0] and str(result.last_checkpoint) in lines[0]
+    validated = engine.TrainResult(tmp_path / "run", 0.8125, 3, 4)
+    assert validated.outcome().startswith("best val_mean_dice 0.8125 at epoch 3; model ")
+
+    monkeypatch.setattr(engine, "train", lambda *args, **kwargs: result)
+    assert main(["train", "--config", "demo", "--data-dir", str(phantom_dir), "--output", str(tmp_path / "r2")]) == 0
+    assert "best" not in capsys.readouterr().out  # the command adds no second line

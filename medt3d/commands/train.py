@@ -40,15 +40,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command."""
-    from medt3d.distributed import is_main_process
     from medt3d.training.engine import train
 
     if args.resume and args.overwrite:
         raise ValueError("--resume continues the run in --output and --overwrite replaces it: pass one of them")
     flags = {key: getattr(args, flag) for flag, key in FLAG_KEYS.items()}
     cfg = config_from_args(args, flags)
-    result = train(cfg, args.data_dir, args.output, resume=args.resume, tracking_uri=args.tracking_uri,
-                   overwrite=args.overwrite, overrides=explicit_overrides(args, flags))
-    if is_main_process():
-        print(f"best {result.best_metric:.4f} (epoch {result.best_epoch}); checkpoints in {result.run_dir / 'checkpoints'}")
+    train(cfg, args.data_dir, args.output, resume=args.resume, tracking_uri=args.tracking_uri,
+          overwrite=args.overwrite, overrides=explicit_overrides(args, flags))  # it logs the outcome, once
     return 0

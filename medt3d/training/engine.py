@@ -95,6 +95,13 @@ class TrainResult:
         """The checkpoint to use: the best one, or the last one of a run that never validated."""
         return self.best_checkpoint if self.best_checkpoint.is_file() else self.last_checkpoint
 
+    def outcome(self) -> str:
+        """One line on the best validation, or why there is none, and where the checkpoint to use is."""
+        if self.best_epoch >= 1:
+            return f"best {KEY_METRIC} {self.best_metric:.4f} at epoch {self.best_epoch}; model {self.model_checkpoint}"
+        return (f"no validation {KEY_METRIC} after {self.epochs_run} epoch(s) (no validation cases, or "
+                f"train.val_interval not reached); model: the last epoch's weights, {self.model_checkpoint}")
+
 
 # --------------------------------------------------------------------------- data
 
@@ -484,15 +491,14 @@ class Training:
                 self.trainer.run()
             if self.state.failure is not None:
                 raise ValueError(self.state.failure)
-            if self.info.is_main:
-                logger.info("done in %.0f s: best %s %.4f at epoch %d; checkpoints in %s", time.time() - start,
-                            KEY_METRIC, self.state.best_metric, self.state.best_epoch,
-                            RunLayout(self.run_dir).checkpoints)
+            result = TrainResult(run_dir=self.run_dir, best_metric=self.state.best_metric,
+                                 best_epoch=self.state.best_epoch, epochs_run=self.trainer.state.epoch,
+                                 losses=self.state.losses)
+            if self.info.is_main:  # the one line on the outcome (the train command prints no other)
+                logger.info("done in %.0f s: %s", time.time() - start, result.outcome())
         finally:
             cleanup_distributed()
-        return TrainResult(run_dir=self.run_dir, best_metric=self.state.best_metric,
-                           best_epoch=self.state.best_epoch, epochs_run=self.trainer.state.epoch,
-                           losses=self.state.losses)
+        return result
 
 
 def build_training(cfg: Config, data_dir: str | Path, output: str | Path, resume: bool = False,
