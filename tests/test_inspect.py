@@ -57,15 +57,18 @@ def test_inspect_json(data, tmp_path, capsys):
     assert result["png"] == str(png) and png.is_file()
 
 
-def test_inspect_default_png_in_working_dir_and_no_png(data, tmp_path, monkeypatch, capsys):
+def test_inspect_writes_its_png_only_into_a_folder_it_is_given(data, tmp_path, monkeypatch, capsys):
+    """Issue 35: inspect wrote <case>_overview.png into the current folder without being asked."""
     monkeypatch.chdir(tmp_path)
     assert main(["inspect", str(data)]) == 0
-    assert (tmp_path / "phantoms_overview.png").is_file()
-    assert "overview PNG: " in capsys.readouterr().out
-    (tmp_path / "phantoms_overview.png").unlink()
-    assert main(["inspect", str(data), "--no-png"]) == 0
     assert "overview PNG" not in capsys.readouterr().out
-    assert not list(tmp_path.glob("*.png"))
+    assert not list(tmp_path.rglob("*.png"))
+    assert main(["inspect", str(data), "--png-dir", str(tmp_path / "pngs")]) == 0
+    assert f"overview PNG: {tmp_path / 'pngs' / 'phantoms_overview.png'}" in capsys.readouterr().out
+    assert [p.name for p in tmp_path.rglob("*.png")] == ["phantoms_overview.png"]
+    assert main(["inspect", str(data), "--no-png"]) == 0
+    assert main(["inspect", str(data), "--png-dir", "d", "--png", "f.png"]) == 2
+    assert "pass one of them" in capsys.readouterr().err
 
 
 def test_inspect_errors(tmp_path, data, capsys):
@@ -146,6 +149,6 @@ def test_inspect_takes_one_scan_a_dicom_series_or_unlabelled_images(tmp_path, mo
         assert [c["name"] for c in fp["cases"]] == names and fp["modality"] == "CT"
         assert "x".join(map(str, fp["cases"][-1]["shape"])) == shape
         assert all(c.get("label") is None for c in fp["cases"]) and fp["problems"] == []
-    assert main(["inspect", str(scan)]) == 0  # the overview is named after the scan
+    assert main(["inspect", str(scan), "--png-dir", "."]) == 0  # the overview is named after the scan
     assert "layout scan" in capsys.readouterr().out and (tmp_path / "abdomen_ct_overview.png").is_file()
     _valid_png(tmp_path / "abdomen_ct_overview.png")

@@ -48,6 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "and their means in OUT_DIR/volumes.csv")
     p.add_argument("--skip-existing", action="store_true",
                    help="leave cases whose sidecar already exists in OUT_DIR (continue an interrupted batch)")
+    p.add_argument("--series-uid", metavar="UID",
+                   help="the SeriesInstanceUID to read in DICOM folders that hold several series (a folder with "
+                        "several and no --series-uid fails its case, listing them)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -84,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         save_probabilities=args.save_probabilities, precision=args.precision,
         output_formats=[*args.output_format, *(["dicom-seg"] if args.dicom_seg else [])],
         statistics=args.statistics, resample=args.resample,
-        skip_existing=args.skip_existing, progress=not args.no_progress,
+        skip_existing=args.skip_existing, progress=not args.no_progress, series_uid=args.series_uid,
     )
     summary = run_inference(args.inputs, args.output, model=args.model, options=options)
     if summary.get("world_size", 1) > 1 and not is_main_process():

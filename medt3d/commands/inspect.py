@@ -23,14 +23,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Read every case of DATA (any layout medt3d knows), report shape, spacing, orientation, "
             "intensities and label classes per case and for the dataset, suggest a config fragment "
-            "(target spacing, patch size for a memory budget, CT window) and write an overview PNG."
+            "(target spacing, patch size for a memory budget, CT window) and, when asked (--png-dir or --png), "
+            "write an overview PNG."
         ),
     )
     parser.add_argument("data", help="data folder (labels optional), dataset.json, datalist JSON, or one scan (NIfTI, NRRD or DICOM series folder)")
     parser.add_argument("--json", action="store_true", help="print the fingerprint and plan as JSON")
-    parser.add_argument("--png", type=Path, default=None,
-                        help="overview PNG to write (default: ./<DATA name>_overview.png)")
-    parser.add_argument("--no-png", action="store_true", help="do not write the overview PNG")
+    parser.add_argument("--png-dir", type=Path, default=None, metavar="DIR",
+                        help="write the overview PNG into DIR (created) as <DATA name>_overview.png; without it "
+                             "(or --png) no PNG is written")
+    parser.add_argument("--png", type=Path, default=None, metavar="FILE", help="write the overview PNG as FILE")
+    parser.add_argument("--no-png", action="store_true", help="write no overview PNG (the default)")
+    parser.add_argument("--series-uid", metavar="UID",
+                        help="the SeriesInstanceUID to read in DICOM folders that hold several series")
     parser.add_argument("--memory-gb", type=float, default=DEFAULT_MEMORY_GB,
                         help=f"memory for one training step, for the patch size (default {DEFAULT_MEMORY_GB:g})")
     parser.add_argument("--config", default=None,
@@ -40,11 +45,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _default_png(data: Path) -> Path:
+def _png_path(args: argparse.Namespace) -> Path | None:
+    """The overview PNG to write: ``--png FILE``, ``--png-dir DIR``/<DATA name>_overview.png, or none."""
     from medt3d.data.readers import strip_suffix
 
+    if args.png is not None and args.png_dir is not None:
+        raise ValueError("--png names the PNG file and --png-dir its folder: pass one of them")
+    if args.no_png or (args.png is None and args.png_dir is None):
+        return None
+    if args.png is not None:
+        return args.png
+    data = Path(args.data)
     name = strip_suffix(data.resolve()) if data.is_file() else data.resolve().name
-    return Path.cwd() / f"{name.removesuffix('.json') or 'data'}_overview.png"
+    args.png_dir.mkdir(parents=True, exist_ok=True)
+    return args.png_dir / f"{name.removesuffix('.json') or 'data'}_overview.png"
 
 
 def _fmt_num(value: float) -> str:
@@ -131,8 +145,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides) if (args.config or args.overrides) else None
     if args.memory_gb <= 0:
         raise ValueError(f"--memory-gb must be positive, got {args.memory_gb}")
-    png = None if args.no_png else (args.png or _default_png(data))
-    datalist = build_datalist(data, require_labels=False)
+    datalist = build_datalist(data, require_labels=False, series_uid=args.series_uid)
+    png = _png_path(args)
     labels = cfg.data.labels if cfg is not None and args.config else None
     modality = cfg.data.modality if cfg is not None and args.config else None
     fp = fingerprint_dataset(datalist, modality=modality, labels=labels, progress=sys.stderr.isatty())
@@ -145,7 +159,8 @@ def run(args: argparse.Namespace) -> int:
     if png is not None:
         # CT is shown through the config's window (what training sees); MR through its own percentiles
         window = window_bounds(used) if fp["modality"] == "CT" else None
-        write_overview([{"name": c["name"], "image": c["image"], "label": c.get("label")} for c in fp["cases"]],
+        write_overview([{"name": c["name"], "image": c["image"], "label": c.get("label"),
+                         "series_uid": c.get("series_uid")} for c in fp["cases"]],
                        png, window=window, labels=fp["labels"])
     if args.json:
         result: dict[str, Any] = {"fingerprint": fp, "plan": plan, "png": str(png) if png else None}

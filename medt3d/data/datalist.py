@@ -531,13 +531,14 @@ def _check_names(datalist: Datalist, problems: list[str]) -> None:
             problems.append(f"case {name!r} is in both {first} and {second}")
 
 
-def build_datalist(source: str | Path, require_labels: bool = True) -> Datalist:
+def build_datalist(source: str | Path, require_labels: bool = True, series_uid: str | None = None) -> Datalist:
     """Find the cases of a dataset folder (any layout in this module's docstring) or JSON file.
 
     Args:
         source: the data folder, an MSD ``dataset.json`` or an explicit JSON list.
         require_labels: every image needs a label (training, evaluation); when False, images
             without labels are kept without a ``"label"`` key.
+        series_uid: the series of every DICOM image folder that names none itself (``--series-uid``).
 
     Returns:
         The cases, sorted by name within each split.
@@ -576,6 +577,8 @@ def build_datalist(source: str | Path, require_labels: bool = True) -> Datalist:
         datalist = Datalist(_flat(source, problems, require_labels), [], "flat", None, None, source)
     if not datalist.cases and not problems:
         problems.append(f"no cases in {source}")
+    for case in datalist.cases if series_uid else ():
+        case.setdefault("series_uid", series_uid)
     _check_names(datalist, problems)
     _check_case_files(datalist.cases, problems)
     if problems:

@@ -79,13 +79,15 @@ def _read_case(case: Mapping[str, Any], samples: int, seed: int) -> tuple[dict, 
     from medt3d.data.readers import align_to, load_image, load_volume
 
     image_path = case["image"]
-    image = load_image(image_path, channels=None)  # a multi-channel case is described by its first channel
+    uid = case.get("image_series_uid", case.get("series_uid"))
+    image = load_image(image_path, uid, channels=None)  # a multi-channel case is described by its first channel
     affine = np.asarray(image.affine, dtype=np.float64)
     array = image[0].numpy()
     finite = array[np.isfinite(array)]
     out: dict[str, Any] = {
         "name": str(case.get("name", image_path)),
         "image": str(image_path) if isinstance(image_path, (str, Path)) else [str(p) for p in image_path],
+        **({"series_uid": uid} if uid else {}),
         "shape": [int(s) for s in array.shape],
         "spacing": voxel_spacing(affine),
         "orientation": "".join(nib.aff2axcodes(affine)),

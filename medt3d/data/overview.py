@@ -63,7 +63,7 @@ def write_overview(
     fig, axes = plt.subplots(len(shown), 2, figsize=(8, 4 * len(shown)), squeeze=False)
     present: set[int] = set()
     for row, case in zip(axes, shown):
-        image = load_image(case["image"], channels=None)  # the first channel is shown
+        image = load_image(case["image"], case.get("series_uid"), channels=None)  # the first channel is shown
         affine = np.asarray(image.affine, dtype=np.float64)
         img, spacing = to_ras(image[0].numpy(), affine)
         lab = None

@@ -52,7 +52,6 @@ from medt3d.inference.cases import Case, check_no_overwrite, discover_cases, gro
 from medt3d.inference.inferer import inference_window
 from medt3d.inference.outputs import OUTPUTS, OutputContext, case_outputs, selectable_formats
 from medt3d.inference.predictor import (
-    Prediction,
     Predictor,
     peak_rss_mb,
     sha256_file,
@@ -130,6 +129,7 @@ class InferOptions:
         skip_existing: leave cases that already have their sidecar and label in the output folder, made
             by the same model (the sidecar's weights hash and labels); others are segmented again.
         progress: progress bars over cases and windows.
+        series_uid: the series to read in DICOM folders that hold several (``--series-uid``).
     """
 
     device: str | None = None
@@ -146,6 +146,7 @@ class InferOptions:
     statistics: bool = False
     skip_existing: bool = False
     progress: bool = True
+    series_uid: str | None = None
 
     def __post_init__(self) -> None:
         unknown = [f for f in self.output_formats if f not in selectable_formats()]
@@ -197,11 +198,11 @@ def _run_case(case: Case, predictor: Predictor, out_dir: Path, options: InferOpt
     start = time.perf_counter()
     assert case.path is not None
     kind = detect_kind(case.path)
-    prediction: Prediction = predictor.predict(case.source, keep_image=options.statistics, loaded=loaded)
+    prediction = predictor.predict(case.source, keep_image=options.statistics, loaded=loaded, series_uid=options.series_uid)
     write_start = time.perf_counter()
     peak_rss_mb(reset=True)
     paths = case_outputs(out_dir, case.name)
-    context = OutputContext(case.name, case.path, kind, prediction, table, f"medt3d {cfg.network.name}")
+    context = OutputContext(case.name, case.path, kind, prediction, table, f"medt3d {cfg.network.name}", options.series_uid)
     counts, volumes = class_volumes_ml(prediction.label, prediction.affine, cfg.data.num_classes)
     written: dict[str, Path] = {}
     notes: list[str] = []
@@ -378,7 +379,7 @@ def run_inference(inputs: Sequence[str | Path], output: str | Path, model: str |
             def read_ahead(index: int) -> None:
                 if index < len(mine) and mine[index].path is not None and not _skippable(
                         mine[index], out_dir, options, model_info):
-                    ahead[index] = reader.submit(predictor.load, mine[index].source)
+                    ahead[index] = reader.submit(predictor.load, mine[index].source, options.series_uid)
 
             read_ahead(0)
             for index, case in enumerate(bar):

@@ -42,6 +42,7 @@ class OutputContext:
         prediction: the label (and probabilities) on the scan's own grid.
         table: the label table (:func:`medt3d.label_table.label_table`).
         model_name: how DICOM objects name the algorithm, e.g. ``"medt3d medt3d"``.
+        series_uid: the series read from a DICOM folder that holds several (None: its only one).
     """
 
     case: str
@@ -50,6 +51,7 @@ class OutputContext:
     prediction: Prediction
     table: list[dict[str, Any]]
     model_name: str
+    series_uid: str | None = None
 
     @property
     def label(self) -> Any:
@@ -114,7 +116,8 @@ def _write_seg_nrrd(ctx: OutputContext, tmp: Path) -> None:
 def _write_dicom_seg(ctx: OutputContext, tmp: Path) -> list[str]:
     from medt3d.inference import dicom_seg
 
-    notes = dicom_seg.write_dicom_seg(ctx.label, ctx.source, tmp, ctx.table, model_name=ctx.model_name)
+    notes = dicom_seg.write_dicom_seg(ctx.label, ctx.source, tmp, ctx.table, model_name=ctx.model_name,
+                                      series_uid=ctx.series_uid)
     for note in notes:  # one line per case: what the SEG's copies of the source headers got
         if "filled in memory" in note:
             logger.info("case %s: %s", ctx.case, note)

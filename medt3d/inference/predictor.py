@@ -196,15 +196,18 @@ class Predictor:
             total /= len(flips)
         return total
 
-    def load(self, image_path: str | Path | Sequence[str | Path]) -> dict[str, Any]:
+    def load(self, image_path: str | Path | Sequence[str | Path], series_uid: str | None = None) -> dict[str, Any]:
         """Load one scan (NIfTI, NRRD or DICOM folder; a list of one per channel) and check it before any preprocessing.
+
+        ``series_uid`` picks the series of a DICOM folder that holds several.
 
         Raises:
             FileNotFoundError: no such file or folder.
             ValueError: unreadable, not 3-D, NaN/Inf voxels, or a channel count the model does not take.
         """
         image = str(image_path) if isinstance(image_path, (str, Path)) else [str(p) for p in image_path]
-        return self.check({"image": self.pre({"image": image}, end=self._after_load)["image"]}, image_path)
+        data = {"image": image, **({"series_uid": series_uid} if series_uid else {})}
+        return self.check({"image": self.pre(data, end=self._after_load)["image"]}, image_path)
 
     def check(self, data: dict[str, Any], source: str | Path) -> dict[str, Any]:
         """Check a loaded (channel-first, RAS-affine) image before any preprocessing; return ``data``.
@@ -224,7 +227,7 @@ class Predictor:
         return self.pre(self.load(image_path), start=self._after_load)
 
     def predict(self, image_path: str | Path | Sequence[str | Path], probabilities: bool | None = None,
-                keep_image: bool = False, loaded: Future | None = None) -> Prediction:
+                keep_image: bool = False, loaded: Future | None = None, series_uid: str | None = None) -> Prediction:
         """Predict one scan (NIfTI, NRRD or DICOM folder); the result lies on the scan's own grid.
 
         Args:
@@ -233,12 +236,13 @@ class Predictor:
             keep_image: also return the scan as loaded (for per-structure intensity statistics).
             loaded: ``self.load(image_path)`` already running in another thread (a batch reads the
                 next scan while this one is predicted); ``load_s`` is then the time spent waiting for it.
+            series_uid: the series to read when a DICOM folder holds several.
 
         Raises:
             FileNotFoundError, ValueError: the scan is missing or unusable (the message names it).
         """
         laps = _Laps()
-        data = self.load(image_path) if loaded is None else loaded.result()
+        data = self.load(image_path, series_uid) if loaded is None else loaded.result()
         laps("load_s")
         return self._predict_loaded(data, image_path, self._want_probabilities(probabilities), laps, keep_image)
 

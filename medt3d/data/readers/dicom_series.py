@@ -31,8 +31,8 @@ SLICE_GRID_RTOL = 0.1
 #: a DICOM series is sheared (gantry tilt) when consecutive positions leave the normal by more than this.
 SHEAR_ATOL_MM = 1e-2
 _SERIES_HOWTO = (
-    'Pick one with series_uid=... (a case of a JSON datalist takes "series_uid": "<uid>"), '
-    "or move each series into its own folder"
+    "Pick one with --series-uid UID (medt3d infer, inspect), series_uid=... in Python, or \"series_uid\": "
+    "\"<uid>\" in a case of a JSON datalist; or move each series into its own folder"
 )
 #: a slice whose plane is this far from the series' (or of another size) is a scout, left out
 SCOUT_MIN_ANGLE_DEG = 10.0
