@@ -85,6 +85,23 @@ def test_split_layout(tmp_path: Path) -> None:
     check_pairs(dl.cases)  # NIfTI, NRRD and DICOM on one grid
 
 
+def test_the_split_layout_reads_its_test_folder(tmp_path: Path) -> None:
+    """D8 (issue 35): DATA/test/ was ignored in the train/val layout."""
+    root = tmp_path / "DATA"
+    _nifti(root / "train" / "images" / "case1.nii.gz")
+    _nifti(root / "train" / "masks" / "case1.nii.gz", label=True)
+    _nifti(root / "test" / "images" / "case5.nii.gz")
+    _nifti(root / "test" / "masks" / "case5.nii.gz", label=True)
+    _nifti(root / "test" / "images" / "case6.nii.gz")  # a test image without a mask is kept, unlabelled
+    dl = build_datalist(root)
+    assert dl.layout == "split" and _names(dl.train) == ["case1"] and dl.val == []
+    assert _names(dl.test) == ["case5", "case6"]
+    assert dl.test[0]["label"] == str(root / "test" / "masks" / "case5.nii.gz") and "label" not in dl.test[1]
+    _nifti(root / "test" / "images" / "case1.nii.gz")  # one name in train and test is refused
+    with pytest.raises(DatasetError, match="case1"):
+        build_datalist(root)
+
+
 def test_folders_layout_without_split(tmp_path: Path) -> None:
     _nifti(tmp_path / "images" / "a.nii.gz")
     _nifti(tmp_path / "labels" / "a.nii.gz", label=True)

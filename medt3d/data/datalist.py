@@ -3,7 +3,8 @@
 Layouts understood by :func:`build_datalist` (``Datalist.layout`` names the one found):
 
 - ``split``: ``DATA/train/images`` + ``DATA/train/masks`` (or ``labels``), and the same under
-  ``DATA/val`` (or ``validation``); pairs are matched by case name.
+  ``DATA/val`` (or ``validation``) and ``DATA/test`` (the test split; its masks are optional); pairs
+  are matched by case name.
 - ``folders``: ``DATA/images`` + ``DATA/masks`` (or ``labels``) without a split.
 - ``msd``: a Medical Segmentation Decathlon ``dataset.json`` (``training``, optional ``validation``,
   ``labels``, ``modality``), given as the file or as the folder holding it.
@@ -82,6 +83,7 @@ IMAGE_DIRS = ("images",)
 LABEL_DIRS = ("masks", "labels")
 TRAIN_DIRS = ("train",)
 VAL_DIRS = ("val", "validation")
+TEST_DIRS = ("test",)
 MSD_JSON = "dataset.json"
 #: folders of labels in nnU-Net's layout, besides ``LABEL_DIRS``
 NNUNET_LABEL_DIRS = ("labelsTr", "labelsTs")
@@ -570,7 +572,9 @@ def build_datalist(source: str | Path, require_labels: bool = True, series_uid: 
         train = _image_label_dirs(train_dir, problems, require_labels)
         val_dir = next((source / d for d in VAL_DIRS if (source / d).is_dir()), None)
         val = _image_label_dirs(val_dir, problems, require_labels) if val_dir else []
-        datalist = Datalist(train, val, "split", None, None, source)
+        test_dir = next((source / d for d in TEST_DIRS if (source / d).is_dir()), None)
+        test = _image_label_dirs(test_dir, problems, False) if test_dir else []
+        datalist = Datalist(train, val, "split", None, None, source, test)
     elif any((source / d).is_dir() for d in IMAGE_DIRS):
         datalist = Datalist(_image_label_dirs(source, problems, require_labels), [], "folders", None, None, source)
     else:
