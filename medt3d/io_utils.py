@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,6 +14,8 @@ from pathlib import Path
 
 __all__ = ["atomic_dir", "atomic_path", "atomic_save", "atomic_write_text", "atomic_write_bytes", "check_writable_dir",
            "leftover_temp_files"]
+
+logger = logging.getLogger("medt3d.io_utils")
 
 
 def _umask() -> int:
@@ -43,17 +47,43 @@ def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]
         raise
 
 
+def _partial_prefix(target: Path) -> str:
+    return f".{target.name}.partial."
+
+
+def _remove_stale_partials(target: Path) -> None:
+    """Delete the partial folders of ``target`` that a killed process of this machine left (``kill -9``)."""
+    prefix = _partial_prefix(target)
+    for path in target.parent.glob(f"{prefix}*@*"):
+        pid_text, _, rest = path.name[len(prefix):].partition("@")
+        if rest[: rest.rfind(".")] != socket.gethostname() or not pid_text.isdigit():
+            continue  # another machine's (a shared disk): its process may still be writing
+        try:
+            os.kill(int(pid_text), 0)
+            continue  # still running
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # another user's process, running
+        shutil.rmtree(path, ignore_errors=True)
+        logger.info("removed %s, a partial %s left by a killed process", path, target.name)
+
+
 @contextmanager
 def atomic_dir(target: str | Path) -> Iterator[Path]:
     """Yield a temporary folder beside ``target``; move it onto ``target`` if the block succeeds.
 
     ``target`` must be absent or an empty folder. On error the temporary folder is removed, so a
     folder of outputs appears whole or not at all. The folder and what was written into it get the
-    permissions the umask gives (``mkdtemp`` makes a private folder).
+    permissions the umask gives (``mkdtemp`` makes a private folder). The temporary folder is named
+    ``.<target>.partial.<pid>@<host>.<random>``; partial folders of ``target`` whose process is gone
+    (killed with ``kill -9``) are removed first.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    _remove_stale_partials(target)
+    prefix = f"{_partial_prefix(target)}{os.getpid()}@{socket.gethostname()}."
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
     try:
         yield tmp
         mask = _umask()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import stat
 from pathlib import Path
 
@@ -47,3 +48,33 @@ def test_atomic_dir_and_its_files_follow_the_umask(tmp_path: Path, umask: int):
         assert stat.S_IMODE(path.stat().st_mode) == 0o777 & ~umask, path
     for path in [root / "models" / "model.pt", root / "docs" / "README.md"]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
+
+
+_KILLED_EXPORT = """
+import os, signal, sys
+from medt3d.io_utils import atomic_dir
+with atomic_dir(sys.argv[1]) as tmp:
+    (tmp / "models").mkdir()
+    (tmp / "models" / "model.pt").write_bytes(b"half")
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_partial_folder_left_by_kill_9_is_obviously_temporary_and_removed_by_the_next_run(tmp_path: Path):
+    """D14 (issue 35): kill -9 during export left a hidden .exp9.* partial bundle for good."""
+    import subprocess
+    import sys
+
+    target = tmp_path / "exp9"
+    killed = subprocess.run([sys.executable, "-c", _KILLED_EXPORT, str(target)], check=False)
+    assert killed.returncode == -9
+    partials = [p.name for p in tmp_path.iterdir()]
+    assert len(partials) == 1 and partials[0].startswith(".exp9.partial.") and not target.exists()
+    alive = tmp_path / f".exp9.partial.{os.getpid()}@{socket.gethostname()}.keep"  # a running export's
+    alive.mkdir()
+    other = tmp_path / ".exp9.partial.1@another-host.keep"  # another machine's, on a shared disk
+    other.mkdir()
+    with atomic_dir(target) as tmp:
+        (tmp / "LICENSE").write_text("ok")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["exp9", alive.name, other.name])
+    assert (target / "LICENSE").read_text() == "ok"
