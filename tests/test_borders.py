@@ -201,3 +201,15 @@ def test_infer_cli_runs_the_whole_scan_in_one_pass_and_records_the_window(traine
     assert sidecars["16"]["window_run"] == [16, 16, 9]  # cut to the 9-slice scan, not padded to the patch
     assert main(["infer", str(scan), "--model", str(model), "--output", str(tmp_path / "bad"), "--roi-size",
                  "64", "whole"]) == 2
+
+
+def test_whole_scan_pass_of_a_baseline_pads_the_scan_to_its_multiple_only() -> None:
+    shapes: list[tuple[int, ...]] = []
+
+    def recording(window: torch.Tensor) -> torch.Tensor:
+        shapes.append(tuple(window.shape[2:]))
+        return torch.zeros(window.shape[0], 2, *window.shape[2:])
+
+    cfg = tiny_cfg("network.name=unet", "patch.roi_size=[32,32,32]", "infer.roi_size=whole")
+    out = build_sliding_window_inferer(cfg)(torch.rand(1, 1, 70, 45, 20), recording)
+    assert shapes == [(80, 48, 32)] and out.shape == (1, 2, 70, 45, 20)  # z: the 32 patch is UNet's floor

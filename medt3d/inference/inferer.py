@@ -125,8 +125,9 @@ class ScanFittedWindowInferer(SlidingWindowInferer):
         window = self.window
         if self.whole and self.multiple is not None:
             need = estimate_forward_gb(self.network_name, scan, channels, self.classes)
-            if need <= self.whole_max_gb:
-                window = tuple(int(s) for s in scan)
+            if need <= self.whole_max_gb:  # the scan, rounded up to the multiple of a network that needs one
+                window = tuple(int(s) if self.masked else self.multiple * math.ceil(int(s) / self.multiple)
+                               for s in scan)
             else:
                 logger.info("whole-scan pass of a %s scan needs about %.1f GB, more than infer.whole_max_gb=%g: "
                             "sliding windows of %s instead", "x".join(str(int(s)) for s in scan), need,
