@@ -191,6 +191,21 @@ def test_a_dicom_file_whose_pixel_data_is_shorter_than_its_rows_and_columns_is_r
         read_header(tmp_path / "t")
 
 
+def test_an_enhanced_dicom_claiming_a_billion_frames_is_refused_before_its_frames_are_listed(tmp_path):
+    files = _series(tmp_path / "s")
+    for path in files[1:]:
+        path.unlink()
+    ds = pydicom.dcmread(files[0])
+    ds.NumberOfFrames = 10**9  # the file holds one 8x6 frame
+    ds.save_as(files[0], enforce_file_format=True)
+    with pytest.raises(ValueError, match=r"s: the header claims 8x6x1000000000 = 48,000,000,000 voxels, more than"):
+        read_header(tmp_path / "s")
+    ds.NumberOfFrames = 10**6  # under the voxel cap: the file's size refuses it
+    ds.save_as(files[0], enforce_file_format=True)
+    with pytest.raises(ValueError, match=r"slice_0000\.dcm: the header claims Rows 6 x Columns 8 x 1000000 frame"):
+        read_header(tmp_path / "s")
+
+
 def test_a_negative_pixel_spacing_is_refused_naming_the_attribute(tmp_path):
     """D7: a negative PixelSpacing was accepted."""
     files = _series(tmp_path / "s")

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from medt3d.data.geometry import flip_lps_ras
-from medt3d.data.readers.common import FileClaim, _fmt, _warn_once
+from medt3d.data.readers.common import FileClaim, VolumeInfo, _fmt, _warn_once, check_claims
 
 __all__ = ["DICOM_SUFFIXES", "check_dicom_series", "correct_tilt", "dicom_files", "is_dicom_file", "scan_series"]
 
@@ -308,6 +308,9 @@ def scan_series(folder: str | Path, series_uid: str | None = None) -> _Series:
                              "file: put each in its own folder")
         from medt3d.data.readers.multiframe import multiframe_series
 
+        one = slices[0]  # its frames are listed one by one next: check what the file can hold first
+        check_claims(VolumeInfo(folder, "dicom", (one.columns or 1, one.rows or 1, one.frames), np.eye(4),
+                                claims=[one.claim] if one.claim else []))
         series = multiframe_series(multi[0], uid, where)
     else:
         series = stack_series(slices, uid, where, problems)
