@@ -12,8 +12,10 @@ import argparse
 import contextlib
 import importlib
 import logging
+import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from medt3d import __version__
 from medt3d.errors import (
@@ -22,6 +24,7 @@ from medt3d.errors import (
     EXIT_ENVIRONMENT,
     EXIT_INTERRUPTED,
     USER_ERRORS,
+    Terminated,
     is_environment_error,
 )
 
@@ -57,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     new_folders = _new_output_folders(args)
     code = EXIT_BAD_INPUT
+    previous = _handle_sigterm()
     try:
         code = int(args.func(args) or 0)
         return code
@@ -69,12 +73,30 @@ def main(argv: list[str] | None = None) -> int:
         reason = "out of memory" if isinstance(err, MemoryError) else "system error"
         print(f"medt3d {args.command}: {reason}: {err or type(err).__name__}", file=sys.stderr)
         return EXIT_ENVIRONMENT
-    except KeyboardInterrupt:
-        print(f"medt3d {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        how = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
+        print(f"medt3d {args.command}: {how}", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         if code != 0:
             _remove_if_empty(new_folders)
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    """SIGTERM handler: stop like Ctrl-C (the case or epoch in progress is cleaned up, a summary written).
+    Later SIGTERMs are ignored while that runs; a scheduler's SIGKILL still ends it."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated()
+
+
+def _handle_sigterm() -> Any:
+    """Install :func:`_raise_terminated`; the previous handler (None outside the main thread)."""
+    try:
+        return signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread (an embedding program): leave signals alone
+        return None
 
 
 #: Arguments that name a folder a command creates for its results.

@@ -11,14 +11,18 @@ from __future__ import annotations
 import errno
 import zipfile
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_CASES_FAILED", "EXIT_ENVIRONMENT", "EXIT_INTERRUPTED", "ENVIRONMENT_ERRORS",
+__all__ = ["EXIT_BAD_INPUT", "Terminated", "EXIT_CASES_FAILED", "EXIT_ENVIRONMENT", "EXIT_INTERRUPTED", "ENVIRONMENT_ERRORS",
            "FULL_OR_READ_ONLY", "USER_ERRORS", "is_environment_error"]
 
 #: Exit codes of every command (documented in docs/troubleshooting.md).
 EXIT_CASES_FAILED = 1  # some cases of a batch failed (the others were written)
 EXIT_BAD_INPUT = 2  # bad input or usage: a file, a value, a config key
 EXIT_ENVIRONMENT = 3  # the machine: read-only or full disk, other OS errors, out of memory
-EXIT_INTERRUPTED = 130  # Ctrl-C
+EXIT_INTERRUPTED = 130  # Ctrl-C, or SIGTERM (a scheduler's stop)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that the same cleanup runs (exit code 130)."""
 
 USER_ERRORS: tuple[type[Exception], ...] = (
     ValueError, FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError, zipfile.BadZipFile,

@@ -42,9 +42,35 @@ def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
         os.replace(tmp_path, target)
-    except BaseException:
+    except BaseException as err:
+        full = _full_disk_error(err, target)
         tmp_path.unlink(missing_ok=True)
+        if full is not None:
+            raise full from err
         raise
+
+
+#: below this many free bytes, a writer's failure is taken for the disk's
+_FULL_BELOW = 1 << 20
+
+
+def _full_disk_error(err: BaseException, target: Path) -> OSError | None:
+    """An ``OSError(ENOSPC)`` naming ``target`` when a writer failed with its own error on a full disk.
+
+    ``torch.save`` reports a short write as ``RuntimeError: [enforce fail at inline_container.cc] ...
+    unexpected pos``, not as an OS error; without this a full disk was a traceback and exit code 1.
+    """
+    if not isinstance(err, Exception) or isinstance(err, OSError):
+        return None
+    try:
+        free = shutil.disk_usage(target.parent).free
+    except OSError:
+        return None
+    if free >= _FULL_BELOW:
+        return None
+    reason = " ".join(str(err).split())[:200]
+    return OSError(errno.ENOSPC, f"no space left on the disk of {target.parent} ({free // 1024} KiB free) while "
+                                 f"writing {target.name} ({type(err).__name__}: {reason}); free space and rerun")
 
 
 def _partial_prefix(target: Path) -> str:
@@ -93,8 +119,11 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
         if target.exists():
             target.rmdir()
         tmp.replace(target)
-    except BaseException:
+    except BaseException as err:
+        full = _full_disk_error(err, target)
         shutil.rmtree(tmp, ignore_errors=True)
+        if full is not None:
+            raise full from err
         raise
 
 

@@ -16,11 +16,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "own grid and a <case>_seg.json sidecar (labels, colours, volumes in mL, time, model). "
                     "Settings default to the model's config. Under torchrun the cases are split across ranks. "
                     "Exit code 1 when any case failed (see OUT_DIR/summary.json).")
-    p.add_argument("inputs", nargs="+", metavar="INPUT",
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
                    help="NIfTI/NRRD file, DICOM series folder, or a folder searched for them")
-    p.add_argument("--model", required=True,
-                   help="checkpoint (.pt), training run folder, or bundle (folder or .zip) from medt3d export")
-    p.add_argument("--output", required=True, help="output folder (OUT_DIR)")
+    p.add_argument("--model",
+                   help="checkpoint (.pt), training run folder, or bundle (folder or .zip) from medt3d export "
+                        "(required unless --merge)")
+    p.add_argument("--output", help="output folder (OUT_DIR; required unless --merge)")
+    p.add_argument("--shard", metavar="I/N",
+                   help="segment only shard I of N (1 <= I <= N) of the cases, chosen by a hash of each case's name: "
+                        "N jobs with the same inputs and OUT_DIR cover the cohort once; the last to finish writes "
+                        "the merged summary.json and volumes.csv")
+    p.add_argument("--merge", metavar="OUT_DIR",
+                   help="only write OUT_DIR's summary.json and volumes.csv from the shards finished there")
     p.add_argument("--device", help="cpu | cuda | cuda:N | mps | auto (default: the model's infer.device)")
     p.add_argument("--roi-size", nargs="+", metavar="SIZE", type=_window,
                    help="sliding-window size in voxels, X Y Z, or 'whole' for the whole scan in one pass (default: "
@@ -80,6 +87,18 @@ def run(args: argparse.Namespace) -> int:
     """Run the command; returns 1 when any case failed."""
     from medt3d.distributed import is_main_process
     from medt3d.inference.batch import InferOptions, run_inference
+    from medt3d.inference.shards import merge_folder, parse_shard
+
+    if args.merge:
+        if args.inputs or args.model or args.output or args.shard:
+            raise ValueError("--merge OUT_DIR takes no INPUT, --model, --output or --shard: it only merges the "
+                             "shards' results already in OUT_DIR")
+        return _report(merge_folder(args.merge))
+    missing = [name for name, value in (("INPUT", args.inputs), ("--model", args.model), ("--output", args.output))
+               if not value]
+    if missing:
+        raise ValueError(f"missing {', '.join(missing)}: medt3d infer INPUT... --model MODEL --output OUT_DIR "
+                         "(or medt3d infer --merge OUT_DIR)")
 
     options = InferOptions(
         device=args.device, roi_size=_roi_size(args.roi_size), overlap=args.overlap, mode=args.mode,
@@ -88,11 +107,25 @@ def run(args: argparse.Namespace) -> int:
         output_formats=[*args.output_format, *(["dicom-seg"] if args.dicom_seg else [])],
         statistics=args.statistics, resample=args.resample,
         skip_existing=args.skip_existing, progress=not args.no_progress, series_uid=args.series_uid,
+        shard=parse_shard(args.shard) if args.shard else None,
     )
     summary = run_inference(args.inputs, args.output, model=args.model, options=options)
     if summary.get("world_size", 1) > 1 and not is_main_process():
         return int(summary["exit_code"])
-    print(f"medt3d infer: {summary['done']} done, {summary['skipped']} skipped, {summary['n_failed']} failed "
+    return _report(summary)
+
+
+def _report(summary: dict) -> int:
+    """Print the outcome of a batch (or of a shard, or of a merge); its exit code."""
+    shard = summary.get("shard")
+    if shard and "shards" not in summary:
+        print(f"medt3d infer: shard {shard[0]}/{shard[1]}: ", end="")
+    else:
+        print("medt3d infer: ", end="")
+    shards = summary.get("shards")
+    if shards and shards["missing"]:
+        print(f"(shards {shards['missing']} of {shards['count']} not finished) ", end="")
+    print(f"{summary['done']} done, {summary['skipped']} skipped, {summary['n_failed']} failed "
           f"of {summary['n_cases']} case(s); results in {summary['output']}")
     for failure in summary["failed"]:
         print(f"  FAILED {failure['case']}: {failure['error']}", file=sys.stderr)

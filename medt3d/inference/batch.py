@@ -56,10 +56,11 @@ from medt3d.inference.predictor import (
     peak_rss_mb,
     sha256_file,
 )
-from medt3d.inference.statistics import VOLUMES_NAME, structure_statistics, volume_table
-from medt3d.inference.viewer_tables import ITKSNAP_NAME, SLICER_NAME, itksnap_labels, slicer_color_table
+from medt3d.inference.shards import SUMMARY_NAME, select_shard, summarize, write_cohort
+from medt3d.inference.statistics import structure_statistics
 from medt3d.io_utils import atomic_path, check_writable_dir, leftover_temp_files
 from medt3d.label_table import label_table
+from medt3d.locks import FOLDER_LOCK, FolderLock, shard_lock_name
 from medt3d.models.loading import load_model, model_file
 
 __all__ = [
@@ -75,11 +76,8 @@ __all__ = [
 
 logger = logging.getLogger("medt3d.inference.batch")
 
-SUMMARY_NAME = "summary.json"
 #: requested outputs by key, as messages name them
 _OUTPUT_NAMES = {**{f.key: f.title for f in OUTPUTS.values()}, "statistics": "statistics"}
-#: Exit codes of a batch: all cases done (or skipped), or at least one failed.
-EXIT_OK, EXIT_FAILED = 0, 1
 
 
 def class_volumes_ml(label: Any, affine: Any, num_classes: int) -> tuple[list[int], list[float]]:
@@ -130,6 +128,7 @@ class InferOptions:
             by the same model (the sidecar's weights hash and labels); others are segmented again.
         progress: progress bars over cases and windows.
         series_uid: the series to read in DICOM folders that hold several (``--series-uid``).
+        shard: ``(I, N)``: only the cases of shard I of N (``--shard I/N``; see :mod:`medt3d.inference.shards`).
     """
 
     device: str | None = None
@@ -147,6 +146,7 @@ class InferOptions:
     skip_existing: bool = False
     progress: bool = True
     series_uid: str | None = None
+    shard: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         unknown = [f for f in self.output_formats if f not in selectable_formats()]
@@ -352,19 +352,24 @@ def run_inference(inputs: Sequence[str | Path], output: str | Path, model: str |
     cases = discover_cases(inputs, out_dir)
     check_no_overwrite(cases, out_dir)
     check_writable_dir(out_dir)
-    _remove_leftover_temp_files(out_dir, before=started)
 
     if network is None:
         net, cfg = load_model(model)  # type: ignore[arg-type]
     else:
         net, cfg = network
     cfg = options.apply(cfg)
-    cases = group_channel_files(cases, cfg.data.in_channels)
+    cases = select_shard(group_channel_files(cases, cfg.data.in_channels), options.shard)
     device = resolve_device(cfg.infer.device)
     info = init_distributed(device)
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
+    lock = None
     try:
+        if info.is_main:  # one job per folder, or per shard of it (D15)
+            lock = FolderLock(out_dir, FOLDER_LOCK if options.shard is None else shard_lock_name(*options.shard),
+                              command="medt3d infer" + (f" --shard {options.shard[0]}/{options.shard[1]}"
+                                                        if options.shard else ""))
+        _remove_leftover_temp_files(out_dir, started, None if options.shard is None else cases)
         model_info = _model_description(model, cfg)
         predictor = Predictor(net.to(device), cfg, device, progress=options.progress and info.is_main)
         table = label_table(cfg)
@@ -372,6 +377,7 @@ def run_inference(inputs: Sequence[str | Path], output: str | Path, model: str |
         results: list[CaseResult] = []
         bar = tqdm(mine, desc="cases" if not info.enabled else f"cases (rank {info.rank})", unit="case",
                    disable=not options.progress, position=info.rank if info.enabled else None)
+        interrupted: BaseException | None = None
         # one reader thread reads the next scan while this one is predicted: at most one case ahead
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="medt3d-read") as reader:
             ahead: dict[int, Future] = {}
@@ -381,32 +387,44 @@ def run_inference(inputs: Sequence[str | Path], output: str | Path, model: str |
                         mine[index], out_dir, options, model_info):
                     ahead[index] = reader.submit(predictor.load, mine[index].source, options.series_uid)
 
-            read_ahead(0)
-            for index, case in enumerate(bar):
-                bar.set_postfix_str(case.name, refresh=False)
-                loaded = ahead.pop(index, None)
-                read_ahead(index + 1)
-                results.append(_one(case, predictor, out_dir, options, model_info, table, info, loaded))
+            try:
+                read_ahead(0)
+                for index, case in enumerate(bar):
+                    bar.set_postfix_str(case.name, refresh=False)
+                    loaded = ahead.pop(index, None)
+                    read_ahead(index + 1)
+                    results.append(_one(case, predictor, out_dir, options, model_info, table, info, loaded))
+            except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: the case in progress left no file; say what ran
+                interrupted = err
+                for future in ahead.values():
+                    future.cancel()
+        if interrupted is not None and info.enabled:
+            raise interrupted
         results = _gather(results, info)
-        summary = _summary(results, model_info, out_dir, cfg, device, info)
+        not_run = sorted({c.name for c in mine} - {r.case for r in results}) if interrupted else []
+        summary = summarize([asdict(r) for r in results], model_info, out_dir, _settings(cfg, device),
+                            info.world_size, not_run=not_run, shard=options.shard)
         if info.is_main:
-            from medt3d.io_utils import atomic_write_text
-
-            finished = [case_outputs(out_dir, r.case)["sidecar"] for r in results if r.status in ("done", "skipped")]
-            if finished:
-                atomic_write_text(out_dir / VOLUMES_NAME, volume_table(sorted(finished)))
-                atomic_write_text(out_dir / ITKSNAP_NAME, itksnap_labels(table))  # names and colours for viewers
-                atomic_write_text(out_dir / SLICER_NAME, slicer_color_table(table))
-            atomic_write_text(out_dir / SUMMARY_NAME, json.dumps(summary, indent=2))
+            summary = write_cohort(out_dir, summary, options.shard)
+        if interrupted is not None:
+            logger.warning("interrupted: %d case(s) done, %d not run (%s); %s lists them; continue with "
+                           "--skip-existing", len(results), len(not_run), ", ".join(not_run[:5]) +
+                           (" ..." if len(not_run) > 5 else ""), out_dir / SUMMARY_NAME)
+            raise interrupted
         return summary
     finally:
+        if lock is not None:
+            lock.release()
         cleanup_distributed()
 
 
-def _remove_leftover_temp_files(out_dir: Path, before: float) -> None:
+def _remove_leftover_temp_files(out_dir: Path, before: float, cases: Sequence[Case] | None = None) -> None:
     """Delete the atomic-write temp files a killed run left in ``out_dir`` (older than this run: other
-    ranks of this run may be writing theirs)."""
+    ranks of this run may be writing theirs); a shard removes only those of its own ``cases``."""
+    targets = None if cases is None else {p.name for c in cases for p in case_outputs(out_dir, c.name).values()}
     for path in leftover_temp_files(out_dir, before=before):
+        if targets is not None and not any(path.name.startswith(f".{name}.") for name in targets):
+            continue
         with contextlib.suppress(OSError):
             path.unlink()
             logger.info("removed %s, left by an interrupted run", path)
@@ -474,23 +492,3 @@ def _one(case: Case, predictor: Predictor, out_dir: Path, options: InferOptions,
     logger.error("case %s failed: %s", case.name, message)
     return CaseResult(case=case.name, input=case.input, status="failed", error=message, rank=info.rank,
                       seconds=round(time.perf_counter() - start, 3))
-
-
-def _summary(results: list[CaseResult], model_info: dict[str, Any], out_dir: Path, cfg: Config,
-             device: torch.device, info: DistInfo) -> dict[str, Any]:
-    failed = [r for r in results if r.status == "failed"]
-    return {
-        "model": model_info,
-        "output": str(out_dir.resolve()),
-        "n_cases": len(results),
-        "done": sum(r.status == "done" for r in results),
-        "skipped": sum(r.status == "skipped" for r in results),
-        "n_failed": len(failed),
-        "failed": [{"case": r.case, "input": r.input, "error": r.error} for r in failed],
-        "failed_outputs": [{"case": r.case, "output": kind, "error": error}
-                           for r in results for kind, error in r.failed_outputs.items()],
-        "exit_code": EXIT_FAILED if failed else EXIT_OK,
-        "inference": _settings(cfg, device),
-        "world_size": info.world_size,
-        "cases": [asdict(r) for r in results],
-    }

@@ -18,7 +18,6 @@ import logging
 import math
 import os
 import shutil
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,9 +34,6 @@ from monai.handlers import (
     EarlyStopHandler,
     LrScheduleHandler,
     MeanDice,
-    MLFlowHandler,
-    StatsHandler,
-    TensorBoardStatsHandler,
     ValidationHandler,
     from_engine,
 )
@@ -46,21 +42,30 @@ from monai.transforms import AsDiscreted, Compose
 from monai.utils import set_determinism
 from torch.nn.parallel import DistributedDataParallel
 
-from medt3d.config import N_FOLDS, Config, config_to_dict, save_config
+from medt3d.config import N_FOLDS, Config, save_config
 from medt3d.data.datalist import Datalist, build_datalist, fold_cases, split_cases
 from medt3d.data.datasets import build_dataset
 from medt3d.data.preflight import check_cases
 from medt3d.data.transforms import VALID, build_train_transforms, build_val_transforms
 from medt3d.devices import resolve_device
 from medt3d.distributed import DistInfo, cleanup_distributed, init_distributed, shard, unwrap
+from medt3d.errors import FULL_OR_READ_ONLY
 from medt3d.inference.inferer import build_sliding_window_inferer
 from medt3d.io_utils import atomic_write_text, check_writable_dir
+from medt3d.locks import FOLDER_LOCK, FolderLock
 from medt3d.models.checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from medt3d.models.layout import RunLayout
 from medt3d.networks import build_network, gate_parameters
 from medt3d.networks.factory import masks_padding
 from medt3d.training.losses import PADDING_LABEL, IgnorePadding, build_loss
 from medt3d.training.optim import TrainingClock, build_optimizer, build_scheduler
+from medt3d.training.tracking import (
+    loss_of,
+    progress_handlers,
+    tracking_failure,
+    tracking_handlers,
+    tracking_uri_of,
+)
 
 __all__ = ["KEY_METRIC", "MIN_FREE_DISK_MB", "TrainResult", "Training", "build_training", "train"]
 
@@ -144,12 +149,6 @@ def prepare_datalist(cfg: Config, data_dir: str | Path) -> Datalist:
 def _finite_or_null(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """History records with non-finite numbers as ``null``: JSON has no NaN (a metric of an empty class)."""
     return [{k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in r.items()} for r in records]
-
-
-def _loss_of(output: dict[str, Any] | list[dict[str, Any]]) -> float:
-    """The scalar loss of a trainer iteration output (decollated: one dict per sample, each with the batch loss)."""
-    loss = (output[0] if isinstance(output, list) else output)["loss"]
-    return float(loss.detach().item() if isinstance(loss, torch.Tensor) else loss)
 
 
 def plain_batch(batchdata: dict, device: torch.device | str | None = None, non_blocking: bool = False,
@@ -288,7 +287,7 @@ def _attach_handlers(trainer: SupervisedTrainer, evaluator: SupervisedEvaluator,
 
     @trainer.on(Events.ITERATION_COMPLETED)
     def _collect_loss(engine: Engine) -> None:
-        loss = _loss_of(engine.state.output)
+        loss = loss_of(engine.state.output)
         if not math.isfinite(loss):
             # stop here, before a checkpoint of poisoned weights exists; Training.run raises it
             state.failure = (f"training stopped at epoch {engine.state.epoch}, iteration {engine.state.iteration}: "
@@ -339,59 +338,6 @@ def _attach_handlers(trainer: SupervisedTrainer, evaluator: SupervisedEvaluator,
         if elapsed + per_epoch > budget:
             logger.info("stopping after epoch %d: train.max_seconds=%s would be exceeded", engine.state.epoch, budget)
             engine.terminate()
-
-
-def _tracking_handlers(cfg: Config, run_dir: Path, tracking_uri: str | None, trainer: SupervisedTrainer,
-                       evaluator: SupervisedEvaluator) -> None:
-    """TensorBoard and MLflow on rank 0."""
-    if cfg.tracking.tensorboard:
-        tb_dir = str(RunLayout(run_dir).tensorboard)
-        TensorBoardStatsHandler(log_dir=tb_dir, tag_name="train_loss",
-                                output_transform=_loss_of).attach(trainer)
-        TensorBoardStatsHandler(log_dir=tb_dir, iteration_log=False,
-                                global_epoch_transform=lambda _: trainer.state.epoch).attach(evaluator)
-    if cfg.tracking.mlflow:
-        layout = RunLayout(run_dir)
-        uri = tracking_uri or cfg.tracking.mlflow_uri or f"sqlite:///{layout.mlflow_db.resolve()}"
-        params = {f"{section}.{key}": value for section, values in config_to_dict(cfg).items()
-                  for key, value in values.items()}
-        run_name = run_dir.resolve().name
-        common = {"tracking_uri": uri, "experiment_name": cfg.tracking.experiment, "run_name": run_name,
-                  "artifact_location": str(layout.mlflow_artifacts.resolve())}
-        MLFlowHandler(**common, tag_name="train_loss", output_transform=_loss_of,
-                      experiment_param=params, optimizer_param_names="lr",
-                      artifacts=[str(layout.config), str(layout.best)],
-                      close_on_complete=True).attach(trainer)
-        MLFlowHandler(**common, iteration_log=False, global_epoch_transform=lambda _: trainer.state.epoch
-                      ).attach(evaluator)
-
-
-def _stats_logger() -> str:
-    """Name of a logger for MONAI's StatsHandler that writes to stderr.
-
-    MONAI's ``get_logger`` adds a stdout handler only to loggers that do not exist yet, and turns
-    propagation off; creating the logger first keeps stdout clean for JSON and the lines visible.
-    """
-    stats = logging.getLogger("medt3d.stats")
-    if not stats.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-        stats.addHandler(handler)
-    return stats.name
-
-
-def _progress_handlers(trainer: SupervisedTrainer, evaluator: SupervisedEvaluator) -> None:
-    """A tqdm bar with loss and ETA on a terminal; plain log lines otherwise."""
-    if sys.stderr.isatty():
-        from ignite.handlers import ProgressBar
-
-        ProgressBar(persist=True).attach(trainer, output_transform=_loss_of)
-    else:
-        StatsHandler(name=_stats_logger(), tag_name="loss", output_transform=_loss_of,
-                     iteration_log=lambda engine, _: engine.state.iteration % max(1, engine.state.epoch_length // 2) == 0
-                     ).attach(trainer)
-    StatsHandler(name=_stats_logger(), iteration_log=False,
-                 global_epoch_transform=lambda _: trainer.state.epoch).attach(evaluator)
 
 
 # --------------------------------------------------------------------------- main entry
@@ -471,6 +417,8 @@ class Training:
         datalist: the training and validation cases.
         info: rank and world size of this process.
         state: the progress the handlers share (clock, best metric, history, losses).
+        tracking_uri: the MLflow tracking URI (None without MLflow).
+        lock: the run folder's lock (rank 0), released when :meth:`run` ends.
     """
 
     cfg: Config
@@ -481,9 +429,17 @@ class Training:
     datalist: Datalist
     info: DistInfo
     state: _RunState
+    tracking_uri: str | None = None
+    lock: FolderLock | None = None
 
     def run(self) -> TrainResult:
-        """Train until ``train.max_epochs``, the time budget or early stopping; leave the process group."""
+        """Train until ``train.max_epochs``, the time budget or early stopping; leave the process group.
+
+        Raises:
+            KeyboardInterrupt: Ctrl-C or SIGTERM (the command line's exit code 130), after a line on what is kept.
+            OSError: a full or read-only disk, or the MLflow store failing (a :class:`TrackingError`), as one
+                line that names the run folder and how to continue.
+        """
         try:
             start = time.time()
             self.state.clock.start()
@@ -496,9 +452,35 @@ class Training:
                                  losses=self.state.losses)
             if self.info.is_main:  # the one line on the outcome (the train command prints no other)
                 logger.info("done in %.0f s: %s", time.time() - start, result.outcome())
+        except KeyboardInterrupt:
+            if self.info.is_main:
+                logger.warning("training interrupted in epoch %d; %s", self.trainer.state.epoch, self._kept())
+            raise
+        except Exception as err:
+            failure = tracking_failure(err, self.tracking_uri)
+            if failure is not None:
+                raise failure from None
+            if isinstance(err, OSError) and err.errno in FULL_OR_READ_ONLY:
+                raise OSError(err.errno, f"writing the run folder {self.run_dir} failed: "
+                                         f"{err.strerror or err} ({err.filename or 'a checkpoint'}); "
+                                         f"{self._kept()} after freeing space") from None
+            raise
         finally:
+            if self.lock is not None:
+                self.lock.release()
             cleanup_distributed()
         return result
+
+    def _kept(self) -> str:
+        """What a stopped run keeps, and how to continue it."""
+        last = RunLayout(self.run_dir).last
+        if not last.is_file():
+            return f"no checkpoint was saved yet: rerun with --overwrite (or another --output than {self.run_dir})"
+        try:
+            epoch = f"epoch {load_checkpoint(last)['epoch']}"
+        except Exception:  # noqa: BLE001 - only for the message
+            epoch = "the last complete epoch"
+        return f"{last} holds {epoch}: continue with medt3d train --resume --output {self.run_dir}"
 
 
 def build_training(cfg: Config, data_dir: str | Path, output: str | Path, resume: bool = False,
@@ -540,7 +522,10 @@ def build_training(cfg: Config, data_dir: str | Path, output: str | Path, resume
     info = init_distributed(device)
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
+    lock = None
     try:
+        if info.is_main:  # one training per run folder (D15); released when the run ends
+            lock = FolderLock(check_writable_dir(run_dir), FOLDER_LOCK, command="medt3d train")
         resume_payload = None
         if resume:
             cfg, resume_payload = _resumed(run_dir, overrides)
@@ -548,9 +533,13 @@ def build_training(cfg: Config, data_dir: str | Path, output: str | Path, resume
             _refuse_another_run(run_dir, resume, overwrite)
         if max_epochs is not None:
             cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_epochs=int(max_epochs)))
-        return _build(cfg, data_dir, run_dir, resume_payload, tracking_uri, device, info, train_handlers,
-                      val_handlers, inferer or SimpleInferer(), overwrite)
+        training = _build(cfg, data_dir, run_dir, resume_payload, tracking_uri, device, info, train_handlers,
+                          val_handlers, inferer or SimpleInferer(), overwrite)
+        training.lock = lock
+        return training
     except BaseException:
+        if lock is not None:
+            lock.release()
         cleanup_distributed()
         raise
 
@@ -632,6 +621,8 @@ def _build(cfg: Config, data_dir: str | Path, run_dir: Path, resume_payload: dic
         # decollated outputs (one dict per sample), as MONAI's handlers expect, e.g. those --tracking mlflow adds
         decollate=True,
     )
+    for engine in (trainer, evaluator):  # ignite logs an exception before raising it: Training.run says it once
+        engine.logger.setLevel(logging.CRITICAL)
     LrScheduleHandler(lr_scheduler=scheduler, print_lr=False, epoch_level=False).attach(trainer)
     if cfg.train.val_interval > 0:
         ValidationHandler(interval=cfg.train.val_interval, validator=evaluator, epoch_level=True).attach(trainer)
@@ -657,8 +648,8 @@ def _build(cfg: Config, data_dir: str | Path, run_dir: Path, resume_payload: dic
         EarlyStopHandler(patience=cfg.train.early_stopping_patience,
                          score_function=lambda e: e.state.metrics[KEY_METRIC], trainer=trainer).attach(evaluator)
     if info.is_main:
-        _tracking_handlers(cfg, run_dir, tracking_uri, trainer, evaluator)
-        _progress_handlers(trainer, evaluator)
+        tracking_handlers(cfg, run_dir, tracking_uri, trainer, evaluator, resume=resume_payload is not None)
+        progress_handlers(trainer, evaluator)
         network_name = f"medt3d ({cfg.network.preset} preset)" if cfg.network.name == "medt3d" else cfg.network.name
         logger.info("training %s on %s: %d train / %d val cases, %d iterations/epoch, %d epochs%s",
                     network_name, device, len(datalist.train), len(datalist.val),
@@ -670,4 +661,5 @@ def _build(cfg: Config, data_dir: str | Path, run_dir: Path, resume_payload: dic
             if handler is not None:  # a disabled component of a bundle config
                 handler.attach(engine)
     return Training(cfg=cfg, run_dir=run_dir, trainer=trainer, evaluator=evaluator, train_dataset=train_ds,
-                    datalist=datalist, info=info, state=state)
+                    datalist=datalist, info=info, state=state,
+                    tracking_uri=tracking_uri_of(cfg, run_dir, tracking_uri) if cfg.tracking.mlflow else None)
