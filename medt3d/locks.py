@@ -147,7 +147,8 @@ class FolderLock:
         self.held = False
         holder = _read_holder(self.path)
         if holder and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
-            with contextlib.suppress(FileNotFoundError):
+            # on a disk gone read-only the file stays: the next job finds its holder gone and takes it over
+            with contextlib.suppress(OSError):
                 self.path.unlink()
 
     def __enter__(self) -> FolderLock:

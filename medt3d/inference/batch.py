@@ -482,7 +482,8 @@ def _one(case: Case, predictor: Predictor, out_dir: Path, options: InferOptions,
         return _run_case(case, predictor, out_dir, options, model_info, table, info, loaded)
     except OSError as err:
         if err.errno in FULL_OR_READ_ONLY:  # every later case would fail too: stop the batch (exit code 3)
-            raise
+            raise OSError(err.errno, f"writing case {case.name} into {out_dir} failed: {err.strerror or err}; free "
+                                     "space or make it writable, then rerun with --skip-existing") from None
         message = str(err) if isinstance(err, USER_ERRORS) else f"{type(err).__name__}: {err}"
     except USER_ERRORS as err:
         message = str(err)

@@ -43,7 +43,10 @@ def tracking_failure(err: BaseException, uri: str | None) -> TrackingError | Non
     """``err`` as a one-line :class:`TrackingError` when MLflow raised it, else ``None``."""
     if type(err).__module__.split(".")[0] != "mlflow":
         return None
-    reason = " ".join(str(err).split())[:400]
+    root = err  # MLflow wraps the store's own error (e.g. sqlite3's "database or disk is full")
+    while (root.__cause__ or root.__context__) is not None:
+        root = root.__cause__ or root.__context__  # type: ignore[assignment]
+    reason = " ".join((f"{type(root).__name__}: {root}" if root is not err else str(err)).split())[:300]
     return TrackingError(f"MLflow tracking ({uri or 'tracking.mlflow_uri'}) failed: {reason}. The checkpoints "
                          "saved so far are kept: fix the tracking store, or pass --set tracking.mlflow=false, "
                          "then continue with --resume")
@@ -166,6 +169,20 @@ def tracking_handlers(cfg: Config, run_dir: Path, tracking_uri: str | None, trai
                     close_on_complete=True).attach(trainer)
         _RunHandler(run, **common, iteration_log=False, global_epoch_transform=lambda _: trainer.state.epoch
                     ).attach(evaluator)
+        _quiet_mlflow_tracebacks()
+
+
+def _drop_mlflow_tracebacks(record: logging.LogRecord) -> bool:
+    """A logging filter: MLflow's own logged tracebacks go (its error reaches the user as one TrackingError)."""
+    return not (record.name.startswith("mlflow") and record.exc_info)
+
+
+def _quiet_mlflow_tracebacks() -> None:
+    """MLflow's SQL store logs a whole traceback (``logger.exception``) before it raises: filter those out
+    on MLflow's own handlers and the root's."""
+    for handler in [*logging.getLogger("mlflow").handlers, *logging.getLogger().handlers]:
+        if _drop_mlflow_tracebacks not in handler.filters:
+            handler.addFilter(_drop_mlflow_tracebacks)
 
 
 def loss_of(output: dict[str, Any] | list[dict[str, Any]]) -> float:
