@@ -43,7 +43,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def predict(model_path: str, image: str | Path, window: str | None = None, padding_mode: str | None = None,
-            floor: str | None = None) -> tuple[np.ndarray, list[int] | None, float]:
+            floor: str | None = None, pad_like_baseline: bool = False) -> tuple[np.ndarray, list[int] | None, float]:
     """Label volume (X, Y, Z) of ``image`` on its own grid, the window that ran, and the seconds it took.
 
     ``padding_mode`` overrides ``infer.padding_mode``; ``floor`` (X,Y,Z) replaces the training patch as the
@@ -58,9 +58,12 @@ def predict(model_path: str, image: str | Path, window: str | None = None, paddi
         cfg.infer.padding_mode = padding_mode
     if floor is not None:
         cfg.patch.roi_size = tuple(int(v) for v in floor.split(","))
+    predictor = Predictor(model, cfg, torch.device("cpu"))
+    if pad_like_baseline:  # MedT3D's windows padded up to the patch with infer.padding_mode, unmasked, as UNet's are
+        predictor.inferer.masked, predictor.inferer.floor = False, tuple(cfg.patch.roi_size)
     start = time.perf_counter()
     with torch.no_grad():
-        result = Predictor(model, cfg, torch.device("cpu")).predict(image)
+        result = predictor.predict(image)
     return result.label[0].numpy().astype(np.int16), result.window, time.perf_counter() - start
 
 
@@ -93,7 +96,8 @@ def slabs(args: argparse.Namespace) -> list[dict]:
                 affine[:3, 3] = scan.affine[:3, :3] @ np.array([0, 0, lo]) + scan.affine[:3, 3]
                 path = Path(tmp) / f"slab_{n}.nii.gz"
                 nib.save(nib.Nifti1Image(data[:, :, sl], affine, scan.header), path)
-                label, ran, seconds = predict(model, path, padding_mode=args.padding_mode, floor=args.floor)
+                label, ran, seconds = predict(model, path, padding_mode=args.padding_mode, floor=args.floor,
+                                              pad_like_baseline=args.pad_like_baseline)
                 on_slab = whole[:, :, sl] == args.organ
                 rows.append({"model": model, "slices": n, "first_slice": lo, "window_run": ran,
                              "padding_mode": args.padding_mode, "floor": args.floor,
@@ -118,6 +122,8 @@ def main() -> int:
     sub.choices["slabs"].add_argument("--padding-mode", choices=["constant", "replicate", "reflect"],
                                       help="override infer.padding_mode (the baselines' padding)")
     sub.choices["slabs"].add_argument("--floor", help="X,Y,Z: the baselines' smallest window instead of the patch")
+    sub.choices["slabs"].add_argument("--pad-like-baseline", action="store_true",
+                                      help="MedT3D's windows padded to the patch with --padding-mode, unmasked")
     args = parser.parse_args()
     rows = windows(args) if args.table == "windows" else slabs(args)
     print(json.dumps(rows, indent=2))

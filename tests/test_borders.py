@@ -128,7 +128,8 @@ def test_a_thin_series_gets_the_labels_of_the_same_slices_in_any_window(trained:
         cfg = tiny_cfg("preprocess.spacing=null", "data.labels=[background,blob]", "preprocess.window=[1000,500]",
                        f"infer.roi_size={window}")
         results.append(Predictor(trained, cfg, torch.device("cpu")).predict(path))
-    assert results[1].window == [30, 28, 3] and results[2].window == [30, 28, 3]
+    # the 3 slices are padded up to the 16^3 patch (edge slices repeated) whatever the window that reaches past them
+    assert results[1].window == [30, 28, 16] and results[2].window == [30, 28, 16]
     np.testing.assert_array_equal(results[1].label.numpy(), results[2].label.numpy())
 
 
@@ -197,8 +198,8 @@ def test_infer_cli_runs_the_whole_scan_in_one_pass_and_records_the_window(traine
         assert main(["infer", str(scan), "--model", str(model), "--output", str(out), "--no-progress",
                      "--roi-size", *window]) == 0
         sidecars[window[0]] = json.loads((out / "slab_seg.json").read_text())["inference"]
-    assert sidecars["whole"]["roi_size"] == "whole" and sidecars["whole"]["window_run"] == [40, 34, 9]
-    assert sidecars["16"]["window_run"] == [16, 16, 9]  # cut to the 9-slice scan, not padded to the patch
+    assert sidecars["whole"]["roi_size"] == "whole" and sidecars["whole"]["window_run"] == [40, 34, 16]
+    assert sidecars["16"]["window_run"] == [16, 16, 16]  # the 9 slices padded up to the 16^3 patch
     assert main(["infer", str(scan), "--model", str(model), "--output", str(tmp_path / "bad"), "--roi-size",
                  "64", "whole"]) == 2
 

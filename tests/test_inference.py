@@ -150,18 +150,19 @@ def test_awkward_sizes_are_padded_and_cropped_back(tmp_path: Path, shape, spacin
 # ------------------------------------------------------------------------------------- options
 
 
-def test_fitted_window_cuts_each_edge_to_the_scan_rounded_up_to_the_multiple():
+def test_fitted_window_slides_where_the_scan_is_longer_and_is_the_scan_raised_to_the_patch_elsewhere():
     patch = (64, 64, 64)
-    assert fitted_window((128, 128, 64), (87, 88, 65), 16, floor=patch) == (96, 96, 64)
+    assert fitted_window((128, 128, 64), (87, 88, 65), 16, floor=patch) == (96, 96, 64)  # z slides, x y: the scan
     assert fitted_window((128, 128, 64), (300, 250, 200), 16, floor=patch) == (128, 128, 64)
-    assert fitted_window((128, 128, 64), (20, 88, 30), 16, floor=patch) == (64, 96, 64)  # never below the patch
-    assert fitted_window(patch, (5, 7, 3), 16, floor=patch) == patch  # the patch itself: MONAI pads, as before
-    assert fitted_window((32, 32, 32), (5, 7, 3), 4, floor=patch) == (32, 32, 32)  # a window below the patch is kept
+    assert fitted_window((128, 128, 64), (20, 88, 30), 16, floor=patch) == (64, 96, 64)  # thin: up to the patch
+    assert fitted_window(patch, (5, 7, 3), 16, floor=patch) == patch
+    assert fitted_window((32, 32, 32), (5, 7, 3), 4, floor=patch) == patch  # whatever window reaches past the scan
     assert fitted_window((64, 64, 64), (5, 7, 3), 16) == (16, 16, 16)  # without a floor: one multiple
 
 
-def test_fitted_window_of_a_network_that_masks_its_padding_ends_at_the_scan():
-    assert fitted_window((128, 128, 64), (87, 88, 65), 16, masked=True) == (87, 88, 64)
+def test_fitted_window_of_a_network_that_pads_to_its_multiple_itself_is_not_rounded():
+    assert fitted_window((128, 128, 64), (87, 88, 65), 16, masked=True, floor=(64, 64, 64)) == (87, 88, 64)
+    assert fitted_window((64, 64, 64), (20, 300, 3), 16, masked=True, floor=(64, 64, 64)) == (64, 64, 64)
     assert fitted_window((64, 64, 64), (20, 300, 3), 16, masked=True) == (20, 64, 3)
     assert fitted_window((128, 128, 64), (87, 88, 65), None) == (128, 128, 64)  # UNETR: one input size
 
@@ -181,9 +182,9 @@ class ShapeRecorder(ThresholdNet):
 def test_inference_window_larger_than_the_scan_is_fitted_to_it(tmp_path: Path):
     image, affine = blob_volume((20, 14, 30), (1.0, 1.0, 1.0))
     net = ShapeRecorder()
-    # the demo's MedT3D masks its own padding: each edge is cut to the scan exactly; z keeps its 8-voxel window
+    # x: the scan (20); y: the 14-voxel scan raised to the 16^3 patch; z slides its 8-voxel window along the 30
     pred = threshold_predictor("infer.roi_size=[64,64,8]", net=net).predict(save(tmp_path / "s.nii.gz", image, affine))
-    assert set(net.shapes) == {(20, 14, 8)}
+    assert set(net.shapes) == {(20, 16, 8)}
     np.testing.assert_array_equal(pred.label[0].numpy(), image > THRESHOLD_HU)
 
 

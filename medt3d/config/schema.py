@@ -325,12 +325,13 @@ class InferConfig:
 
     Attributes:
         roi_size: sliding-window size (voxels); ``None`` = ``patch.roi_size``; ``whole`` = the whole resampled
-            scan in one forward pass (see ``whole_max_gb``). Each edge larger than the scan is cut to the
-            scan (MedT3D, which masks its own padding) or to the scan rounded up to the network's size
-            multiple (the convolutional baselines), so a window never overhangs a scan by more than the
-            network needs, whatever the training patch.
-        padding_mode: how the baselines' windows are padded up to their multiple where the scan ends:
-            ``constant`` (zeros), ``replicate`` or ``reflect``. MedT3D masks its padding instead.
+            scan in one forward pass (see ``whole_max_gb``). Along an axis where the scan is longer the window
+            slides; elsewhere it is the scan, raised to ``patch.roi_size`` where the scan is thinner (padded
+            by ``padding_mode``) and, for the baselines, rounded up to their size multiple; so the labels do
+            not depend on the window (``medt3d.inference.inferer.fitted_window``).
+        padding_mode: how a scan thinner than the training patch is padded up to it: ``replicate`` (the
+            edge slices repeated; measured best on CT slabs for MedT3D and UNet), ``reflect`` or ``constant``
+            (zeros). MedT3D's own padding up to its size multiple is masked instead.
         whole_max_gb: memory budget of ``roi_size: whole``; a scan whose estimated forward pass needs more
             runs with sliding windows of ``patch.roi_size`` instead (with a log line).
         sw_batch_size: windows evaluated together.
@@ -349,7 +350,7 @@ class InferConfig:
     """
 
     roi_size: tuple[int, int, int] | str | None = None
-    padding_mode: str = "constant"
+    padding_mode: str = "replicate"
     whole_max_gb: float = 8.0
     sw_batch_size: int = 2
     overlap: float = 0.25

@@ -1,13 +1,17 @@
 """The inferer that every route uses: validation, evaluation, inference, the bundle and the benchmarks.
 
-The window rule (:func:`fitted_window`): a window never overhangs the scan by more than the network needs.
+The window rule (:func:`fitted_window`): along an axis where the scan is longer than the window, the window
+slides within the scan; elsewhere the window is the scan itself, raised to the training patch when the scan
+is thinner, and the rest is padded with ``infer.padding_mode`` (``replicate`` by default: the edge slices
+repeated). So every window that reaches past a scan gives the network the same input, and the labels do not
+depend on the window (docs/benchmarks.md, "Borders"). Measured on slabs cut from a CT, repeating the edge up
+to the training patch beat both constant padding and no padding at all (a window cut to the slab, with
+MedT3D's mask) for MedT3D and UNet alike.
 
-- MedT3D masks its own padding (its attention and norms ignore padded voxels), so each window edge is cut
-  to the scan's edge, below the training patch too: MONAI never pads for it, and the labels of a scan
-  do not depend on the window or on how small the scan is.
-- The convolutional baselines need edges that are multiples of their downsampling, so each edge larger than
-  the training patch is cut to the scan's edge rounded up to that multiple, never below the patch (UNet's
-  instance norm needs two voxels at its bottleneck); the remainder is padded with ``infer.padding_mode``.
+- MedT3D pads its input up to its size multiple itself and masks that padding (its attention and norms
+  ignore it), so its windows are not rounded.
+- The convolutional baselines need edges that are multiples of their downsampling: windows are rounded up
+  to the multiple (and keep two voxels at UNet's 1/16 bottleneck).
 - UNETR takes one input size, ``patch.roi_size``, padded as MONAI does.
 
 ``infer.roi_size: whole`` runs the whole scan in one forward pass when its estimated memory fits
@@ -52,29 +56,31 @@ def inference_window(cfg: Config) -> tuple[int, int, int] | str:
 
 def fitted_window(window: Sequence[int], scan: Sequence[int], multiple: int | None, masked: bool = False,
                   floor: Sequence[int] | None = None, min_cells: int = 1) -> tuple[int, ...]:
-    """``window`` with each edge cut to the scan: exactly (``masked``), or rounded up to ``multiple``, not below ``floor``.
+    """The window that runs on a scan: ``window`` where the scan is longer, else the scan raised to ``floor``.
+
+    Along an axis where the scan is longer than ``window``, the window slides. Elsewhere it is the scan itself,
+    raised to ``floor`` (the training patch) when the scan is thinner; the rest is padded by the inferer
+    (``infer.padding_mode``). So every window that reaches past a scan gives the same input, and the labels
+    do not depend on the window.
 
     Args:
         window: the configured window.
         scan: the scan's spatial size.
         multiple: the network's size multiple; None for a network of one input size (``window`` is kept).
-        masked: the network masks its own padding (MedT3D), so the window may end exactly at the scan.
-        floor: smallest edges of an unmasked network's window (the training patch); None: no floor.
+        masked: the network pads (and masks) its own input up to ``multiple`` (MedT3D), so edges are not rounded.
+        floor: smallest edge where the window reaches past the scan (the training patch); None: the scan's.
         min_cells: fewest voxels an unmasked network's window must keep at its 1/``multiple`` bottleneck (UNet's
             instance norm needs 2); edges are grown by one multiple, up to ``window``, until it does.
     """
     if multiple is None:
         return tuple(int(w) for w in window)
-    if masked:
-        return tuple(min(int(w), int(s)) for w, s in zip(window, scan))
     lows = floor if floor is not None else [1] * len(window)
-    edges = [max(min(int(w), multiple * math.ceil(int(s) / multiple)), min(int(w), int(lo)))
-             for w, s, lo in zip(window, scan, lows)]
+    edges = [int(w) if int(s) > int(w) else max(int(s), int(lo)) for w, s, lo in zip(window, scan, lows)]
+    if masked:
+        return tuple(edges)
+    edges = [multiple * math.ceil(e / multiple) for e in edges]
     while math.prod(e // multiple for e in edges) < min_cells:
-        room = [i for i, (e, w) in enumerate(zip(edges, window)) if e + multiple <= int(w)]
-        if not room:
-            break
-        grow = max(room, key=lambda i: int(scan[i]) - edges[i])  # the axis where the scan goes on furthest
+        grow = max(range(len(edges)), key=lambda i: int(scan[i]) - edges[i])  # where the scan goes on furthest
         edges[grow] += multiple
     return tuple(edges)
 
@@ -169,7 +175,7 @@ def build_sliding_window_inferer(cfg: Config, sw_device: torch.device | None = N
         multiple=window_multiple(cfg),
         masked=masks_padding(cfg),
         patch=cfg.patch.roi_size,
-        floor=None if masks_padding(cfg) else cfg.patch.roi_size,
+        floor=cfg.patch.roi_size,
         min_cells=bottleneck_cells(cfg),
         whole_max_gb=cfg.infer.whole_max_gb,
         network_name=cfg.network.name,
