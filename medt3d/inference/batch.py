@@ -352,7 +352,6 @@ def run_inference(inputs: Sequence[str | Path], output: str | Path, model: str |
     cases = discover_cases(inputs, out_dir)
     check_no_overwrite(cases, out_dir)
     check_writable_dir(out_dir)
-
     if network is None:
         net, cfg = load_model(model)  # type: ignore[arg-type]
     else:
@@ -366,38 +365,14 @@ def run_inference(inputs: Sequence[str | Path], output: str | Path, model: str |
     lock = None
     try:
         if info.is_main:  # one job per folder, or per shard of it (D15)
-            lock = FolderLock(out_dir, FOLDER_LOCK if options.shard is None else shard_lock_name(*options.shard),
-                              command="medt3d infer" + (f" --shard {options.shard[0]}/{options.shard[1]}"
-                                                        if options.shard else ""))
+            part = "" if options.shard is None else " --shard {}/{}".format(*options.shard)
+            lock = FolderLock(out_dir, shard_lock_name(*options.shard) if part else FOLDER_LOCK, "medt3d infer" + part)
         _remove_leftover_temp_files(out_dir, started, None if options.shard is None else cases)
         model_info = _model_description(model, cfg)
         predictor = Predictor(net.to(device), cfg, device, progress=options.progress and info.is_main)
         table = label_table(cfg)
         mine = shard(cases, info)
-        results: list[CaseResult] = []
-        bar = tqdm(mine, desc="cases" if not info.enabled else f"cases (rank {info.rank})", unit="case",
-                   disable=not options.progress, position=info.rank if info.enabled else None)
-        interrupted: BaseException | None = None
-        # one reader thread reads the next scan while this one is predicted: at most one case ahead
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="medt3d-read") as reader:
-            ahead: dict[int, Future] = {}
-
-            def read_ahead(index: int) -> None:
-                if index < len(mine) and mine[index].path is not None and not _skippable(
-                        mine[index], out_dir, options, model_info):
-                    ahead[index] = reader.submit(predictor.load, mine[index].source, options.series_uid)
-
-            try:
-                read_ahead(0)
-                for index, case in enumerate(bar):
-                    bar.set_postfix_str(case.name, refresh=False)
-                    loaded = ahead.pop(index, None)
-                    read_ahead(index + 1)
-                    results.append(_one(case, predictor, out_dir, options, model_info, table, info, loaded))
-            except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: the case in progress left no file; say what ran
-                interrupted = err
-                for future in ahead.values():
-                    future.cancel()
+        results, interrupted = _run_cases(mine, predictor, out_dir, options, model_info, table, info)
         if interrupted is not None and info.enabled:
             raise interrupted
         results = _gather(results, info)
@@ -407,15 +382,44 @@ def run_inference(inputs: Sequence[str | Path], output: str | Path, model: str |
         if info.is_main:
             summary = write_cohort(out_dir, summary, options.shard)
         if interrupted is not None:
-            logger.warning("interrupted: %d case(s) done, %d not run (%s); %s lists them; continue with "
-                           "--skip-existing", len(results), len(not_run), ", ".join(not_run[:5]) +
-                           (" ..." if len(not_run) > 5 else ""), out_dir / SUMMARY_NAME)
+            logger.warning("interrupted: %d case(s) done, %d not run; %s lists them; continue with --skip-existing",
+                           len(results), len(not_run), out_dir / SUMMARY_NAME)
             raise interrupted
         return summary
     finally:
         if lock is not None:
             lock.release()
         cleanup_distributed()
+
+
+def _run_cases(mine: list[Case], predictor: Predictor, out_dir: Path, options: InferOptions,
+               model_info: dict[str, Any], table: list[dict[str, Any]], info: DistInfo
+               ) -> tuple[list[CaseResult], KeyboardInterrupt | None]:
+    """This process's cases in order, the next one read ahead; stops at Ctrl-C or SIGTERM (returned)."""
+    results: list[CaseResult] = []
+    bar = tqdm(mine, desc="cases" if not info.enabled else f"cases (rank {info.rank})", unit="case",
+               disable=not options.progress, position=info.rank if info.enabled else None)
+    # one reader thread reads the next scan while this one is predicted: at most one case ahead
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="medt3d-read") as reader:
+        ahead: dict[int, Future] = {}
+
+        def read_ahead(index: int) -> None:
+            if index < len(mine) and mine[index].path is not None and not _skippable(
+                    mine[index], out_dir, options, model_info):
+                ahead[index] = reader.submit(predictor.load, mine[index].source, options.series_uid)
+
+        try:
+            read_ahead(0)
+            for index, case in enumerate(bar):
+                bar.set_postfix_str(case.name, refresh=False)
+                loaded = ahead.pop(index, None)
+                read_ahead(index + 1)
+                results.append(_one(case, predictor, out_dir, options, model_info, table, info, loaded))
+        except KeyboardInterrupt as err:  # the case in progress left no file (atomic writes)
+            for future in ahead.values():
+                future.cancel()
+            return results, err
+    return results, None
 
 
 def _remove_leftover_temp_files(out_dir: Path, before: float, cases: Sequence[Case] | None = None) -> None:
