@@ -190,3 +190,20 @@ def test_sigterm_during_train_keeps_the_last_checkpoint_and_exits_130(phantom_di
     assert "medt3d train: terminated (SIGTERM)" in log and "Traceback" not in log
     assert "continue with medt3d train --resume" in log
     assert not (run / FOLDER_LOCK).exists() and not list((run / "checkpoints").glob(".*.tmp*"))
+
+
+def test_records_of_an_earlier_batch_in_the_folder_are_not_merged(tmp_path: Path):
+    """A shard record left by an earlier batch (another model or other cases) does not complete this one."""
+    from medt3d.inference.shards import summarize, write_cohort
+
+    def shard_summary(case: str, sha: str, index: int) -> dict:
+        result = {"case": case, "input": case, "status": "done", "error": None, "outputs": {}, "failed_outputs": {}}
+        return summarize([result], {"sha256": sha}, tmp_path, {}, 1, shard=(index, 2))
+
+    cohort = ["a", "b"]
+    write_cohort(tmp_path, shard_summary("b", "old-model", 2), (2, 2), cohort=cohort)
+    assert "shards" not in write_cohort(tmp_path, shard_summary("a", "new-model", 1), (1, 2), cohort=cohort)
+    assert not (tmp_path / "summary.json").exists()
+    merged = write_cohort(tmp_path, shard_summary("b", "new-model", 2), (2, 2), cohort=cohort)
+    assert merged["shards"]["missing"] == [] and merged["model"]["sha256"] == "new-model"
+    assert [c["case"] for c in json.loads((tmp_path / "summary.json").read_text())["cases"]] == ["a", "b"]

@@ -357,7 +357,8 @@ def run_inference(inputs: Sequence[str | Path], output: str | Path, model: str |
     else:
         net, cfg = network
     cfg = options.apply(cfg)
-    cases = select_shard(group_channel_files(cases, cfg.data.in_channels), options.shard)
+    everyone = group_channel_files(cases, cfg.data.in_channels)
+    cases = select_shard(everyone, options.shard)
     device = resolve_device(cfg.infer.device)
     info = init_distributed(device)
     if info.enabled and device.type == "cuda":
@@ -380,7 +381,7 @@ def run_inference(inputs: Sequence[str | Path], output: str | Path, model: str |
         summary = summarize([asdict(r) for r in results], model_info, out_dir, _settings(cfg, device),
                             info.world_size, not_run=not_run, shard=options.shard)
         if info.is_main:
-            summary = write_cohort(out_dir, summary, options.shard)
+            summary = write_cohort(out_dir, summary, options.shard, cohort=[c.name for c in everyone])
         if interrupted is not None:
             logger.warning("interrupted: %d case(s) done, %d not run; %s lists them; continue with --skip-existing",
                            len(results), len(not_run), out_dir / SUMMARY_NAME)
@@ -449,8 +450,7 @@ def _same_model(sidecar: Path, model_info: dict[str, Any]) -> bool:
 
 
 def _write_peak() -> dict[str, float]:
-    peak = peak_rss_mb(reset=True)
-    return {} if peak is None else {"write": peak}
+    return {} if (peak := peak_rss_mb(reset=True)) is None else {"write": peak}
 
 
 def _skippable(case: Case, out_dir: Path, options: InferOptions, model_info: dict[str, Any]) -> bool:

@@ -98,13 +98,19 @@ def _record_path(out_dir: Path, shard: tuple[int, int]) -> Path:
     return out_dir / SHARDS_DIR / f"shard-{shard[0]}-of-{shard[1]}.json"
 
 
-def _records(out_dir: Path) -> dict[int, dict[int, Path]]:
-    """The shards' records in ``out_dir``, by shard count then index."""
+def _batch_key(record: dict[str, Any]) -> tuple[Any, Any]:
+    """What makes shard records one batch: the same cohort (every case name) and the same model weights."""
+    return record.get("cohort"), record.get("model", {}).get("sha256")
+
+
+def _records(out_dir: Path, key: tuple[Any, Any] | None = None) -> dict[int, dict[int, Path]]:
+    """The shards' records in ``out_dir``, by shard count then index; with ``key``, only that batch's
+    (a record left by an earlier batch into the same folder, of other cases or another model, is not merged)."""
     found: dict[int, dict[int, Path]] = {}
     folder = out_dir / SHARDS_DIR
     for path in sorted(folder.glob("shard-*-of-*.json")) if folder.is_dir() else []:
         match = _RECORD.match(path.name)
-        if match:
+        if match and (key is None or _batch_key(json.loads(path.read_text())) == key):
             found.setdefault(int(match.group(2)), {})[int(match.group(1))] = path
     return found
 
@@ -137,10 +143,12 @@ def _merged(out_dir: Path, count: int, records: dict[int, Path]) -> dict[str, An
     return summary
 
 
-def write_cohort(out_dir: Path, summary: dict[str, Any], shard: tuple[int, int] | None) -> dict[str, Any]:
+def write_cohort(out_dir: Path, summary: dict[str, Any], shard: tuple[int, int] | None,
+                 cohort: Sequence[str] = ()) -> dict[str, Any]:
     """Write this job's results: the cohort tables for a whole batch (whose job holds the folder's lock);
     for a shard its record, and the cohort tables merged from every shard's record once all ``N`` are
-    there (under the merge lock).
+    there (under the merge lock). ``cohort`` names every case of the batch, all shards together: records
+    of another cohort or model are not merged.
 
     Returns:
         The summary written to ``summary.json`` (merged), or this shard's own while shards are missing.
@@ -149,8 +157,9 @@ def write_cohort(out_dir: Path, summary: dict[str, Any], shard: tuple[int, int] 
         _write_tables(out_dir, summary)
         return summary
     with merge_lock(out_dir):
-        atomic_write_text(_record_path(out_dir, shard), json.dumps(summary, indent=2))
-        records = _records(out_dir).get(shard[1], {})
+        record = {**summary, "cohort": sorted(cohort)}
+        atomic_write_text(_record_path(out_dir, shard), json.dumps(record, indent=2))
+        records = _records(out_dir, _batch_key(record)).get(shard[1], {})
         missing = [i for i in range(1, shard[1] + 1) if i not in records]
         if missing:
             logger.info("shard %d/%d done; shards %s of %s not finished yet: the last one (or medt3d infer --merge "
@@ -170,7 +179,8 @@ def merge_folder(out_dir: str | Path) -> dict[str, Any]:
         ValueError: records of several shard counts (two different batches in one folder).
     """
     out_dir = Path(out_dir)
-    records = _records(out_dir)
+    newest = max((out_dir / SHARDS_DIR).glob("shard-*-of-*.json"), key=lambda p: p.stat().st_mtime, default=None)
+    records = _records(out_dir, _batch_key(json.loads(newest.read_text()))) if newest is not None else {}
     if not records:
         raise FileNotFoundError(f"{out_dir}: no shard records in {out_dir / SHARDS_DIR}; run medt3d infer --shard I/N "
                                 "into it first (an unsharded run writes its summary itself)")
