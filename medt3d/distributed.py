@@ -9,7 +9,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init_distributed", "shard", "cleanup_distributed", "is_main_process", "unwrap"]
+__all__ = ["DistInfo", "init_distributed", "shard", "cleanup_distributed", "is_main_process", "unwrap",
+           "wait_for_all_ranks"]
 
 
 class DistInfo:
@@ -67,6 +68,17 @@ def is_main_process() -> bool:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank() == 0
     return int(os.environ.get("RANK", "0")) == 0
+
+
+def wait_for_all_ranks() -> None:
+    """Block until every process of the group gets here (a no-op outside one).
+
+    Called once training has finished on every rank, before the group is left: a rank that destroyed the
+    gloo group while another still saved or validated was seen to abort at exit ("terminate called without
+    an active exception") in a loaded CI run.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
 
 
 def cleanup_distributed() -> None:

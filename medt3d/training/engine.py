@@ -48,7 +48,14 @@ from medt3d.data.datasets import build_dataset
 from medt3d.data.preflight import check_cases
 from medt3d.data.transforms import VALID, build_train_transforms, build_val_transforms
 from medt3d.devices import resolve_device
-from medt3d.distributed import DistInfo, cleanup_distributed, init_distributed, shard, unwrap
+from medt3d.distributed import (
+    DistInfo,
+    cleanup_distributed,
+    init_distributed,
+    shard,
+    unwrap,
+    wait_for_all_ranks,
+)
 from medt3d.errors import FULL_OR_READ_ONLY
 from medt3d.inference.inferer import build_sliding_window_inferer
 from medt3d.io_utils import atomic_write_text, check_writable_dir
@@ -452,6 +459,7 @@ class Training:
                                  losses=self.state.losses)
             if self.info.is_main:  # the one line on the outcome (the train command prints no other)
                 logger.info("done in %.0f s: %s", time.time() - start, result.outcome())
+            wait_for_all_ranks()  # no rank tears the process group down while another still uses it
         except KeyboardInterrupt:
             if self.info.is_main:
                 logger.warning("training interrupted in epoch %d; %s", self.trainer.state.epoch, self._kept())
