@@ -59,8 +59,8 @@ def predict(model_path: str, image: str | Path, window: str | None = None, paddi
     if floor is not None:
         cfg.patch.roi_size = tuple(int(v) for v in floor.split(","))
     predictor = Predictor(model, cfg, torch.device("cpu"))
-    if pad_like_baseline:  # MedT3D's windows padded up to the patch with infer.padding_mode, unmasked, as UNet's are
-        predictor.inferer.masked, predictor.inferer.floor = False, tuple(cfg.patch.roi_size)
+    if pad_like_baseline:  # MedT3D's windows rounded to its multiple and padded with infer.padding_mode, as UNet's
+        predictor.inferer.masked = False
     start = time.perf_counter()
     with torch.no_grad():
         result = predictor.predict(image)

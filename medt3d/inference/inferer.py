@@ -42,8 +42,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Peak bytes per input voxel of one eval forward pass (float32, batch 1, every output class), measured with
-#: ``medt3d bench --infer --roi-size whole`` (docs/benchmarks.md, "Borders"); bigger for more classes.
+#: Peak bytes per input voxel of one eval forward pass (float32, batch 1, two classes), measured with
+#: ``python scripts/forward_memory.py`` (docs/benchmarks.md, "Borders"); :func:`estimate_forward_gb` adds the classes.
 FORWARD_BYTES_PER_VOXEL: dict[str, float] = {"medt3d": 100.0, "unet": 160.0, "swinunetr": 400.0, "unetr": 400.0}
 
 
@@ -97,9 +97,9 @@ class ScanFittedWindowInferer(SlidingWindowInferer):
     Args:
         roi_size: the window, or ``"whole"``.
         multiple: the network's size multiple (None: one input size).
-        masked: the network masks its own padding (window edges may end at the scan exactly).
-        patch: the training patch, the fallback window of ``"whole"``.
-        floor: smallest window edges of an unmasked network (None: none); see :func:`fitted_window`.
+        masked: the network pads (and masks) its input up to ``multiple`` itself, so edges are not rounded.
+        patch: the training patch: the smallest edge of a window that reaches past the scan (the
+            :func:`fitted_window` floor), and the fallback window of ``"whole"``.
         min_cells: fewest voxels an unmasked network's window keeps at its bottleneck.
         whole_max_gb: memory budget of one whole-scan pass.
         network_name: ``network.name``, for the memory estimate.
@@ -112,7 +112,7 @@ class ScanFittedWindowInferer(SlidingWindowInferer):
 
     def __init__(self, roi_size: Sequence[int] | str, multiple: int | None, patch: Sequence[int],
                  masked: bool = False, whole_max_gb: float = 8.0, network_name: str = "medt3d", classes: int = 2,
-                 floor: Sequence[int] | None = None, min_cells: int = 1, **kwargs: Any) -> None:
+                 min_cells: int = 1, **kwargs: Any) -> None:
         self.whole = roi_size == WHOLE_SCAN
         self.patch = tuple(int(r) for r in patch)
         self.window = self.patch if self.whole else tuple(int(r) for r in roi_size)
@@ -122,7 +122,6 @@ class ScanFittedWindowInferer(SlidingWindowInferer):
         self.whole_max_gb = whole_max_gb
         self.network_name = network_name
         self.classes = classes
-        self.floor = None if floor is None else tuple(int(f) for f in floor)
         self.min_cells = min_cells
         self.last_window: tuple[int, ...] | None = None
 
@@ -131,14 +130,13 @@ class ScanFittedWindowInferer(SlidingWindowInferer):
         window = self.window
         if self.whole and self.multiple is not None:
             need = estimate_forward_gb(self.network_name, scan, channels, self.classes)
-            if need <= self.whole_max_gb:  # the scan, rounded up to the multiple of a network that needs one
-                window = tuple(int(s) if self.masked else self.multiple * math.ceil(int(s) / self.multiple)
-                               for s in scan)
+            if need <= self.whole_max_gb:  # fitted_window raises it to the patch and rounds it to the multiple
+                window = tuple(int(s) for s in scan)
             else:
                 logger.info("whole-scan pass of a %s scan needs about %.1f GB, more than infer.whole_max_gb=%g: "
                             "sliding windows of %s instead", "x".join(str(int(s)) for s in scan), need,
                             self.whole_max_gb, list(self.patch))
-        return fitted_window(window, scan, self.multiple, self.masked, floor=self.floor, min_cells=self.min_cells)
+        return fitted_window(window, scan, self.multiple, self.masked, floor=self.patch, min_cells=self.min_cells)
 
     def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> Any:
         scan = tuple(int(s) for s in inputs.shape[2:])
@@ -175,7 +173,6 @@ def build_sliding_window_inferer(cfg: Config, sw_device: torch.device | None = N
         multiple=window_multiple(cfg),
         masked=masks_padding(cfg),
         patch=cfg.patch.roi_size,
-        floor=cfg.patch.roi_size,
         min_cells=bottleneck_cells(cfg),
         whole_max_gb=cfg.infer.whole_max_gb,
         network_name=cfg.network.name,
