@@ -290,7 +290,7 @@ class MedT3D(nn.Module):
             x = F.pad(x, [0, pads[2], 0, pads[1], 0, pads[0]])
         masks: list[torch.Tensor | None] = [None for _ in range(len(self.stem) + len(self.stages))]
         if mask is not None:
-            x = x * mask
+            x = zero_invalid(x, mask)
             current = mask
             masks[0] = current
             for i in range(1, len(masks)):  # a coarse voxel is scan when any of its 8 children is
@@ -301,7 +301,7 @@ class MedT3D(nn.Module):
         for i, conv in enumerate(self.stem):
             if i > 0:
                 skips.append(y)  # stem levels 1..k-1 are skips; level k feeds stage 0
-            y = conv(zero_invalid(y, masks[i]), masks[i + 1])
+            y = conv(y if i == 0 else zero_invalid(y, masks[i]), masks[i + 1])  # level 0: x, zeroed above
         level = len(self.stem)
         for s, stage in enumerate(self.stages):
             if s > 0:
