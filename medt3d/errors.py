@@ -1,31 +1,64 @@
-"""Which exceptions are a user's mistake (a bad file, a bad value) rather than a bug, and the exit codes.
+"""The project's error types, which exceptions are a user's mistake rather than a bug, and the exit codes.
 
-The command line prints these as one line with exit code 2; pipelines and batch runs pass them
-through unwrapped, so that the message naming the file reaches the user. Faults of the machine
-(a read-only or full disk, a folder without write permission, no memory) are one line with exit code 3
-(:func:`is_environment_error`).
+medt3d raises :class:`InputError` (or a subclass) for every mistake of its user: a bad or missing file, a
+bad value, a config key, a wrong use of the command line or API. Where a library (nibabel, pydicom,
+SimpleITK, PyYAML, zipfile...) refuses a user's file, the error is caught where the file is read and raised
+again as an :class:`InputError` naming the file (:func:`bad_file`). The command line prints these as one
+line with exit code 2; pipelines and batch runs pass them through unwrapped, so that the message naming
+the file reaches the user. Any other exception (a plain ``ValueError``, ``KeyError``, ``TypeError``...) is
+a bug in medt3d: the command line shows its traceback and exits with 1.
+
+Faults of the machine (a read-only or full disk, a folder without write permission, no memory) are one
+line with exit code 3 (:func:`is_environment_error`).
+
+Message convention (checked by tests/test_error_messages.py, documented in docs/troubleshooting.md): a
+message says what is wrong, naming the file, key or value involved, then, after ``"; "``, what to do,
+as a clause that starts with an imperative verb of :data:`HINT_VERBS` (optionally after "or", "then",
+or an "if ...," condition), e.g. ``"scan.nii.gz: the header claims 8 MB but the file holds 2 MB; copy or
+export the file again"``.
 """
 
 from __future__ import annotations
 
 import errno
+import re
 import zipfile
+from pathlib import Path
 
-__all__ = ["EXIT_BAD_INPUT", "Terminated", "EXIT_CASES_FAILED", "EXIT_ENVIRONMENT", "EXIT_INTERRUPTED", "ENVIRONMENT_ERRORS",
-           "FULL_OR_READ_ONLY", "USER_ERRORS", "is_environment_error"]
+__all__ = ["EXIT_BAD_INPUT", "Terminated", "EXIT_BUG", "EXIT_CASES_FAILED", "EXIT_ENVIRONMENT",
+           "EXIT_INTERRUPTED", "ENVIRONMENT_ERRORS", "FULL_OR_READ_ONLY", "HINT_VERBS", "USER_ERRORS",
+           "ConfigError", "InputError", "bad_file", "hint_of", "is_environment_error"]
 
 #: Exit codes of every command (documented in docs/troubleshooting.md).
 EXIT_CASES_FAILED = 1  # some cases of a batch failed (the others were written)
+EXIT_BUG = 1  # an exception that is not a user's or the machine's: a bug in medt3d (traceback shown)
 EXIT_BAD_INPUT = 2  # bad input or usage: a file, a value, a config key
 EXIT_ENVIRONMENT = 3  # the machine: read-only or full disk, other OS errors, out of memory
 EXIT_INTERRUPTED = 130  # Ctrl-C, or SIGTERM (a scheduler's stop)
 
 
+class InputError(ValueError):
+    """A user's mistake: a bad or unreadable input file, a bad value or option, a wrong use (exit code 2).
+
+    The message names the file, key or value and ends with what to do after ``"; "`` (module docstring).
+    A subclass of ``ValueError``, so that ``except ValueError`` in callers keeps catching it.
+    """
+
+
+class ConfigError(InputError):
+    """A configuration value is unknown, of the wrong type, or impossible."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so that the same cleanup runs (exit code 130)."""
 
+
+#: What the command line reports as the user's mistake (exit code 2, or 3 for ``PermissionError``): the
+#: project's own :class:`InputError`, and a path the user named that is missing or of the wrong kind.
+#: A plain ``ValueError`` is not here: it is a bug unless medt3d raised it as an :class:`InputError`.
 USER_ERRORS: tuple[type[Exception], ...] = (
-    ValueError, FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError, zipfile.BadZipFile,
+    InputError, FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError,
+    ValueError, zipfile.BadZipFile,  # until every raise of medt3d is an InputError (issue 31, item 7)
 )
 
 #: Faults of the machine rather than of the input (checked after :data:`USER_ERRORS`).
@@ -33,6 +66,41 @@ ENVIRONMENT_ERRORS: tuple[type[BaseException], ...] = (OSError, MemoryError)
 
 #: errno values of a disk that cannot take what is written: full, over quota, read-only
 FULL_OR_READ_ONLY = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+#: Verbs a what-to-do clause of a message starts with (the message convention above).
+HINT_VERBS = frozenset({
+    "add", "ask", "check", "choose", "convert", "copy", "delete", "drop", "export", "fix", "free", "give",
+    "install", "keep", "label", "leave", "list", "lower", "make", "move", "name", "pass", "put", "raise",
+    "re-export", "reinstall", "remove", "rename", "rerun", "resample", "retrain", "run", "save", "select",
+    "set", "split", "train", "use", "wait", "write",
+})
+
+_CONDITION = re.compile(r"^(?:(?:or|and|then|else|otherwise|instead|either)\s+|(?:if|when|for)\b[^,]*,\s*)",
+                        re.IGNORECASE)
+
+
+def hint_of(message: str) -> str | None:
+    """The what-to-do clause of an error message (the first clause after ``"; "`` that starts with one of
+    :data:`HINT_VERBS`), or ``None`` when it has none."""
+    for clause in str(message).split("; ")[1:]:
+        text = clause.strip()
+        while (m := _CONDITION.match(text)) is not None and m.end() > 0:
+            text = text[m.end():]
+        words = text.split(None, 1)
+        if words and words[0].lower().strip("(`'\"") in HINT_VERBS:
+            return clause.strip()
+    return None
+
+
+def bad_file(path: str | Path, err: BaseException | str, hint: str) -> InputError:
+    """A library's refusal of a user's file as an :class:`InputError`: ``"PATH: WHAT; HINT"``.
+
+    Raise it ``from None`` where the file is read, so that no library traceback reaches the user.
+    """
+    what = err if isinstance(err, str) else (str(err).strip().splitlines() or [type(err).__name__])[0]
+    if not isinstance(err, str) and type(err).__name__ not in what:
+        what = f"{type(err).__name__}: {what}" if what else type(err).__name__
+    return InputError(f"{path}: {what}; {hint}")
 
 
 def is_environment_error(err: BaseException) -> bool:

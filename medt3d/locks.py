@@ -27,6 +27,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from medt3d.errors import InputError
+
 __all__ = ["FOLDER_LOCK", "FolderLock", "FolderLockedError", "merge_lock", "shard_lock_name"]
 
 #: the lock of a job that holds the whole folder
@@ -40,7 +42,7 @@ def shard_lock_name(index: int, count: int) -> str:
     return f".medt3d.shard-{index}-of-{count}.lock"
 
 
-class FolderLockedError(ValueError):
+class FolderLockedError(InputError):
     """Another live job holds the folder (exit code 2)."""
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from medt3d.errors import ConfigError
+
 __all__ = [
     "CT_WINDOWS",
     "MODALITIES",
@@ -66,10 +68,6 @@ N_FOLDS = 5
 #: Label formats of ``medt3d infer --output-format``; the NIfTI label is always written (the sidecar,
 #: ``--skip-existing`` and ``volumes.csv`` rest on it).
 OUTPUT_FORMATS = ("nifti", "seg-nrrd", "dicom-seg")
-
-
-class ConfigError(ValueError):
-    """A configuration value is unknown, of the wrong type, or impossible."""
 
 
 @dataclass

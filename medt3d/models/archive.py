@@ -16,6 +16,7 @@ import zlib
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
+from medt3d.errors import InputError
 from medt3d.io_utils import atomic_dir, atomic_path
 
 __all__ = ["UnsafeZipError", "check_zip_members", "unpack_bundle", "zip_bundle"]
@@ -28,7 +29,7 @@ MAX_INFLATION = 100
 BOMB_MIN_BYTES = 16 * 2**20
 
 
-class UnsafeZipError(ValueError):
+class UnsafeZipError(InputError):
     """A zip member would be written outside the target folder, or is not a plain file or folder."""
 
 
