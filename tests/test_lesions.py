@@ -78,3 +78,18 @@ def test_bad_shapes_are_refused() -> None:
         match_lesions(np.zeros((4, 4, 4)), np.zeros((4, 4, 5)), SPACING)
     with pytest.raises(ValueError, match="connectivity"):
         match_lesions(np.zeros((4, 4, 4)), np.zeros((4, 4, 4)), SPACING, connectivity=4)
+
+
+def test_case_metrics_carry_the_lesion_columns_beside_dice() -> None:
+    from medt3d.evaluation.metrics import METRIC_NAMES, case_metrics
+
+    ref = np.zeros((30, 30, 30), np.uint8)
+    _box(ref, (2, 2, 2), 5)
+    _box(ref, (20, 20, 20), 3)
+    pred = np.zeros_like(ref)
+    _box(pred, (2, 2, 2), 5)  # the first found exactly, the second missed, one false lesion
+    _box(pred, (2, 20, 20), 2)
+    (row,) = case_metrics(pred, ref, SPACING, ["background", "tumour"])
+    assert set(LESION_METRIC_NAMES) <= set(METRIC_NAMES) <= set(row)
+    assert (row["lesion_tp"], row["lesion_fp"], row["lesion_fn"], row["lesion_f1"]) == (1, 1, 1, 0.5)
+    assert row["dice"] == pytest.approx(2 * 125 / (125 + 8 + 125 + 27))

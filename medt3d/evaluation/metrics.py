@@ -27,13 +27,17 @@ from monai.metrics import (
 )
 from monai.networks.utils import one_hot
 
+from medt3d.evaluation.lesions import LESION_METRIC_NAMES, lesion_metrics
+
 # MONAI 1.6's own surface-distance code passes get_mask_edges an argument it has deprecated, so every
 # HD95/ASD call printed a deprecation notice meant for MONAI's developers; hide just that notice.
 warnings.filterwarnings("ignore", message=r".*always_return_as_numpy.*")
 
 __all__ = ["METRIC_NAMES", "case_metrics", "empty_rule"]
 
-METRIC_NAMES = ("dice", "iou", "hd95_mm", "asd_mm", "volume_gt_ml", "volume_pred_ml")
+#: every per-case, per-class column: overlap, distances, volumes, then the lesion-wise detection figures
+#: of :mod:`medt3d.evaluation.lesions` (its own empty rule: nothing on either side gives F1 1)
+METRIC_NAMES = ("dice", "iou", "hd95_mm", "asd_mm", "volume_gt_ml", "volume_pred_ml", *LESION_METRIC_NAMES)
 
 
 def empty_rule(gt_empty: bool, pred_empty: bool, diagonal_mm: float) -> dict[str, float] | None:
@@ -47,7 +51,7 @@ def empty_rule(gt_empty: bool, pred_empty: bool, diagonal_mm: float) -> dict[str
 
 def case_metrics(pred: np.ndarray | torch.Tensor, label: np.ndarray | torch.Tensor,
                  spacing: Sequence[float], class_names: Sequence[str]) -> list[dict[str, float | str]]:
-    """Dice, IoU, HD95, ASD (mm) and volumes (mL) for each foreground class of one case.
+    """Dice, IoU, HD95, ASD (mm), volumes (mL) and lesion-wise detection for each foreground class of one case.
 
     Args:
         pred: predicted label volume (X, Y, Z) or (1, X, Y, Z), integer classes.
@@ -87,5 +91,6 @@ def case_metrics(pred: np.ndarray | torch.Tensor, label: np.ndarray | torch.Tens
                                                               spacing=spacing))
             row["asd_mm"] = float(compute_average_surface_distance(yp, yl, include_background=True, symmetric=True,
                                                                    spacing=spacing))
+        row.update(lesion_metrics(p1[0, c].numpy(), l1[0, c].numpy(), spacing))
         rows.append(row)
     return rows
