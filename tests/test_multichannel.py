@@ -100,7 +100,7 @@ def test_five_folds_cover_every_case_once_and_repeat_with_the_seed():
         fold_cases(cases[:4], 0, seed=0)
 
 
-def test_channel_files_load_stacked_and_must_share_a_grid(dataset: Path, tmp_path: Path):
+def test_channel_files_load_stacked_and_must_share_a_frame_of_reference(dataset: Path, tmp_path: Path):
     files = [dataset / "imagesTr" / f"phantom_000_000{c}.nii.gz" for c in (0, 1)]
     image = load_image(files, channels=2)
     assert tuple(image.shape) == (2, *nib.load(files[0]).shape)
@@ -113,9 +113,13 @@ def test_channel_files_load_stacked_and_must_share_a_grid(dataset: Path, tmp_pat
         load_image(files, channels=1)
     moved = tmp_path / "moved_0001.nii.gz"
     affine = nib.load(files[1]).affine.copy()
-    affine[0, 3] += 4.0
+    affine[0, 3] += 2 * affine[0, 0]  # two voxels along x: the same frame of reference, another grid
     nib.save(nib.Nifti1Image(np.asarray(nib.load(files[1]).dataobj), affine), moved)
-    with pytest.raises(ValueError, match="channels of one case must share one grid"):
+    np.testing.assert_allclose(load_image([files[0], moved], channels=2)[1, 2:].numpy(), image[1, :-2].numpy(),
+                               atol=1e-3)  # resampled onto channel 0's grid (test_channel_grids.py)
+    affine[0, 3] += 1000.0
+    nib.save(nib.Nifti1Image(np.asarray(nib.load(files[1]).dataobj), affine), moved)
+    with pytest.raises(ValueError, match="channels of one case must share one frame of reference"):
         load_image([files[0], moved], channels=2)
 
 

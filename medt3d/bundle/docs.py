@@ -200,14 +200,15 @@ def build_metadata(source: BundleSource, facts: ModelFacts) -> dict[str, Any]:
 
 
 def _intensity_text(cfg: Config) -> str:
-    ct = cfg.data.ct_channels
-    if len(set(ct)) > 1:  # only with data.channels naming channels of both kinds
+    kinds = cfg.data.channel_kinds
+    if len(set(kinds)) > 1 or kinds[0] == "PET":  # only with data.channels naming them
         from medt3d.data.transforms import window_bounds
 
         low, high = window_bounds(cfg)
-        return "per channel: " + ", ".join(
-            f"{n} clipped to {low:g}..{high:g} HU and scaled to 0..1" if is_ct else f"{n} z-scored over "
-            "nonzero voxels" for n, is_ct in zip(cfg.data.channels or [], ct))
+        text = {"CT": f"clipped to {low:g}..{high:g} HU and scaled to 0..1",
+                "PET": f"SUV clipped to 0..{cfg.preprocess.suv_max:g} and scaled to 0..1",
+                "MR": "z-scored over nonzero voxels"}
+        return "per channel: " + ", ".join(f"{n} {text[k]}" for n, k in zip(cfg.data.channels or kinds, kinds))
     if cfg.data.modality == "CT":
         from medt3d.data.transforms import window_bounds
 

@@ -111,8 +111,12 @@ class DataConfig:
             rest get a ``tab10`` colour and the codes pydicom's dictionary has for their name.
         in_channels: image channels fed to the network.
         channels: name of each input channel (e.g. ``[CT, PET]`` or ``[T1, T2, FLAIR]``), as nnU-Net's
-            ``channel_names``: a channel named ``CT`` gets the CT window, any other a z-score over
-            its nonzero voxels; ``null``: every channel is ``modality``.
+            ``channel_names``: a channel named ``CT`` gets the CT window, one named ``PET`` its SUV
+            clipped to ``preprocess.suv_max`` and scaled to 0..1, any other a z-score over its nonzero
+            voxels; ``null``: every channel is ``modality``.
+        reference_channel: the channel (0-based) whose grid a case takes when its channel files lie on
+            different grids of one frame of reference (PET/CT): the others are resampled onto it
+            linearly, a label on another channel's grid by nearest neighbour.
         val_fraction: share of cases held out for validation when the data have no validation split.
         split_seed: seed of that split (and of the folds).
         fold: with data that have no validation split, validate on fold 0-4 of a seeded 5-fold split
@@ -133,6 +137,7 @@ class DataConfig:
     cache: str = "none"
     cache_dir: str | None = None
     num_workers: int = 0
+    reference_channel: int = 0
 
     @property
     def num_classes(self) -> int:
@@ -143,9 +148,14 @@ class DataConfig:
     def ct_channels(self) -> list[bool]:
         """Whether each input channel is CT (CT window) rather than MR-like (z-score): by ``channels``
         names (``CT``), else by ``modality`` for every channel."""
-        if self.channels is not None:
-            return [name.upper() == "CT" for name in self.channels]
-        return [self.modality == "CT"] * self.in_channels
+        return [kind == "CT" for kind in self.channel_kinds]
+
+    @property
+    def channel_kinds(self) -> list[str]:
+        """How each input channel is normalised: ``CT`` (window), ``PET`` (SUV range) or ``MR`` (z-score),
+        by ``channels`` names, else by ``modality`` for every channel."""
+        names = self.channels if self.channels is not None else [self.modality] * self.in_channels
+        return [name.upper() if name.upper() in ("CT", "PET") else "MR" for name in names]
 
 
 @dataclass
@@ -163,6 +173,8 @@ class PreprocessConfig:
     orientation: str = "RAS"
     spacing: tuple[float, float, float] | None = (1.5, 1.5, 2.0)
     ct_window: str = "abdomen"
+        suv_max: a channel named ``PET`` (``data.channels``) is clipped to 0..``suv_max`` (SUV, g/ml)
+            and scaled to 0..1, so that an SUV means the same in every scan (a z-score would not).
     window: tuple[float, float] | None = None
     crop_foreground: bool = False
 
@@ -170,6 +182,7 @@ class PreprocessConfig:
 @dataclass
 class PatchConfig:
     """Training patches and the sliding-window ROI.
+    suv_max: float = 10.0
 
     Attributes:
         roi_size: patch size (voxels) for training, and the inference sliding window unless

@@ -46,7 +46,7 @@ from monai.transforms import (
 
 from medt3d.config import CT_WINDOWS, Config
 from medt3d.data.readers import LoadVolumed
-from medt3d.errors import USER_ERRORS
+from medt3d.errors import USER_ERRORS, InputError
 
 __all__ = [
     "CT_BODY_HU",
@@ -180,49 +180,53 @@ def window_bounds(cfg: Config) -> tuple[float, float]:
 
 
 class ChannelIntensityd(MapTransform):
-    """Normalise each channel by its own kind: the CT window (to 0..1) or a z-score over its nonzero voxels.
+    """Normalise each channel by its own kind: the CT window or the PET SUV range (to 0..1), else a z-score.
 
     For cases whose channels differ (CT + PET, CT + MR). MONAI's intensity transforms apply one
     rule to every channel, so this applies MONAI's array transforms channel by channel.
 
     Args:
         keys: image keys.
-        ct_channels: whether each channel is CT.
+        kinds: each channel's kind (``CT``, ``PET`` or ``MR``: :attr:`DataConfig.channel_kinds`);
+            ``True``/``False`` are read as CT/MR.
         window: the CT window (lowest, highest) HU.
+        suv_max: the SUV mapped to 1 (PET channels: 0..suv_max, clipped).
     """
 
-    def __init__(self, keys: Hashable | Sequence[Hashable], ct_channels: Sequence[bool],
-                 window: tuple[float, float]) -> None:
+    def __init__(self, keys: Hashable | Sequence[Hashable], kinds: Sequence[str | bool],
+                 window: tuple[float, float], suv_max: float = 10.0) -> None:
         from monai.transforms import NormalizeIntensity, ScaleIntensityRange
 
         super().__init__(keys)
-        self.ct_channels = list(ct_channels)
-        self.ct = ScaleIntensityRange(a_min=window[0], a_max=window[1], b_min=0.0, b_max=1.0, clip=True)
-        self.z = NormalizeIntensity(nonzero=True)
+        self.kinds = [("CT" if k else "MR") if isinstance(k, bool) else str(k) for k in kinds]
+        self.rules = {"CT": ScaleIntensityRange(a_min=window[0], a_max=window[1], b_min=0.0, b_max=1.0, clip=True),
+                      "PET": ScaleIntensityRange(a_min=0.0, a_max=suv_max, b_min=0.0, b_max=1.0, clip=True),
+                      "MR": NormalizeIntensity(nonzero=True)}
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
             image = d[key]
-            if image.shape[0] != len(self.ct_channels):
-                raise ValueError(f"{getattr(image, 'meta', {}).get('filename_or_obj', key)}: {image.shape[0]} "
-                                 f"channel(s), but data.channels names {len(self.ct_channels)}")
+            if image.shape[0] != len(self.kinds):
+                raise InputError(f"{getattr(image, 'meta', {}).get('filename_or_obj', key)}: {image.shape[0]} "
+                                 f"channel(s), but data.channels names {len(self.kinds)}; give one file per "
+                                 "name in data.channels")
             out = image.clone()  # keeps the MetaTensor's metadata and transform history
-            for c, ct in enumerate(self.ct_channels):
-                out[c:c + 1] = torch.as_tensor((self.ct if ct else self.z)(image[c:c + 1]))
+            for c, kind in enumerate(self.kinds):
+                out[c:c + 1] = torch.as_tensor(self.rules[kind](image[c:c + 1]))
             d[key] = out
         return d
 
 
 def intensity_transform(cfg: Config, keys: Hashable | Sequence[Hashable] = IMAGE) -> MapTransform:
-    """CT: clip to the window and map it to 0..1; MR: z-score over nonzero voxels, per channel.
+    """CT: clip to the window and map it to 0..1; PET: SUV 0..``suv_max`` to 0..1; MR: z-score over nonzero voxels.
 
     With ``data.channels`` naming channels of different kinds, each channel follows its own name.
     """
-    ct = cfg.data.ct_channels
-    if len(set(ct)) > 1:
-        return ChannelIntensityd(keys, ct, window_bounds(cfg))
-    if ct[0]:
+    kinds = cfg.data.channel_kinds
+    if len(set(kinds)) > 1 or kinds[0] == "PET":
+        return ChannelIntensityd(keys, kinds, window_bounds(cfg), cfg.preprocess.suv_max)
+    if kinds[0] == "CT":
         a_min, a_max = window_bounds(cfg)
         return ScaleIntensityRanged(keys, a_min=a_min, a_max=a_max, b_min=0.0, b_max=1.0, clip=True)
     return NormalizeIntensityd(keys, nonzero=True, channel_wise=True)
@@ -254,7 +258,8 @@ def _geometry(cfg: Config, keys: Sequence[str]) -> list[MapTransform]:
 
 
 def _load(cfg: Config, keys: Sequence[str]) -> list[MapTransform]:
-    out: list[MapTransform] = [LoadVolumed(keys, channels=cfg.data.in_channels, max_voxels=cfg.infer.max_voxels)]
+    out: list[MapTransform] = [LoadVolumed(keys, channels=cfg.data.in_channels, max_voxels=cfg.infer.max_voxels,
+                                           reference_channel=cfg.data.reference_channel)]
     if LABEL in keys:
         out.append(CheckLabelValuesd(LABEL, num_classes=cfg.data.num_classes))
     return out

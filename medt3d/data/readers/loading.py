@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
+from medt3d.data.readers.channels import Grid, check_label_grid, grid_of, resample_onto, stack_channels
 from medt3d.data.readers.common import _grid_problem, require_3d
 from medt3d.data.readers.dicom_series import check_dicom_series, dicom_files, is_dicom_file
 from medt3d.data.readers.registry import FORMATS, detect_kind, file_suffixes, read_header
@@ -63,11 +62,13 @@ def image_files(image: str | Path | Sequence[str | Path]) -> list[Path]:
 
 
 def load_image(image: str | Path | Sequence[str | Path], series_uid: str | None = None, dtype: Any = np.float32,
-               channels: int | None = 1, max_voxels: int | None = None) -> Any:
+               channels: int | None = 1, max_voxels: int | None = None, reference_channel: int = 0) -> Any:
     """Load a case's image as a (C, X, Y, Z) ``MetaTensor``: one file, a 4-D file of channels, or one file per channel.
 
-    Channel files must lie on one grid (shape and affine); they are stacked in the order given.
-    ``meta["filename_or_obj"]`` is the first file and ``meta["channel_files"]`` lists them all.
+    Channel files are stacked in the order given, on the grid of channel ``reference_channel``: channels
+    on other grids of the same frame of reference are resampled onto it linearly
+    (:mod:`medt3d.data.readers.channels`). ``meta["filename_or_obj"]`` is the reference channel's file
+    and ``meta["channel_files"]`` lists them all.
 
     Args:
         image: a path, or a list of paths (one per channel).
@@ -76,24 +77,31 @@ def load_image(image: str | Path | Sequence[str | Path], series_uid: str | None 
         channels: channels the case must have (``data.in_channels``); ``None``: whatever it holds.
         max_voxels: the most voxels each file may hold; None: the readers' default.
 
+        reference_channel: the channel file whose grid the image takes (``data.reference_channel``).
     Raises:
         FileNotFoundError: a file does not exist.
-        ValueError: as :func:`load_volume`, channel files on different grids, or another number of channels.
+        ValueError: as :func:`load_volume`, channel files outside one frame of reference, or another
+            number of channels.
     """
     files = image_files(image)
+    return _load_image(image, series_uid, dtype, channels, max_voxels, reference_channel)[0]
+
+
+def _load_image(image: str | Path | Sequence[str | Path], series_uid: str | None, dtype: Any, channels: int | None,
+                max_voxels: int | None, reference_channel: int) -> tuple[Any, list[Grid]]:
+    """:func:`load_image`, and the grid of each channel file as read."""
     parts = [load_volume(f, series_uid, dtype, channels=channels if len(files) == 1 else 1, max_voxels=max_voxels)
              for f in files]
-    first = parts[0]
-    for path, part in zip(files[1:], parts[1:]):
-        problem = _grid_problem(files[0], first, path, part)
-        if problem:
-            raise ValueError(f"the channels of one case must share one grid: {problem}")
-    img = first if len(parts) == 1 else MetaTensor(torch.cat([p.as_tensor() for p in parts]), meta=dict(first.meta))
+    if len(parts) == 1:
+        img, grids = parts[0], [grid_of(files[0], parts[0])]
+    else:
+        img, grids = stack_channels(files, parts, reference_channel)
+        img.meta["filename_or_obj"] = str(files[reference_channel])
     if channels is not None and img.shape[0] != channels:
         raise ValueError(f"{', '.join(map(str, files))}: image has {img.shape[0]} channel(s) but the model expects "
                          f"{channels} (data.in_channels)")
     img.meta["channel_files"] = [str(f) for f in files]
-    return img
+    return img, grids
 
 
 class LoadVolumed(MapTransform):
@@ -113,6 +121,8 @@ class LoadVolumed(MapTransform):
         max_voxels: the most voxels each file may hold (``infer.max_voxels``); None: the readers' default.
     """
 
+        reference_channel: the channel file whose grid a multi-channel image takes (``data.reference_channel``);
+            a label on another channel's grid is resampled onto it by nearest neighbour.
     def __init__(
         self,
         keys: Hashable | Sequence[Hashable],
@@ -123,24 +133,32 @@ class LoadVolumed(MapTransform):
         max_voxels: int | None = None,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
+        reference_channel: int = 0,
         self.dtype = dtype
         self.check_grid = check_grid
         self.channels = channels
         self.max_voxels = max_voxels
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        self.reference_channel = reference_channel
         """Load every key of ``data`` that names a volume."""
         d = dict(data)
         first: tuple[Hashable, Any] | None = None
         for key in self.key_iterator(d):
             uid = d.get(f"{key}_series_uid", d.get("series_uid") if key == "image" else None)
+        channel_grids: list[Grid] = []  # the channel files' own grids, when they differ from one another
             if key == "image":
-                img = load_image(d[key], series_uid=uid, dtype=self.dtype, channels=self.channels,
-                                 max_voxels=self.max_voxels)
+                img, grids = _load_image(d[key], uid, self.dtype, self.channels, self.max_voxels,
+                                         self.reference_channel)
+                channel_grids = grids if len(grids) > 1 else []
             else:
                 img = load_volume(d[key], series_uid=uid, dtype=self.dtype, max_voxels=self.max_voxels)
             d[key] = img
             if not self.check_grid:
+            if (self.check_grid and channel_grids and first is not None and key != "image"
+                    and _grid_problem(first[1].meta["filename_or_obj"], first[1], d[key], img)):
+                check_label_grid(grid_of(d[key], img), channel_grids)  # on one channel's grid, or refused
+                img = resample_onto(img, first[1], label=True)
                 continue
             if first is None:
                 first = (key, img)
