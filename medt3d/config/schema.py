@@ -131,13 +131,13 @@ class DataConfig:
     label_table: dict[str, LabelStyle] = field(default_factory=dict)
     in_channels: int = 1
     channels: list[str] | None = None
+    reference_channel: int = 0
     val_fraction: float = 0.2
     split_seed: int = 0
     fold: int | None = None
     cache: str = "none"
     cache_dir: str | None = None
     num_workers: int = 0
-    reference_channel: int = 0
 
     @property
     def num_classes(self) -> int:
@@ -166,6 +166,8 @@ class PreprocessConfig:
         orientation: axis codes every volume is reoriented to.
         spacing: target voxel spacing in mm (x, y, z); ``null`` keeps each scan's own spacing.
         ct_window: CT window preset name (see ``CT_WINDOWS``); ignored for MR.
+        suv_max: a channel named ``PET`` (``data.channels``) is clipped to 0..``suv_max`` (SUV, g/ml)
+            and scaled to 0..1, so that an SUV means the same in every scan (a z-score would not).
         window: explicit CT window (width, level) in HU; overrides ``ct_window`` when set.
         crop_foreground: crop each volume to its nonzero/body bounding box before patching.
     """
@@ -173,8 +175,7 @@ class PreprocessConfig:
     orientation: str = "RAS"
     spacing: tuple[float, float, float] | None = (1.5, 1.5, 2.0)
     ct_window: str = "abdomen"
-        suv_max: a channel named ``PET`` (``data.channels``) is clipped to 0..``suv_max`` (SUV, g/ml)
-            and scaled to 0..1, so that an SUV means the same in every scan (a z-score would not).
+    suv_max: float = 10.0
     window: tuple[float, float] | None = None
     crop_foreground: bool = False
 
@@ -182,7 +183,6 @@ class PreprocessConfig:
 @dataclass
 class PatchConfig:
     """Training patches and the sliding-window ROI.
-    suv_max: float = 10.0
 
     Attributes:
         roi_size: patch size (voxels) for training, and the inference sliding window unless

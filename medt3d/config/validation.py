@@ -62,11 +62,11 @@ def validate(cfg: Config, source: str = "<config>") -> None:
     if d.channels is not None:
         _require(len(d.channels) == d.in_channels, source, "data.channels",
                  f"needs one name per input channel (data.in_channels={d.in_channels}), got {d.channels}")
-    _require(0.0 <= d.val_fraction < 1.0, source, "data.val_fraction", f"must be in [0, 1), got {d.val_fraction}")
-    if d.fold is not None:
     _require(0 <= d.reference_channel < d.in_channels, source, "data.reference_channel",
              f"must name an input channel, 0..{d.in_channels - 1} (data.in_channels={d.in_channels}), "
              f"got {d.reference_channel}")
+    _require(0.0 <= d.val_fraction < 1.0, source, "data.val_fraction", f"must be in [0, 1), got {d.val_fraction}")
+    if d.fold is not None:
         _require(0 <= d.fold < N_FOLDS, source, "data.fold", f"must be 0..{N_FOLDS - 1} or null, got {d.fold}")
     _one_of(d.cache, CACHE_KINDS, source, "data.cache")
     _require(d.num_workers >= 0, source, "data.num_workers", f"must be >= 0, got {d.num_workers}")
@@ -76,9 +76,9 @@ def validate(cfg: Config, source: str = "<config>") -> None:
     _require(len(p.orientation) == 3 and set(p.orientation.upper()) <= set("RLAPSI"), source,
              "preprocess.orientation", f"= {p.orientation!r} is not a 3-letter axis code like 'RAS'")
     _one_of(p.ct_window, tuple(CT_WINDOWS), source, "preprocess.ct_window")
+    _require(p.suv_max > 0, source, "preprocess.suv_max", f"must be a positive SUV, got {p.suv_max}")
     if p.window is not None:
         _require(p.window[0] > 0, source, "preprocess.window", f"width must be positive, got {list(p.window)}")
-    _require(p.suv_max > 0, source, "preprocess.suv_max", f"must be a positive SUV, got {p.suv_max}")
 
     _require(all(r >= 1 for r in pt.roi_size), source, "patch.roi_size", f"must be positive, got {list(pt.roi_size)}")
     _require(pt.num_samples >= 1, source, "patch.num_samples", f"must be >= 1, got {pt.num_samples}")

@@ -76,20 +76,20 @@ def load_image(image: str | Path | Sequence[str | Path], series_uid: str | None 
         dtype: voxel type.
         channels: channels the case must have (``data.in_channels``); ``None``: whatever it holds.
         max_voxels: the most voxels each file may hold; None: the readers' default.
-
         reference_channel: the channel file whose grid the image takes (``data.reference_channel``).
+
     Raises:
         FileNotFoundError: a file does not exist.
         ValueError: as :func:`load_volume`, channel files outside one frame of reference, or another
             number of channels.
     """
-    files = image_files(image)
     return _load_image(image, series_uid, dtype, channels, max_voxels, reference_channel)[0]
 
 
 def _load_image(image: str | Path | Sequence[str | Path], series_uid: str | None, dtype: Any, channels: int | None,
                 max_voxels: int | None, reference_channel: int) -> tuple[Any, list[Grid]]:
     """:func:`load_image`, and the grid of each channel file as read."""
+    files = image_files(image)
     parts = [load_volume(f, series_uid, dtype, channels=channels if len(files) == 1 else 1, max_voxels=max_voxels)
              for f in files]
     if len(parts) == 1:
@@ -119,10 +119,10 @@ class LoadVolumed(MapTransform):
         channels: channels of the ``image`` key (one file, a 4-D file, or a list of one file per
             channel: see :func:`load_image`); other keys are single 3-D volumes.
         max_voxels: the most voxels each file may hold (``infer.max_voxels``); None: the readers' default.
-    """
-
         reference_channel: the channel file whose grid a multi-channel image takes (``data.reference_channel``);
             a label on another channel's grid is resampled onto it by nearest neighbour.
+    """
+
     def __init__(
         self,
         keys: Hashable | Sequence[Hashable],
@@ -131,34 +131,34 @@ class LoadVolumed(MapTransform):
         check_grid: bool = True,
         channels: int = 1,
         max_voxels: int | None = None,
+        reference_channel: int = 0,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        reference_channel: int = 0,
         self.dtype = dtype
         self.check_grid = check_grid
         self.channels = channels
         self.max_voxels = max_voxels
+        self.reference_channel = reference_channel
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        self.reference_channel = reference_channel
         """Load every key of ``data`` that names a volume."""
         d = dict(data)
         first: tuple[Hashable, Any] | None = None
+        channel_grids: list[Grid] = []  # the channel files' own grids, when they differ from one another
         for key in self.key_iterator(d):
             uid = d.get(f"{key}_series_uid", d.get("series_uid") if key == "image" else None)
-        channel_grids: list[Grid] = []  # the channel files' own grids, when they differ from one another
             if key == "image":
                 img, grids = _load_image(d[key], uid, self.dtype, self.channels, self.max_voxels,
                                          self.reference_channel)
                 channel_grids = grids if len(grids) > 1 else []
             else:
                 img = load_volume(d[key], series_uid=uid, dtype=self.dtype, max_voxels=self.max_voxels)
-            d[key] = img
-            if not self.check_grid:
             if (self.check_grid and channel_grids and first is not None and key != "image"
                     and _grid_problem(first[1].meta["filename_or_obj"], first[1], d[key], img)):
                 check_label_grid(grid_of(d[key], img), channel_grids)  # on one channel's grid, or refused
                 img = resample_onto(img, first[1], label=True)
+            d[key] = img
+            if not self.check_grid:
                 continue
             if first is None:
                 first = (key, img)
