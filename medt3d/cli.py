@@ -1,9 +1,10 @@
 """Command line: ``medt3d <command> ...``, a thin layer over the Python API.
 
 Each command lives in ``medt3d/commands/<name>.py`` and exposes ``register(subparsers)``
-(which adds its parser and sets ``func``). Errors that users cause (bad files, bad config)
-are printed as one clear line with exit code 2, faults of the machine (read-only or full disk,
-out of memory) with exit code 3, both without a traceback; ``--debug`` shows it.
+(which adds its parser and sets ``func``). Errors that users cause (bad files, bad config: the
+project's ``InputError``) are printed as one clear line with exit code 2, faults of the machine
+(read-only or full disk, out of memory) with exit code 3, both without a traceback; ``--debug`` shows
+it. Any other exception is a bug in medt3d: its traceback, then one line saying so, exit code 1.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import importlib
 import logging
 import signal
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +23,12 @@ from medt3d import __version__
 from medt3d.errors import (
     ENVIRONMENT_ERRORS,
     EXIT_BAD_INPUT,
+    EXIT_BUG,
     EXIT_ENVIRONMENT,
     EXIT_INTERRUPTED,
     USER_ERRORS,
     Terminated,
+    hint_of,
     is_environment_error,
 )
 
@@ -68,15 +72,32 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         if not is_environment_error(err):
-            print(f"medt3d {args.command}: error: {err}", file=sys.stderr)
+            text = str(err)
+            if isinstance(err, OSError) and hint_of(text) is None:  # the OS's own "No such file or directory"
+                text += "; check the path"
+            print(f"medt3d {args.command}: error: {text}", file=sys.stderr)
             return EXIT_BAD_INPUT
         reason = "out of memory" if isinstance(err, MemoryError) else "system error"
-        print(f"medt3d {args.command}: {reason}: {err or type(err).__name__}", file=sys.stderr)
+        text = str(err) or type(err).__name__
+        if hint_of(text) is None:
+            text += f"; {_OOM_HINT}" if isinstance(err, MemoryError) else f"; {_DISK_HINT}"
+        print(f"medt3d {args.command}: {reason}: {text}", file=sys.stderr)
         return EXIT_ENVIRONMENT
     except KeyboardInterrupt as err:
         how = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
         print(f"medt3d {args.command}: {how}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as err:  # not the user's input nor the machine: a bug in medt3d, shown as one
+        if args.debug:
+            raise
+        if type(err).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError (GPU), a RuntimeError
+            print(f"medt3d {args.command}: out of memory: {str(err).splitlines()[0] if str(err) else 'GPU'}; "
+                  f"{_OOM_HINT}", file=sys.stderr)
+            return EXIT_ENVIRONMENT
+        traceback.print_exc()
+        print(f"medt3d {args.command}: internal error (a bug in medt3d, not in your input): {type(err).__name__}; "
+              "report it with the command and the traceback above", file=sys.stderr)
+        return EXIT_BUG
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
@@ -97,6 +118,13 @@ def _handle_sigterm() -> Any:
         return signal.signal(signal.SIGTERM, _raise_terminated)
     except ValueError:  # not the main thread (an embedding program): leave signals alone
         return None
+
+
+#: What to do when memory runs out (docs/troubleshooting.md, "Out of memory").
+_OOM_HINT = ("lower patch.roi_size or train.batch_size (train), --sw-batch-size or --roi-size (infer), or "
+             "use --device cpu")
+#: What to do about another fault of the machine (a full or read-only disk, a missing permission).
+_DISK_HINT = "check that the disk has free space and the folder is writable, then run the command again"
 
 
 #: Arguments that name a folder a command creates for its results.

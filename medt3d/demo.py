@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from medt3d.config import Config, load_config
+from medt3d.errors import InputError
 
 __all__ = ["DEMO_BUNDLE", "DEMO_CASES", "DEMO_SHAPE", "run_demo"]
 
@@ -45,7 +46,7 @@ def run_demo(output: str | Path, cfg: Config | None = None, cases: tuple[int, in
 
     out = Path(output)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"demo output folder {out} already exists and is not empty; pass a new --output")
+        raise InputError(f"demo output folder {out} already exists and is not empty; pass a new --output")
     cfg = cfg or load_config("demo")
     start = time.time()
     n_train, n_val, n_test = cases

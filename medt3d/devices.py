@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from medt3d.errors import InputError
+
 __all__ = ["resolve_device", "autocast_dtype"]
 
 
@@ -21,18 +23,19 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+            raise InputError(f"device {name!r} requested but CUDA is not available; use --device cpu")
         index = int(name.split(":")[1]) if ":" in name else 0
         if index >= torch.cuda.device_count():
-            raise ValueError(f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+            raise InputError(f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist; "
+                             "choose one of cuda:0..cuda:N-1")
         return torch.device(name)
     if name == "mps":
         if not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-            raise ValueError("device 'mps' requested but MPS is not available; use --device cpu")
+            raise InputError("device 'mps' requested but MPS is not available; use --device cpu")
         return torch.device("mps")
     if name == "cpu":
         return torch.device("cpu")
-    raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+    raise InputError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -45,10 +48,10 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
         return None
     if precision == "bf16":
         if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise ValueError(f"precision bf16 is not supported on {device}")
+            raise InputError(f"precision bf16 is not supported on {device}; use fp16 or fp32")
         return torch.bfloat16
     if precision == "fp16":
         if device.type not in ("cuda", "mps"):
-            raise ValueError(f"precision fp16 needs a GPU (device is {device}); use bf16 on the CPU")
+            raise InputError(f"precision fp16 needs a GPU (device is {device}); use bf16 on the CPU")
         return torch.float16
-    raise ValueError(f"unknown precision {precision!r}; use fp32, bf16 or fp16")
+    raise InputError(f"unknown precision {precision!r}; use fp32, bf16 or fp16")

@@ -12,10 +12,10 @@ Faults of the machine (a read-only or full disk, a folder without write permissi
 line with exit code 3 (:func:`is_environment_error`).
 
 Message convention (checked by tests/test_error_messages.py, documented in docs/troubleshooting.md): a
-message says what is wrong, naming the file, key or value involved, then, after ``"; "``, what to do,
-as a clause that starts with an imperative verb of :data:`HINT_VERBS` (optionally after "or", "then",
-or an "if ...," condition), e.g. ``"scan.nii.gz: the header claims 8 MB but the file holds 2 MB; copy or
-export the file again"``.
+message is one line that says what is wrong, naming the file, key or value involved, then what to do: a
+clause after ``"; "`` (or ``": "``, ``". "``) that starts with an imperative verb of :data:`HINT_VERBS`
+(optionally after "or", "then", or an "if ...," condition), e.g. ``"scan.nii.gz: the header claims 8 MB
+but the file holds 2 MB; copy or export the file again"``.
 """
 
 from __future__ import annotations
@@ -54,10 +54,11 @@ class Terminated(KeyboardInterrupt):
 
 
 #: What the command line reports as the user's mistake (exit code 2, or 3 for ``PermissionError``): the
-#: project's own :class:`InputError`, and a path the user named that is missing or of the wrong kind.
+#: project's own :class:`InputError`, and a path the user named that is missing or of the wrong kind (a file
+#: where a folder is needed, or the other way round).
 #: A plain ``ValueError`` is not here: it is a bug unless medt3d raised it as an :class:`InputError`.
 USER_ERRORS: tuple[type[Exception], ...] = (
-    InputError, FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError,
+    InputError, FileNotFoundError, FileExistsError, PermissionError, NotADirectoryError, IsADirectoryError,
     ValueError, zipfile.BadZipFile,  # until every raise of medt3d is an InputError (issue 31, item 7)
 )
 
@@ -69,20 +70,22 @@ FULL_OR_READ_ONLY = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 #: Verbs a what-to-do clause of a message starts with (the message convention above).
 HINT_VERBS = frozenset({
-    "add", "ask", "check", "choose", "convert", "copy", "delete", "drop", "export", "fix", "free", "give",
-    "install", "keep", "label", "leave", "list", "lower", "make", "move", "name", "pass", "put", "raise",
-    "re-export", "reinstall", "remove", "rename", "rerun", "resample", "retrain", "run", "save", "select",
-    "set", "split", "train", "use", "wait", "write",
+    "add", "ask", "check", "choose", "convert", "copy", "delete", "download", "drop", "export", "fix", "free",
+    "give", "grant", "install", "keep", "label", "leave", "list", "lower", "make", "move", "name", "pass", "pick",
+    "predict", "put", "quote", "raise", "re-export", "reduce", "reinstall", "remove", "rename", "replace",
+    "report", "rerun", "resample", "retrain", "run", "save", "select", "set", "split", "train", "unpack", "use",
+    "wait", "write",
 })
 
+_CLAUSE = re.compile(r"[;:.]\s+")
 _CONDITION = re.compile(r"^(?:(?:or|and|then|else|otherwise|instead|either)\s+|(?:if|when|for)\b[^,]*,\s*)",
                         re.IGNORECASE)
 
 
 def hint_of(message: str) -> str | None:
-    """The what-to-do clause of an error message (the first clause after ``"; "`` that starts with one of
-    :data:`HINT_VERBS`), or ``None`` when it has none."""
-    for clause in str(message).split("; ")[1:]:
+    """The what-to-do clause of an error message (the first clause after ``"; "``, ``": "`` or ``". "`` that
+    starts with one of :data:`HINT_VERBS`), or ``None`` when it has none."""
+    for clause in _CLAUSE.split(str(message))[1:]:
         text = clause.strip()
         while (m := _CONDITION.match(text)) is not None and m.end() > 0:
             text = text[m.end():]

@@ -24,6 +24,7 @@ import torch
 
 from medt3d.bench.settings import DEFAULT_DIR, INFER_VOLUMES
 from medt3d.config import Config
+from medt3d.errors import InputError
 
 __all__ = ["DEFAULT_DIR", "INFER_VOLUMES", "bench_infer", "format_infer_table", "infer_worker", "monai_unet_worker",
            "write_bench_ct"]
@@ -194,7 +195,7 @@ def bench_infer(cfg: Config, output: str | Path,
     elif not isinstance(volumes, dict):
         unknown = [v for v in volumes if v not in INFER_VOLUMES]
         if unknown:
-            raise ValueError(f"unknown benchmark volume(s) {unknown}; choose from {list(INFER_VOLUMES)}")
+            raise InputError(f"unknown benchmark volume(s) {unknown}; choose from {list(INFER_VOLUMES)}")
         volumes = {v: INFER_VOLUMES[v] for v in volumes}
     for name, (shape, spacing) in volumes.items():
         log(f"infer: writing the {name} phantom CT ({spacing} mm)")

@@ -28,6 +28,7 @@ from torch import nn
 
 from medt3d.bench.settings import NETWORK_CHOICES, NetworkBenchSettings
 from medt3d.config import Config, config_from_dict
+from medt3d.errors import InputError
 
 __all__ = ["NETWORK_CHOICES", "NetworkBenchSettings", "PeakMemory", "bench_networks", "network_config", "networks_markdown"]
 
@@ -145,7 +146,7 @@ def _timed(fn: Callable[[], Any]) -> tuple[float, float]:
 def network_config(name: str, cfg: Config, patch: int) -> Config:
     """``cfg`` with ``network.name``/``preset`` set for a bench name and the ROI set to ``patch``."""
     if name not in NETWORK_CHOICES:
-        raise ValueError(f"unknown network {name!r} for the benchmark; choose from {list(NETWORK_CHOICES)}")
+        raise InputError(f"unknown network {name!r} for the benchmark; choose from {list(NETWORK_CHOICES)}")
     from medt3d.config import config_to_dict
 
     values = config_to_dict(cfg)
@@ -204,12 +205,12 @@ def bench_networks(cfg: Config | None = None, settings: NetworkBenchSettings | N
     log = log or (lambda _msg: None)
     unknown = [n for n in s.networks if n not in NETWORK_CHOICES]
     if unknown or not s.networks:
-        raise ValueError(f"unknown or no networks {unknown or list(s.networks)}; choose from {list(NETWORK_CHOICES)}")
+        raise InputError(f"unknown or no networks {unknown or list(s.networks)}; choose from {list(NETWORK_CHOICES)}")
     if s.repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {s.repeats}")
+        raise InputError(f"repeats must be >= 1, got {s.repeats}; pass a positive count")
     if s.patch < 16 or any(v < 1 for v in s.volume) or any(m < 16 for m in s.memory_sizes):
-        raise ValueError(f"patch and memory sizes must be >= 16 and the volume positive, got patch={s.patch}, "
-                         f"volume={list(s.volume)}, memory_sizes={list(s.memory_sizes)}")
+        raise InputError(f"patch and memory sizes must be >= 16 and the volume positive, got patch={s.patch}, "
+                         f"volume={list(s.volume)}, memory_sizes={list(s.memory_sizes)}; pass such sizes")
     threads = torch.get_num_threads()
     if s.threads is not None:
         torch.set_num_threads(s.threads)

@@ -26,6 +26,7 @@ import numpy as np
 from medt3d.bench.settings import DEFAULT_BUDGET_S, DEFAULT_CONFIG, DEFAULT_NETWORKS
 from medt3d.config import load_config
 from medt3d.data.nifti import write_nifti
+from medt3d.errors import InputError
 from medt3d.io_utils import atomic_write_text
 
 __all__ = [
@@ -84,13 +85,13 @@ def select_folds(train_patients: Sequence[str] | None = None) -> tuple[tuple[str
         return FOLDS
     if NO_FOLDS in train_patients:
         if len(train_patients) > 1:
-            raise ValueError(f"--quality-train: {NO_FOLDS!r} runs no fold and cannot stand beside "
-                             f"{', '.join(p for p in train_patients if p != NO_FOLDS)}")
+            raise InputError(f"--quality-train: {NO_FOLDS!r} runs no fold and cannot stand beside "
+                             f"{', '.join(p for p in train_patients if p != NO_FOLDS)}; pass it alone")
         return ()
     known = [train for train, _ in FOLDS]
     unknown = [p for p in train_patients if p not in known]
     if unknown:
-        raise ValueError(f"--quality-train: {', '.join(unknown)} trains no fold; choose from {', '.join(known)}")
+        raise InputError(f"--quality-train: {', '.join(unknown)} trains no fold; choose from {', '.join(known)}")
     return tuple(fold for fold in FOLDS if fold[0] in train_patients)
 
 
@@ -115,7 +116,7 @@ def _organ_label(root: Path, patient: str, organs: Sequence[str], out: Path) -> 
     spec = PATIENTS[patient]
     unknown = [o for o in organs if o not in spec.organs]
     if unknown:
-        raise ValueError(f"{patient} has no label for {unknown}; it has {sorted(spec.organs)}")
+        raise InputError(f"{patient} has no label for {unknown}; choose from {sorted(spec.organs)}")
     source = nib.load(str(root / spec.label))
     values = np.asarray(source.dataobj)
     mapped = np.zeros(values.shape, dtype=np.uint8)
@@ -203,12 +204,13 @@ def bench_quality(output: str | Path, shared_data: str | Path | None = None,
     from medt3d.bench.compare import machine
 
     if epochs is not None and set(epochs) != set(networks):
-        raise ValueError(f"--quality-epochs needs one entry per network compared ({', '.join(networks)}), "
-                         f"got {', '.join(f'{k}={v}' for k, v in epochs.items()) or 'none'}")
+        raise InputError(f"--quality-epochs needs one entry per network compared ({', '.join(networks)}), "
+                         f"got {', '.join(f'{k}={v}' for k, v in epochs.items()) or 'none'}; pass one for each")
     if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
-        raise ValueError(f"--quality-seeds needs distinct seeds, got {list(seeds)}")
+        raise InputError(f"--quality-seeds needs distinct seeds, got {list(seeds)}; pass each seed once")
     if not folds and not multi_organ:
-        raise ValueError(f"--quality-train {NO_FOLDS}: no fold and no --multi-organ run, so nothing to benchmark")
+        raise InputError(f"--quality-train {NO_FOLDS}: no fold and no --multi-organ run, so nothing to benchmark; "
+                         "add --multi-organ")
     root = find_shared_data(shared_data)
     out = Path(output)
     labels = out / "labels"

@@ -18,6 +18,7 @@ import torch
 import medt3d
 from medt3d.bundle.source import MEDT_REFERENCE, BundleSource
 from medt3d.config import CT_WINDOWS, Config
+from medt3d.errors import InputError
 from medt3d.inference.inferer import inference_window
 from medt3d.label_table import label_table
 from medt3d.models.layout import RunLayout
@@ -402,7 +403,9 @@ def summary_from(path: Path) -> dict[str, Any]:
     try:
         summary = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not a readable summary.json ({err})") from None
+        raise InputError(f"{path}: not a readable summary.json ({' '.join(str(err).split())}); pass the "
+                         "summary.json that medt3d evaluate wrote") from None
     if not isinstance(summary, dict) or "per_class" not in summary or "foreground_mean" not in summary:
-        raise ValueError(f"{path}: not a medt3d evaluation summary (needs 'per_class' and 'foreground_mean')")
+        raise InputError(f"{path}: not a medt3d evaluation summary (needs 'per_class' and 'foreground_mean'); "
+                         "pass the summary.json that medt3d evaluate wrote")
     return summary

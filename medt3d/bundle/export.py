@@ -51,6 +51,7 @@ from medt3d.bundle.source import (
     recipe_differences,
 )
 from medt3d.config import Config, save_config
+from medt3d.errors import InputError
 from medt3d.io_utils import atomic_dir, atomic_save, atomic_write_text
 from medt3d.models.archive import zip_bundle
 from medt3d.models.checkpoint import load_checkpoint
@@ -97,11 +98,11 @@ def _deployable(cfg: Config) -> Config:
 
 def _check_output(output: Path, zip_too: bool) -> None:
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
-        raise ValueError(f"output {output} already exists and is not empty; medt3d export does not overwrite: "
+        raise InputError(f"output {output} already exists and is not empty; medt3d export does not overwrite: "
                          "choose a new folder")
     zip_path = output.with_name(output.name + ".zip")
     if zip_too and zip_path.exists():
-        raise ValueError(f"{zip_path} already exists; medt3d export does not overwrite: choose a new output name")
+        raise InputError(f"{zip_path} already exists; medt3d export does not overwrite: choose a new output name")
 
 
 # --------------------------------------------------------------------------------------------- writing
@@ -183,7 +184,8 @@ def export_onnx(network: torch.nn.Module, target: str | Path, example: torch.Ten
             except TypeError:  # torch versions without the dynamo switch
                 torch.onnx.export(network, (example,), str(target), **kwargs)
     except Exception as err:
-        raise ValueError(f"ONNX export of the network failed: {type(err).__name__}: {str(err)[:300]}") from None
+        raise InputError(f"ONNX export of the network failed: {type(err).__name__}: {str(err)[:300]}; export "
+                         "without --onnx (TorchScript and the weights are enough for MONAI)") from None
     return Path(target)
 
 
@@ -210,21 +212,23 @@ def _check_logits(root: Path, cfg: Config, network: torch.nn.Module, onnx: bool,
             try:
                 diff = float((ts(x) - expected).abs().max())
             except Exception as err:  # a TorchScript module raises torch.jit errors of its own
-                raise ValueError(f"models/model.ts fails on a {shape} input: {str(err)[:300]}") from None
+                raise InputError(f"models/model.ts fails on a {shape} input: {str(err)[:300]}; report it with "
+                                 "the checkpoint's network settings") from None
         if not diff <= TS_TOLERANCE * scale:
-            raise ValueError(f"models/model.ts differs from the checkpoint by {diff:.3g} "
-                             f"(> {TS_TOLERANCE * scale:.3g}) on a {shape} input")
+            raise InputError(f"models/model.ts differs from the checkpoint by {diff:.3g} "
+                             f"(> {TS_TOLERANCE * scale:.3g}) on a {shape} input; report it with the checkpoint's "
+                             "network settings")
         if session is None:
             continue
         try:
             out = session.run(["pred"], {"image": x.numpy()})[0]
         except Exception as err:  # onnxruntime raises its own exception types
-            raise ValueError(f"models/model.onnx does not run in onnxruntime on a {shape} input: "
-                             f"{str(err)[:300]}") from None
+            raise InputError(f"models/model.onnx does not run in onnxruntime on a {shape} input: "
+                             f"{str(err)[:300]}; export without --onnx") from None
         diff = float((torch.from_numpy(out) - expected).abs().max())
         if not diff <= ONNX_TOLERANCE * scale:
-            raise ValueError(f"models/model.onnx differs from the checkpoint by {diff:.3g} "
-                             f"(> {ONNX_TOLERANCE * scale:.3g}) on a {shape} input")
+            raise InputError(f"models/model.onnx differs from the checkpoint by {diff:.3g} "
+                             f"(> {ONNX_TOLERANCE * scale:.3g}) on a {shape} input; export without --onnx")
 
 
 def verify_bundle(root: str | Path, dataset_dir: str | Path | None = None) -> None:
@@ -308,7 +312,7 @@ def _check_workflow(root: Path, kind: str, names: list[str], dataset_dir: str | 
         workflow.initialize()
         missing = workflow.check_properties()
     if missing:
-        raise ValueError(f"{' + '.join(names)}: MONAI {kind} workflow properties missing or wrong: {missing}")
+        raise RuntimeError(f"{' + '.join(names)}: MONAI {kind} workflow properties missing or wrong: {missing}")
 
 
 def export_bundle(model: str | Path, output: str | Path, name: str | Path | None = None, onnx: bool = False,
@@ -341,13 +345,14 @@ def export_bundle(model: str | Path, output: str | Path, name: str | Path | None
     source: BundleSource = load_bundle_source(name) if name is not None else generic_source(cfg, key=output.name)
     problems = contract_differences(cfg, source)
     if problems:
-        raise ValueError(f"{payload['path']} does not match bundle source {source.key}: " + "; ".join(problems))
+        raise InputError(f"{payload['path']} does not match bundle source {source.key}: " + "; ".join(problems)
+                         + "; choose the bundle source the model was trained for (--name), or export without --name")
     differences = recipe_differences(cfg, source) if name is not None else []
     for line in differences:
         logger.warning("checkpoint differs from the recipe of %s: %s", source.key, line)
     summary_path = Path(summary) if summary is not None else find_summary(Path(payload["path"]))
     if summary is not None and not summary_path.is_file():
-        raise FileNotFoundError(f"summary file not found: {summary_path}")
+        raise FileNotFoundError(f"summary file not found: {summary_path}; check the --summary path")
     cfg = _deployable(cfg)
     facts = ModelFacts(
         cfg=cfg, parameters=sum(p.numel() for p in network.parameters()), epoch=int(payload.get("epoch", -1)),

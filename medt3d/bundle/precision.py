@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from medt3d.errors import InputError
+
 __all__ = ["compare_precisions", "main"]
 
 
@@ -31,7 +33,7 @@ def _cases(data_dir: str | Path) -> list[dict[str, Any]]:
     datalist = build_datalist(data_dir)
     cases = list(datalist.val) or list(datalist.train)
     if not cases:
-        raise ValueError(f"{data_dir}: no labelled cases")
+        raise InputError(f"{data_dir}: no labelled cases; pass a dataset with labels")
     return cases
 
 

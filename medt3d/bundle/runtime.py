@@ -23,6 +23,7 @@ from monai.transforms import MapTransform
 from monai.utils import convert_data_type, convert_to_dst_type
 
 from medt3d.config import Config
+from medt3d.errors import InputError
 
 #: Image metadata key holding the case name that output files are named after.
 CASE_META_KEY = "medt3d_case"
@@ -48,7 +49,7 @@ def with_precision(cfg: Config, precision: str | None) -> Config:
     from medt3d.config import PRECISIONS
 
     if precision not in PRECISIONS:
-        raise ValueError(f"precision {precision!r} is not one of {list(PRECISIONS)}")
+        raise InputError(f"precision {precision!r} is not one of {list(PRECISIONS)}; pass one of them")
     return dataclasses.replace(cfg, infer=dataclasses.replace(cfg.infer, precision=precision))
 
 
@@ -75,8 +76,8 @@ class CheckImaged(MapTransform):
             image = d[key]
             source = getattr(image, "meta", {}).get("filename_or_obj", key)
             if image.shape[0] != self.in_channels:
-                raise ValueError(f"{source}: image has {image.shape[0]} channel(s) but the model expects "
-                                 f"{self.in_channels} (data.in_channels in its config)")
+                raise InputError(f"{source}: image has {image.shape[0]} channel(s) but the model expects "
+                                 f"{self.in_channels} (data.in_channels in its config); give one file per channel")
             check_finite(image, source)
         return d
 
@@ -169,7 +170,7 @@ def image_cases(dataset_dir: str | Path, output_dir: str | Path | None = None) -
     cases = discover_cases([dataset_dir], output_dir if output_dir is not None else Path(dataset_dir) / ".none")
     problems = [f"{c.input}: {c.error}" for c in cases if c.path is None]
     if problems:
-        raise ValueError("\n".join(problems))
+        raise InputError(f"{len(problems)} input(s) cannot be read; fix or remove them:\n" + "\n".join(problems))
     return [{"image": str(c.path), "name": c.name} for c in cases]
 
 
@@ -205,5 +206,6 @@ def labelled_cases(dataset_dir: str | Path) -> list[dict[str, Any]]:
     datalist = build_datalist(dataset_dir)
     cases = list(datalist.train) + list(datalist.val)
     if not cases:
-        raise ValueError(f"{dataset_dir}: no image/label pairs found")
+        raise InputError(f"{dataset_dir}: no image/label pairs found; pass a dataset with labels "
+                         "(docs/data.md lists the layouts)")
     return cases

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from medt3d.config import Config, ConfigError, config_to_dict, load_config
+from medt3d.errors import InputError, hint_of
 
 __all__ = [
     "BundleSource",
@@ -107,7 +108,8 @@ def list_bundle_sources() -> list[str]:
 
 
 def _fail(source: Path, message: str) -> ValueError:
-    return ValueError(f"bundle source {source}: {message}")
+    hint = "" if hint_of(message) else "; fix the bundle source file"
+    return InputError(f"bundle source {source}: {message}{hint}")
 
 
 def _check_keys(values: Any, allowed: set[str], required: tuple[str, ...], where: str, source: Path) -> None:
@@ -141,7 +143,7 @@ def load_bundle_source(name_or_path: str | Path) -> BundleSource:
     try:
         spec = yaml.safe_load(spec_file.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
-        raise _fail(spec_file, f"not valid YAML: {err}") from None
+        raise _fail(spec_file, f"not valid YAML: {' '.join(str(err).split())}") from None
     _check_keys(spec, _TOP_KEYS, _REQUIRED_TOP, "top level", spec_file)
     _check_keys(spec["metadata"], _METADATA_KEYS, _REQUIRED_METADATA, "metadata", spec_file)
     _check_keys(spec.get("readme") or {}, _README_KEYS, (), "readme", spec_file)

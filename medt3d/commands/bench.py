@@ -14,6 +14,7 @@ from typing import Any
 
 from medt3d.commands.common import add_config_args
 from medt3d.config import load_config
+from medt3d.errors import InputError
 from medt3d.networks.registry import NETWORKS
 
 
@@ -59,8 +60,8 @@ def _network_epochs(pairs: list[str] | None) -> dict[str, int] | None:
     for pair in pairs:
         name, _, value = pair.partition("=")
         if not value.isdigit() or int(value) < 1 or name not in NETWORKS:
-            raise ValueError(f"--quality-epochs {pair!r}: expected NETWORK=EPOCHS with NETWORK one of "
-                             f"{', '.join(NETWORKS)} and EPOCHS >= 1, e.g. medt3d=44 unet=28")
+            raise InputError(f"--quality-epochs {pair!r}: expected NETWORK=EPOCHS with NETWORK one of "
+                             f"{', '.join(NETWORKS)} and EPOCHS >= 1; write it as e.g. medt3d=44 unet=28")
         epochs[name] = int(value)
     return epochs
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from medt3d.config import BLEND_MODES, OUTPUT_FORMATS, PRECISIONS, RESAMPLE_MODES, WHOLE_SCAN
+from medt3d.errors import InputError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -78,8 +79,8 @@ def _roi_size(values: list[int | str] | None) -> list[int] | str | None:
     if values == [WHOLE_SCAN]:
         return WHOLE_SCAN
     if len(values) != 3 or any(isinstance(v, str) for v in values):
-        raise ValueError(f"--roi-size takes three window edges X Y Z or {WHOLE_SCAN!r}, got "
-                         f"{' '.join(str(v) for v in values)}")
+        raise InputError(f"--roi-size takes three window edges X Y Z or {WHOLE_SCAN!r}, got "
+                         f"{' '.join(str(v) for v in values)}; pass --roi-size whole or three integers")
     return [int(v) for v in values]
 
 
@@ -91,14 +92,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.merge:
         if args.inputs or args.model or args.output or args.shard:
-            raise ValueError("--merge OUT_DIR takes no INPUT, --model, --output or --shard: it only merges the "
-                             "shards' results already in OUT_DIR")
+            raise InputError("--merge OUT_DIR takes no INPUT, --model, --output or --shard: it only merges the "
+                             "shards' results already in OUT_DIR; drop those arguments")
         return _report(merge_folder(args.merge))
     missing = [name for name, value in (("INPUT", args.inputs), ("--model", args.model), ("--output", args.output))
                if not value]
     if missing:
-        raise ValueError(f"missing {', '.join(missing)}: medt3d infer INPUT... --model MODEL --output OUT_DIR "
-                         "(or medt3d infer --merge OUT_DIR)")
+        raise InputError(f"missing {', '.join(missing)}: medt3d infer INPUT... --model MODEL --output OUT_DIR "
+                         "(or medt3d infer --merge OUT_DIR); pass them")
 
     options = InferOptions(
         device=args.device, roi_size=_roi_size(args.roi_size), overlap=args.overlap, mode=args.mode,

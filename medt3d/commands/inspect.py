@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from medt3d.config import CT_WINDOWS, config_from_dict, config_to_dict, load_config
+from medt3d.errors import InputError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,7 +51,7 @@ def _png_path(args: argparse.Namespace) -> Path | None:
     from medt3d.data.readers import strip_suffix
 
     if args.png is not None and args.png_dir is not None:
-        raise ValueError("--png names the PNG file and --png-dir its folder: pass one of them")
+        raise InputError("--png names the PNG file and --png-dir its folder: pass one of them")
     if args.no_png or (args.png is None and args.png_dir is None):
         return None
     if args.png is not None:
@@ -144,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     data = Path(args.data)
     cfg = load_config(args.config, args.overrides) if (args.config or args.overrides) else None
     if args.memory_gb <= 0:
-        raise ValueError(f"--memory-gb must be positive, got {args.memory_gb}")
+        raise InputError(f"--memory-gb must be positive, got {args.memory_gb}; pass the GPU's memory in GB")
     datalist = build_datalist(data, require_labels=False, series_uid=args.series_uid)
     png = _png_path(args)
     labels = cfg.data.labels if cfg is not None and args.config else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from medt3d.commands.common import add_config_args, config_from_args, explicit_overrides
+from medt3d.errors import InputError
 from medt3d.networks.registry import NETWORKS
 
 #: Plain flags and the config keys they set (they mean the same as ``--set KEY=VALUE``).
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from medt3d.training.engine import train
 
     if args.resume and args.overwrite:
-        raise ValueError("--resume continues the run in --output and --overwrite replaces it: pass one of them")
+        raise InputError("--resume continues the run in --output and --overwrite replaces it: pass one of them")
     flags = {key: getattr(args, flag) for flag, key in FLAG_KEYS.items()}
     cfg = config_from_args(args, flags)
     train(cfg, args.data_dir, args.output, resume=args.resume, tracking_uri=args.tracking_uri,

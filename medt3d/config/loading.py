@@ -32,6 +32,9 @@ __all__ = [
     "save_config",
 ]
 
+#: What to do about a bad value (the message convention of :mod:`medt3d.errors`).
+_FIX = "; fix it in the config file or with --set KEY=VALUE"
+
 
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
@@ -46,7 +49,7 @@ def _coerce(value: Any, tp: Any, path: str, source: str) -> Any:
             return None
         non_none = [a for a in args if a is not type(None)]
         if value is None:
-            raise ConfigError(f"{source}: '{path}' must not be null")
+            raise ConfigError(f"{source}: '{path}' must not be null{_FIX}")
         errors: list[ConfigError] = []
         for arg in non_none:
             try:
@@ -57,43 +60,48 @@ def _coerce(value: Any, tp: Any, path: str, source: str) -> Any:
         if isinstance(value, (list, tuple)) and len(sequences) == 1:
             raise sequences[0]  # a list was meant for the list-typed member: its error says what is wrong
         raise errors[0] if len(errors) == 1 else ConfigError(
-            f"{source}: '{path}' = {value!r} does not match {_type_name(tp)}"
+            f"{source}: '{path}' = {value!r} does not match {_type_name(tp)}{_FIX}"
         )
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"{source}: '{path}' must be a mapping of keys, got {value!r}")
+            raise ConfigError(f"{source}: '{path}' must be a mapping of keys, got {value!r}{_FIX}")
         return _build_dataclass(tp, value, path, source)
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(
-                f"{source}: '{path}' must be a list of {len(args)} numbers, got {value!r}"
+                f"{source}: '{path}' must be a list of {len(args)} numbers, got {value!r}{_FIX}"
             )
         return tuple(_coerce(v, a, f"{path}[{i}]", source) for i, (v, a) in enumerate(zip(value, args)))
     if origin is dict:
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-            raise ConfigError(f"{source}: '{path}' must be a mapping of names, got {value!r}")
+            raise ConfigError(f"{source}: '{path}' must be a mapping of names, got {value!r}{_FIX}")
         return {k: _coerce(v, args[1], f"{path}.{k}", source) for k, v in value.items()}
     if origin is list:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{source}: '{path}' must be a list, got {value!r}")
+            raise ConfigError(f"{source}: '{path}' must be a list, got {value!r}{_FIX}")
         return [_coerce(v, args[0], f"{path}[{i}]", source) for i, v in enumerate(value)]
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{source}: '{path}' must be true or false, got {value!r}")
+            raise ConfigError(f"{source}: '{path}' must be true or false, got {value!r}{_FIX}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{source}: '{path}' must be an integer, got {value!r}")
+            raise ConfigError(f"{source}: '{path}' must be an integer, got {value!r}{_FIX}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{source}: '{path}' must be a number, got {value!r}")
+            raise ConfigError(f"{source}: '{path}' must be a number, got {value!r}{_FIX}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{source}: '{path}' must be a string, got {value!r}")
+            raise ConfigError(f"{source}: '{path}' must be a string, got {value!r}{_FIX}")
         return value
     raise TypeError(f"unsupported config type {tp!r} at {path}")  # programming error
+
+
+def _one_line(err: BaseException) -> str:
+    """A YAML or decoding error on one line (PyYAML's marks span several)."""
+    return " ".join(str(err).split())
 
 
 def _build_dataclass(cls: type, values: dict, prefix: str, source: str) -> Any:
@@ -102,7 +110,8 @@ def _build_dataclass(cls: type, values: dict, prefix: str, source: str) -> Any:
     unknown = sorted(set(values) - names)
     if unknown:
         where = ", ".join(f"'{prefix + '.' if prefix else ''}{k}'" for k in unknown)
-        raise ConfigError(f"{source}: unknown config key {where}; known keys here: {sorted(names)}")
+        raise ConfigError(f"{source}: unknown config key {where}; known keys here: {sorted(names)}; fix the spelling "
+                          "(configs/default.yaml lists every key)")
     kwargs = {}
     for key, value in values.items():
         path = f"{prefix}.{key}" if prefix else key
@@ -138,7 +147,8 @@ def config_from_dict(values: dict, source: str = "<dict>") -> Config:
     if values is None:
         values = {}
     if not isinstance(values, dict):
-        raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(values).__name__}")
+        raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(values).__name__}; "
+                          "write it as in configs/default.yaml")
     merged = _merge(config_to_dict(Config()), values)
     cfg = _build_dataclass(Config, merged, "", source)
     validate(cfg, source)
@@ -152,15 +162,16 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         ConfigError: when the text has no ``=`` or no key.
     """
     if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. train.max_epochs=3")
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE; write it as e.g. --set train.max_epochs=3")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key:
-        raise ConfigError(f"--set {text!r}: the key is empty")
+        raise ConfigError(f"--set {text!r}: the key is empty; write it as e.g. --set train.max_epochs=3")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as err:
-        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({err})") from None
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({_one_line(err)}); quote it as YAML, "
+                          "e.g. --set 'data.labels=[background, liver]'") from None
     return key.split("."), value
 
 
@@ -174,13 +185,14 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml"):
         if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
+            raise FileNotFoundError(f"config file not found: {path}; check the path, or name a preset such as demo")
         return path
     candidate = builtin_config_dir() / f"{name_or_path}.yaml"
     if candidate.is_file():
         return candidate
     known = sorted(p.stem for p in builtin_config_dir().glob("*.yaml"))
-    raise FileNotFoundError(f"config {str(name_or_path)!r} is neither a YAML file nor a preset {known}")
+    raise FileNotFoundError(f"config {str(name_or_path)!r} is neither a YAML file nor a preset {known}; "
+                            "pass a .yaml path or one of the presets")
 
 
 def _set_dotted(values: dict, keys: Sequence[str], value: Any, where: str) -> None:
@@ -194,7 +206,8 @@ def _set_dotted(values: dict, keys: Sequence[str], value: Any, where: str) -> No
     for k in keys[:-1]:
         node = node.setdefault(k, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"{where}: '{k}' is not a section")
+            raise ConfigError(f"{where}: '{k}' is not a section; fix the dotted key (configs/default.yaml lists "
+                              "every key)")
     node[keys[-1]] = list(value) if isinstance(value, tuple) else value
 
 
@@ -244,11 +257,13 @@ def load_config(name_or_path: str | Path | None = None, overrides: list[str] | N
         path = resolve_config_path(name_or_path)
         source = str(path)
         try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{source}: not valid YAML: {err}") from None
+            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{source}: not valid YAML ({_one_line(err)}); fix the file "
+                              "(configs/default.yaml shows the layout)") from None
         if not isinstance(values, dict):
-            raise ConfigError(f"{source}: the top level must be a mapping of sections")
+            raise ConfigError(f"{source}: the top level must be a mapping of sections; write it as in "
+                              "configs/default.yaml")
     if overrides:
         values = apply_overrides(values, overrides)
         source = f"{source} (with --set overrides)"

@@ -21,6 +21,7 @@ from medt3d.config.schema import (
     ConfigError,
     DataConfig,
 )
+from medt3d.errors import hint_of
 from medt3d.networks.registry import NETWORKS, PRESETS
 
 __all__ = ["validate"]
@@ -28,7 +29,8 @@ __all__ = ["validate"]
 
 def _require(cond: bool, source: str, path: str, message: str) -> None:
     if not cond:
-        raise ConfigError(f"{source}: '{path}' {message}")
+        hint = "" if hint_of(message) else f"; set {path} in the config file or with --set {path}=VALUE"
+        raise ConfigError(f"{source}: '{path}' {message}{hint}")
 
 
 def _one_of(value: str, allowed: tuple[str, ...], source: str, path: str) -> None:

@@ -13,6 +13,7 @@ from monai.data import CacheDataset, Dataset
 
 from medt3d.config import Config, config_to_dict
 from medt3d.data.safe_cache import SafePersistentDataset
+from medt3d.errors import InputError
 from medt3d.io_utils import check_writable_dir
 
 __all__ = ["build_dataset", "case_hash", "preprocess_hash"]
@@ -85,7 +86,7 @@ def build_dataset(
     if kind == "disk":
         folder = cache_dir if cache_dir is not None else cfg.data.cache_dir
         if folder is None:
-            raise ValueError("data.cache is 'disk' but no cache folder was given: set data.cache_dir")
+            raise InputError("data.cache is 'disk' but no cache folder was given: set data.cache_dir")
         folder = check_writable_dir(folder)
         # files hold plain tensors and metadata, loaded with weights_only=True: a planted file cannot run code
         return SafePersistentDataset(

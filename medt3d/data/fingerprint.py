@@ -17,6 +17,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from medt3d.config import CT_WINDOWS, Config
+from medt3d.errors import InputError
 
 __all__ = [
     "ANISOTROPY_RATIO",
@@ -112,7 +113,8 @@ def _read_case(case: Mapping[str, Any], samples: int, seed: int) -> tuple[dict, 
     bad = [float(v) for v in values if not (np.isfinite(v) and v == round(v) and v >= 0)]
     if bad:
         listed = ", ".join(f"{v:g}" for v in bad[:10])
-        raise ValueError(f"label {label_path}: values {listed} are not class numbers (integers >= 0)")
+        raise InputError(f"label {label_path}: values {listed} are not class numbers (integers >= 0); "
+                         "fix the label (whole numbers from 0)")
     out["label"] = str(label_path)
     out["classes"] = {str(int(v)): int(c) for v, c in zip(values, counts)}
     foreground = array[(lab > 0) & np.isfinite(array)]
@@ -189,7 +191,7 @@ def fingerprint_dataset(
     """
     cases, facts = _cases_of(source)
     if not cases:
-        raise ValueError("no cases to fingerprint")
+        raise InputError("no cases to fingerprint; pass a dataset with images")
     prints: list[dict] = []
     problems: list[str] = []
     samples: list[np.ndarray] = []
@@ -204,7 +206,7 @@ def fingerprint_dataset(
         prints.append(fp)
         samples.append(sample)
     if not prints:
-        raise ValueError(f"none of the {len(cases)} case(s) could be read:\n  - " + "\n  - ".join(problems))
+        raise InputError(f"none of the {len(cases)} case(s) could be read; fix them:\n  - " + "\n  - ".join(problems))
 
     spacings = np.array([p["ras_spacing"] for p in prints])
     shapes = np.array([p["ras_shape"] for p in prints])
@@ -312,7 +314,7 @@ def suggest_plan(
         ValueError: a non-positive budget.
     """
     if memory_budget_gb <= 0:
-        raise ValueError(f"memory budget must be positive, got {memory_budget_gb} GB")
+        raise InputError(f"memory budget must be positive, got {memory_budget_gb} GB; pass a size in GB")
     cfg = cfg or Config()
     patches = cfg.train.batch_size * cfg.patch.num_samples
     spacing = _targetvoxel_spacing(fingerprint)

@@ -8,6 +8,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from medt3d.errors import InputError
 from medt3d.io_utils import atomic_path
 
 __all__ = ["read_nifti", "save_nifti", "tiled_copy", "write_nifti"]
@@ -58,8 +59,8 @@ def read_nifti(path: str | Path, dtype: Any = np.float32) -> tuple[np.ndarray, n
             image = nib.load(str(path))
         raw = np.asanyarray(image.dataobj, dtype=dtype)  # nibabel scales straight into dtype
     except Exception as err:  # nibabel, gzip and isal raise many kinds on damaged files
-        raise ValueError(f"cannot read {path}: {type(err).__name__}: {err}; the file may be corrupt or "
-                         "truncated") from None
+        raise InputError(f"cannot read {path}: {type(err).__name__}: {err}; the file may be corrupt or "
+                         "truncated: copy or export it again") from None
     volumes = [raw] if raw.ndim == 3 else [raw[..., c] for c in range(raw.shape[3])]
     array = (np.stack([tiled_copy(v, dtype) for v in volumes]) if len(volumes) > 1
              else tiled_copy(volumes[0], dtype)[None])
@@ -72,7 +73,8 @@ def save_nifti(volume: Any, affine: Any, path: str | Path, dtype: Any = np.uint8
     if array.ndim == 4:  # channel first: one channel is dropped, several go last as NIfTI expects
         array = array[0] if array.shape[0] == 1 else np.moveaxis(array, 0, -1)
     elif array.ndim != 3:
-        raise ValueError(f"{path}: expected a (X, Y, Z) or (C, X, Y, Z) volume, got shape {array.shape}")
+        raise InputError(f"{path}: expected a (X, Y, Z) or (C, X, Y, Z) volume, got shape {array.shape}; pass one 3-D "
+                         "volume (channels first)")
     affine = np.asarray(affine, dtype=np.float64)
     if array.ndim == 3:  # NIfTI order, copied by tiles (nibabel's own strided copy took 2 s on a 512x512x300 label)
         array = tiled_copy(array, array.dtype if dtype is None else dtype, order="F")

@@ -10,6 +10,7 @@ import numpy as np
 
 from medt3d.data.geometry import to_ras
 from medt3d.data.readers import load_image, load_volume
+from medt3d.errors import InputError
 from medt3d.io_utils import atomic_path
 
 __all__ = ["MAX_OVERVIEW_CASES", "write_overview"]
@@ -59,7 +60,7 @@ def write_overview(
 
     shown = list(cases)[:max_cases]
     if not shown:
-        raise ValueError("no cases to show in the overview")
+        raise InputError("no cases to show in the overview; pass a dataset with images")
     fig, axes = plt.subplots(len(shown), 2, figsize=(8, 4 * len(shown)), squeeze=False)
     present: set[int] = set()
     for row, case in zip(axes, shown):

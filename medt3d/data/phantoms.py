@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from medt3d.data.geometry import flip_lps_ras, voxel_spacing
+from medt3d.errors import InputError
 from medt3d.io_utils import atomic_dir
 
 __all__ = [
@@ -174,17 +175,17 @@ def make_phantom(
     import nibabel as nib
 
     if index < 0:
-        raise ValueError(f"phantom index must be >= 0, got {index}")
+        raise InputError(f"phantom index must be >= 0, got {index}; pass a non-negative index")
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or min(shape) < 8:
-        raise ValueError(f"phantom shape must be 3 sizes of at least 8 voxels, got {list(shape)}")
+        raise InputError(f"phantom shape must be 3 sizes of at least 8 voxels, got {list(shape)}; pass such a shape")
     rng = np.random.default_rng([int(seed), int(index)])
     if spacing is None:
         inplane = DEFAULT_SPACING[0] * (1 + rng.uniform(-0.08, 0.08))
         spacing = (inplane, inplane, DEFAULT_SPACING[2])
     spacing = tuple(float(s) for s in spacing)
     if len(spacing) != 3 or min(spacing) <= 0:
-        raise ValueError(f"phantom spacing must be 3 positive sizes in mm, got {list(spacing)}")
+        raise InputError(f"phantom spacing must be 3 positive sizes in mm, got {list(spacing)}; pass such a spacing")
 
     image, label = _ras_phantom(shape, rng)
     ras_affine = np.diag([*spacing, 1.0])
@@ -215,7 +216,7 @@ def write_dicom_series(image: np.ndarray, affine: np.ndarray, folder: str | Path
 
     folder = Path(folder)
     if folder.exists() and any(folder.iterdir()):
-        raise ValueError(f"DICOM output folder {folder} is not empty")
+        raise InputError(f"DICOM output folder {folder} is not empty; choose a new or empty folder")
     lps = flip_lps_ras(affine)  # RAS -> LPS (ITK's world frame)
     spacing = voxel_spacing(lps)
     direction = lps[:3, :3] / spacing
@@ -295,9 +296,10 @@ def write_phantom_dataset(
 
     out_dir = Path(out_dir)
     if n_train < 1 or n_val < 0 or n_test < 0:
-        raise ValueError(f"phantom counts must be n_train >= 1, n_val >= 0, n_test >= 0; got {n_train}, {n_val}, {n_test}")
+        raise InputError(f"phantom counts must be n_train >= 1, n_val >= 0, n_test >= 0; got {n_train}, {n_val}, {n_test}; "
+                         "pass such counts")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise ValueError(f"phantom output folder {out_dir} already exists and is not empty; choose a new folder")
+        raise InputError(f"phantom output folder {out_dir} already exists and is not empty; choose a new folder")
     with atomic_dir(out_dir) as tmp:
         splits = [("train", n_train), ("val", n_val), ("test", n_test)]
         index = 0

@@ -147,7 +147,7 @@ class CheckLabelValuesd(MapTransform):
                  allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         if num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+            raise InputError(f"num_classes must be >= 2, got {num_classes}; list background and at least one class in data.labels")
         self.num_classes = num_classes
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
@@ -163,7 +163,7 @@ class CheckLabelValuesd(MapTransform):
             bad = [(v, c) for v, c, good in zip(values, counts, ok) if not good]
             listed = ", ".join(f"{float(v):g} ({int(c)} voxels)" for v, c in bad[:_MAX_LISTED_VALUES])
             more = f" and {len(bad) - _MAX_LISTED_VALUES} more" if len(bad) > _MAX_LISTED_VALUES else ""
-            raise ValueError(
+            raise InputError(
                 f"label file {source}: values {listed}{more} are outside 0..{self.num_classes - 1}; "
                 f"the config has {self.num_classes} classes (data.labels). Fix the mask or the labels list."
             )
@@ -288,7 +288,7 @@ def _augmentations(cfg: Config, keys: Sequence[str]) -> list[MapTransform]:
     if a.rotate90:
         roi = cfg.patch.roi_size
         if roi[0] != roi[1]:
-            raise ValueError(
+            raise InputError(
                 f"augment.rotate90 turns patches in the axial plane, so patch.roi_size needs equal x and y; "
                 f"got {list(roi)}: set augment.rotate90=false or make them equal"
             )

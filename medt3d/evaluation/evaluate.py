@@ -22,6 +22,7 @@ from medt3d.data.geometry import voxel_spacing
 from medt3d.data.preflight import check_cases
 from medt3d.data.readers import align_to, load_volume
 from medt3d.devices import resolve_device
+from medt3d.errors import InputError
 from medt3d.evaluation.metrics import METRIC_NAMES, case_metrics
 from medt3d.evaluation.plots import save_curves, save_overlay
 from medt3d.evaluation.splits import SPLITS
@@ -79,7 +80,7 @@ def evaluate(model_path: str | Path, data_dir: str | Path, output: str | Path, s
         The summary dict (also written as ``summary.json``).
     """
     if split not in SPLITS:
-        raise ValueError(f"split {split!r} is not one of {list(SPLITS)}")
+        raise InputError(f"split {split!r} is not one of {list(SPLITS)}; pass one of them")
     out = check_writable_dir(output)
     model, cfg = load_model(model_path)
     dev = resolve_device(device or cfg.infer.device)
@@ -93,11 +94,13 @@ def evaluate(model_path: str | Path, data_dir: str | Path, output: str | Path, s
     else:
         cases = datalist.train if split == "train" else datalist.test
     if not cases:
-        raise ValueError(f"{data_dir}: no {split} cases to evaluate (train {len(datalist.train)}, "
-                         f"val {len(datalist.val)}, test {len(datalist.test)})")
+        raise InputError(f"{data_dir}: no {split} cases to evaluate (train {len(datalist.train)}, "
+                         f"val {len(datalist.val)}, test {len(datalist.test)}); choose a split that has cases "
+                         "(--split)")
     unlabelled = [str(c["image"]) for c in cases if not c.get("label")]
     if unlabelled:
-        raise ValueError(f"{data_dir}: evaluation needs a label for every case; none for {', '.join(unlabelled)}")
+        raise InputError(f"{data_dir}: evaluation needs a label for every case; none for {', '.join(unlabelled)}; "
+                         "add their labels or move those scans out")
     check_cases(cases, cfg.data.num_classes, cfg.data.in_channels)  # the gate of medt3d train
     names = list(cfg.data.labels)
     classes = label_table(cfg)

@@ -132,7 +132,7 @@ def save_curves(history_file: str | Path, path: str | Path, key_metric: str = "v
     """
     history_file = Path(history_file)
     if not history_file.is_file():
-        raise FileNotFoundError(f"training history not found: {history_file}")
+        raise FileNotFoundError(f"training history not found: {history_file}; pass a run folder of medt3d train")
     history = json.loads(history_file.read_text())
     epochs = [h["epoch"] for h in history]
     fig, ax1 = plt.subplots(figsize=(7, 4))

@@ -25,6 +25,7 @@ from monai.data import MetaTensor
 from medt3d.data.geometry import flip_lps_ras
 from medt3d.data.readers import as_loaded
 from medt3d.devices import resolve_device
+from medt3d.errors import InputError
 from medt3d.inference.batch import class_volumes_ml
 from medt3d.inference.predictor import Predictor
 from medt3d.label_table import label_table
@@ -118,8 +119,8 @@ def _as_volume(image: Any, affine: np.ndarray | None) -> tuple[str, MetaTensor |
         return "metatensor", _volume(data.as_tensor(), np.asarray(image.affine), "MetaTensor"), "<MetaTensor>"
     if isinstance(image, np.ndarray):
         if affine is None:
-            raise ValueError("predict: a NumPy array needs its affine (4x4 voxel-to-RAS, as NIfTI), e.g. "
-                             "medt3d.predict(array, model, affine=img.affine)")
+            raise InputError("predict: a NumPy array needs its affine (4x4 voxel-to-RAS, as NIfTI), e.g. "
+                             "medt3d.predict(array, model, affine=img.affine); pass affine=")
         _check_dtype(image.dtype, "NumPy array")
         return "numpy", _volume(torch.as_tensor(image)[None], np.asarray(affine), "NumPy array"), "<NumPy array>"
     if _is_nibabel(image):
@@ -136,7 +137,7 @@ def _as_volume(image: Any, affine: np.ndarray | None) -> tuple[str, MetaTensor |
         array = raw.astype(np.float32).transpose()  # (z, y, x) -> (x, y, z)
         return "sitk", _volume(torch.from_numpy(np.ascontiguousarray(array))[None], _sitk_ras_affine(image),
                                "SimpleITK image"), "<SimpleITK image>"
-    raise ValueError(f"predict: cannot segment a {type(image).__name__}; give a path, a nibabel or SimpleITK image, "
+    raise InputError(f"predict: cannot segment a {type(image).__name__}; give a path, a nibabel or SimpleITK image, "
                      "a MONAI MetaTensor or a NumPy array with affine=")
 
 
@@ -147,9 +148,9 @@ def _check_dtype(dtype: Any, what: str) -> None:
     else:
         kind = np.dtype(dtype).kind
     if kind == "b":
-        raise ValueError(f"predict: the {what} is boolean (a mask?); give the scan's intensities (e.g. HU for CT)")
+        raise InputError(f"predict: the {what} is boolean (a mask?); give the scan's intensities (e.g. HU for CT)")
     if kind == "c":
-        raise ValueError(f"predict: the {what} holds complex values; give real intensities, e.g. the magnitude "
+        raise InputError(f"predict: the {what} holds complex values; give real intensities, e.g. the magnitude "
                          "(numpy.abs) of an MR reconstruction")
 
 
@@ -158,7 +159,7 @@ def _check_sitk_direction(image: Any) -> None:
     direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
     if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-4):
         lengths = ", ".join(f"{v:.4g}" for v in np.linalg.norm(direction, axis=0))
-        raise ValueError(f"predict: the SimpleITK image's direction {direction.round(4).tolist()} is not a rotation "
+        raise InputError(f"predict: the SimpleITK image's direction {direction.round(4).tolist()} is not a rotation "
                          f"(its columns have lengths {lengths}, not 1, or are not orthogonal); the direction holds "
                          "unit axis vectors and the voxel size goes in SetSpacing: fix them with SetDirection and "
                          "SetSpacing")
@@ -166,11 +167,11 @@ def _check_sitk_direction(image: Any) -> None:
 
 def _volume(data: torch.Tensor, affine: np.ndarray, what: str) -> MetaTensor:
     if data.dim() != 4 or affine.shape != (4, 4):
-        raise ValueError(f"predict: the {what} must be a 3-D volume (X, Y, Z) with a 4x4 affine, got shape "
-                         f"{list(data.shape[1:])} and affine shape {list(affine.shape)}")
+        raise InputError(f"predict: the {what} must be a 3-D volume (X, Y, Z) with a 4x4 affine, got shape "
+                         f"{list(data.shape[1:])} and affine shape {list(affine.shape)}; pass a single 3-D scan")
     affine = np.asarray(affine, dtype=np.float64)
     if not np.all(np.isfinite(affine)) or min(np.linalg.norm(affine[:3, :3], axis=0)) <= 0:
-        raise ValueError(f"predict: the affine of the {what} is not finite or has a zero voxel size "
+        raise InputError(f"predict: the affine of the {what} is not finite or has a zero voxel size "
                          f"({affine[:3].round(4).tolist()}); give the 4x4 voxel-to-RAS matrix of the scan")
     return as_loaded(data.float(), affine, what)
 

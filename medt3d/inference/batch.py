@@ -47,7 +47,7 @@ from medt3d.data.geometry import voxel_spacing
 from medt3d.data.readers import DICOM, detect_kind
 from medt3d.devices import resolve_device
 from medt3d.distributed import DistInfo, cleanup_distributed, init_distributed, shard
-from medt3d.errors import FULL_OR_READ_ONLY, USER_ERRORS
+from medt3d.errors import FULL_OR_READ_ONLY, USER_ERRORS, InputError
 from medt3d.inference.cases import Case, check_no_overwrite, discover_cases, group_channel_files
 from medt3d.inference.inferer import inference_window
 from medt3d.inference.outputs import OUTPUTS, OutputContext, case_outputs, selectable_formats
@@ -151,7 +151,7 @@ class InferOptions:
     def __post_init__(self) -> None:
         unknown = [f for f in self.output_formats if f not in selectable_formats()]
         if unknown:
-            raise ValueError(f"unknown output format(s) {unknown}; choose from {list(selectable_formats())}")
+            raise InputError(f"unknown output format(s) {unknown}; choose from {list(selectable_formats())}")
         self.output_formats = ("nifti", *dict.fromkeys(f for f in self.output_formats if f != "nifti"))
 
     def apply(self, cfg: Config) -> Config:
@@ -346,7 +346,8 @@ def run_inference(inputs: Sequence[str | Path], output: str | Path, model: str |
     """
     options = options or InferOptions()
     if (model is None) == (network is None):
-        raise ValueError("give either a model path or a (network, config) pair")
+        raise InputError("run_inference got both or neither of model and network; give either a model path or a "
+                         "(network, config) pair")
     out_dir = Path(output)
     started = time.time()
     cases = discover_cases(inputs, out_dir)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from medt3d.data.datalist import channel_file, is_label_path
 from medt3d.data.readers import find_inputs, strip_suffix
+from medt3d.errors import InputError
 from medt3d.inference.outputs import case_outputs
 
 __all__ = ["Case", "check_no_overwrite", "discover_cases", "group_channel_files"]
@@ -89,7 +90,7 @@ def discover_cases(inputs: Sequence[str | Path], output: str | Path) -> list[Cas
         ValueError: ``output`` is an input folder or inside a DICOM input folder, or no inputs were given.
     """
     if not inputs:
-        raise ValueError("no inputs given")
+        raise InputError("no inputs given; pass at least one scan file or DICOM folder")
     out = Path(output)
     missing = [str(text) for text in inputs if not Path(text).exists()]
     if missing:
@@ -98,7 +99,7 @@ def discover_cases(inputs: Sequence[str | Path], output: str | Path) -> list[Cas
     for text in inputs:
         path = Path(text)
         if path.is_dir() and out.resolve() == path.resolve():
-            raise ValueError(f"output folder {out} is the input folder {path}: the results would lie among the "
+            raise InputError(f"output folder {out} is the input folder {path}: the results would lie among the "
                              f"scans; choose another output folder, e.g. --output {path.resolve().parent}/"
                              f"{path.resolve().name}_seg")
     found: list[Path] = []
@@ -121,7 +122,7 @@ def discover_cases(inputs: Sequence[str | Path], output: str | Path) -> list[Cas
         found.extend(cases)
     for case in found:
         if case.is_dir() and (_inside(out, case)):
-            raise ValueError(f"output folder {out} is inside the DICOM input folder {case}; "
+            raise InputError(f"output folder {out} is inside the DICOM input folder {case}; "
                              "choose an output folder outside the inputs")
     unique = sorted({p.resolve(): p for p in found}.values(), key=lambda p: str(p.resolve()))
     cases = [Case(name=n, path=p, input=str(p)) for n, p in zip(_case_names(unique), unique)]
@@ -164,7 +165,8 @@ def check_no_overwrite(cases: Sequence[Case], out_dir: Path) -> None:
         for path in case_outputs(out_dir, case.name).values():
             resolved = path.resolve()
             if resolved in inputs:
-                raise ValueError(f"output {path} would overwrite the input {resolved}; choose another output folder")
+                raise InputError(f"output {path} would overwrite the input {resolved}; choose another output folder")
             for other in inputs:
                 if other.is_dir() and _inside(resolved, other):
-                    raise ValueError(f"output {path} would be written inside the DICOM input folder {other}")
+                    raise InputError(f"output {path} would be written inside the DICOM input folder {other}; "
+                                     "choose another output folder")

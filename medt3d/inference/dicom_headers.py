@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from medt3d.errors import InputError
+
 __all__ = ["describe_error", "mend_headers"]
 
 #: Type 2 patient/study attributes that highdicom copies from the source images; anonymised series
@@ -77,7 +79,7 @@ def mend_headers(sources: Sequence[Any], series_folder: str | Path, slice_step: 
             else:
                 modality = str(ds.get("Modality", "") or "")
                 if modality not in _CLASS_BY_MODALITY:
-                    raise ValueError(f"{series_folder}: SOPClassUID is empty or missing, and neither the file meta "
+                    raise InputError(f"{series_folder}: SOPClassUID is empty or missing, and neither the file meta "
                                      f"(MediaStorageSOPClassUID) nor the Modality ({modality or 'empty'}) says which "
                                      "image type the series is; set SOPClassUID in the files")
                 value = _CLASS_BY_MODALITY[modality][int(int(ds.get("NumberOfFrames") or 1) > 1)]

@@ -16,6 +16,7 @@ import numpy as np
 
 from medt3d import __version__
 from medt3d.data.readers import read_header
+from medt3d.errors import InputError
 from medt3d.inference.dicom_headers import describe_error, mend_headers
 from medt3d.io_utils import atomic_path
 
@@ -71,8 +72,8 @@ def write_dicom_seg(label: Any, series_folder: str | Path, out_path: str | Path,
 
     info = read_header(series_folder, series_uid)
     if info.tilt_shifts is not None:
-        raise ValueError(f"{series_folder}: no DICOM SEG for a gantry-tilted series: its label lies on the corrected "
-                         "(resampled) grid, which no source frame shares; the NIfTI label carries that grid")
+        raise InputError(f"{series_folder}: no DICOM SEG for a gantry-tilted series: its label lies on the corrected "
+                         "(resampled) grid, which no source frame shares; use the NIfTI label, which carries that grid")
     frames = label_map_frames(np.asarray(label.detach().cpu() if hasattr(label, "detach") else label))
     sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in info.files]
     if info.multiframe:  # one enhanced object: the label's slices go to the frames they came from, in file order
@@ -89,7 +90,7 @@ def write_dicom_seg(label: Any, series_folder: str | Path, out_path: str | Path,
     rows, columns = int(sources[0].Rows), int(sources[0].Columns)
     n_frames = int(sources[0].get("NumberOfFrames") or 1) if info.multiframe else len(sources)
     if frames.shape != (n_frames, rows, columns):
-        raise ValueError(f"{series_folder}: label of {frames.shape[0]} slices of {frames.shape[1]}x{frames.shape[2]} "
+        raise InputError(f"{series_folder}: label of {frames.shape[0]} slices of {frames.shape[1]}x{frames.shape[2]} "
                          f"does not fit the series ({n_frames} slices of {rows}x{columns})")
     algorithm = hd.AlgorithmIdentificationSequence(
         name=model_name, family=codes.DCM.ArtificialIntelligence, version=__version__)
@@ -113,7 +114,8 @@ def write_dicom_seg(label: Any, series_folder: str | Path, out_path: str | Path,
     try:
         seg = _segmentation(hd, sources, frames.astype(dtype, copy=False), descriptions, model_name)
     except (ValueError, TypeError, AttributeError, KeyError) as err:
-        raise ValueError(f"{series_folder}: cannot write a DICOM SEG for this series: {describe_error(err)}") from None
+        raise InputError(f"{series_folder}: cannot write a DICOM SEG for this series: {describe_error(err)}; use the "
+                         "NIfTI label, or check the series' headers") from None
     with atomic_path(out_path) as tmp:
         seg.save_as(tmp)
     return notes

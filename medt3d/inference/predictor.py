@@ -32,6 +32,7 @@ from medt3d.data.readers import GEOMETRY_ATOL_MM, LoadVolumed
 from medt3d.data.regrid import argmax_on_scan_grid, label_dtype
 from medt3d.data.transforms import build_infer_transforms, build_postprocessing
 from medt3d.devices import autocast_dtype
+from medt3d.errors import InputError
 from medt3d.inference.inferer import build_sliding_window_inferer
 
 __all__ = [
@@ -68,7 +69,7 @@ def check_finite(image: torch.Tensor, source: str | Path) -> None:
     """
     if bool(torch.isfinite(image).all()):
         return
-    raise ValueError(non_finite_problem(image.detach().cpu(), source))
+    raise InputError(non_finite_problem(image.detach().cpu(), source))
 
 
 @dataclass
@@ -217,8 +218,9 @@ class Predictor:
         """
         image = data["image"]
         if image.shape[0] != self.cfg.data.in_channels:
-            raise ValueError(f"{source}: image has {image.shape[0]} channel(s) but the model expects "
-                             f"{self.cfg.data.in_channels} (data.in_channels in its config)")
+            raise InputError(f"{source}: image has {image.shape[0]} channel(s) but the model expects "
+                             f"{self.cfg.data.in_channels} (data.in_channels in its config); give one file per "
+                             "channel")
         check_finite(image, source)
         return data
 

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from medt3d.errors import EXIT_INTERRUPTED
+from medt3d.errors import EXIT_INTERRUPTED, InputError
 from medt3d.inference.outputs import case_outputs
 from medt3d.inference.statistics import VOLUMES_NAME, volume_table
 from medt3d.inference.viewer_tables import ITKSNAP_NAME, SLICER_NAME, itksnap_labels, slicer_color_table
@@ -48,7 +48,7 @@ def parse_shard(text: str) -> tuple[int, int]:
     match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
     index, count = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
     if not match or count < 1 or not 1 <= index <= count:
-        raise ValueError(f"--shard {text!r}: give I/N with 1 <= I <= N, e.g. --shard 1/4 ... --shard 4/4 "
+        raise InputError(f"--shard {text!r}: give I/N with 1 <= I <= N, e.g. --shard 1/4 ... --shard 4/4 "
                          "(shards count from 1; for a scheduler array from 0, pass $((TASK_ID+1))/N)")
     return index, count
 
@@ -185,7 +185,7 @@ def merge_folder(out_dir: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{out_dir}: no shard records in {out_dir / SHARDS_DIR}; run medt3d infer --shard I/N "
                                 "into it first (an unsharded run writes its summary itself)")
     if len(records) > 1:
-        raise ValueError(f"{out_dir} holds records of {sorted(records)} shards (two batches split differently): "
+        raise InputError(f"{out_dir} holds records of {sorted(records)} shards (two batches split differently): "
                          f"delete the stale ones in {out_dir / SHARDS_DIR} and merge again")
     count, found = next(iter(records.items()))
     with merge_lock(out_dir):

@@ -48,7 +48,7 @@ def zip_bundle(bundle_dir: str | Path, zip_path: str | Path | None = None) -> Pa
     with atomic_path(zip_path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for path in sorted(bundle_dir.rglob("*")):
             if path.is_symlink():
-                raise ValueError(f"{path}: bundles must not contain symbolic links")
+                raise InputError(f"{path}: bundles must not contain symbolic links; replace it with the file it points to")
             if path.is_file():
                 zf.write(path, arcname=str(PurePosixPath(bundle_dir.name) / path.relative_to(bundle_dir).as_posix()))
     return zip_path
@@ -86,7 +86,7 @@ def check_zip_members(zip_path: str | Path) -> list[zipfile.ZipInfo]:
         with zipfile.ZipFile(zip_path) as zf:
             members = zf.infolist()
     except zipfile.BadZipFile as err:
-        raise ValueError(f"{zip_path}: not a zip file ({err})") from None
+        raise InputError(f"{zip_path}: not a zip file ({err}); download or export the bundle again") from None
     problems = [f"{m.filename!r} {why}" for m in members if (why := _member_problem(m))]
     seen: set[str] = set()
     for m in members:
@@ -102,7 +102,8 @@ def check_zip_members(zip_path: str | Path) -> list[zipfile.ZipInfo]:
     if sum(m.file_size for m in members) > MAX_UNPACKED_BYTES:
         problems.append(f"unpacks to more than {MAX_UNPACKED_BYTES / 2**30:.0f} GiB")
     if problems:
-        raise UnsafeZipError(f"{zip_path}: refusing to unpack: " + "; ".join(problems))
+        raise UnsafeZipError(f"{zip_path}: refusing to unpack: " + "; ".join(problems)
+                             + "; use a bundle written by medt3d export")
     return members
 
 
@@ -129,7 +130,7 @@ def unpack_bundle(zip_path: str | Path, dest: str | Path, only: Sequence[str] | 
     """
     zip_path, dest = Path(zip_path), Path(dest)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-        raise ValueError(f"{dest} already exists and is not empty; unpack into a new folder")
+        raise InputError(f"{dest} already exists and is not empty; unpack into a new folder")
     members = check_zip_members(zip_path)
     if only is not None:
         members = [m for m in members if any(PurePosixPath(m.filename).as_posix().endswith(o) for o in only)]
@@ -145,7 +146,8 @@ def unpack_bundle(zip_path: str | Path, dest: str | Path, only: Sequence[str] | 
             for m in members:
                 target = (root / m.filename).resolve()
                 if root != target and root not in target.parents:  # second line of defence
-                    raise UnsafeZipError(f"{zip_path}: member {m.filename!r} would be written outside {dest}")
+                    raise UnsafeZipError(f"{zip_path}: member {m.filename!r} would be written outside {dest}; "
+                                         "use a bundle written by medt3d export")
                 if m.is_dir():
                     target.mkdir(parents=True, exist_ok=True)
                     continue
@@ -154,7 +156,7 @@ def unpack_bundle(zip_path: str | Path, dest: str | Path, only: Sequence[str] | 
                     with zf.open(m) as src, open(target, "wb") as out:
                         shutil.copyfileobj(src, out)
                 except (zipfile.BadZipFile, zlib.error, EOFError) as err:  # nothing is left: atomic_dir
-                    raise ValueError(f"{zip_path}: damaged zip, member {m.filename!r} cannot be read "
+                    raise InputError(f"{zip_path}: damaged zip, member {m.filename!r} cannot be read "
                                      f"({err}); download or export the bundle again") from None
     tops = {PurePosixPath(m.filename).parts[0] for m in members if PurePosixPath(m.filename).parts}
     if len(tops) == 1 and (dest / next(iter(tops))).is_dir():

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from medt3d.config import Config, config_to_dict
+from medt3d.errors import InputError
 from medt3d.io_utils import atomic_save
 from medt3d.models.layout import RUN_CHECKPOINTS
 
@@ -84,15 +85,18 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if path.is_dir():
         found = next((path / c for c in RUN_CHECKPOINTS if (path / c).is_file()), None)
         if found is None:
-            raise FileNotFoundError(f"no checkpoint in run folder {path} (looked for {', '.join(RUN_CHECKPOINTS)})")
+            raise FileNotFoundError(f"no checkpoint in run folder {path} (looked for {', '.join(RUN_CHECKPOINTS)}); "
+                                    "pass a checkpoint file, or train the run first")
         path = found
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise FileNotFoundError(f"checkpoint not found: {path}; check the path")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for corrupt/truncated/unsafe files
-        raise ValueError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+        raise InputError(f"{path}: not a readable checkpoint ({type(err).__name__}: {' '.join(str(err).split())[:300]}); "
+                         "pass a .pt file written by medt3d train") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a medt3d checkpoint (missing format tag {FORMAT!r})")
+        raise InputError(f"{path}: not a medt3d checkpoint (missing format tag {FORMAT!r}); pass a .pt file "
+                         "written by medt3d train")
     payload["path"] = str(path)
     return payload

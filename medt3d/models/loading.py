@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from medt3d.config import Config, config_from_dict, load_config
+from medt3d.errors import InputError
 from medt3d.models.archive import unpack_bundle
 from medt3d.models.checkpoint import load_checkpoint
 from medt3d.models.layout import BUNDLE_CONFIG, BUNDLE_METADATA, BUNDLE_WEIGHTS, RUN_CHECKPOINTS
@@ -43,7 +44,8 @@ def check_state_dict(network: torch.nn.Module, state: Any, source: str, cfg: Con
             unexpected and mis-shaped keys (e.g. a first layer made for another channel count).
     """
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{source}: 'network' is not a state_dict (a mapping of parameter names to tensors)")
+        raise InputError(f"{source}: 'network' is not a state_dict (a mapping of parameter names to tensors); "
+                         "pass a checkpoint written by medt3d train or medt3d export")
     expected = network.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -51,8 +53,9 @@ def check_state_dict(network: torch.nn.Module, state: Any, source: str, cfg: Con
               if k in state and tuple(state[k].shape) != tuple(v.shape)]
     poisoned = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if poisoned:  # a diverged training: every prediction would be background
-        raise ValueError(f"{source}: {len(poisoned)} weight tensor(s) hold NaN or Inf (e.g. {poisoned[0]}); the "
-                         "training that wrote them diverged, so this model cannot be used")
+        raise InputError(f"{source}: {len(poisoned)} weight tensor(s) hold NaN or Inf (e.g. {poisoned[0]}); the "
+                         "training that wrote them diverged, so this model cannot be used: "
+                         "train it again (e.g. with a lower train.lr) or use an earlier checkpoint")
     if not (missing or unexpected or shapes):
         return
     problems = []
@@ -63,10 +66,10 @@ def check_state_dict(network: torch.nn.Module, state: Any, source: str, cfg: Con
     if shapes:
         problems.append(f"wrong shapes: {_listed(shapes)}")
     n = cfg.network
-    raise ValueError(
+    raise InputError(
         f"{source}: the weights do not fit the network its config describes ({n.name}, preset {n.preset}, "
         f"data.in_channels={cfg.data.in_channels}, {cfg.data.num_classes} classes {list(cfg.data.labels)}): "
-        + "; ".join(problems))
+        + "; ".join(problems) + "; use the config the weights were trained with (the bundle's or checkpoint's own)")
 
 
 def model_from_checkpoint(payload: dict[str, Any]) -> tuple[torch.nn.Module, Config]:
@@ -83,9 +86,11 @@ def model_from_checkpoint(payload: dict[str, Any]) -> tuple[torch.nn.Module, Con
     source = payload["path"]
     for key in ("network", "config"):
         if payload.get(key) is None:
-            raise ValueError(f"{source}: the checkpoint has no '{key}' entry (expected a medt3d training checkpoint)")
+            raise InputError(f"{source}: the checkpoint has no '{key}' entry (expected a medt3d training checkpoint); "
+                             "pass a .pt file written by medt3d train")
     if not isinstance(payload["config"], dict):
-        raise ValueError(f"{source}: the checkpoint's 'config' entry is not a mapping")
+        raise InputError(f"{source}: the checkpoint's 'config' entry is not a mapping; pass a .pt file written "
+                         "by medt3d train")
     cfg = config_from_dict(payload["config"], source=f"{source} (embedded config)")
     model = build_network(cfg)
     check_state_dict(model, payload["network"], source, cfg)
@@ -122,12 +127,14 @@ def _load_bundle_dir(root: Path, device: torch.device | str) -> tuple[torch.nn.M
     cfg_file, weights = root / BUNDLE_CONFIG, root / BUNDLE_WEIGHTS
     for needed in (cfg_file, weights):
         if not needed.is_file():
-            raise FileNotFoundError(f"bundle {root}: {needed.relative_to(root)} not found")
+            raise FileNotFoundError(f"bundle {root}: {needed.relative_to(root)} not found; export the bundle again "
+                                    "with medt3d export")
     cfg = load_config(cfg_file)
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for corrupt/unsafe files
-        raise ValueError(f"{weights}: not a readable state_dict ({type(err).__name__}: {err})") from None
+        raise InputError(f"{weights}: not a readable state_dict ({type(err).__name__}: {' '.join(str(err).split())[:300]}); "
+                         "export the bundle again with medt3d export") from None
     network = build_network(cfg)
     check_state_dict(network, state, str(weights), cfg)
     network.load_state_dict(state)
@@ -143,14 +150,14 @@ def load_bundle_model(path: str | Path, device: torch.device | str = "cpu") -> t
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"bundle not found: {path}")
+        raise FileNotFoundError(f"bundle not found: {path}; check the path")
     if path.is_file():
         with tempfile.TemporaryDirectory(prefix="medt3d-bundle-") as tmp:
             root = unpack_bundle(path, Path(tmp) / "bundle", only=(BUNDLE_CONFIG, BUNDLE_WEIGHTS))  # what loading reads
             try:
                 return _load_bundle_dir(root, device)
-            except (ValueError, FileNotFoundError) as err:  # name the zip, not the temporary folder
-                kind = FileNotFoundError if isinstance(err, FileNotFoundError) else ValueError
+            except (InputError, FileNotFoundError) as err:  # name the zip, not the temporary folder
+                kind = FileNotFoundError if isinstance(err, FileNotFoundError) else InputError
                 raise kind(str(err).replace(str(root), f"{path}!")) from None
     return _load_bundle_dir(path, device)
 
@@ -163,7 +170,8 @@ def model_file(path: str | Path) -> Path:
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"model not found: {path}")
+        raise FileNotFoundError(f"model not found: {path}; check the path (a checkpoint, run folder or "
+                                "bundle)")
     if not path.is_dir():
         return path
     if (path / BUNDLE_METADATA).is_file() and (path / BUNDLE_WEIGHTS).is_file():
@@ -171,7 +179,8 @@ def model_file(path: str | Path) -> Path:
     for name in RUN_CHECKPOINTS:
         if (path / name).is_file():
             return path / name
-    raise FileNotFoundError(f"no checkpoint in run folder {path} (looked for {', '.join(RUN_CHECKPOINTS)})")
+    raise FileNotFoundError(f"no checkpoint in run folder {path} (looked for {', '.join(RUN_CHECKPOINTS)}); "
+                            "pass a checkpoint file, or train the run first")
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, Config]:
@@ -193,6 +202,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[to
     if is_bundle(path):
         return load_bundle_model(path, device)
     if path.is_dir() and (path / BUNDLE_METADATA).is_file():
-        raise ValueError(f"{path} is a MONAI bundle folder without {BUNDLE_CONFIG} and {BUNDLE_WEIGHTS}; "
-                         "medt3d loads only bundles written by 'medt3d export'")
+        raise InputError(f"{path} is a MONAI bundle folder without {BUNDLE_CONFIG} and {BUNDLE_WEIGHTS}; "
+                         "medt3d loads only bundles written by 'medt3d export': "
+                         "export the model with it")
     return load_checkpoint_model(model_file(path), device)

@@ -6,6 +6,7 @@ import math
 
 from torch import nn
 
+from medt3d.errors import InputError
 from medt3d.networks.medt import MedT3D, input_multiple, preset_sizes
 from medt3d.networks.registry import BASELINES
 
@@ -74,29 +75,29 @@ def build_network(cfg) -> nn.Module:
             deep_supervision=net.deep_supervision,
         )
     if name not in BASELINES:
-        raise ValueError(f"network.name {name!r} is unknown; choose medt3d or one of {sorted(BASELINES)}")
+        raise InputError(f"network.name {name!r} is unknown; choose medt3d or one of {sorted(BASELINES)}")
     roi = tuple(int(r) for r in cfg.patch.roi_size)
     multiple, smallest = BASELINES[name]["size_multiple"], BASELINES[name]["min_size"]
     window = cfg.infer.roi_size
     if name == "unetr" and isinstance(window, str):
-        raise ValueError(f"UNETR is built for one input size, patch.roi_size {list(roi)}; infer.roi_size "
-                         f"{window!r} needs a network of any input size")
+        raise InputError(f"UNETR is built for one input size, patch.roi_size {list(roi)}; infer.roi_size "
+                         f"{window!r} needs a network of any input size; set infer.roi_size to null or the patch size")
     for key, size in (("patch.roi_size", roi), ("infer.roi_size", window)):
         if size is None or isinstance(size, str):
             continue
         if any(r % multiple or r < smallest for r in size):
-            raise ValueError(
+            raise InputError(
                 f"network {name} needs {key} edges that are multiples of {multiple} and >= {smallest}, "
-                f"got {list(size)}"
+                f"got {list(size)}; set {key} to such sizes"
             )
         if math.prod(r // multiple for r in size) < BASELINES[name].get("min_voxels_at_multiple", 1):
-            raise ValueError(
+            raise InputError(
                 f"network {name} needs a {key} with more than one voxel at its 1/{multiple} bottleneck "
-                f"(e.g. one edge of {2 * multiple}), got {list(size)}"
+                f"(e.g. one edge of {2 * multiple}), got {list(size)}; raise an edge of {key}"
             )
     if name == "unetr" and window is not None and tuple(window) != roi:
-        raise ValueError(f"UNETR is built for one input size, patch.roi_size {list(roi)}; infer.roi_size "
-                         f"{list(window)} must be null or the same")
+        raise InputError(f"UNETR is built for one input size, patch.roi_size {list(roi)}; infer.roi_size "
+                         f"{list(window)} must be null or the same; set infer.roi_size to null")
     kwargs = dict(BASELINES[name]["kwargs"])
     from monai.networks import nets
 

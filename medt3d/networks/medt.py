@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medt3d.errors import InputError
 from medt3d.networks.blocks import GatedAxialBlock, GatedAxialBlocks, LocalBranch
 from medt3d.networks.layers import ConvNormAct, PointwiseConv, VoxelShuffleUp, zero_invalid
 from medt3d.networks.registry import MEDT3D_PRESETS, MedT3DPreset
@@ -42,7 +43,7 @@ def preset_sizes(preset: str, **overrides) -> MedT3DPreset:
         ValueError: unknown preset.
     """
     if preset not in MEDT3D_PRESETS:
-        raise ValueError(f"unknown MedT3D preset {preset!r}; known: {sorted(MEDT3D_PRESETS)}")
+        raise InputError(f"unknown MedT3D preset {preset!r}; choose one of {sorted(MEDT3D_PRESETS)}")
     sizes = {k: v for k, v in overrides.items() if k in MedT3DPreset.__dataclass_fields__ and v is not None}
     return replace(MEDT3D_PRESETS[preset], **sizes)
 
@@ -159,26 +160,26 @@ class MedT3D(nn.Module):
         super().__init__()
         channels, blocks = tuple(channels), tuple(blocks)
         if in_channels < 1 or out_channels < 1:
-            raise ValueError(f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}")
+            raise InputError(f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}; fix network.* in the config")
         if not channels or len(channels) != len(blocks):
-            raise ValueError(
-                f"channels {list(channels)} and blocks {list(blocks)} need one entry per stage (same length, >= 1)"
+            raise InputError(
+                f"channels {list(channels)} and blocks {list(blocks)} need one entry per stage (same length, >= 1); fix network.* in the config"
             )
         for c in channels:
             if c < 1 or c % heads:
-                raise ValueError(f"every width in channels {list(channels)} must be a multiple of heads={heads}")
+                raise InputError(f"every width in channels {list(channels)} must be a multiple of heads={heads}; fix network.* in the config")
         if any(b < 0 for b in blocks):
-            raise ValueError(f"blocks must be >= 0, got {list(blocks)}")
+            raise InputError(f"blocks must be >= 0, got {list(blocks)}; fix network.* in the config")
         if stem_stride < 1 or stem_stride & (stem_stride - 1):
-            raise ValueError(f"stem_stride must be a power of two (1, 2, 4, 8...), got {stem_stride}")
+            raise InputError(f"stem_stride must be a power of two (1, 2, 4, 8...), got {stem_stride}; fix network.* in the config")
         if span < 1:
-            raise ValueError(f"span must be >= 1, got {span}")
+            raise InputError(f"span must be >= 1, got {span}; fix network.* in the config")
         if logo and local_patch < 2:
-            raise ValueError(f"local_patch must be >= 2 when logo is on, got {local_patch}")
+            raise InputError(f"local_patch must be >= 2 when logo is on, got {local_patch}; fix network.* in the config")
         if full_res_channels < 0 or (full_res_channels and stem_stride < 2):
-            raise ValueError(
+            raise InputError(
                 f"full_res_channels must be 0, or > 0 with stem_stride >= 2, got {full_res_channels} "
-                f"(stem_stride {stem_stride})"
+                f"(stem_stride {stem_stride}); fix network.* in the config"
             )
 
         self.in_channels = in_channels
@@ -189,8 +190,8 @@ class MedT3D(nn.Module):
         # widths[i]: channels at stem level i (stride 2**i); the last stem level has channels[0]
         stem_channels = tuple(stem_channels)
         if stem_channels and (len(stem_channels) != levels - 1 or min(stem_channels) < 1):
-            raise ValueError(f"stem_channels {list(stem_channels)} needs {max(0, levels - 1)} positive widths "
-                             f"(one per stem level below stem_stride {stem_stride})")
+            raise InputError(f"stem_channels {list(stem_channels)} needs {max(0, levels - 1)} positive widths "
+                             f"(one per stem level below stem_stride {stem_stride}); fix network.* in the config")
         derived = [max(8, channels[0] >> (levels - i)) for i in range(1, levels)]
         widths = [0, *(stem_channels or derived), channels[0]]
 
@@ -215,8 +216,8 @@ class MedT3D(nn.Module):
         ups += [UpLevel(widths[i], widths[i - 1], refine=True) for i in range(levels, 1, -1)]
         self.ups = nn.ModuleList(ups)
         if deep_supervision < 0 or deep_supervision > max(0, len(ups) - 1):
-            raise ValueError(f"deep_supervision must be 0..{max(0, len(ups) - 1)} for this network (one head per "
-                             f"decoder level above the last), got {deep_supervision}")
+            raise InputError(f"deep_supervision must be 0..{max(0, len(ups) - 1)} for this network (one head per "
+                             f"decoder level above the last), got {deep_supervision}; fix network.* in the config")
         self.deep_supervision = deep_supervision
         # aux head j sits after decoder level len(ups)-2-j (the coarser ones further from the output)
         self.aux_heads = nn.ModuleList([PointwiseConv(ups[len(ups) - 2 - j].out_channels, out_channels)
@@ -246,9 +247,9 @@ class MedT3D(nn.Module):
         """
         size = preset_sizes(preset, **overrides)
         if len(size.channels) != len(size.blocks):
-            raise ValueError(
+            raise InputError(
                 f"network.channels {list(size.channels)} and network.blocks {list(size.blocks)} "
-                f"(preset {preset!r} fills what is null) must have one entry per stage"
+                f"(preset {preset!r} fills what is null) must have one entry per stage; set both lists to the same length"
             )
         extra = {k: v for k, v in overrides.items() if k not in MedT3DPreset.__dataclass_fields__ and v is not None}
         return cls(in_channels, out_channels, **vars(size), **extra)

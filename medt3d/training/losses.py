@@ -6,6 +6,7 @@ import torch
 from monai.losses import DeepSupervisionLoss, DiceCELoss, DiceLoss, FocalLoss
 
 from medt3d.config import Config
+from medt3d.errors import InputError
 
 __all__ = ["PADDING_LABEL", "DeepSupervised", "IgnorePadding", "build_loss"]
 
@@ -77,7 +78,8 @@ def _base_loss(cfg: Config) -> torch.nn.Module:
         return DiceLoss(**common)
     if t.loss == "weighted_dice":
         if weights is None:
-            raise ValueError("train.loss = 'weighted_dice' needs train.class_weights (one weight per label)")
+            raise InputError("train.loss = 'weighted_dice' needs train.class_weights (one weight per label); "
+                             "set train.class_weights or choose another train.loss")
         return DiceLoss(**common, weight=weights)
     if t.loss == "focal":
         return FocalLoss(to_onehot_y=True, use_softmax=True, weight=weights, gamma=2.0)

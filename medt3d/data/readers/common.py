@@ -25,6 +25,7 @@ from monai.data import MetaTensor
 from monai.transforms import LoadImage
 
 from medt3d.data.geometry import orientation_transform, reorient_array, voxel_spacing
+from medt3d.errors import InputError
 
 __all__ = [
     "DEFAULT_MAX_VOXELS",
@@ -145,7 +146,7 @@ def _inflated_size(claim: FileClaim) -> int:
             try:
                 total += len(inflater.decompress(data, _CHUNK))
             except zlib.error as err:
-                raise ValueError(f"cannot read {claim.path}: damaged compressed data ({err}) after {total:,} bytes; "
+                raise InputError(f"cannot read {claim.path}: damaged compressed data ({err}) after {total:,} bytes; "
                                  "the file is corrupt or truncated: copy or export it again") from None
             if inflater.eof:  # another gzip member may follow; NUL padding may end the file
                 pending = inflater.unused_data or handle.read(_CHUNK)
@@ -174,7 +175,7 @@ def _claim_problem(claim: FileClaim) -> str | None:
         return None
     inflated = _checked_gzip(claim, stat.st_size, stat.st_mtime_ns)
     if inflated > claim.nbytes + GZIP_MARGIN_BYTES:
-        raise ValueError(f"{claim.path}: decompresses to more than {claim.nbytes + GZIP_MARGIN_BYTES:,} bytes, "
+        raise InputError(f"{claim.path}: decompresses to more than {claim.nbytes + GZIP_MARGIN_BYTES:,} bytes, "
                          f"beyond the {claim.nbytes:,} its header claims ({claim.what}); refusing a possible "
                          "decompression bomb: check where the file comes from")
     if inflated < claim.nbytes:
@@ -189,9 +190,9 @@ def _check_file_claims(info: VolumeInfo) -> None:
     if not bad:
         return
     if len(info.claims) == 1:
-        raise ValueError(f"cannot read {bad[0][0]}: {bad[0][1]}; the file is corrupt or truncated: copy or export "
+        raise InputError(f"cannot read {bad[0][0]}: {bad[0][1]}; the file is corrupt or truncated: copy or export "
                          "it again")
-    raise ValueError(f"cannot read {info.path}: {len(bad)} file(s) with corrupt or truncated pixel data: "
+    raise InputError(f"cannot read {info.path}: {len(bad)} file(s) with corrupt or truncated pixel data: "
                      + "; ".join(f"{path.name} ({problem})" for path, problem in bad[:5])
                      + ("; ..." if len(bad) > 5 else "") + ": copy or export the series again")
 
@@ -218,20 +219,20 @@ def check_claims(info: VolumeInfo, max_voxels: int | None = None) -> None:
     shape = tuple(int(v) for v in info.shape)
     text = "x".join(map(str, shape))
     if not shape or min(shape) < 1:
-        raise ValueError(f"{info.path}: the header claims a shape of {text or 'nothing'}; every axis needs at "
-                         "least one voxel: the header is corrupt")
+        raise InputError(f"{info.path}: the header claims a shape of {text or 'nothing'}; every axis needs at "
+                         "least one voxel: the header is corrupt; export the scan again")
     voxels = math.prod(shape)
     if voxels > cap:
-        raise ValueError(f"{info.path}: the header claims {text} = {voxels:,} voxels, more than the {cap:,} one "
+        raise InputError(f"{info.path}: the header claims {text} = {voxels:,} voxels, more than the {cap:,} one "
                          "case may hold (infer.max_voxels); if the scan is real, raise infer.max_voxels (it needs "
                          f"about {4 * voxels / 1e9:.1f} GB as float32), else the header is corrupt")
     affine = np.asarray(info.affine, dtype=np.float64)
     if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
-        raise ValueError(f"{info.path}: the header's voxel-to-world matrix is not finite; the geometry is corrupt: "
+        raise InputError(f"{info.path}: the header's voxel-to-world matrix is not finite; the geometry is corrupt: "
                          "fix the header (spacing, origin, direction) and save it again")
     spacing = voxel_spacing(affine)
     if min(spacing[:3]) <= 0:
-        raise ValueError(f"{info.path}: the header gives a voxel size of {_fmt(spacing)} mm; every axis needs a "
+        raise InputError(f"{info.path}: the header gives a voxel size of {_fmt(spacing)} mm; every axis needs a "
                          "positive size: set the true voxel size in the header and save it again")
     _check_file_claims(info)
 
@@ -265,16 +266,16 @@ def require_3d(info: VolumeInfo, channels: int = 1) -> None:
     shape = info.shape
     text = "x".join(str(v) for v in shape)
     if len(shape) < 3 or min(shape[:3]) < 2:
-        raise ValueError(
+        raise InputError(
             f"{info.path} is a 2-D image (shape {text}); medt3d segments 3-D volumes with at least 2 voxels "
-            "along each axis"
+            "along each axis; give the whole 3-D scan (a DICOM series: its folder)"
         )
     if len(shape) == 4 and channels > 1 and shape[3] == channels:
         return
     if len(shape) > 4 or (len(shape) == 4 and shape[3] != 1):
         expected = (f"one 3-D volume per file, or {channels} (data.in_channels) in a 4-D file" if channels > 1
                     else "one 3-D volume per file")
-        raise ValueError(
+        raise InputError(
             f"{info.path} is a {len(shape)}-D image (shape {text}); medt3d reads {expected}: split the extra "
             "dimension(s) into separate files (several channels: list one file per channel)"
         )
@@ -306,10 +307,11 @@ def align_to(volume: Any, affine: Any, shape: Sequence[int], what: str, atol: fl
     transform = orientation_transform(volume.affine, volume.shape[1:], affine, shape, atol)
     if transform is None:
         src = np.asarray(volume.affine, dtype=np.float64)
-        raise ValueError(f"{what} is not on the grid of its image: shape {'x'.join(map(str, volume.shape[1:]))} vs "
+        raise InputError(f"{what} is not on the grid of its image: shape {'x'.join(map(str, volume.shape[1:]))} vs "
                          f"{'x'.join(map(str, shape[:3]))}, spacing {_fmt(voxel_spacing(src))} vs "
                          f"{_fmt(voxel_spacing(affine))} mm, origin {_fmt(src[:3, 3])} vs "
-                         f"{_fmt(np.asarray(affine)[:3, 3])} mm")
+                         f"{_fmt(np.asarray(affine)[:3, 3])} mm; resample it onto its image's grid (e.g. "
+                         "with 3D Slicer or SimpleITK's Resample) and save it again")
     if (transform == [[0, 1], [1, 1], [2, 1]]).all():
         return volume
     moved = np.stack([reorient_array(np.asarray(c), transform) for c in np.asarray(volume)])
@@ -347,18 +349,20 @@ def load_with_monai(info: VolumeInfo, reader: Any, dtype: Any,
     try:
         img = _loader(dtype)(str(path), reader=reader)
     except (FileNotFoundError, ValueError) as err:
-        if str(path) in str(err):
+        if isinstance(err, (FileNotFoundError, InputError)) and str(path) in str(err):
             raise
-        raise ValueError(f"cannot read {path}: {_short(err)}; the file may be corrupt or truncated") from None
+        raise InputError(f"cannot read {path}: {_short(err)}; the file may be corrupt or truncated: copy or "
+                         "export it again") from None
     except Exception as err:  # readers raise many kinds on corrupt data; name the file, not the library
         if on_failure is not None:
             on_failure(err)
-        raise ValueError(f"cannot read {path}: {_short(err)}; the file may be corrupt or truncated") from None
+        raise InputError(f"cannot read {path}: {_short(err)}; the file may be corrupt or truncated: copy or "
+                         "export it again") from None
     expected = tuple(info.shape[:3])
     if img.ndim != 4 or img.shape[0] != n_channels or tuple(img.shape[1:]) != expected:
-        raise ValueError(
+        raise InputError(
             f"{path}: read an array of shape {tuple(img.shape)}, expected ({n_channels}, "
-            f"{', '.join(map(str, expected))}) from its header"
+            f"{', '.join(map(str, expected))}) from its header; export the file again (header and data disagree)"
         )
     return img
 
@@ -370,4 +374,5 @@ def check_reader_affine(img: MetaTensor, info: VolumeInfo) -> None:
         ValueError: naming the file.
     """
     if not np.allclose(np.asarray(img.affine), info.affine, atol=GEOMETRY_ATOL_MM):
-        raise ValueError(f"{info.path}: the reader's affine disagrees with the header's; refusing a wrong geometry")
+        raise InputError(f"{info.path}: the reader's affine disagrees with the header's; refusing a wrong "
+                         "geometry: export the file again with a consistent header")

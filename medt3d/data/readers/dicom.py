@@ -22,6 +22,7 @@ from medt3d.data.readers.common import (
     load_with_monai,
 )
 from medt3d.data.readers.dicom_series import check_dicom_series, correct_tilt, dicom_files, scan_series
+from medt3d.errors import InputError
 
 __all__ = ["DICOM", "DicomSeriesReader", "detect", "load", "read_header"]
 
@@ -72,7 +73,7 @@ class DicomSeriesReader(ITKReader):
 
         if not isinstance(data, (str, os.PathLike)):
             if len(data) != 1:
-                raise ValueError(f"DicomSeriesReader reads one series folder at a time, got {data!r}")
+                raise InputError(f"DicomSeriesReader reads one series folder at a time, got {data!r}; pass one folder")
             data = data[0]
         files = [str(f) for f in check_dicom_series(data, self.series_uid)]
         kwargs_ = {**self.kwargs, **kwargs}
@@ -91,11 +92,12 @@ def _raise_bad_dicom_pixels(folder: Path, files: list[Path], err: BaseException)
         except Exception as file_err:  # any decoding failure marks the file as bad
             bad.append(f"{path.name} ({_short(file_err)})")
     if bad:
-        raise ValueError(
+        raise InputError(
             f"cannot read the DICOM series in {folder}: {len(bad)} file(s) with corrupt or truncated pixel data: "
-            + "; ".join(bad[:10])
+            + "; ".join(bad[:10]) + "; copy or export the series again"
         ) from None
-    raise ValueError(f"cannot read the DICOM series in {folder}: {_short(err)}") from None
+    raise InputError(f"cannot read the DICOM series in {folder}: {_short(err)}; check that the folder holds one "
+                     "whole series, or export it again") from None
 
 
 def load(info: VolumeInfo, dtype: Any) -> MetaTensor:

@@ -16,6 +16,7 @@ import numpy as np
 
 from medt3d.data.geometry import flip_lps_ras
 from medt3d.data.readers.common import FileClaim, VolumeInfo, _fmt, _warn_once, check_claims
+from medt3d.errors import InputError
 
 __all__ = ["DICOM_SUFFIXES", "check_dicom_series", "correct_tilt", "dicom_files", "is_dicom_file", "scan_series"]
 
@@ -82,7 +83,7 @@ def dicom_files(folder: Path) -> list[Path]:
     try:
         entries = sorted(folder.iterdir())
     except OSError as err:
-        raise ValueError(f"cannot list folder {folder}: {err.strerror or err}") from None
+        raise InputError(f"cannot list folder {folder}: {err.strerror or err}; check its permissions") from None
     return [p for p in entries if is_dicom_file(p)]
 
 
@@ -240,7 +241,7 @@ def _gantry_tilt(slices: list[_Slice], off_normal: np.ndarray, step: float, wher
     uneven = np.linalg.norm(off_normal - np.outer(np.arange(n), per_slice), axis=1)
     if uneven.max() > SHEAR_ATOL_MM:
         worst = int(np.argmax(uneven))
-        raise ValueError(
+        raise InputError(
             f"{where}: slice positions are not stacked along the slice normal, and not as a gantry tilt either "
             f"({slices[worst].path.name} is {uneven[worst]:.3f} mm off an even tilt); resample it first")
     row_cos, col_cos = slices[0].orientation[:3], slices[0].orientation[3:]
@@ -268,21 +269,23 @@ def scan_series(folder: str | Path, series_uid: str | None = None) -> _Series:
     """Validate one DICOM series in ``folder`` and compute its geometry from the headers."""
     folder = Path(folder)
     if not folder.exists():
-        raise FileNotFoundError(f"DICOM folder not found: {folder}")
+        raise FileNotFoundError(f"DICOM folder not found: {folder}; check the path")
     if not folder.is_dir():
-        raise ValueError(f"{folder} is not a folder; a DICOM series is read from the folder holding its files")
+        raise InputError(f"{folder} is not a folder; pass the folder that holds the series' files")
     groups, problems = _read_dicom_headers(folder)
     if not groups:
         detail = f" ({'; '.join(problems)})" if problems else ""
-        raise ValueError(f"{folder}: no DICOM image files found{detail}")
+        raise InputError(f"{folder}: no DICOM image files found{detail}; pass the folder that holds the series' "
+                         ".dcm files (a DICOMDIR alone is not read)")
     if series_uid is not None:
         if series_uid not in groups:
             listing = "; ".join(_describe_series(uid, m) for uid, m in sorted(groups.items()))
-            raise ValueError(f"{folder}: no series with SeriesInstanceUID {series_uid}; the folder holds: {listing}")
+            raise InputError(f"{folder}: no series with SeriesInstanceUID {series_uid}; the folder holds: {listing}; "
+                             "pass one of these UIDs")
         uid = series_uid
     elif len(groups) > 1:
         listing = "; ".join(_describe_series(uid, m) for uid, m in sorted(groups.items()))
-        raise ValueError(f"{folder} holds {len(groups)} DICOM series: {listing}. {_SERIES_HOWTO}")
+        raise InputError(f"{folder} holds {len(groups)} DICOM series: {listing}. {_SERIES_HOWTO}")
     else:
         uid = next(iter(groups))
     slices = [_to_slice(path, ds) for path, ds in groups[uid]]
@@ -303,7 +306,7 @@ def scan_series(folder: str | Path, series_uid: str | None = None) -> _Series:
     multi = [s.path for s in slices if s.frames > 1]
     if multi:
         if len(slices) > 1:
-            raise ValueError(f"{where}: {len(slices)} files of which {len(multi)} multi-frame "
+            raise InputError(f"{where}: {len(slices)} files of which {len(multi)} multi-frame "
                              f"({', '.join(p.name for p in multi[:5])}); an enhanced series is one multi-frame "
                              "file: put each in its own folder")
         from medt3d.data.readers.multiframe import multiframe_series
@@ -339,7 +342,7 @@ def stack_series(slices: list[_Slice], uid: str, where: str, problems: list[str]
     if len(sizes) > 1:
         problems.append(f"{where}: slices differ in size (rows x columns): {_group_report(sizes, 'size')}")
     if problems:
-        raise ValueError("; ".join(problems))
+        raise InputError("; ".join(problems) + "; export the series again or move the odd files out")
     orientations: dict[Any, list[Path]] = defaultdict(list)
     spacings: dict[Any, list[Path]] = defaultdict(list)
     for s in slices:
@@ -350,14 +353,16 @@ def stack_series(slices: list[_Slice], uid: str, where: str, problems: list[str]
     if len(spacings) > 1:
         problems.append(f"{where}: slices differ in PixelSpacing: {_group_report(spacings, 'spacing')}")
     if problems:
-        raise ValueError("; ".join(problems))
+        raise InputError("; ".join(problems) + "; move the slices of each orientation or spacing into their own "
+                         "folder, or export the series again")
 
     # 3) positions along the slice normal: distinct, evenly spaced; a shear is a gantry tilt, corrected
     tilt_shifts = None
     row_cos, col_cos = slices[0].orientation[:3], slices[0].orientation[3:]
     normal = np.cross(row_cos, col_cos)
     if not np.isclose(np.linalg.norm(normal), 1.0, atol=1e-3):
-        raise ValueError(f"{where}: ImageOrientationPatient {slices[0].orientation.tolist()} is not two unit vectors")
+        raise InputError(f"{where}: ImageOrientationPatient {slices[0].orientation.tolist()} is not two unit vectors; "
+                             "fix ImageOrientationPatient in the headers or export the series again")
     normal = normal / np.linalg.norm(normal)
     slices.sort(key=lambda s: float(s.position @ normal))
     along = np.array([float(s.position @ normal) for s in slices])
@@ -368,7 +373,7 @@ def stack_series(slices: list[_Slice], uid: str, where: str, problems: list[str]
             for i in np.flatnonzero(steps <= SLICE_DUPLICATE_ATOL_MM)
         ]
         if duplicates:
-            raise ValueError(
+            raise InputError(
                 f"{where}: several slices share one position along the slice normal ({'; '.join(duplicates[:5])}); "
                 "the series may hold several echoes, phases or time points: put each in its own folder"
             )
@@ -380,16 +385,18 @@ def stack_series(slices: list[_Slice], uid: str, where: str, problems: list[str]
             for i in np.flatnonzero(steps > SLICE_GAP_RATIO * median)
         ]
         if gaps:
-            raise ValueError(f"{where}: missing slice(s) along the slice normal: {'; '.join(gaps)}")
+            raise InputError(f"{where}: missing slice(s) along the slice normal: {'; '.join(gaps)}; "
+                             "export the whole series again")
         # ITK's series reader puts the slices on an even grid from the first to the last one
         step = float(along[-1] - along[0]) / (len(along) - 1)
         off_grid = along - (along[0] + step * np.arange(len(along)))
         worst = int(np.argmax(np.abs(off_grid)))
         if abs(off_grid[worst]) > SLICE_GRID_RTOL * step:
-            raise ValueError(
+            raise InputError(
                 f"{where}: uneven slice spacing along the slice normal (steps from {steps.min():.3f} to "
                 f"{steps.max():.3f} mm): slice {worst} ({slices[worst].path.name}, at {along[worst]:.3f} mm) "
-                f"is {off_grid[worst]:+.3f} mm off an even grid of {step:.3f} mm steps"
+                f"is {off_grid[worst]:+.3f} mm off an even grid of {step:.3f} mm steps; resample the series "
+                "to an even spacing or export it again"
             )
         offsets = np.stack([s.position for s in slices]) - slices[0].position
         off_normal = offsets - np.outer(offsets @ normal, normal)

@@ -20,6 +20,7 @@ from medt3d.data.readers.channels import Grid, check_label_grid, grid_of, resamp
 from medt3d.data.readers.common import _grid_problem, require_3d
 from medt3d.data.readers.dicom_series import check_dicom_series, dicom_files, is_dicom_file
 from medt3d.data.readers.registry import FORMATS, detect_kind, file_suffixes, read_header
+from medt3d.errors import InputError
 
 __all__ = ["LoadVolumed", "find_inputs", "image_files", "load_image", "load_volume"]
 
@@ -98,8 +99,9 @@ def _load_image(image: str | Path | Sequence[str | Path], series_uid: str | None
         img, grids = stack_channels(files, parts, reference_channel)
         img.meta["filename_or_obj"] = str(files[reference_channel])
     if channels is not None and img.shape[0] != channels:
-        raise ValueError(f"{', '.join(map(str, files))}: image has {img.shape[0]} channel(s) but the model expects "
-                         f"{channels} (data.in_channels)")
+        raise InputError(f"{', '.join(map(str, files))}: image has {img.shape[0]} channel(s) but the model expects "
+                         f"{channels} (data.in_channels); give one file per channel, in the "
+                         "order of data.channels")
     img.meta["channel_files"] = [str(f) for f in files]
     return img, grids
 
@@ -165,7 +167,8 @@ class LoadVolumed(MapTransform):
                 continue
             problem = _grid_problem(first[1].meta["filename_or_obj"], first[1], img.meta["filename_or_obj"], img)
             if problem:
-                raise ValueError(f"{first[0]!s} and {key!s} are not on one grid: {problem}")
+                raise InputError(f"{first[0]!s} and {key!s} are not on one grid: {problem}; resample "
+                                 "the label onto its image's grid")
         return d
 
 
@@ -190,12 +193,12 @@ def find_inputs(paths: str | Path | Iterable[str | Path], series_uid: str | None
         paths = [paths]
     paths = [Path(p) for p in paths]
     if not paths:
-        raise ValueError("no inputs given")
+        raise InputError("no inputs given; pass at least one scan file or DICOM folder")
     found: list[Path] = []
     problems: list[str] = []
     for path in paths:
         if not path.exists():
-            problems.append(f"input not found: {path}")
+            problems.append(f"input not found: {path}; check the path")
             continue
         if path.is_file():
             try:
@@ -216,7 +219,8 @@ def find_inputs(paths: str | Path | Iterable[str | Path], series_uid: str | None
                 found.append(here)
             found.extend(here / f for f in names if f.lower().endswith(file_suffixes()))
         if len(found) == before:
-            problems.append(f"no NIfTI, NRRD or DICOM series found in {path}")
+            problems.append(f"no NIfTI, NRRD or DICOM series found in {path}; pass a folder of scans or a "
+                            "DICOM series folder")
     cases = sorted(set(found))
     if check:
         for case in cases:
@@ -228,5 +232,8 @@ def find_inputs(paths: str | Path | Iterable[str | Path], series_uid: str | None
     if problems:
         if len(paths) == 1 and len(problems) == 1 and problems[0].startswith("input not found"):
             raise FileNotFoundError(problems[0])
-        raise ValueError(f"{len(problems)} problem(s) with the inputs:\n  - " + "\n  - ".join(problems))
+        if len(problems) == 1:
+            raise InputError(problems[0])
+        raise InputError(f"{len(problems)} problem(s) with the inputs; fix each one below:\n  - "
+                         + "\n  - ".join(problems))
     return cases

@@ -21,6 +21,7 @@ import numpy as np
 from medt3d.data.geometry import flip_lps_ras
 from medt3d.data.readers.common import GEOMETRY_ATOL_MM, VolumeInfo, _short, _warn_once, as_loaded
 from medt3d.data.readers.dicom_series import _floats, _Series, _Slice, correct_tilt, stack_series
+from medt3d.errors import InputError
 
 __all__ = ["MultiframeGeometry", "frame_geometry", "multiframe_series", "open_multiframe", "read_multiframe"]
 
@@ -75,7 +76,7 @@ def frame_geometry(dataset: Any, path: Path, where: str) -> MultiframeGeometry:
     shared_seq = dataset.get("SharedFunctionalGroupsSequence")
     shared = shared_seq[0] if shared_seq else None
     if per_frame and len(per_frame) != n_frames:
-        raise ValueError(f"{where}: {path.name} has NumberOfFrames {n_frames} but {len(per_frame)} items in its "
+        raise InputError(f"{where}: {path.name} has NumberOfFrames {n_frames} but {len(per_frame)} items in its "
                          "PerFrameFunctionalGroupsSequence; the file is inconsistent: export it again")
     slices, missing = [], {}
     for i in range(n_frames):
@@ -90,13 +91,14 @@ def frame_geometry(dataset: Any, path: Path, where: str) -> MultiframeGeometry:
     if missing:
         parts = [f"{len(frames)} frame(s) lack a valid {name} (per frame or shared), e.g. frame(s) "
                  f"{', '.join(map(str, frames[:5]))}" for name, frames in missing.items()]
-        raise ValueError(f"{where}: {path.name}: {'; '.join(parts)}; the frames cannot be placed in space")
+        raise InputError(f"{where}: {path.name}: {'; '.join(parts)}; the frames cannot be placed in space: export "
+                         "the file again")
     index = {s.path: i for i, s in enumerate(slices)}  # before the checks sort the list
     try:
         stack = stack_series(slices, "", where)
     except ValueError as err:
-        raise ValueError(f"{where}: the frames of {path.name} do not form one regular 3-D volume: "
-                         f"{str(err).removeprefix(f'{where}: ')}") from None
+        raise InputError(f"{where}: the frames of {path.name} do not form one regular 3-D volume: "
+                         f"{str(err).removeprefix(f'{where}: ')}") from None  # that error ends with its hint
     return MultiframeGeometry(affine=stack.affine, shape=stack.shape, frame_order=[index[p] for p in stack.files],
                               tilt_shifts=stack.tilt_shifts, frame_of_reference=bool(dataset.get("FrameOfReferenceUID")))
 
@@ -126,7 +128,8 @@ def open_multiframe(path: Path, where: str) -> tuple[Any, MultiframeGeometry]:
     try:
         image = hd.imread(str(path), lazy_frame_retrieval=True)
     except Exception as err:  # highdicom raises many kinds on odd objects: name the file, not the library
-        raise ValueError(f"{where}: cannot read the enhanced multi-frame DICOM file {path.name}: {_short(err)}") from None
+        raise InputError(f"{where}: cannot read the enhanced multi-frame DICOM file {path.name}: {_short(err)}; "
+                         "export it again") from None
     geometry = frame_geometry(image, path, where)
     reference = _highdicom_affine(image)
     if reference is None:
@@ -134,7 +137,7 @@ def open_multiframe(path: Path, where: str) -> tuple[Any, MultiframeGeometry]:
             _warn_once(f"{where}: {path.name} has no FrameOfReferenceUID (anonymised?); its geometry is taken from "
                        "the frames' plane positions, orientation and pixel spacing")
     elif reference[1] != geometry.shape or not np.allclose(reference[0], geometry.affine, atol=GEOMETRY_ATOL_MM):
-        raise ValueError(f"{where}: highdicom and the frames' plane positions disagree on the geometry of {path.name}; "
+        raise InputError(f"{where}: highdicom and the frames' plane positions disagree on the geometry of {path.name}; "
                          "the file is inconsistent: export it again")
     return image, geometry
 
@@ -152,8 +155,8 @@ def read_multiframe(info: VolumeInfo, dtype: Any) -> Any:
     try:
         frames = [image.get_frame(i, as_index=True, dtype=np.float32) for i in geometry.frame_order]
     except Exception as err:
-        raise ValueError(f"cannot read the frames of {info.files[0]}: {_short(err)}; the file may be corrupt or "
-                         "truncated") from None
+        raise InputError(f"cannot read the frames of {info.files[0]}: {_short(err)}; the file may be corrupt or "
+                         "truncated: export it again") from None
     array = np.transpose(np.stack(frames), (2, 1, 0))  # (slice, row, column) -> (x, y, z)
     if geometry.tilt_shifts is not None:
         array = correct_tilt(array, geometry.tilt_shifts)

@@ -10,6 +10,7 @@ import numpy as np
 from monai.data import MetaTensor
 
 from medt3d.data.readers.common import FileClaim, VolumeInfo, as_loaded
+from medt3d.errors import InputError
 
 __all__ = ["NIFTI", "NIFTI_SUFFIXES", "detect", "load", "read_header"]
 
@@ -63,14 +64,14 @@ def read_header(path: Path, series_uid: str | None = None) -> VolumeInfo:
         dtype = np.dtype(header.get_data_dtype())
         offset = int(header.get_data_offset())
     except Exception as err:  # nibabel raises many kinds; all mean an unreadable header
-        raise ValueError(f"cannot read NIfTI header of {path}: {type(err).__name__}: {err}; the file is not "
-                         "NIfTI or is damaged") from None
+        raise InputError(f"cannot read NIfTI header of {path}: {type(err).__name__}: {err}; the file is not "
+                         "NIfTI or is damaged: check the file or export it again") from None
     finally:
         quiet.setLevel(level)
     if problem:
-        raise ValueError(problem)
+        raise InputError(problem)
     if dtype.kind == "c":
-        raise ValueError(f"{path}: the voxels are complex ({dtype.name}); medt3d reads real intensities: save the "
+        raise InputError(f"{path}: the voxels are complex ({dtype.name}); medt3d reads real intensities: save the "
                          "magnitude (numpy.abs) as the image")
     voxels = int(np.prod(shape, dtype=object)) if shape else 0
     what = f"{'x'.join(map(str, shape))} voxels of {dtype.name} from byte {offset}"
@@ -91,6 +92,7 @@ def load(info: VolumeInfo, dtype: Any) -> MetaTensor:
     path = info.path
     array, affine, header = read_nifti(path, dtype)
     if tuple(array.shape[1:]) != tuple(info.shape[:3]) or not np.allclose(affine, info.affine, atol=1e-6):
-        raise ValueError(f"{path}: the file's voxels or affine disagree with its header; refusing a wrong geometry")
+        raise InputError(f"{path}: the file's voxels or affine disagree with its header; refusing a wrong geometry: "
+                         "export the file again")
     numeric = {k: np.asarray(v) for k, v in dict(header).items() if np.asarray(v).dtype.kind in "biuf"}
     return as_loaded(array, affine, path, numeric)

@@ -10,6 +10,7 @@ from monai.data import ITKReader, MetaTensor
 
 from medt3d.data.geometry import flip_lps_ras
 from medt3d.data.readers.common import FileClaim, VolumeInfo, check_reader_affine, load_with_monai
+from medt3d.errors import InputError
 
 __all__ = ["NRRD", "NRRD_SUFFIXES", "detect", "load", "read_header"]
 
@@ -82,7 +83,7 @@ def read_header(path: Path, series_uid: str | None = None) -> VolumeInfo:
         reader.ReadImageInformation()
     except RuntimeError as err:
         first = str(err).strip().splitlines()[-1] if str(err).strip() else "unknown error"
-        raise ValueError(f"cannot read NRRD header of {path}: {first}") from None
+        raise InputError(f"cannot read NRRD header of {path}: {first}; check the file or export it again") from None
     dim = reader.GetDimension()
     shape = tuple(int(v) for v in reader.GetSize())
     if reader.GetNumberOfComponents() > 1:

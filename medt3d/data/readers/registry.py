@@ -23,6 +23,7 @@ from medt3d.data.readers.dicom import DICOM
 from medt3d.data.readers.dicom_series import is_dicom_file
 from medt3d.data.readers.nifti import NIFTI
 from medt3d.data.readers.nrrd import NRRD
+from medt3d.errors import InputError
 
 __all__ = ["FORMATS", "KINDS", "ReaderFormat", "detect_kind", "file_suffixes", "read_header", "strip_suffix",
            "supported"]
@@ -89,17 +90,18 @@ def detect_kind(path: str | Path) -> str:
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"input not found: {path}")
+        raise FileNotFoundError(f"input not found: {path}; check the path")
     for fmt in FORMATS.values():
         if fmt.detect(path):
             return fmt.name
     if path.is_dir():
-        raise ValueError(f"{path} is a folder without DICOM files; expected {supported()}")
+        raise InputError(f"{path} is a folder without DICOM files; pass a file or DICOM series folder: "
+                         f"{supported()}")
     if is_dicom_file(path):
-        raise ValueError(
+        raise InputError(
             f"{path} is a single DICOM file; give the folder that holds its whole series ({path.parent})"
         )
-    raise ValueError(f"unsupported input {path}: expected {supported()}")
+    raise InputError(f"unsupported input {path}; convert it to one of {supported()}")
 
 
 def read_header(path: str | Path, series_uid: str | None = None, max_voxels: int | None = None) -> VolumeInfo:
