@@ -19,8 +19,8 @@ def test_each_output_has_its_own_key_and_suffix():
     keys = [f.key for f in OUTPUTS.values()]
     suffixes = [f.suffix for f in OUTPUTS.values()]
     assert len(set(keys)) == len(keys) and len(set(suffixes)) == len(suffixes)
-    assert [name for name, f in OUTPUTS.items() if f.needs_dicom] == ["dicom-seg"]
+    assert [name for name, f in OUTPUTS.items() if f.needs_dicom] == ["dicom-seg", "rtstruct"]
     paths = case_outputs(Path("out"), "ct")
     assert {k: p.name for k, p in paths.items()} == {
         "label": "ct_seg.nii.gz", "probabilities": "ct_probs.nii.gz", "seg_nrrd": "ct_seg.seg.nrrd",
-        "dicom_seg": "ct_seg.dcm", "sidecar": "ct_seg.json"}
+        "dicom_seg": "ct_seg.dcm", "rtstruct": "ct_rtstruct.dcm", "sidecar": "ct_seg.json"}

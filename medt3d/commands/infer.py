@@ -49,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output-format", nargs="+", choices=OUTPUT_FORMATS, default=["nifti"], metavar="FORMAT",
                    help="label formats: nifti (<case>_seg.nii.gz, always written), seg-nrrd (<case>_seg.seg.nrrd, "
                         "a 3D Slicer segmentation with names, colours and codes), dicom-seg (<case>_seg.dcm, a "
-                        "DICOM Segmentation referencing the series, for DICOM inputs)")
+                        "DICOM Segmentation referencing the series, for DICOM inputs), rtstruct (<case>_rtstruct.dcm, a "
+                        "DICOM RTSTRUCT of one ROI per class referencing the series, for DICOM inputs)")
     p.add_argument("--dicom-seg", action="store_true", help="same as adding dicom-seg to --output-format")
     p.add_argument("--statistics", action="store_true",
                    help="per-structure intensity statistics (mean, SD, percentiles; HU for CT) in each sidecar "

@@ -24,6 +24,7 @@ __all__ = [
     "RESAMPLE_MODES",
     "N_FOLDS",
     "OUTPUT_FORMATS",
+    "RTSTRUCT_MATCH",
     "ConfigError",
     "CodeConfig",
     "LabelStyle",
@@ -67,7 +68,9 @@ RESAMPLE_MODES = ("labels", "probabilities")
 N_FOLDS = 5
 #: Label formats of ``medt3d infer --output-format``; the NIfTI label is always written (the sidecar,
 #: ``--skip-existing`` and ``volumes.csv`` rest on it).
-OUTPUT_FORMATS = ("nifti", "seg-nrrd", "dicom-seg")
+OUTPUT_FORMATS = ("nifti", "seg-nrrd", "dicom-seg", "rtstruct")
+#: ``data.rtstruct_match``: an RTSTRUCT label must reference the series it is read onto, or only share its frame
+RTSTRUCT_MATCH = ("series", "frame_of_reference")
 
 
 @dataclass
@@ -109,6 +112,11 @@ class DataConfig:
         labels: class names, background first; the number of output classes is ``len(labels)``.
         label_table: colour and SNOMED codes of classes, by name (any subset of ``labels``); the
             rest get a ``tab10`` colour and the codes pydicom's dictionary has for their name.
+        roi_names: for RTSTRUCT labels, ROI name -> class name of ``labels`` (``{GTV_Mass_CT: tumour}``);
+            ``background`` leaves an ROI out; an ROI named as a class (any case) needs no entry.
+        rtstruct_match: ``series``: an RTSTRUCT label must reference the series it is read onto;
+            ``frame_of_reference``: any series of its frame of reference (a crop or copy that kept the
+            original references).
         in_channels: image channels fed to the network.
         channels: name of each input channel (e.g. ``[CT, PET]`` or ``[T1, T2, FLAIR]``), as nnU-Net's
             ``channel_names``: a channel named ``CT`` gets the CT window, one named ``PET`` its SUV
@@ -129,6 +137,8 @@ class DataConfig:
     modality: str = "CT"
     labels: list[str] = field(default_factory=lambda: ["background", "foreground"])
     label_table: dict[str, LabelStyle] = field(default_factory=dict)
+    roi_names: dict[str, str] = field(default_factory=dict)
+    rtstruct_match: str = "series"
     in_channels: int = 1
     channels: list[str] | None = None
     reference_channel: int = 0

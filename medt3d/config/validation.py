@@ -14,6 +14,7 @@ from medt3d.config.schema import (
     N_FOLDS,
     PRECISIONS,
     RESAMPLE_MODES,
+    RTSTRUCT_MATCH,
     SAMPLING_MODES,
     WHOLE_SCAN,
     WINDOW_PADDING_MODES,
@@ -60,6 +61,9 @@ def validate(cfg: Config, source: str = "<config>") -> None:
     _require(len(d.labels) >= 2, source, "data.labels", f"needs background and at least one class, got {d.labels}")
     _require(len(set(d.labels)) == len(d.labels), source, "data.labels", f"has duplicate names: {d.labels}")
     _validate_label_table(d, source)
+    for roi, name in d.roi_names.items():
+        _require(name in d.labels, source, f"data.roi_names.{roi}", f"= {name!r} names no class of data.labels {d.labels}")
+    _one_of(d.rtstruct_match, RTSTRUCT_MATCH, source, "data.rtstruct_match")
     _require(d.in_channels >= 1, source, "data.in_channels", f"must be >= 1, got {d.in_channels}")
     if d.channels is not None:
         _require(len(d.channels) == d.in_channels, source, "data.channels",

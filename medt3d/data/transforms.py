@@ -46,6 +46,7 @@ from monai.transforms import (
 
 from medt3d.config import CT_WINDOWS, Config
 from medt3d.data.readers import LoadVolumed
+from medt3d.data.readers.rtstruct import RoiMap
 from medt3d.errors import USER_ERRORS, InputError
 
 __all__ = [
@@ -259,7 +260,8 @@ def _geometry(cfg: Config, keys: Sequence[str]) -> list[MapTransform]:
 
 def _load(cfg: Config, keys: Sequence[str]) -> list[MapTransform]:
     out: list[MapTransform] = [LoadVolumed(keys, channels=cfg.data.in_channels, max_voxels=cfg.infer.max_voxels,
-                                           reference_channel=cfg.data.reference_channel)]
+                                           reference_channel=cfg.data.reference_channel,
+                                           rois=RoiMap.from_config(cfg.data))]
     if LABEL in keys:
         out.append(CheckLabelValuesd(LABEL, num_classes=cfg.data.num_classes))
     return out

@@ -124,6 +124,13 @@ def _write_dicom_seg(ctx: OutputContext, tmp: Path) -> list[str]:
     return notes
 
 
+def _write_rtstruct(ctx: OutputContext, tmp: Path) -> list[str]:
+    from medt3d.inference import rtstruct
+
+    return rtstruct.write_rtstruct(ctx.label, ctx.source, tmp, ctx.table, model_name=ctx.model_name,
+                                   series_uid=ctx.series_uid)
+
+
 #: every output, in the order they are written (the sidecar comes after all of them)
 OUTPUTS: dict[str, OutputFormat] = {f.name: f for f in (
     OutputFormat("nifti", "label", "NIfTI label", "_seg.nii.gz", _write_label, required=True),
@@ -131,6 +138,7 @@ OUTPUTS: dict[str, OutputFormat] = {f.name: f for f in (
                  required=True, when=lambda ctx: ctx.prediction.probabilities is not None),
     OutputFormat("seg-nrrd", "seg_nrrd", "3D Slicer segmentation (.seg.nrrd)", SLICER_SEG_SUFFIX, _write_seg_nrrd),
     OutputFormat("dicom-seg", "dicom_seg", "DICOM SEG", "_seg.dcm", _write_dicom_seg, needs_dicom=True),
+    OutputFormat("rtstruct", "rtstruct", "DICOM RTSTRUCT", "_rtstruct.dcm", _write_rtstruct, needs_dicom=True),
 )}
 
 

@@ -20,13 +20,14 @@ from medt3d.data.readers.channels import Grid, check_label_grid, grid_of, resamp
 from medt3d.data.readers.common import _grid_problem, require_3d
 from medt3d.data.readers.dicom_series import check_dicom_series, dicom_files, is_dicom_file
 from medt3d.data.readers.registry import FORMATS, detect_kind, file_suffixes, read_header
+from medt3d.data.readers.rtstruct import RoiMap, with_rois
 from medt3d.errors import InputError
 
 __all__ = ["LoadVolumed", "find_inputs", "image_files", "load_image", "load_volume"]
 
 
 def load_volume(path: str | Path, series_uid: str | None = None, dtype: Any = np.float32,
-                channels: int | None = 1, max_voxels: int | None = None) -> Any:
+                channels: int | None = 1, max_voxels: int | None = None, rois: RoiMap | None = None) -> Any:
     """Load a NIfTI file, NRRD file or DICOM series folder as a channel-first ``MetaTensor``.
 
     The result matches MONAI's ``LoadImage(image_only=True, ensure_channel_first=True)``: shape
@@ -39,6 +40,8 @@ def load_volume(path: str | Path, series_uid: str | None = None, dtype: Any = np
         channels: a 4-D file with this many volumes is read as that many channels (C, X, Y, Z);
             ``None`` takes a 4-D file's volumes as channels, however many.
         max_voxels: the most voxels the volume may hold (``infer.max_voxels``); None: the readers' default.
+        rois: for an RTSTRUCT label, which class each ROI becomes (``RoiMap.from_config(cfg.data)``); None:
+            ROIs named as the classes ``background`` and ``foreground``.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -50,7 +53,7 @@ def load_volume(path: str | Path, series_uid: str | None = None, dtype: Any = np
     info = read_header(path, series_uid, max_voxels)
     n_channels = info.shape[3] if len(info.shape) == 4 else 1
     require_3d(info, n_channels if channels is None else channels)
-    img = FORMATS[info.kind].load(info, dtype)
+    img = FORMATS[info.kind].load(with_rois(info, rois), dtype)
     img.meta["filename_or_obj"] = str(path)
     return img
 
@@ -123,6 +126,7 @@ class LoadVolumed(MapTransform):
         max_voxels: the most voxels each file may hold (``infer.max_voxels``); None: the readers' default.
         reference_channel: the channel file whose grid a multi-channel image takes (``data.reference_channel``);
             a label on another channel's grid is resampled onto it by nearest neighbour.
+        rois: which class each ROI of an RTSTRUCT label becomes (:func:`load_volume`).
     """
 
     def __init__(
@@ -134,6 +138,7 @@ class LoadVolumed(MapTransform):
         channels: int = 1,
         max_voxels: int | None = None,
         reference_channel: int = 0,
+        rois: RoiMap | None = None,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.dtype = dtype
@@ -141,6 +146,7 @@ class LoadVolumed(MapTransform):
         self.channels = channels
         self.max_voxels = max_voxels
         self.reference_channel = reference_channel
+        self.rois = rois
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         """Load every key of ``data`` that names a volume."""
@@ -154,7 +160,8 @@ class LoadVolumed(MapTransform):
                                          self.reference_channel)
                 channel_grids = grids if len(grids) > 1 else []
             else:
-                img = load_volume(d[key], series_uid=uid, dtype=self.dtype, max_voxels=self.max_voxels)
+                img = load_volume(d[key], series_uid=uid, dtype=self.dtype, max_voxels=self.max_voxels,
+                                  rois=self.rois)
             if (self.check_grid and channel_grids and first is not None and key != "image"
                     and _grid_problem(first[1].meta["filename_or_obj"], first[1], d[key], img)):
                 check_label_grid(grid_of(d[key], img), channel_grids)  # on one channel's grid, or refused

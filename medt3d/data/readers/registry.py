@@ -17,7 +17,7 @@ from typing import Any
 
 from monai.data import MetaTensor
 
-from medt3d.data.readers import dicom, nifti, nrrd
+from medt3d.data.readers import dicom, nifti, nrrd, rtstruct
 from medt3d.data.readers.common import VolumeInfo, check_claims
 from medt3d.data.readers.dicom import DICOM
 from medt3d.data.readers.dicom_series import is_dicom_file
@@ -56,6 +56,8 @@ FORMATS: dict[str, ReaderFormat] = {f.name: f for f in (
     ReaderFormat(NIFTI, "NIfTI (.nii, .nii.gz)", nifti.NIFTI_SUFFIXES, nifti.detect, nifti.read_header, nifti.load),
     ReaderFormat(NRRD, "NRRD (.nrrd, .nhdr)", nrrd.NRRD_SUFFIXES, nrrd.detect, nrrd.read_header, nrrd.load),
     ReaderFormat(DICOM, "a folder holding one DICOM series", (), dicom.detect, dicom.read_header, dicom.load),
+    ReaderFormat(rtstruct.RTSTRUCT, "a DICOM RTSTRUCT file (labels only) beside or inside its series folder", (),
+                 rtstruct.detect, rtstruct.read_header, rtstruct.load),
 )}
 KINDS = tuple(FORMATS)
 
