@@ -259,14 +259,14 @@ def test_bundle_trains_one_epoch_and_logs_to_sqlite_mlflow(exported, tmp_path: P
 def test_bundle_train_resumes_from_its_own_last_checkpoint_like_medt3d_train(exported, tmp_path: Path, monkeypatch):
     from monai.bundle import run
 
-    import medt3d.training.engine as engine
+    import medt3d.training.handlers as handlers
 
     def bundle_train(out: Path, resume: bool) -> None:
         run(config_file=str(exported.bundle / "configs" / "train.json"), logging_file=False,
             bundle_root=str(exported.bundle), dataset_dir=str(exported.data), output_dir=str(out),
             resume=resume, **{"train#trainer#max_epochs": 2})
 
-    real_save = engine.save_checkpoint
+    real_save = handlers.save_checkpoint
 
     def save_then_crash(path, **kwargs):
         real_save(path, **kwargs)
@@ -274,10 +274,10 @@ def test_bundle_train_resumes_from_its_own_last_checkpoint_like_medt3d_train(exp
             raise KeyboardInterrupt("simulated crash right after the epoch-1 checkpoint")
 
     out = tmp_path / "bundle_run"
-    monkeypatch.setattr(engine, "save_checkpoint", save_then_crash)
+    monkeypatch.setattr(handlers, "save_checkpoint", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
         bundle_train(out, resume=False)
-    monkeypatch.setattr(engine, "save_checkpoint", real_save)
+    monkeypatch.setattr(handlers, "save_checkpoint", real_save)
     assert load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] == 1
     bundle_train(out, resume=True)
 

@@ -131,12 +131,12 @@ def _no_traceback(records: list[logging.LogRecord], err: str) -> None:
 def test_ctrl_c_and_a_full_disk_while_saving_a_checkpoint(phantom_dir: Path, tmp_path: Path, monkeypatch, capsys,
                                                          stderr_records, fault, code, line):
     """D4: Ctrl-C and a full disk inside training: one line and exit 130 or 3, no traceback."""
-    import medt3d.training.engine as engine
+    import medt3d.training.handlers as handlers
 
     def save(*args, **kwargs):
         raise fault
 
-    monkeypatch.setattr(engine, "save_checkpoint", save)
+    monkeypatch.setattr(handlers, "save_checkpoint", save)
     assert main(_cli(phantom_dir, tmp_path / "run", "tracking.mlflow=false")) == code
     err = capsys.readouterr().err
     assert line in err and err.count("medt3d train:") == 1

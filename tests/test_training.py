@@ -77,24 +77,24 @@ def test_train_writes_checkpoints_history_and_tracking(phantom_dir: Path, tmp_pa
                          ids=["one-pass-per-epoch", "fixed-iterations", "fixed-iterations-two-per-batch"])
 def test_resume_gives_the_same_losses_as_an_uninterrupted_run(phantom_dir: Path, tmp_path: Path, monkeypatch,
                                                               sampling):
-    import medt3d.training.engine as training
+    import medt3d.training.handlers as handlers
 
     # several iterations per epoch from 2 cases, uncached: a resumed run must draw the same cases, crops and order
     cfg = tiny_cfg("train.max_epochs=3", *sampling)
     full = train(cfg, phantom_dir, tmp_path / "full")
     iterations = len(full.losses) // 3
 
-    real_save = training.save_checkpoint
+    real_save = handlers.save_checkpoint
 
     def save_then_crash(path, **kwargs):
         real_save(path, **kwargs)
         if Path(path).name == "last.pt" and kwargs["epoch"] == 1:
             raise KeyboardInterrupt("simulated crash right after the epoch-1 checkpoint")
 
-    monkeypatch.setattr(training, "save_checkpoint", save_then_crash)
+    monkeypatch.setattr(handlers, "save_checkpoint", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, phantom_dir, tmp_path / "split")
-    monkeypatch.setattr(training, "save_checkpoint", real_save)
+    monkeypatch.setattr(handlers, "save_checkpoint", real_save)
     second = train(cfg, phantom_dir, tmp_path / "split", resume=True)
     assert second.epochs_run == 3 and len(second.losses) == 2 * iterations  # epochs 2 and 3 only
     np.testing.assert_allclose(second.losses, full.losses[iterations:], rtol=1e-5, atol=1e-6)

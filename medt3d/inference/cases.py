@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from medt3d.data.datalist import channel_file, is_label_path
+from medt3d.data.case_names import is_label_path
+from medt3d.data.nnunet import channel_file
 from medt3d.data.readers import find_inputs, strip_suffix
 from medt3d.errors import InputError
 from medt3d.inference.outputs import case_outputs
@@ -82,7 +83,7 @@ def discover_cases(inputs: Sequence[str | Path], output: str | Path) -> list[Cas
     """Expand the inputs into cases; an input that is missing or unusable becomes a failed case.
 
     Files inside ``output`` found by searching a folder are left out (they are earlier results), and
-    so are labels (see :func:`medt3d.data.datalist.is_label_path`): a dataset folder gives its images.
+    so are labels (see :func:`medt3d.data.case_names.is_label_path`): a dataset folder gives its images.
     The order is deterministic (sorted), the same on every rank.
 
     Raises:

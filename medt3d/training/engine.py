@@ -15,9 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,10 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from ignite.engine import Engine, Events
-from monai.data import DataLoader, MetaTensor
-from monai.engines import SupervisedEvaluator, SupervisedTrainer, default_prepare_batch
-from monai.engines.utils import IterationEvents
+from monai.data import DataLoader
+from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.handlers import (
     EarlyStopHandler,
     LrScheduleHandler,
@@ -46,40 +42,39 @@ from medt3d.config import N_FOLDS, Config, save_config
 from medt3d.data.datalist import Datalist, build_datalist, fold_cases, split_cases
 from medt3d.data.datasets import build_dataset
 from medt3d.data.preflight import check_cases
-from medt3d.data.transforms import VALID, build_train_transforms, build_val_transforms
+from medt3d.data.transforms import build_train_transforms, build_val_transforms
 from medt3d.devices import resolve_device
 from medt3d.distributed import (
     DistInfo,
     cleanup_distributed,
     init_distributed,
     shard,
-    unwrap,
     wait_for_all_ranks,
 )
 from medt3d.errors import FULL_OR_READ_ONLY
 from medt3d.inference.inferer import build_sliding_window_inferer
-from medt3d.io_utils import atomic_write_text, check_writable_dir
+from medt3d.io_utils import check_writable_dir
 from medt3d.locks import FOLDER_LOCK, FolderLock
-from medt3d.models.checkpoint import load_checkpoint, restore_rng, save_checkpoint
+from medt3d.models.checkpoint import load_checkpoint, restore_rng
 from medt3d.models.layout import RunLayout
-from medt3d.networks import build_network, gate_parameters
+from medt3d.networks import build_network
 from medt3d.networks.factory import masks_padding
-from medt3d.training.losses import PADDING_LABEL, IgnorePadding, build_loss
+from medt3d.training.batches import patch_batch, plain_batch
+from medt3d.training.handlers import KEY_METRIC, RunState, attach_handlers
+from medt3d.training.losses import IgnorePadding, build_loss
 from medt3d.training.optim import TrainingClock, build_optimizer, build_scheduler
+from medt3d.training.run_folder import MIN_FREE_DISK_MB, check_output, clear_run_folder, refuse_another_run
+from medt3d.training.seeding import EpochSampler, EpochSeeding
 from medt3d.training.tracking import (
-    loss_of,
     progress_handlers,
     tracking_failure,
     tracking_handlers,
     tracking_uri_of,
 )
 
-__all__ = ["KEY_METRIC", "MIN_FREE_DISK_MB", "TrainResult", "Training", "build_training", "train"]
+__all__ = ["KEY_METRIC", "MIN_FREE_DISK_MB", "TrainResult", "Training", "build_training", "patch_batch", "train"]
 
 logger = logging.getLogger("medt3d.train")
-
-KEY_METRIC = "val_mean_dice"
-MIN_FREE_DISK_MB = 200
 
 
 @dataclass
@@ -153,236 +148,8 @@ def prepare_datalist(cfg: Config, data_dir: str | Path) -> Datalist:
     return datalist
 
 
-def _finite_or_null(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """History records with non-finite numbers as ``null``: JSON has no NaN (a metric of an empty class)."""
-    return [{k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in r.items()} for r in records]
-
-
-def plain_batch(batchdata: dict, device: torch.device | str | None = None, non_blocking: bool = False,
-                **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """MONAI ``prepare_batch`` that hands the network plain tensors instead of MetaTensors.
-
-    Every operation on a batched MetaTensor copies its metadata, in the forward and the backward
-    pass; on the CPU that made a training step about five times slower. The network needs no
-    metadata, so image and label are unwrapped here.
-    """
-    image, label = default_prepare_batch(batchdata, device, non_blocking, **kwargs)
-    if isinstance(image, MetaTensor):
-        image = image.as_tensor()
-    if isinstance(label, MetaTensor):
-        label = label.as_tensor()
-    return image, label
-
-
-def patch_batch(batchdata: dict, device: torch.device | str | None = None, non_blocking: bool = False,
-                masked: bool = False, **kwargs: Any) -> tuple[Any, ...]:
-    """:func:`plain_batch` for training patches, whose ``valid`` mask marks what is scan.
-
-    Where a patch is not scan (the training pad, an augmentation's zero fill), the label becomes
-    :data:`~medt3d.training.losses.PADDING_LABEL` (no gradient there) and, for a network that masks
-    padding (``masked``), the mask goes to the network as ``valid=`` so its attention and norms ignore it.
-    """
-    image, label = plain_batch(batchdata, device, non_blocking, **kwargs)
-    valid = batchdata.get(VALID)
-    if valid is None or label is None:
-        return image, label
-    valid = valid.as_tensor() if isinstance(valid, MetaTensor) else valid
-    padding = valid.to(device=image.device, non_blocking=non_blocking) == 0
-    if not bool(padding.any()):
-        return image, label
-    label = label.masked_fill(padding, PADDING_LABEL)
-    return (image, label, (), {"valid": (~padding).to(image.dtype)}) if masked else (image, label)
-
-
-def _seed_for(cfg: Config, epoch: int, rank: int) -> int:
-    return (cfg.train.seed * 1_000_003 + epoch * 7919 + rank * 104_729) % (2**31 - 1)
-
-
-class EpochSampler(torch.utils.data.Sampler):
-    """``num_samples`` case indices in an order fixed by a seed set before each epoch (whole permutations, repeated).
-
-    Our own because torch's ``RandomSampler`` draws its order from a generator that the DataLoader
-    also draws from when it creates an iterator, and ignite creates that iterator before the first
-    ``EPOCH_STARTED`` of a resumed run but after it in an uninterrupted one: the orders differed.
-
-    Args:
-        size: number of cases.
-        num_samples: indices per epoch.
-    """
-
-    def __init__(self, size: int, num_samples: int) -> None:
-        self.size, self.num_samples, self.seed = size, num_samples, 0
-
-    def set_seed(self, seed: int) -> None:
-        """Fix the order of the next iteration."""
-        self.seed = seed
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed)
-        rounds = -(-self.num_samples // self.size)
-        order = torch.cat([torch.randperm(self.size, generator=generator) for _ in range(rounds)])
-        return iter(order[: self.num_samples].tolist())
-
-
-@dataclass
-class _EpochSeeding:
-    """Everything random in an epoch, reseeded from (seed, epoch, rank) so that a resumed run repeats it."""
-
-    cfg: Config
-    rank: int
-    train_ds: Any
-    sampler: EpochSampler
-    loader_generator: torch.Generator
-
-    def __call__(self, epoch: int) -> None:
-        seed = _seed_for(self.cfg, epoch, self.rank)
-        set_determinism(seed)
-        self.sampler.set_seed(seed)
-        self.loader_generator.manual_seed(seed)  # the DataLoader's worker seeds
-        transform = getattr(self.train_ds, "transform", None)
-        if transform is not None and hasattr(transform, "set_random_state"):
-            transform.set_random_state(seed=seed)
-
-
-# --------------------------------------------------------------------------- handlers
-# Small ignite handlers for what MONAI's handlers do not cover: fixed-name atomic checkpoints
-# that load with weights_only=True, gradient clipping after (unscaled) backward, gate freezing,
-# per-epoch reseeding, and a JSON history for the curves.
-
-
-class _RunState:
-    """Progress shared by the handlers (best metric survives a resume)."""
-
-    def __init__(self, clock: TrainingClock, best_metric: float = -1.0, best_epoch: int = -1,
-                 history: list | None = None) -> None:
-        self.clock = clock  # seconds spent on this run, earlier sessions included; drives the time budget
-        self.best_metric = best_metric
-        self.best_epoch = best_epoch
-        self.history: list[dict[str, Any]] = history or []
-        self.losses: list[float] = []  # every iteration of this process, this session
-        self.epoch_start = 0  # index in ``losses`` where the current epoch began
-        self.session_epochs = 0  # epochs completed by this process since it started (or resumed)
-        self.epoch_started_at = time.time()
-        self.failure: str | None = None  # why training stopped early with an error (a non-finite loss)
-
-
-def _attach_handlers(trainer: SupervisedTrainer, evaluator: SupervisedEvaluator, cfg: Config, run_dir: Path,
-                     state: _RunState, info: DistInfo, scheduler: Any, reseed: _EpochSeeding
-                     ) -> None:
-    network = trainer.network
-    gates = gate_parameters(unwrap(network))
-
-    @trainer.on(Events.EPOCH_STARTED)
-    def _reseed(engine: Engine) -> None:
-        reseed(engine.state.epoch)
-        frozen = engine.state.epoch <= cfg.train.freeze_gates_epochs
-        for p in gates:
-            p.requires_grad_(not frozen)
-        state.epoch_start = len(state.losses)
-        state.epoch_started_at = time.time()
-
-    @trainer.on(IterationEvents.BACKWARD_COMPLETED)
-    def _clip(engine: Engine) -> None:
-        if cfg.train.max_norm is None:
-            return
-        if engine.scaler is not None and engine.amp:
-            engine.scaler.unscale_(engine.optimizer)
-        torch.nn.utils.clip_grad_norm_(network.parameters(), cfg.train.max_norm)
-
-    @trainer.on(Events.ITERATION_COMPLETED)
-    def _collect_loss(engine: Engine) -> None:
-        loss = loss_of(engine.state.output)
-        if not math.isfinite(loss):
-            # stop here, before a checkpoint of poisoned weights exists; Training.run raises it
-            state.failure = (f"training stopped at epoch {engine.state.epoch}, iteration {engine.state.iteration}: "
-                             f"the loss is {loss} (not finite). Images with NaN or Inf voxels, or a learning rate "
-                             f"too high for this data (train.lr={cfg.train.lr}), cause this; no checkpoint of this "
-                             "epoch was saved")
-            engine.terminate()
-            return
-        state.losses.append(loss)
-
-    # ValidationHandler is attached before this, so the epoch's metric is known here.
-    @trainer.on(Events.EPOCH_COMPLETED)
-    def _checkpoint(engine: Engine) -> None:
-        if state.failure is not None:
-            return
-        epoch = engine.state.epoch
-        metric = evaluator.state.metrics.get(KEY_METRIC) if evaluator.state.epoch == epoch else None
-        epoch_losses = state.losses[state.epoch_start:]
-        record = {"epoch": epoch, "loss": sum(epoch_losses) / max(1, len(epoch_losses)),
-                  "lr": float(engine.optimizer.param_groups[0]["lr"]),
-                  "seconds": round(time.time() - state.epoch_started_at, 3)}  # training + validation
-        if metric is not None:
-            record[KEY_METRIC] = float(metric)
-        state.history.append(record)
-        state.session_epochs += 1
-        improved = metric is not None and float(metric) > state.best_metric
-        if improved:
-            state.best_metric, state.best_epoch = float(metric), epoch
-        if not info.is_main:
-            return
-        layout = RunLayout(run_dir)
-        common = {"network": unwrap(network), "cfg": cfg, "epoch": epoch, "iteration": engine.state.iteration,
-                  "optimizer": engine.optimizer, "scheduler": scheduler, "best_metric": state.best_metric,
-                  "best_epoch": state.best_epoch, "train_seconds": state.clock.spent()}
-        # history first: after a crash between the two writes, resume drops epochs newer than last.pt
-        atomic_write_text(layout.history, json.dumps(_finite_or_null(state.history), indent=1, allow_nan=False))
-        if improved:
-            save_checkpoint(layout.best, **common, metrics={KEY_METRIC: float(metric)})
-        save_checkpoint(layout.last, **common)
-
-    @trainer.on(Events.EPOCH_COMPLETED)
-    def _time_budget(engine: Engine) -> None:
-        budget = cfg.train.max_seconds
-        if budget is None:
-            return
-        elapsed = state.clock.spent()
-        per_epoch = (elapsed - state.clock.spent_before) / max(1, state.session_epochs)
-        if elapsed + per_epoch > budget:
-            logger.info("stopping after epoch %d: train.max_seconds=%s would be exceeded", engine.state.epoch, budget)
-            engine.terminate()
-
 
 # --------------------------------------------------------------------------- main entry
-
-
-def _refuse_another_run(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse a folder that holds another run unless resuming or overwriting (nothing is changed here).
-
-    A run folder belongs to one run: starting a new run over an old one would mix their checkpoints
-    (an old ``best.pt`` next to a new ``last.pt``).
-    """
-    existing = RunLayout(run_dir).run_files()
-    if existing and not resume and not overwrite:
-        names = ", ".join(p.name for p in existing)
-        raise ValueError(f"output folder {run_dir} already holds a training run ({names}): pass --resume to "
-                         "continue it, --overwrite to replace it, or choose another --output")
-
-
-def _clear_run_folder(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    """After the data passed the gate: remove the run ``--overwrite`` replaces, and a killed run's temp files."""
-    layout = RunLayout(run_dir)
-    existing = layout.run_files()
-    if existing and overwrite and not resume:
-        logger.info("--overwrite: removing the previous run in %s (%s)", run_dir,
-                    ", ".join(p.name for p in existing))
-        # its TensorBoard curves go too; the MLflow store keeps every run, the old one included
-        for path in [*existing, *([layout.tensorboard] if layout.tensorboard.exists() else [])]:
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-    for path in layout.leftover_temp_files():
-        path.unlink(missing_ok=True)
-
-
-def _check_output(run_dir: Path) -> None:
-    check_writable_dir(run_dir)
-    free_mb = shutil.disk_usage(run_dir).free / 2**20
-    if free_mb < MIN_FREE_DISK_MB:
-        raise PermissionError(f"output folder {run_dir} has only {free_mb:.0f} MB free "
-                              f"(need at least {MIN_FREE_DISK_MB} MB for checkpoints)")
 
 
 def train(cfg: Config, data_dir: str | Path, output: str | Path, resume: bool = False,
@@ -435,7 +202,7 @@ class Training:
     train_dataset: Any
     datalist: Datalist
     info: DistInfo
-    state: _RunState
+    state: RunState
     tracking_uri: str | None = None
     lock: FolderLock | None = None
 
@@ -538,7 +305,7 @@ def build_training(cfg: Config, data_dir: str | Path, output: str | Path, resume
         if resume:
             cfg, resume_payload = _resumed(run_dir, overrides)
         if info.is_main:
-            _refuse_another_run(run_dir, resume, overwrite)
+            refuse_another_run(run_dir, resume, overwrite)
         if max_epochs is not None:
             cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_epochs=int(max_epochs)))
         training = _build(cfg, data_dir, run_dir, resume_payload, tracking_uri, device, info, train_handlers,
@@ -565,10 +332,10 @@ def _build(cfg: Config, data_dir: str | Path, run_dir: Path, resume_payload: dic
            tracking_uri: str | None, device: torch.device, info: DistInfo, train_handlers: Sequence[Any],
            val_handlers: Sequence[Any], inferer: Inferer, overwrite: bool) -> Training:
     if info.is_main:
-        _check_output(run_dir)
+        check_output(run_dir)
     datalist = prepare_datalist(cfg, data_dir)
     if info.is_main:  # only now, with the data checked, may --overwrite delete the old run
-        _clear_run_folder(run_dir, resume_payload is not None, overwrite)
+        clear_run_folder(run_dir, resume_payload is not None, overwrite)
         save_config(cfg, RunLayout(run_dir).config)
 
     set_determinism(cfg.train.seed)
@@ -581,7 +348,7 @@ def _build(cfg: Config, data_dir: str | Path, run_dir: Path, resume_payload: dic
     iterations = cfg.train.iterations_per_epoch or max(1, -(-len(train_ds) // cfg.train.batch_size))
     generator = torch.Generator()
     sampler = EpochSampler(len(train_ds), iterations * cfg.train.batch_size)
-    reseed = _EpochSeeding(cfg, info.rank, train_ds, sampler, generator)
+    reseed = EpochSeeding(cfg, info.rank, train_ds, sampler, generator)
     train_loader = DataLoader(train_ds, batch_size=cfg.train.batch_size, sampler=sampler,
                               num_workers=cfg.data.num_workers, generator=generator)
     val_loader = DataLoader(val_ds, batch_size=1, num_workers=cfg.data.num_workers)
@@ -635,7 +402,7 @@ def _build(cfg: Config, data_dir: str | Path, run_dir: Path, resume_payload: dic
     if cfg.train.val_interval > 0:
         ValidationHandler(interval=cfg.train.val_interval, validator=evaluator, epoch_level=True).attach(trainer)
 
-    state = _RunState(clock)
+    state = RunState(clock)
     if resume_payload is not None:
         optimizer.load_state_dict(resume_payload["optimizer"])
         scheduler.load_state_dict(resume_payload["scheduler"])
@@ -651,7 +418,7 @@ def _build(cfg: Config, data_dir: str | Path, run_dir: Path, resume_payload: dic
         logger.info("resuming %s from epoch %d (iteration %d)", run_dir, trainer.state.epoch, trainer.state.iteration)
     # ignite makes the run's first DataLoader iterator before its first EPOCH_STARTED: seed it as that epoch's
     reseed(trainer.state.epoch + 1)
-    _attach_handlers(trainer, evaluator, cfg, run_dir, state, info, scheduler, reseed)
+    attach_handlers(trainer, evaluator, cfg, run_dir, state, info, scheduler, reseed)
     if cfg.train.early_stopping_patience is not None:
         EarlyStopHandler(patience=cfg.train.early_stopping_patience,
                          score_function=lambda e: e.state.metrics[KEY_METRIC], trainer=trainer).attach(evaluator)
