@@ -33,7 +33,7 @@ from medt3d.errors import (
 )
 
 #: Command modules, in the order ``medt3d --help`` lists them.
-COMMANDS = ("inspect", "phantoms", "train", "evaluate", "infer", "export", "demo", "bench")
+COMMANDS = ("inspect", "phantoms", "train", "evaluate", "infer", "convert", "export", "demo", "bench")
 
 
 
