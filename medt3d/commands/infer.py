@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from medt3d.config import BLEND_MODES, OUTPUT_FORMATS, PRECISIONS, RESAMPLE_MODES, WHOLE_SCAN
+from medt3d.config import (
+    BLEND_MODES,
+    OUTPUT_FORMATS,
+    PRECISIONS,
+    RESAMPLE_MODES,
+    WHOLE_SCAN,
+    WINDOW_PADDING_MODES,
+)
 from medt3d.errors import InputError
 
 
@@ -35,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "the model's infer.roi_size, else patch.roi_size)")
     p.add_argument("--overlap", type=float, help="window overlap in [0, 1) (default: infer.overlap)")
     p.add_argument("--mode", choices=BLEND_MODES, help="window blending (default: infer.mode)")
+    p.add_argument("--padding-mode", choices=WINDOW_PADDING_MODES,
+                   help="how a scan thinner than the training patch is filled up to it: replicate (edge slices), "
+                        "reflect or constant (default: the model's infer.padding_mode)")
     p.add_argument("--sw-batch-size", type=int, help="windows per forward pass (default: infer.sw_batch_size)")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="test-time augmentation by flips (default: infer.tta_flips)")
@@ -104,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
 
     options = InferOptions(
         device=args.device, roi_size=_roi_size(args.roi_size), overlap=args.overlap, mode=args.mode,
-        sw_batch_size=args.sw_batch_size, tta_flips=args.tta, largest_component=args.largest_component,
+        padding_mode=args.padding_mode, sw_batch_size=args.sw_batch_size, tta_flips=args.tta,
+        largest_component=args.largest_component,
         save_probabilities=args.save_probabilities, precision=args.precision,
         output_formats=[*args.output_format, *(["dicom-seg"] if args.dicom_seg else [])],
         statistics=args.statistics, resample=args.resample,

@@ -114,6 +114,8 @@ class InferOptions:
         roi_size: sliding-window size in voxels (``infer.roi_size``).
         overlap: window overlap (``infer.overlap``).
         mode: blending, ``gaussian`` or ``constant`` (``infer.mode``).
+        padding_mode: how a scan thinner than the training patch is filled up to it (``infer.padding_mode``;
+            a checkpoint from before the ``replicate`` default keeps ``constant`` unless this overrides it).
         sw_batch_size: windows per forward pass (``infer.sw_batch_size``).
         tta_flips: test-time augmentation by flips (``infer.tta_flips``).
         largest_component: keep the largest component per class (``infer.largest_component``).
@@ -135,6 +137,7 @@ class InferOptions:
     roi_size: Sequence[int] | str | None = None
     overlap: float | None = None
     mode: str | None = None
+    padding_mode: str | None = None
     sw_batch_size: int | None = None
     tta_flips: bool | None = None
     largest_component: bool | None = None
@@ -161,6 +164,7 @@ class InferOptions:
             else list(self.roi_size),
             "infer.overlap": self.overlap,
             "infer.mode": self.mode,
+            "infer.padding_mode": self.padding_mode,
             "infer.sw_batch_size": self.sw_batch_size,
             "infer.tta_flips": self.tta_flips,
             "infer.largest_component": self.largest_component,
@@ -185,7 +189,7 @@ def _settings(cfg: Config, device: torch.device) -> dict[str, Any]:
     i = cfg.infer
     window = inference_window(cfg)
     return {"roi_size": window if isinstance(window, str) else list(window), "overlap": i.overlap, "mode": i.mode,
-            "sw_batch_size": i.sw_batch_size, "tta_flips": i.tta_flips, "largest_component": i.largest_component,
+            "padding_mode": i.padding_mode, "sw_batch_size": i.sw_batch_size, "tta_flips": i.tta_flips, "largest_component": i.largest_component,
             "precision": i.precision, "resample": i.resample, "device": str(device),
             "spacing_mm": cfg.preprocess.spacing and
             list(cfg.preprocess.spacing), "orientation": cfg.preprocess.orientation}
