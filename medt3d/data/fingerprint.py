@@ -72,7 +72,7 @@ def _percentiles(values: np.ndarray) -> dict[str, float]:
     return {f"p{p:g}": float(v) for p, v in zip(PERCENTILES, np.percentile(values, PERCENTILES))}
 
 
-def _read_case(case: Mapping[str, Any], samples: int, seed: int) -> tuple[dict, np.ndarray]:
+def _read_case(case: Mapping[str, Any], samples: int, seed: int, rois: Any = None) -> tuple[dict, np.ndarray]:
     """Fingerprint of one case and a random sample of its foreground intensities."""
     import nibabel as nib
 
@@ -107,7 +107,8 @@ def _read_case(case: Mapping[str, Any], samples: int, seed: int) -> tuple[dict, 
     if label_path is None:
         return out, sample
     # a label in another axis order or direction over the same voxels is moved onto the image's grid
-    label = align_to(load_volume(label_path), affine, array.shape, what=f"label {label_path} (image {image_path})")
+    label = align_to(load_volume(label_path, rois=rois), affine, array.shape,
+                     what=f"label {label_path} (image {image_path})")
     lab = np.asarray(label[0])
     values, counts = np.unique(lab, return_counts=True)
     bad = [float(v) for v in values if not (np.isfinite(v) and v == round(v) and v >= 0)]
@@ -168,6 +169,7 @@ def fingerprint_dataset(
     progress: bool = True,
     foreground_samples: int = FOREGROUND_SAMPLES,
     seed: int = 0,
+    rois: Any = None,
 ) -> dict:
     """Fingerprint every case and summarise the dataset.
 
@@ -178,6 +180,7 @@ def fingerprint_dataset(
         progress: show a progress bar while reading.
         foreground_samples: foreground voxels sampled per case for the dataset percentiles.
         seed: seed of that sampling.
+        rois: which class each ROI of an RTSTRUCT label becomes (``RoiMap.from_config(cfg.data)``).
 
     Returns:
         ``cases`` (per-case fingerprints), ``problems`` (one line per unreadable case, naming its
@@ -197,7 +200,7 @@ def fingerprint_dataset(
     samples: list[np.ndarray] = []
     for i, case in enumerate(tqdm(cases, desc="reading cases", unit="case", disable=not progress)):
         try:
-            fp, sample = _read_case(case, foreground_samples, seed + i)
+            fp, sample = _read_case(case, foreground_samples, seed + i, rois)
         except (ValueError, FileNotFoundError) as err:
             problems.append(str(err))
             continue

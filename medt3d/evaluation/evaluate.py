@@ -21,6 +21,7 @@ from medt3d.data.datalist import build_datalist
 from medt3d.data.geometry import voxel_spacing
 from medt3d.data.preflight import check_cases
 from medt3d.data.readers import align_to, load_volume
+from medt3d.data.readers.rtstruct import RoiMap
 from medt3d.devices import resolve_device
 from medt3d.errors import InputError
 from medt3d.evaluation.metrics import METRIC_NAMES, case_metrics
@@ -101,7 +102,8 @@ def evaluate(model_path: str | Path, data_dir: str | Path, output: str | Path, s
     if unlabelled:
         raise InputError(f"{data_dir}: evaluation needs a label for every case; none for {', '.join(unlabelled)}; "
                          "add their labels or move those scans out")
-    check_cases(cases, cfg.data.num_classes, cfg.data.in_channels)  # the gate of medt3d train
+    rois = RoiMap.from_config(cfg.data)  # RTSTRUCT labels: which class each ROI becomes
+    check_cases(cases, cfg.data.num_classes, cfg.data.in_channels, rois=rois)  # the gate of medt3d train
     names = list(cfg.data.labels)
     classes = label_table(cfg)
     rows: list[dict[str, Any]] = []
@@ -110,7 +112,7 @@ def evaluate(model_path: str | Path, data_dir: str | Path, output: str | Path, s
         pred = prediction.label
         # a label stored in another axis order or direction over the same voxels is moved onto the
         # prediction's grid before any array is compared
-        label = align_to(load_volume(case["label"]), pred.affine, pred.shape[-3:], what=f"label {case['label']}")
+        label = align_to(load_volume(case["label"], rois=rois), pred.affine, pred.shape[-3:], what=f"label {case['label']}")
         spacing = voxel_spacing(label.affine)
         for row in case_metrics(pred, label, spacing, names):
             rows.append({"case": case["name"], **row})

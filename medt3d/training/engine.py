@@ -42,6 +42,7 @@ from medt3d.config import N_FOLDS, Config, save_config
 from medt3d.data.datalist import Datalist, build_datalist, fold_cases, split_cases
 from medt3d.data.datasets import build_dataset
 from medt3d.data.preflight import check_cases
+from medt3d.data.readers.rtstruct import RoiMap
 from medt3d.data.transforms import build_train_transforms, build_val_transforms
 from medt3d.devices import resolve_device
 from medt3d.distributed import (
@@ -144,7 +145,8 @@ def prepare_datalist(cfg: Config, data_dir: str | Path) -> Datalist:
                 "no validation split in %s: using a seeded split (data.val_fraction=%s, data.split_seed=%s): "
                 "%d train / %d val", data_dir, cfg.data.val_fraction, cfg.data.split_seed, len(train), len(val))
         datalist.train, datalist.val = train, val
-    check_cases(datalist.train + datalist.val, cfg.data.num_classes, cfg.data.in_channels)
+    check_cases(datalist.train + datalist.val, cfg.data.num_classes, cfg.data.in_channels,
+                rois=RoiMap.from_config(cfg.data))
     return datalist
 
 
