@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from medt3d.data.datalist import build_datalist
+from medt3d.config import Config
+from medt3d.data.datalist import Datalist, build_datalist
+from medt3d.data.folds import choose_validation
 from medt3d.data.geometry import voxel_spacing
 from medt3d.data.preflight import check_cases
 from medt3d.data.readers import align_to, load_volume
@@ -72,8 +74,9 @@ def evaluate(model_path: str | Path, data_dir: str | Path, output: str | Path, s
             folder, a bundle folder or a bundle zip.
         data_dir: data folder or datalist JSON.
         output: folder for ``metrics.csv``, ``summary.json``, ``overlays/`` and ``curves.png``.
-        split: ``val`` (the validation cases; when there are none, the labelled test cases, or else
-            the training cases), ``test``, ``train`` or ``all`` (every labelled case).
+        split: ``val`` (the validation cases: the data's own, else the model's fold or seeded share of
+            the training cases; when there are none, the labelled test cases), ``test``, ``train`` or
+            ``all`` (every labelled case); scoring training cases logs a warning.
         device: overrides the checkpoint's ``infer.device``.
         overlays: write one overlay PNG per case.
 
@@ -87,13 +90,7 @@ def evaluate(model_path: str | Path, data_dir: str | Path, output: str | Path, s
     dev = resolve_device(device or cfg.infer.device)
     predictor = Predictor(model.to(dev), cfg, dev)
     datalist = build_datalist(data_dir)
-    labelled_test = [c for c in datalist.test if c.get("label")]  # an MSD test list has no labels
-    if split == "val":
-        cases = datalist.val or labelled_test or datalist.train
-    elif split == "all":
-        cases = [*datalist.train, *datalist.val, *labelled_test]
-    else:
-        cases = datalist.train if split == "train" else datalist.test
+    cases = select_cases(datalist, cfg, split, data_dir)
     if not cases:
         raise InputError(f"{data_dir}: no {split} cases to evaluate (train {len(datalist.train)}, "
                          f"val {len(datalist.val)}, test {len(datalist.test)}); choose a split that has cases "
@@ -131,6 +128,32 @@ def evaluate(model_path: str | Path, data_dir: str | Path, output: str | Path, s
     logger.info("evaluated %d cases: foreground mean Dice %.4f; results in %s", summary["n_cases"],
                 summary["foreground_mean"].get("dice", float("nan")), out)
     return summary
+
+
+def select_cases(datalist: Datalist, cfg: Config, split: str, data_dir: str | Path) -> list[dict[str, Any]]:
+    """The cases ``split`` names; ``val`` on data without a validation split is the model's own validation
+    cases (its fold, or its seeded share: :func:`medt3d.data.folds.choose_validation`), never its training
+    cases. Scoring cases the model was trained on (``train``, ``all``) is allowed, with a warning."""
+    labelled_test = [c for c in datalist.test if c.get("label")]  # an MSD test list has no labels
+    if datalist.val or split in ("test",):
+        trained, val = list(datalist.train), list(datalist.val)
+    else:
+        choice = choose_validation(datalist, cfg)
+        trained, val = choice.train, choice.val
+        if split == "val" and val:
+            logger.info("%s has no validation split: scoring the model's validation cases, %s", data_dir, choice.how)
+    if split == "val":
+        if not val and not labelled_test:
+            raise InputError(f"{data_dir}: no validation case to score (the model's config holds out none); pass "
+                             "--split train to score the training cases, or --split test")
+        return val or labelled_test
+    if split == "test":
+        return list(datalist.test)
+    cases = trained if split == "train" else [*trained, *val, *labelled_test]
+    if trained:
+        logger.warning("scoring %d case(s) the model was trained on (--split %s): their scores are optimistic, "
+                       "not a measure of generalisation", len(trained), split)
+    return cases
 
 
 def _history_for(model_path: Path) -> Path | None:
