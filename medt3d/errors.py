@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import errno
 import re
-import zipfile
 from pathlib import Path
 
 __all__ = ["EXIT_BAD_INPUT", "Terminated", "EXIT_BUG", "EXIT_CASES_FAILED", "EXIT_ENVIRONMENT",
@@ -59,7 +58,6 @@ class Terminated(KeyboardInterrupt):
 #: A plain ``ValueError`` is not here: it is a bug unless medt3d raised it as an :class:`InputError`.
 USER_ERRORS: tuple[type[Exception], ...] = (
     InputError, FileNotFoundError, FileExistsError, PermissionError, NotADirectoryError, IsADirectoryError,
-    ValueError, zipfile.BadZipFile,  # until every raise of medt3d is an InputError (issue 31, item 7)
 )
 
 #: Faults of the machine rather than of the input (checked after :data:`USER_ERRORS`).
