@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor
-from support import TINY, write_nnunet_phantoms
+from support import TINY, tiny_cfg, write_nnunet_phantoms
 
 from medt3d.cli import main
 from medt3d.data.folds import nnunet_folds, read_splits, resolve_splits
@@ -257,3 +257,31 @@ def test_output_namings_of_the_config_equal_the_registrys():
     assert tuple(LABEL_NAMES) == OUTPUT_NAMINGS
     assert case_outputs(Path("out"), "c1", "nnunet")["label"] == Path("out/c1.nii.gz")
     assert case_outputs(Path("out"), "c1")["label"] == Path("out/c1_seg.nii.gz")
+
+
+# --------------------------------------------------------------------------- real CT
+
+
+@pytest.mark.shared_data
+def test_score_on_medt3ds_own_predictions_equals_evaluate_on_the_shared_ct(shared_data: Path, tmp_path: Path):
+    """A tiny model trained one epoch on the shared spleen CT: infer + score gives evaluate's Dice."""
+    from medt3d.evaluation.evaluate import evaluate
+    from medt3d.inference.batch import InferOptions, run_inference
+    from medt3d.training.engine import train
+
+    data = shared_data / "ct_spleen"
+    cfg = tiny_cfg("train.max_epochs=1", "train.iterations_per_epoch=2", "train.val_interval=0",
+                   "data.labels=[background,spleen]", "preprocess.spacing=[4.0,4.0,5.0]")
+    run = train(cfg, data, tmp_path / "run").run_dir
+    summary = evaluate(run, data, tmp_path / "ev", split="all", overlays=False)
+    rows = (tmp_path / "ev" / "metrics.csv").read_text().splitlines()
+    dice = float(rows[1].split(",")[rows[0].split(",").index("dice")])
+    run_inference([data / "spleen_2_ct.nii.gz"], tmp_path / "pred", model=run,
+                  options=InferOptions(progress=False, output_naming="nnunet"))
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    (refs / "spleen_2_ct.nii.gz").symlink_to(data / "spleen_2_label.nii.gz")  # the case name infer gives
+    assert main(["score", str(refs), str(tmp_path / "pred"), "--labels", "background", "spleen"]) == 0
+    scored = json.loads((tmp_path / "pred" / "score" / "summary.json").read_text())
+    assert scored["metric_per_case"][0]["metrics"]["1"]["Dice"] == pytest.approx(dice, abs=1e-6)
+    assert scored["foreground_mean"]["Dice"] == pytest.approx(summary["foreground_mean"]["dice"], abs=1e-6)

@@ -22,7 +22,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                                   "bundle.yaml (default: describe the model from its own config)")
     p.add_argument("--summary", help="evaluation summary.json whose metrics the README reports "
                                      "(default: the one medt3d evaluate/demo left beside the run, if any)")
-    p.add_argument("--onnx", action="store_true", help="also write models/model.onnx (checked with onnxruntime)")
+    p.add_argument("--onnx", action="store_true", help="also write models/model.onnx (checked with onnxruntime) and "
+                   "configs/inference_onnx.json, for medt3d infer --engine onnxruntime")
+    p.add_argument("--onnx-precision", nargs="+", choices=("fp16", "int8"), default=[], metavar="PRECISION",
+                   help="also write models/model_fp16.onnx (for the GPU) and/or models/model_int8.onnx (for the "
+                        "CPU, statically quantised, calibrated on --calibration-data); implies --onnx")
+    p.add_argument("--calibration-data", metavar="DIR",
+                   help="training data (any layout medt3d train reads) whose windows calibrate int8")
+    p.add_argument("--calibration-windows", type=int, default=32, metavar="N",
+                   help="windows of the training patch that calibrate int8 (default 32)")
     p.add_argument("--zip", action="store_true", help="also write BUNDLE_DIR.zip")
     p.set_defaults(func=run)
 
@@ -32,9 +40,12 @@ def run(args: argparse.Namespace) -> int:
     from medt3d.bundle.export import export_bundle
 
     result = export_bundle(args.model, args.output, name=args.name, onnx=args.onnx, zip_bundle_too=args.zip,
-                           summary=args.summary)
+                           summary=args.summary, onnx_precisions=args.onnx_precision,
+                           calibration_data=args.calibration_data, calibration_windows=args.calibration_windows)
     print(f"medt3d export: bundle in {result.bundle_dir} (TorchScript by {result.torchscript}"
-          + (", ONNX" if result.onnx else "") + ")" + (f", zip {result.zip_path}" if result.zip_path else ""))
+          + (", ONNX" if result.onnx else "")
+          + "".join(f", ONNX {p} (labels agree on {100 * a:.2f}%)" for p, a in result.onnx_agreement.items())
+          + ")" + (f", zip {result.zip_path}" if result.zip_path else ""))
     if result.summary_path is None:
         print("medt3d export: no evaluation summary.json found; the README reports only the validation metric "
               "(run medt3d evaluate, then export again or pass --summary)")

@@ -9,6 +9,8 @@ from medt3d.config.schema import (
     CACHE_KINDS,
     CLOCKS,
     CT_WINDOWS,
+    ENGINE_PRECISIONS,
+    ENGINES,
     LOSSES,
     MODALITIES,
     N_FOLDS,
@@ -170,6 +172,9 @@ def validate(cfg: Config, source: str = "<config>") -> None:
     _require(0.0 <= i.overlap < 1.0, source, "infer.overlap", f"must be in [0, 1), got {i.overlap}")
     _one_of(i.mode, BLEND_MODES, source, "infer.mode")
     _one_of(i.precision, PRECISIONS, source, "infer.precision")
+    _one_of(i.engine, ENGINES, source, "infer.engine")
+    if i.engine in ENGINE_PRECISIONS:
+        _one_of(i.precision, ENGINE_PRECISIONS[i.engine], source, f"infer.precision (with infer.engine={i.engine})")
     _one_of(i.resample, RESAMPLE_MODES, source, "infer.resample")
     _require(i.max_voxels >= 8, source, "infer.max_voxels", f"must be >= 8 (a 2x2x2 volume), got {i.max_voxels}")
 
