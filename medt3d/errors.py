@@ -68,11 +68,11 @@ FULL_OR_READ_ONLY = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 #: Verbs a what-to-do clause of a message starts with (the message convention above).
 HINT_VERBS = frozenset({
-    "add", "ask", "check", "choose", "convert", "copy", "delete", "download", "drop", "export", "fix", "free",
-    "give", "grant", "install", "keep", "label", "leave", "list", "lower", "make", "move", "name", "pass", "pick",
-    "predict", "put", "quote", "raise", "re-export", "reduce", "reinstall", "remove", "rename", "replace",
-    "report", "rerun", "resample", "retrain", "run", "save", "select", "set", "split", "train", "unpack", "use",
-    "wait", "write",
+    "add", "ask", "check", "choose", "convert", "copy", "delete", "disable", "download", "drop", "enable",
+    "export", "finish", "fix", "free", "give", "grant", "install", "keep", "label", "leave", "list", "load",
+    "lower", "make", "move", "name", "pass", "pick", "predict", "put", "quote", "raise", "re-export", "reduce",
+    "reinstall", "remove", "rename", "replace", "report", "rerun", "resample", "retrain", "run", "save",
+    "select", "set", "split", "start", "train", "unpack", "update", "upgrade", "use", "wait", "write",
 })
 
 _CLAUSE = re.compile(r"[;:.]\s+")
