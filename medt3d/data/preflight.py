@@ -27,7 +27,8 @@ def label_value_problem(values: np.ndarray, num_classes: int, path: Any) -> str 
     if not bad:
         return None
     listed = ", ".join(f"{v:g}" for v in bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
-    return f"{path}: label values {listed} are outside 0..{num_classes - 1} (data.labels has {num_classes} classes)"
+    return (f"{path}: label values {listed} are outside 0..{num_classes - 1} (data.labels has {num_classes} classes); "
+            "add the classes to data.labels or remap the label")
 
 
 def non_finite_problem(image: Any, path: Any) -> str | None:
