@@ -16,6 +16,7 @@ from support import TINY, tiny_cfg, write_nnunet_phantoms
 from medt3d.cli import main
 from medt3d.data.folds import nnunet_folds, read_splits, resolve_splits
 from medt3d.data.nifti import write_nifti
+from medt3d.data.readers import load_volume
 from medt3d.errors import InputError
 from medt3d.inference.postprocess import ClassStep, PostprocessingPlan, apply_step
 
@@ -229,6 +230,22 @@ def test_evaluate_scores_only_the_folds_validation_cases_and_warns_for_training_
         assert main(["evaluate", "--model", str(cv / "fold_0"), "--data-dir", str(raw / "dataset.json"), "--output",
                      str(tmp_path / "ev_train"), "--split", "train", "--no-overlays"]) == 0
     assert "trained on" in caplog.text
+
+
+def test_export_of_the_fold_set_is_an_ensemble_infer_reads_like_the_crossval_folder(
+        crossval: dict[str, Path], tmp_path: Path):
+    cv, raw = crossval["cv"], crossval["raw"]
+    exported = tmp_path / "exported"
+    assert main(["export", "--model", str(cv), "--output", str(exported)]) == 0
+    assert (exported / "fold_0" / "models" / "model.pt").is_file() and (exported / "fold_1" / "models" / "model.ts").is_file()
+    assert (exported / "postprocessing.json").read_text() == (cv / "postprocessing.json").read_text()
+    image = raw / "imagesTr" / "phantom_001_0000.nii.gz"
+    for model, out in ((cv, tmp_path / "from_cv"), (exported, tmp_path / "from_bundles")):
+        assert main(["infer", str(image), "--model", str(model), "--output", str(out), "--no-progress"]) == 0
+    a, b = (np.asarray(load_volume(p / "phantom_001_0000_seg.nii.gz")) for p in (tmp_path / "from_cv",
+                                                                                  tmp_path / "from_bundles"))
+    assert np.array_equal(a, b)
+    assert main(["export", "--model", str(cv), "--output", str(tmp_path / "z"), "--zip"]) == 2
 
 
 # --------------------------------------------------------------------------- config show

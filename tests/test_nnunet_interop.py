@@ -69,6 +69,10 @@ def _dice_pairs(ours: dict, theirs: dict) -> list[tuple[float | None, float]]:
 
 def _same_dice(ours: dict, theirs: dict) -> None:
     pairs = _dice_pairs(ours, theirs)
+    defined = [abs(m - n) for m, n in pairs if m is not None]
+    print(f"\nDice compared: {len(defined)} case-class values (+{len(pairs) - len(defined)} undefined in both), "
+          f"largest difference {max(defined):.2e}; foreground mean medt3d {ours['foreground_mean']['Dice']:.6f}, "
+          f"nnU-Net {theirs['foreground_mean']['Dice']:.6f}")
     assert len(pairs) == len(theirs["metric_per_case"]) * 3
     for mine, nn in pairs:
         if mine is None:  # absent from both: nnU-Net writes NaN, medt3d null
@@ -124,6 +128,7 @@ def test_nnunet_planning_writes_medt3d_folds_and_evaluate_folder_gives_its_dice(
              "device=torch.device('cpu')).do_split()")
     subprocess.run([sys.executable, "-c", split], check=True, capture_output=True, env=env)
     assert json.loads((pre / "splits_final.json").read_text()) == _medt3d_folds(raw)
+    print(f"\nnnU-Net's splits_final.json: {[f['val'] for f in _medt3d_folds(raw)]} (validation cases), equal to medt3d's")
     pred = _predictions(raw, tmp_path / "pred")
     subprocess.run([str(BIN / "nnUNetv2_evaluate_folder"), str(raw / "labelsTr"), str(pred), "-djfile",
                     str(pre / "dataset.json"), "-pfile", str(pre / "nnUNetPlans.json"), "-np", "1"],

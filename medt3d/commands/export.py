@@ -15,7 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "multi-GPU train, logging) built by medt3d's own builders, metadata.json, a generated "
                     "README, models/model.pt and TorchScript models/model.ts (and ONNX with --onnx). Nothing is "
                     "written unless the checkpoint fits its config and the bundle passes MONAI's checks.")
-    p.add_argument("--model", required=True, help="checkpoint (.pt) or training run folder")
+    p.add_argument("--model", required=True, help="checkpoint (.pt) or training run folder, or a cross-validation "
+                                                  "folder (medt3d train --folds): a fold set, one bundle per fold "
+                                                  "in OUTPUT/fold_N with the postprocessing, an ensemble for infer")
     p.add_argument("--output", required=True, help="bundle folder to create (must not exist or be empty)")
     p.add_argument("--name", help="bundle source: one of "
                                   f"{', '.join(list_bundle_sources()) or '(none found)'} or a folder with a "
@@ -38,6 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the command."""
     from medt3d.bundle.export import export_bundle
+    from medt3d.models.layout import CrossValLayout
+
+    if CrossValLayout.is_crossval(args.model):
+        return _export_fold_set(args)
 
     result = export_bundle(args.model, args.output, name=args.name, onnx=args.onnx, zip_bundle_too=args.zip,
                            summary=args.summary, onnx_precisions=args.onnx_precision,
@@ -49,4 +55,18 @@ def run(args: argparse.Namespace) -> int:
     if result.summary_path is None:
         print("medt3d export: no evaluation summary.json found; the README reports only the validation metric "
               "(run medt3d evaluate, then export again or pass --summary)")
+    return 0
+
+
+def _export_fold_set(args: argparse.Namespace) -> int:
+    """``--model CV_FOLDER``: every finished fold as a bundle, in the cross-validation layout."""
+    from medt3d.bundle.folds import export_fold_set
+    from medt3d.errors import InputError
+
+    if args.zip:
+        raise InputError("--zip writes one bundle's zip; a fold set is a folder of bundles: drop --zip, or zip "
+                         "each OUTPUT/fold_N yourself")
+    bundles = export_fold_set(args.model, args.output, name=args.name, onnx=args.onnx, summary=args.summary)
+    print(f"medt3d export: {len(bundles)} fold bundle(s) in {args.output} ({', '.join(b.name for b in bundles)}); "
+          f"medt3d infer --model {args.output} averages them")
     return 0
