@@ -281,7 +281,7 @@ def run_inference(inputs: Sequence[str | Path], output: str | Path,
     cases = discover_cases(inputs, out_dir)
     check_no_overwrite(cases, out_dir)
     check_writable_dir(out_dir)
-    members = None
+    members, net = None, None
     if network is None:  # one model, several (an ensemble) or a cross-validation folder
         members = load_members([model] if isinstance(model, (str, Path)) else model)  # type: ignore[list-item]
         cfg = members.cfg
@@ -304,16 +304,7 @@ def run_inference(inputs: Sequence[str | Path], output: str | Path,
             lock = FolderLock(out_dir, shard_lock_name(*options.shard) if part else FOLDER_LOCK, "medt3d infer" + part)
         _remove_leftover_temp_files(out_dir, started, None if options.shard is None else cases, options.output_naming)
         model_info = describe_model(model, cfg, members)  # type: ignore[arg-type]
-        if members is not None:  # an ensemble's members move to the device one at a time
-            nets = engine_networks(members.sources, members.networks, cfg, device)
-            nets = nets if len(nets) > 1 else [nets[0].to(device)]
-            predictor = Predictor(nets, cfg, device, progress=options.progress and info.is_main,
-                                  postprocessing=members.postprocessing)
-        else:
-            if cfg.infer.engine != "torch":
-                raise InputError("run_inference(network=...) runs the torch module; pass model= a bundle exported "
-                                 "with --onnx to run it on onnxruntime")
-            predictor = Predictor(net.to(device), cfg, device, progress=options.progress and info.is_main)
+        predictor = _make_predictor(members, net, cfg, device, options.progress and info.is_main)
         table = label_table(cfg)
         mine = shard(cases, info)
         results, interrupted = _run_cases(mine, predictor, out_dir, options, model_info, table, info)
@@ -334,6 +325,19 @@ def run_inference(inputs: Sequence[str | Path], output: str | Path,
         if lock is not None:
             lock.release()
         cleanup_distributed()
+
+
+def _make_predictor(members: Any, net: torch.nn.Module | None, cfg: Config, device: torch.device,
+                    progress: bool) -> Predictor:
+    """The predictor of the loaded ``members`` (an ensemble's move to the device one at a time), else of ``net``."""
+    if members is not None:
+        nets = engine_networks(members.sources, members.networks, cfg, device)
+        nets = nets if len(nets) > 1 else [nets[0].to(device)]
+        return Predictor(nets, cfg, device, progress=progress, postprocessing=members.postprocessing)
+    if cfg.infer.engine != "torch":
+        raise InputError("run_inference(network=...) runs the torch module; pass model= a bundle exported "
+                         "with --onnx to run it on onnxruntime")
+    return Predictor(net.to(device), cfg, device, progress=progress)
 
 
 def _run_cases(mine: list[Case], predictor: Predictor, out_dir: Path, options: InferOptions,
