@@ -61,6 +61,18 @@ def test_dataset_splits_file_wins_over_the_rule_and_explicit_file_wins_over_it(t
         read_splits(bad, names)
 
 
+def test_train_with_data_fold_validates_on_nnunet_fold(tmp_path: Path):
+    from medt3d.training.engine import prepare_datalist
+
+    raw = write_nnunet_phantoms(tmp_path / "raw", 5, shape=(12, 12, 12),
+                                labels={"background": 0, "a": 1, "b": 2, "c": 3})
+    cfg = tiny_cfg("data.fold=3", "data.labels=[background,a,b,c]")
+    datalist = prepare_datalist(cfg, raw / "dataset.json")
+    expected = nnunet_folds([f"phantom_00{i}" for i in range(5)])[3]
+    assert [c["name"] for c in datalist.val] == expected["val"]
+    assert [c["name"] for c in datalist.train] == expected["train"]
+
+
 # --------------------------------------------------------------------------- postprocessing
 
 

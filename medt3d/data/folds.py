@@ -149,13 +149,15 @@ class ValidationChoice:
         train: the training cases.
         val: the validation cases.
         how: one line saying how they were chosen (logged).
-        folds: the folds in use when ``data.fold`` chose them (written into the run folder), else None.
+        folds: the folds in use when ``data.fold`` chose them, else None.
+        same_cases: the validation cases are the training cases (a single case).
     """
 
     train: list[dict[str, Any]]
     val: list[dict[str, Any]]
     how: str
     folds: Folds | None = None
+    same_cases: bool = False
 
 
 def choose_validation(datalist: Any, cfg: Config) -> ValidationChoice:
@@ -174,7 +176,14 @@ def choose_validation(datalist: Any, cfg: Config) -> ValidationChoice:
         train, val = fold_split(datalist.train, folds, d.fold, source)
         return ValidationChoice(train, val, f"fold {d.fold} of {len(folds)} from {source}: {len(train)} train / "
                                             f"{len(val)} val", folds)
-    train, val = split_cases(datalist.train, d.val_fraction, d.split_seed) if len(datalist.train) > 1 else (
-        list(datalist.train), [])
+    if cfg.train.val_interval <= 0:  # such a run makes no split: every case was trained on
+        return ValidationChoice(list(datalist.train), [], "no validation (train.val_interval=0): every case trains")
+    if len(datalist.train) < 2:  # as medt3d train does: the one case validates too
+        return ValidationChoice(list(datalist.train), list(datalist.train),
+                                f"the training case(s): only {len(datalist.train)}", same_cases=True)
+    train, val = split_cases(datalist.train, d.val_fraction, d.split_seed)
+    if not val:  # data.val_fraction=0: as medt3d train does, the training cases validate
+        return ValidationChoice(train, list(train), "the training cases (data.val_fraction=0)",
+                                same_cases=True)
     return ValidationChoice(train, val, f"a seeded split (data.val_fraction={d.val_fraction}, data.split_seed="
                                         f"{d.split_seed}): {len(train)} train / {len(val)} val")

@@ -141,7 +141,9 @@ def select_cases(datalist: Datalist, cfg: Config, split: str, data_dir: str | Pa
         choice = choose_validation(datalist, cfg)
         trained, val = choice.train, choice.val
         if split == "val" and val:
-            logger.info("%s has no validation split: scoring the model's validation cases, %s", data_dir, choice.how)
+            (logger.warning if choice.same_cases else logger.info)(
+                "%s has no validation split: scoring the model's validation cases, %s%s", data_dir, choice.how,
+                " (cases it was trained on: optimistic scores)" if choice.same_cases else "")
     if split == "val":
         if not val and not labelled_test:
             raise InputError(f"{data_dir}: no validation case to score (the model's config holds out none); pass "

@@ -38,9 +38,10 @@ from monai.transforms import AsDiscreted, Compose
 from monai.utils import set_determinism
 from torch.nn.parallel import DistributedDataParallel
 
-from medt3d.config import N_FOLDS, Config, save_config
-from medt3d.data.datalist import Datalist, build_datalist, fold_cases, split_cases
+from medt3d.config import Config, save_config
+from medt3d.data.datalist import Datalist, build_datalist
 from medt3d.data.datasets import build_dataset
+from medt3d.data.folds import choose_validation
 from medt3d.data.preflight import check_cases
 from medt3d.data.readers.rtstruct import RoiMap
 from medt3d.data.transforms import build_train_transforms, build_val_transforms
@@ -132,20 +133,11 @@ def prepare_datalist(cfg: Config, data_dir: str | Path) -> Datalist:
     if datalist.labels is not None and list(datalist.labels) != list(cfg.data.labels):
         logger.warning("%s names the classes %s, the config's data.labels %s: label value i is trained as "
                        "data.labels[i]", data_dir, datalist.labels, cfg.data.labels)
-    if not datalist.val and cfg.data.fold is not None:
-        datalist.train, datalist.val = fold_cases(datalist.train, cfg.data.fold, cfg.data.split_seed, N_FOLDS)
-        logger.info("validating on fold %d of a seeded %d-fold split (data.split_seed=%d): %d train / %d val",
-                    cfg.data.fold, N_FOLDS, cfg.data.split_seed, len(datalist.train), len(datalist.val))
-    elif not datalist.val and cfg.train.val_interval > 0:  # no validation at all with val_interval 0
-        train, val = split_cases(datalist.train, cfg.data.val_fraction, cfg.data.split_seed)
-        if not val:  # a single case: validate on it too, and say so
-            val = list(train)
-            logger.warning("only %d case(s) and no validation split: validating on the training case(s)", len(train))
-        else:
-            logger.info(
-                "no validation split in %s: using a seeded split (data.val_fraction=%s, data.split_seed=%s): "
-                "%d train / %d val", data_dir, cfg.data.val_fraction, cfg.data.split_seed, len(train), len(val))
-        datalist.train, datalist.val = train, val
+    if not datalist.val and (cfg.data.fold is not None or cfg.train.val_interval > 0):  # none at val_interval 0
+        choice = choose_validation(datalist, cfg)  # nnU-Net's folds, or the seeded share (as evaluate's)
+        datalist.train, datalist.val = choice.train, choice.val
+        (logger.warning if choice.same_cases else logger.info)("%s has no validation split: validating on %s",
+                                                               data_dir, choice.how)
     check_cases(datalist.train + datalist.val, cfg.data.num_classes, cfg.data.in_channels,
                 rois=RoiMap.from_config(cfg.data))
     return datalist
