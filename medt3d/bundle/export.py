@@ -321,6 +321,21 @@ def _check_workflow(root: Path, kind: str, names: list[str], dataset_dir: str | 
         raise RuntimeError(f"{' + '.join(names)}: MONAI {kind} workflow properties missing or wrong: {missing}")
 
 
+def _checked_source(cfg: Config, name: str | Path | None, output: Path,
+                    checkpoint: str) -> tuple[BundleSource, list[str]]:
+    """The bundle source (named, or described from ``cfg``), refused when the model breaks its contract;
+    with the lines where the model's recipe differs from a named source's (warned here)."""
+    source: BundleSource = load_bundle_source(name) if name is not None else generic_source(cfg, key=output.name)
+    problems = contract_differences(cfg, source)
+    if problems:
+        raise InputError(f"{checkpoint} does not match bundle source {source.key}: " + "; ".join(problems)
+                         + "; choose the bundle source the model was trained for (--name), or export without --name")
+    differences = recipe_differences(cfg, source) if name is not None else []
+    for line in differences:
+        logger.warning("checkpoint differs from the recipe of %s: %s", source.key, line)
+    return source, differences
+
+
 def export_bundle(model: str | Path, output: str | Path, name: str | Path | None = None, onnx: bool = False,
                   zip_bundle_too: bool = False, summary: str | Path | None = None,
                   onnx_precisions: Sequence[str] = (), calibration_data: str | Path | None = None,
@@ -358,14 +373,7 @@ def export_bundle(model: str | Path, output: str | Path, name: str | Path | None
                          "--calibration-data DIR")
     payload = load_checkpoint(model)  # weights_only=True
     network, cfg = model_from_checkpoint(payload)
-    source: BundleSource = load_bundle_source(name) if name is not None else generic_source(cfg, key=output.name)
-    problems = contract_differences(cfg, source)
-    if problems:
-        raise InputError(f"{payload['path']} does not match bundle source {source.key}: " + "; ".join(problems)
-                         + "; choose the bundle source the model was trained for (--name), or export without --name")
-    differences = recipe_differences(cfg, source) if name is not None else []
-    for line in differences:
-        logger.warning("checkpoint differs from the recipe of %s: %s", source.key, line)
+    source, differences = _checked_source(cfg, name, output, payload["path"])
     summary_path = Path(summary) if summary is not None else find_summary(Path(payload["path"]))
     if summary is not None and not summary_path.is_file():
         raise FileNotFoundError(f"summary file not found: {summary_path}; check the --summary path")
