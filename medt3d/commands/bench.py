@@ -43,9 +43,14 @@ def _infer(cfg, args: argparse.Namespace, log: Callable[[str], None]) -> dict[st
 
 
 def _quality(cfg, args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
+    from medt3d.bench.patients import bench_patients, holds_abdomens
     from medt3d.bench.quality import bench_quality, select_folds
     from medt3d.bench.settings import DEFAULT_CONFIG
 
+    if args.quality_data and not holds_abdomens(args.quality_data):  # any folder of labelled patients
+        return bench_patients(args.quality_data, args.quality_dir, args.quality_networks, args.budget,
+                              config=args.config or DEFAULT_CONFIG, overrides=args.overrides,
+                              settings=args.quality_channels, log=log, epochs=_network_epochs(args.quality_epochs))
     return bench_quality(args.quality_dir, shared_data=args.quality_data, networks=args.quality_networks,
                          budget_s=args.budget, config=args.config or DEFAULT_CONFIG, overrides=args.overrides,
                          multi_organ=args.multi_organ, folds=select_folds(args.quality_train), log=log,
@@ -100,7 +105,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="does it learn real anatomy? Leave one patient out on the two real CT patients of "
                             "../shared/data: train MedT3D and MONAI UNet with the same config, seed and budget on "
                             "one, score the spleen on the other (Dice, HD95, volumes, overlays), both ways "
-                            "(default config: ct_abdomen)")
+                            "(default config: ct_abdomen); with --quality-data DIR of N labelled patients, N folds "
+                            "per --quality-channels setting (Dice, HD95, lesion F1, volumes)")
     add_config_args(p, default=None)
     net = p.add_argument_group("--networks options (defaults: the sizes of docs/benchmarks.md)")
     net.add_argument("--names", nargs="+", choices=NETWORK_CHOICES, metavar="NAME",
@@ -129,7 +135,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "busy or virtual machine")
     qual.add_argument("--quality-networks", nargs="+", default=list(DEFAULT_NETWORKS), choices=NETWORKS,
                       metavar="NAME", help=f"networks to compare (default: {' '.join(DEFAULT_NETWORKS)})")
-    qual.add_argument("--quality-data", help="folder of the real CT patients (default: ../shared/data)")
+    qual.add_argument("--quality-data",
+                      help="folder of the real CT patients (default: ../shared/data); any other folder of labelled "
+                           "patients (DATA/<patient>/<channel>/image.nii.gz + a label file, or any layout medt3d "
+                           "train reads) runs leave one patient out on it")
+    qual.add_argument("--quality-channels", nargs="+", metavar="SETTING",
+                      help="with a folder of labelled patients: the channels each model sees, joined by '+', e.g. "
+                           "CT PET CT+PET MR_T1 (the first is the reference grid; default: each channel alone)")
     qual.add_argument("--quality-dir", default="bench_quality",
                       help="folder for labels, runs, evaluations and overlays (default: bench_quality)")
     qual.add_argument("--quality-train", nargs="+", metavar="PATIENT",
@@ -174,9 +186,11 @@ def run(args: argparse.Namespace) -> int:
 
             parts.append(networks_markdown(report["networks"]))
         if "quality" in report:
+            from medt3d.bench.patients import patients_markdown
             from medt3d.bench.quality import quality_markdown
 
-            parts.append(quality_markdown(report["quality"]))
+            quality = report["quality"]
+            parts.append(patients_markdown(quality) if "settings" in quality else quality_markdown(quality))
         atomic_write_text(args.markdown, "\n".join(parts))
     print(text)
     return 0

@@ -56,6 +56,7 @@ from medt3d.data.readers import (
     require_3d,
     same_grid,
 )
+from medt3d.data.readers.channels import case_grid_problems
 from medt3d.data.splits import fold_cases, split_cases
 from medt3d.errors import InputError
 
@@ -182,11 +183,12 @@ def check_pairs(cases: Sequence[dict[str, Any]], atol: float = GEOMETRY_ATOL_MM)
 
 
 def pair_problems(cases: Sequence[dict[str, Any]], atol: float = GEOMETRY_ATOL_MM,
-                  channels: int = 1) -> list[tuple[int, str]]:
+                  channels: int = 1, reference_channel: int = 0) -> list[tuple[int, str]]:
     """The header problems of :func:`check_pairs`, each with the index of its case.
 
-    An image of several channel files needs each one 3-D and all on the label's grid; a single
-    image file may hold ``channels`` volumes (4-D).
+    An image of several channel files needs each one 3-D, all in the frame of reference of channel
+    ``reference_channel`` and the label on one of their grids (:mod:`medt3d.data.readers.channels`); a
+    single image file may hold ``channels`` volumes (4-D).
     """
     problems: list[tuple[int, str]] = []
     for index, case in enumerate(cases):
@@ -206,11 +208,6 @@ def pair_problems(cases: Sequence[dict[str, Any]], atol: float = GEOMETRY_ATOL_M
                 problems.append((index, f"case {name!r}: {err}"))
                 infos.pop(key, None)
         if "image" in infos:
-            first = infos["image"][0]
-            pairs = [("channel files", other) for other in infos["image"][1:]]
-            pairs += [("image and label", label) for label in infos.get("label", [])]
-            for what, other in pairs:
-                mismatch = same_grid(first, other, atol)
-                if mismatch:
-                    problems.append((index, f"case {name!r}: {what} differ: {mismatch}"))
+            problems += [(index, f"case {name!r}: {problem}") for problem in
+                         case_grid_problems(infos["image"], infos.get("label", []), reference_channel, atol)]
     return problems

@@ -34,7 +34,7 @@ from medt3d.data.geometry import orientation_transform
 from medt3d.data.readers.common import GEOMETRY_ATOL_MM
 from medt3d.errors import InputError
 
-__all__ = ["MIN_OVERLAP", "Grid", "check_label_grid", "frame_of_reference", "frame_problem", "grid_of",
+__all__ = ["MIN_OVERLAP", "Grid", "case_grid_problems", "check_label_grid", "frame_of_reference", "frame_problem", "grid_of",
            "overlap_fraction", "resample_onto", "same_voxels", "stack_channels"]
 
 #: the least share of the smaller channel's world extent that must lie inside the other's when no
@@ -172,3 +172,29 @@ def stack_channels(files: Sequence[Path], parts: Sequence[Any], reference: int =
     image = MetaTensor(torch.cat([m.to(ref.dtype) for m in moved]), meta=dict(ref.meta))
     image.affine = torch.as_tensor(np.asarray(ref.affine, dtype=np.float64))
     return image, grids
+
+
+def case_grid_problems(images: Sequence[Any], labels: Sequence[Any], reference: int = 0,
+                       atol: float = GEOMETRY_ATOL_MM) -> list[str]:
+    """The grid problems of one case from its headers (``VolumeInfo``), before any voxel is read.
+
+    Channel files on the reference channel's grid pass; others must share its frame of reference. A label
+    must lie on one of the channels' grids. Single-channel cases keep the one-grid rule of
+    :func:`medt3d.data.readers.same_grid`.
+    """
+    from medt3d.data.readers.common import same_grid
+
+    if not images:
+        return []
+    if len(images) == 1:
+        return [f"image and label differ: {m}" for label in labels if (m := same_grid(images[0], label, atol))]
+    grids: list[Grid] = [(Path(i.path), np.asarray(i.affine, dtype=np.float64), tuple(i.shape[:3])) for i in images]
+    ref = grids[min(max(reference, 0), len(grids) - 1)]
+    problems = [f"channel files: {p}" for g in grids if not same_voxels(ref, g) and (p := frame_problem(ref, g))]
+    for label in labels:
+        grid = (Path(label.path), np.asarray(label.affine, dtype=np.float64), tuple(label.shape[:3]))
+        if not any(same_voxels(g, grid) for g in grids):
+            problems.append(f"label {label.path} is on none of the channels' grids "
+                            f"({', '.join('x'.join(map(str, g[2])) for g in grids)} voxels); resample the label onto "
+                            "one of the channels' grids")
+    return problems
