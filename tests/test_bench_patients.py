@@ -11,7 +11,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medt3d.bench.patients import bench_patients, find_patients, holds_abdomens, parse_settings, patients_markdown
+from medt3d.bench.patients import (
+    bench_patients,
+    find_patients,
+    holds_abdomens,
+    parse_settings,
+    patients_markdown,
+)
 from medt3d.data.phantoms import make_phantom
 from medt3d.errors import InputError
 
