@@ -109,7 +109,8 @@ def write_dicom_seg(label: Any, series_folder: str | Path, out_path: str | Path,
         ))
     n_segments = len(descriptions)
     if frames.max(initial=0) > n_segments:
-        raise ValueError(f"label values up to {int(frames.max())} but only {n_segments} segment(s) are described")
+        raise InputError(f"label values up to {int(frames.max())} but only {n_segments} segment(s) are described; "
+                         "name every class in data.labels")
     dtype = np.uint8 if n_segments < 256 else np.uint16
     try:
         seg = _segmentation(hd, sources, frames.astype(dtype, copy=False), descriptions, model_name)

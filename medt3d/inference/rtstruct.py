@@ -21,6 +21,7 @@ import numpy as np
 
 from medt3d import __version__
 from medt3d.data.readers import read_header
+from medt3d.errors import InputError
 from medt3d.inference.dicom_headers import mend_headers
 from medt3d.io_utils import atomic_path
 
@@ -51,10 +52,10 @@ def _sources(series_folder: str | Path, series_uid: str | None) -> tuple[Any, li
 
     info = read_header(series_folder, series_uid)
     if info.tilt_shifts is not None:
-        raise ValueError(f"{series_folder}: no RTSTRUCT for a gantry-tilted series: its label lies on the corrected "
+        raise InputError(f"{series_folder}: no RTSTRUCT for a gantry-tilted series: its label lies on the corrected "
                          "grid, which no source slice shares; use the NIfTI label")
     if info.kind != "dicom":
-        raise ValueError(f"{series_folder}: an RTSTRUCT needs a DICOM series to reference; pass its folder")
+        raise InputError(f"{series_folder}: an RTSTRUCT needs a DICOM series to reference; pass its folder")
     sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in info.files]
     filled = mend_headers(sources, series_folder, slice_step=float(info.spacing[2]))
     return info, sources, [filled.replace("DICOM SEG", "RTSTRUCT")] if filled else []
@@ -182,11 +183,12 @@ def write_rtstruct(label: Any, series_folder: str | Path, out_path: str | Path, 
     array = array[0] if array.ndim == 4 and array.shape[0] == 1 else array
     if info.multiframe or tuple(array.shape) != tuple(info.shape[:3]):
         what = "an enhanced (multi-frame) series" if info.multiframe else f"the series ({info.shape[:3]})"
-        raise ValueError(f"{series_folder}: a label of shape {tuple(array.shape)} cannot be written as an RTSTRUCT "
+        raise InputError(f"{series_folder}: a label of shape {tuple(array.shape)} cannot be written as an RTSTRUCT "
                          f"on {what}; write it as a DICOM SEG or NIfTI")
     classes = [e for e in labels if int(e["value"]) > 0]
     if array.max(initial=0) > max((int(e["value"]) for e in classes), default=0):
-        raise ValueError(f"label values up to {int(array.max())} but the label table has {len(classes)} class(es)")
+        raise InputError(f"label values up to {int(array.max())} but the label table has {len(classes)} class(es); "
+                         "name every class in data.labels")
     ds = _base(sources[0], model_name)
     ds.ReferencedFrameOfReferenceSequence = _references(sources)
     to_world = _LPS @ np.asarray(info.affine, dtype=np.float64)
