@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from medt3d import __version__
+from medt3d.commands.logfile import attach_log, detach_log
 from medt3d.errors import (
     ENVIRONMENT_ERRORS,
     EXIT_BAD_INPUT,
@@ -33,7 +34,7 @@ from medt3d.errors import (
 )
 
 #: Command modules, in the order ``medt3d --help`` lists them.
-COMMANDS = ("inspect", "phantoms", "train", "evaluate", "infer", "export", "demo", "bench")
+COMMANDS = ("inspect", "phantoms", "train", "evaluate", "score", "infer", "convert", "export", "demo", "bench", "config")
 
 
 
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     new_folders = _new_output_folders(args)
     code = EXIT_BAD_INPUT
     previous = _handle_sigterm()
+    log = attach_log(args, argv)  # OUTPUT/<command>.log
     try:
         code = int(args.func(args) or 0)
         return code
@@ -101,8 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        detach_log(log, succeeded=code in (0, 1))  # 1: some cases of a batch failed, the others are written
         if code != 0:
-            _remove_if_empty(new_folders)
+            _remove_if_empty(new_folders, f"{args.command}.log")
 
 
 def _raise_terminated(signum: int, frame: object) -> None:
@@ -137,8 +140,10 @@ def _new_output_folders(args: argparse.Namespace) -> list[Path]:
     return [Path(p) for p in paths if isinstance(p, (str, Path)) and not Path(p).exists()]
 
 
-def _remove_if_empty(folders: list[Path]) -> None:
-    """A failed command that wrote nothing leaves no empty folder behind."""
+def _remove_if_empty(folders: list[Path], log_name: str) -> None:
+    """A failed command that wrote nothing but its log leaves no folder behind."""
     for folder in folders:
         with contextlib.suppress(OSError):  # not empty, or already gone: leave it
+            if [p.name for p in folder.iterdir()] == [log_name]:
+                (folder / log_name).unlink()
             folder.rmdir()

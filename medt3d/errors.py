@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import errno
 import re
-import zipfile
 from pathlib import Path
 
 __all__ = ["EXIT_BAD_INPUT", "Terminated", "EXIT_BUG", "EXIT_CASES_FAILED", "EXIT_ENVIRONMENT",
@@ -59,7 +58,6 @@ class Terminated(KeyboardInterrupt):
 #: A plain ``ValueError`` is not here: it is a bug unless medt3d raised it as an :class:`InputError`.
 USER_ERRORS: tuple[type[Exception], ...] = (
     InputError, FileNotFoundError, FileExistsError, PermissionError, NotADirectoryError, IsADirectoryError,
-    ValueError, zipfile.BadZipFile,  # until every raise of medt3d is an InputError (issue 31, item 7)
 )
 
 #: Faults of the machine rather than of the input (checked after :data:`USER_ERRORS`).
@@ -70,11 +68,11 @@ FULL_OR_READ_ONLY = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 #: Verbs a what-to-do clause of a message starts with (the message convention above).
 HINT_VERBS = frozenset({
-    "add", "ask", "check", "choose", "convert", "copy", "delete", "download", "drop", "export", "fix", "free",
-    "give", "grant", "install", "keep", "label", "leave", "list", "lower", "make", "move", "name", "pass", "pick",
-    "predict", "put", "quote", "raise", "re-export", "reduce", "reinstall", "remove", "rename", "replace",
-    "report", "rerun", "resample", "retrain", "run", "save", "select", "set", "split", "train", "unpack", "use",
-    "wait", "write",
+    "add", "ask", "check", "choose", "convert", "copy", "delete", "disable", "download", "drop", "enable",
+    "export", "finish", "fix", "free", "give", "grant", "install", "keep", "label", "leave", "list", "load",
+    "lower", "make", "move", "name", "pass", "pick", "predict", "put", "quote", "raise", "re-export", "reduce",
+    "reinstall", "remove", "rename", "replace", "report", "rerun", "resample", "retrain", "run", "save",
+    "select", "set", "split", "start", "train", "unpack", "update", "upgrade", "use", "wait", "write",
 })
 
 _CLAUSE = re.compile(r"[;:.]\s+")

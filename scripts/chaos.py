@@ -207,6 +207,61 @@ def wait_for(ready: Callable[[], bool], proc: subprocess.Popen, seconds: float =
     return ready()
 
 
+def _command(op: str, target_root: Path, env: dict[str, Any]) -> tuple[Path, list[str], Callable[[], bool]]:
+    """The command of ``op``, its output folder, and a check that it has got far enough to be hit."""
+    if op == "train":
+        out = target_root / "run"
+        cmd = medt3d("train", "--config", "demo", "--data-dir", str(env["data"]), "--output", str(out),
+                     *sets(*TINY, "tracking.mlflow=true", "train.max_epochs=40"))
+        return out, cmd, (out / "checkpoints" / "last.pt").exists
+    if op == "infer":
+        out = target_root / "preds"
+        cmd = medt3d("infer", str(env["cohort"]), "--model", str(env["model"]), "--output", str(out),
+                     "--no-progress", "--tta", "--roi-size", "8", "8", "8", "--overlap", "0.75")
+        return out, cmd, lambda: any(out.glob("*_seg.json"))
+    out = target_root / "bundle"
+    cmd = medt3d("export", "--model", str(env["model"]), "--output", str(out))
+    return out, cmd, lambda: any(target_root.glob(".bundle.partial.*"))
+
+
+def _inject(fault: str, proc: subprocess.Popen, disk: Path, out: Path) -> None:
+    """The fault, on a command still running."""
+    if fault == "kill9":
+        proc.send_signal(signal.SIGKILL)
+    elif fault == "sigterm":
+        proc.send_signal(signal.SIGTERM)
+    elif fault == "full_disk":
+        fill(disk)
+    else:
+        set_read_only(out, True)
+
+
+def _check(op: str, out: Path) -> list[str]:
+    """What is under a final name must read back whole: the problems found, if any."""
+    if op == "train":
+        return check_train(out)
+    if op == "infer":
+        return check_infer(out)
+    return check_export(out)
+
+
+def _rerun(op: str, cmd: list[str], out: Path, env: dict[str, Any]) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """The command again, on the repaired disk (train resumes or starts over), and what is wrong after it."""
+    if op == "train":
+        done = 0
+        with contextlib.suppress(Exception):
+            from medt3d.models.checkpoint import load_checkpoint
+
+            done = load_checkpoint(out / "checkpoints" / "last.pt")["epoch"]
+        target = done + 1
+        again = (cmd[:-2] + ["--set", f"train.max_epochs={target}", "--resume"] if done else
+                 cmd[:-2] + ["--set", "train.max_epochs=1", "--overwrite"])
+        return run(again), check_train(out, complete_epochs=target if done else 1)
+    if op == "infer":
+        return run(cmd + ["--skip-existing"]), check_infer(out, env["cases"])
+    return run(cmd), check_export(out, complete=True)
+
+
 def scenario(op: str, fault: str, base: Path, env: dict[str, Any]) -> dict[str, Any]:
     start = time.time()
     disk = base / "disk"
@@ -218,20 +273,7 @@ def scenario(op: str, fault: str, base: Path, env: dict[str, Any]) -> dict[str, 
     target_root = disk if mounted else base / "out"
     target_root.mkdir(parents=True, exist_ok=True)
     with stack:
-        if op == "train":
-            out = target_root / "run"
-            cmd = medt3d("train", "--config", "demo", "--data-dir", str(env["data"]), "--output", str(out),
-                         *sets(*TINY, "tracking.mlflow=true", "train.max_epochs=40"))
-            ready = (out / "checkpoints" / "last.pt").exists
-        elif op == "infer":
-            out = target_root / "preds"
-            cmd = medt3d("infer", str(env["cohort"]), "--model", str(env["model"]), "--output", str(out),
-                         "--no-progress", "--tta", "--roi-size", "8", "8", "8", "--overlap", "0.75")
-            ready = lambda: any(out.glob("*_seg.json"))  # noqa: E731
-        else:
-            out = target_root / "bundle"
-            cmd = medt3d("export", "--model", str(env["model"]), "--output", str(out))
-            ready = lambda: any(target_root.glob(".bundle.partial.*"))  # noqa: E731
+        out, cmd, ready = _command(op, target_root, env)
         # export takes under two seconds: a full or read-only disk comes before it starts
         pre = op == "export" and fault in ("full_disk", "read_only")
         if pre:
@@ -241,14 +283,7 @@ def scenario(op: str, fault: str, base: Path, env: dict[str, Any]) -> dict[str, 
         row["fault_at"] = "before start" if pre else ("while running" if proc.poll() is None and caught
                                                       else "after it ended")
         if not pre and proc.poll() is None:
-            if fault == "kill9":
-                proc.send_signal(signal.SIGKILL)
-            elif fault == "sigterm":
-                proc.send_signal(signal.SIGTERM)
-            elif fault == "full_disk":
-                fill(disk)
-            else:
-                set_read_only(out, True)
+            _inject(fault, proc, disk, out)
         try:
             log, _ = proc.communicate(timeout=300)
         except subprocess.TimeoutExpired:
@@ -258,13 +293,7 @@ def scenario(op: str, fault: str, base: Path, env: dict[str, Any]) -> dict[str, 
         row["exit"] = proc.returncode
         row["message"] = last_line(log)
         row["traceback"] = "Traceback" in log
-        # what is under a final name must read back whole
-        if op == "train":
-            half = check_train(out)
-        elif op == "infer":
-            half = check_infer(out)
-        else:
-            half = check_export(out)
+        half = _check(op, out)
         row["half_written"] = half
         # the rerun, with the disk repaired
         if fault == "read_only":
@@ -272,23 +301,7 @@ def scenario(op: str, fault: str, base: Path, env: dict[str, Any]) -> dict[str, 
         if mounted:
             with contextlib.suppress(FileNotFoundError):
                 (disk / ".filler").unlink()
-        if op == "train":
-            done = 0
-            with contextlib.suppress(Exception):
-                from medt3d.models.checkpoint import load_checkpoint
-
-                done = load_checkpoint(out / "checkpoints" / "last.pt")["epoch"]
-            target = done + 1
-            again = (cmd[:-2] + ["--set", f"train.max_epochs={target}", "--resume"] if done else
-                     cmd[:-2] + ["--set", "train.max_epochs=1", "--overwrite"])
-            rerun = run(again)
-            intact = check_train(out, complete_epochs=target if done else 1)
-        elif op == "infer":
-            rerun = run(cmd + ["--skip-existing"])
-            intact = check_infer(out, env["cases"])
-        else:
-            rerun = run(cmd)
-            intact = check_export(out, complete=True)
+        rerun, intact = _rerun(op, cmd, out, env)
         row["rerun_exit"] = rerun.returncode
         row["rerun_message"] = last_line(rerun.stdout + rerun.stderr)
         row["after_rerun"] = intact

@@ -49,6 +49,44 @@ def _ds(value: float) -> str:
     return format_number_as_ds(float(value))
 
 
+def _slice_dataset(pixels: np.ndarray, position: np.ndarray, direction: np.ndarray, spacing: Sequence[float],
+                   modality: str, sop_class: str, uids: tuple[str, str, str], instance: int,
+                   rescale: tuple[float, float] | None) -> Dataset:
+    """One slice's dataset; ``uids``: study, series and frame of reference; ``position``: LPS (homogeneous)."""
+    sop_uid = generate_uid()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = uids
+    ds.Modality = modality
+    ds.PatientName = "Synthetic^Phantom"
+    ds.PatientID = "synthetic"
+    ds.SeriesNumber = 1
+    ds.SeriesDescription = f"synthetic {modality}"
+    ds.InstanceNumber = instance
+    ds.ImagePositionPatient = [_ds(v) for v in position[:3]]
+    ds.ImageOrientationPatient = [_ds(v) for v in (*direction[:, 0], *direction[:, 1])]
+    ds.PixelSpacing = [_ds(spacing[1]), _ds(spacing[0])]  # (between rows, between columns)
+    ds.SliceThickness = _ds(spacing[2])
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1
+    if rescale is not None:
+        ds.RescaleSlope = _ds(rescale[0])
+        ds.RescaleIntercept = _ds(rescale[1])
+    ds.PixelData = pixels.tobytes()
+    return ds
+
+
 def write_dicom_series(
     folder: str | Path,
     volume: np.ndarray,
@@ -105,39 +143,8 @@ def write_dicom_series(
         if rescale is not None:
             stored = (stored - rescale[1]) / rescale[0]
         pixels = np.ascontiguousarray(np.rint(stored).astype(np.int16).T)  # rows = y, columns = x
-        sop_uid = generate_uid()
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = sop_class
-        meta.MediaStorageSOPInstanceUID = sop_uid
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID = sop_class
-        ds.SOPInstanceUID = sop_uid
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.FrameOfReferenceUID = frame_uid
-        ds.Modality = modality
-        ds.PatientName = "Synthetic^Phantom"
-        ds.PatientID = "synthetic"
-        ds.SeriesNumber = 1
-        ds.SeriesDescription = f"synthetic {modality}"
-        ds.InstanceNumber = int(order[k]) + 1
-        ds.ImagePositionPatient = [_ds(v) for v in (affine @ [0, 0, k, 1])[:3]]
-        ds.ImageOrientationPatient = [_ds(v) for v in (*direction[:, 0], *direction[:, 1])]
-        ds.PixelSpacing = [_ds(spacing[1]), _ds(spacing[0])]  # (between rows, between columns)
-        ds.SliceThickness = _ds(spacing[2])
-        ds.Rows, ds.Columns = pixels.shape
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.BitsAllocated = 16
-        ds.BitsStored = 16
-        ds.HighBit = 15
-        ds.PixelRepresentation = 1
-        if rescale is not None:
-            ds.RescaleSlope = _ds(rescale[0])
-            ds.RescaleIntercept = _ds(rescale[1])
-        ds.PixelData = pixels.tobytes()
+        ds = _slice_dataset(pixels, affine @ [0, 0, k, 1], direction, spacing, modality, sop_class,
+                            (study_uid, series_uid, frame_uid), int(order[k]) + 1, rescale)
         name = f"{prefix}{rng.integers(10**8):08d}.dcm" if shuffle else f"{prefix}slice_{k:04d}.dcm"
         path = folder / name
         ds.save_as(path, enforce_file_format=True)

@@ -101,3 +101,23 @@ def root_cause(error: BaseException) -> BaseException:
     while error.__cause__ is not None:
         error = error.__cause__
     return error
+
+
+def write_nnunet_phantoms(root: Path, n_cases: int = 5, shape=(24, 24, 24), seed: int = 0,
+                          labels: dict | None = None) -> Path:
+    """An nnU-Net v2 raw dataset of phantoms: ``imagesTr/CASE_0000.nii.gz``, ``labelsTr/CASE.nii.gz``, dataset.json."""
+    import json
+
+    from medt3d.data.nifti import write_nifti
+    from medt3d.data.phantoms import make_phantom
+
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    for i in range(n_cases):
+        ph = make_phantom(i, shape=shape, seed=seed)
+        write_nifti(ph.image, ph.affine, root / "imagesTr" / f"{ph.name}_0000.nii.gz", dtype=None)
+        write_nifti(ph.label, ph.affine, root / "labelsTr" / f"{ph.name}.nii.gz", dtype=None)
+    (root / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "CT"}, "labels": labels or {"background": 0, "organ": 1},
+        "numTraining": n_cases, "file_ending": ".nii.gz"}))
+    return root

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -115,3 +116,18 @@ def test_self_validation_datalist_validates_on_the_training_scans(phantom_dir: P
     assert [c["image"] for c in datalist.train] == [c["image"] for c in original.cases]
     assert [c["image"] for c in datalist.val] == [c["image"] for c in original.cases]
     assert {c["name"] for c in datalist.val} == {f"{c['name']}-as-val" for c in original.cases}
+
+
+def test_self_validation_datalist_leaves_the_test_cases_out(phantom_dir: Path, tmp_path: Path):
+    data = tmp_path / "data"
+    shutil.copytree(phantom_dir, data)
+    shutil.copytree(data / "val", data / "test")  # the held-out test case of a train/val/test folder
+    for sub in ("images", "masks"):
+        for f in (data / "test" / sub).iterdir():
+            f.rename(f.with_name("held_out_" + f.name))
+    original = build_datalist(data)
+    assert original.test, "the folder layout should give a test case"
+    datalist = build_datalist(self_validation_datalist(data, tmp_path / "out"))
+    trained = {c["image"] for c in datalist.train} | {c["image"] for c in datalist.val}
+    assert trained == {c["image"] for c in [*original.train, *original.val]}
+    assert not trained & {c["image"] for c in original.test}

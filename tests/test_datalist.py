@@ -233,7 +233,7 @@ def test_every_folder_problem_is_reported_together(tmp_path: Path) -> None:
         assert sum(piece in p for p in problems) == 1, (piece, problems)
     assert "1.2.3.4.1" in text and "1.2.3.4.2" in text and "series_uid" in text
     assert len(problems) == len(expected)
-    assert text.startswith(f"{len(expected)} problem(s) in {root}:")
+    assert text.startswith(f"{len(expected)} problem(s) in {root}; fix each one below")
 
 
 def test_flat_and_json_problems(tmp_path: Path) -> None:

@@ -100,13 +100,14 @@ def test_label_colours_are_distinct_and_background_black():
 def test_options_override_the_config_and_probabilities_are_written(scans, tmp_path: Path):
     out = tmp_path / "out"
     options = InferOptions(progress=False, roi_size=(8, 8, 8), overlap=0.5, mode="constant", sw_batch_size=3,
-                           save_probabilities=True, tta_flips=True)
+                           save_probabilities=True, tta_flips=True, padding_mode="reflect")
     summary = _run([scans["nifti"]], out, options=options)
     assert summary["exit_code"] == 0
     sidecar = json.loads((out / "ct_a_seg.json").read_text())
     assert sidecar["inference"]["device"] == "cpu" and sidecar["inference"]["sw_batch_size"] == 3
     assert sidecar["inference"]["roi_size"] == [8, 8, 8] and sidecar["inference"]["overlap"] == 0.5
     assert sidecar["inference"]["mode"] == "constant" and sidecar["inference"]["tta_flips"] is True
+    assert sidecar["inference"]["padding_mode"] == "reflect"  # the config's default is replicate
     probs = nib.load(str(out / "ct_a_probs.nii.gz"))
     seg = nib.load(str(out / "ct_a_seg.nii.gz"))
     assert probs.shape == (*seg.shape, 2) and probs.get_data_dtype() == np.float32

@@ -35,12 +35,13 @@ def self_validation_datalist(data_dir: str | Path, output: str | Path) -> Path:
 
     For data too small to hold a case out (one labelled scan): the score then measures how well a
     network fits that scan, not how it generalises. Validation copies are named ``<case>-as-val``,
-    because a datalist may not list one case name on both sides.
+    because a datalist may not list one case name on both sides. Test cases (a ``test/`` folder) stay
+    out: they are never trained on.
     """
     from medt3d.data.datalist import build_datalist
 
     datalist = build_datalist(data_dir)
-    cases = datalist.cases
+    cases = [*datalist.train, *datalist.val]
     val = [{**case, "name": f"{case['name']}-as-val"} for case in cases]
     path = Path(output) / "datalist_self_validation.json"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -169,7 +169,6 @@ def bench_infer(cfg: Config, output: str | Path,
         ``settings``, one row per (volume, network) in ``rows``, and a Markdown ``table``.
     """
     from medt3d.config import config_to_dict
-    from medt3d.inference.inferer import inference_window
     from medt3d.io_utils import atomic_write_text
     from medt3d.models.checkpoint import save_checkpoint
     from medt3d.networks import build_network
@@ -183,85 +182,112 @@ def bench_infer(cfg: Config, output: str | Path,
     del medt
     unet_cfg = config_to_dict(cfg)
     unet_cfg["network"]["name"] = "unet"
-    window = inference_window(cfg)
-    settings = {"roi_size": window if isinstance(window, str) else list(window), "overlap": cfg.infer.overlap, "mode": cfg.infer.mode,
-                "sw_batch_size": cfg.infer.sw_batch_size, "model_spacing_mm": cfg.preprocess.spacing and
-                list(cfg.preprocess.spacing), "crop_foreground": cfg.preprocess.crop_foreground,
-                "medt3d_preset": cfg.network.preset, "device": device, "torch_threads": torch.get_num_threads(),
-                "python": sys.version.split()[0], "torch": torch.__version__}
+    settings = _infer_settings(cfg, device)
     rows: list[dict[str, Any]] = []
-    if volumes is None:
-        volumes = INFER_VOLUMES
-    elif not isinstance(volumes, dict):
-        unknown = [v for v in volumes if v not in INFER_VOLUMES]
-        if unknown:
-            raise InputError(f"unknown benchmark volume(s) {unknown}; choose from {list(INFER_VOLUMES)}")
-        volumes = {v: INFER_VOLUMES[v] for v in volumes}
-    for name, (shape, spacing) in volumes.items():
+    for name, (shape, spacing) in _bench_volumes(volumes).items():
         log(f"infer: writing the {name} phantom CT ({spacing} mm)")
         scan = write_bench_ct(out / f"ct_{name}.nii.gz", shape, spacing)
         base = {"volume": name, "scan_spacing_mm": list(spacing)}
-
         log(f"infer: {name}: MedT3D ({cfg.network.preset}) through medt3d infer")
-        pred_dir = out / f"medt3d_{name}"
-        report = out / f"medt3d_{name}.json"
-        spec = {"scans": [str(scan)], "model": str(ckpt), "output": str(pred_dir), "device": device}
-        rc, wall = _spawn("import json, sys; from medt3d.bench.inference import infer_worker; "
-                          "infer_worker(sys.argv[1], json.loads(sys.argv[2]))",
-                          [str(report), json.dumps(spec)], out / f"medt3d_{name}.log")
-        row = {**base, "network": f"medt3d-{cfg.network.preset}", "route": "medt3d infer", "parameters": medt_params,
-               "rc": rc, "process_wall_s": round(wall, 1)}
-        if rc == 0:
-            sidecar = json.loads((pred_dir / f"ct_{name}_seg.json").read_text())
-            row.update(peak_rss_gb=round(json.loads(report.read_text())["peak_gb"], 2),
-                       case_s=round(sidecar["seconds"], 1), window_s=round(sidecar["timings"]["windows_s"], 1),
-                       phases_s={k.removesuffix("_s"): v for k, v in sidecar["timings"].items()},
-                       phase_peak_mb=sidecar.get("peak_rss_mb", {}),
-                       window=sidecar.get("inference", {}).get("window_run"))
-        if rc == 0 and batch > 1:
-            log(f"infer: {name}: MedT3D on a batch of {batch} copies in one process")
-            copies = out / f"batch_{name}"
-            copies.mkdir(exist_ok=True)
-            for i in range(batch):
-                copy = copies / f"ct_{name}_{i}.nii.gz"
-                if not copy.exists():  # hard links: distinct cases (symlinks resolve to one), no copied bytes
-                    try:
-                        os.link(scan, copy)
-                    except OSError:
-                        shutil.copyfile(scan, copy)
-            batch_report = out / f"medt3d_{name}_batch.json"
-            spec = {**spec, "scans": [str(copies)], "output": str(out / f"medt3d_{name}_batch_out")}
-            rc_b, wall_b = _spawn("import json, sys; from medt3d.bench.inference import infer_worker; "
-                                  "infer_worker(sys.argv[1], json.loads(sys.argv[2]))",
-                                  [str(batch_report), json.dumps(spec)], out / f"medt3d_{name}_batch.log")
-            row.update(batch=batch, batch_rc=rc_b, batch_process_wall_s=round(wall_b, 1),
-                       batch_over_single=round(wall_b / wall, 2),
-                       batch_peak_rss_gb=round(json.loads(batch_report.read_text())["peak_gb"], 2) if rc_b == 0
-                       else None)
-        rows.append(row)
-
+        rows.append(_medt3d_row(cfg, name, scan, base, ckpt, medt_params, out, device, batch, log))
         log(f"infer: {name}: MONAI UNet through medt3d's inferer")
-        report = out / f"unet_{name}.json"
-        spec = {"config": unet_cfg, "scan": str(scan), "output": str(out / f"unet_{name}_seg.nii.gz"),
-                "device": device}
-        rc, wall = _spawn("import json, sys; from medt3d.bench.inference import monai_unet_worker; "
-                          "monai_unet_worker(sys.argv[1], json.loads(sys.argv[2]))",
-                          [str(report), json.dumps(spec)], out / f"unet_{name}.log")
-        row = {**base, "network": "unet", "route": "monai unet, medt3d inferer", "rc": rc,
-               "process_wall_s": round(wall, 1)}
-        if rc == 0:
-            measured = json.loads(report.read_text())
-            row.update(parameters=measured["parameters"], peak_rss_gb=round(measured["peak_gb"], 2),
-                       case_s=round(measured["case_s"], 1), window_s=round(measured["phases_s"]["windows"], 1),
-                       phases_s=measured["phases_s"], phase_peak_mb=measured["phase_peak_mb"],
-                       window=measured.get("window"))
-        rows.append(row)
+        rows.append(_unet_row(unet_cfg, name, scan, base, out, device))
         result = {"settings": settings, "rows": rows, "table": format_infer_table(rows)}
         atomic_write_text(out / "bench_infer.json", json.dumps(result, indent=2))
     for row in rows:
         if row["rc"] != 0:
             log(f"infer: {row['network']} on {row['volume']} failed (exit {row['rc']}); see the log in {out}")
     return {"settings": settings, "rows": rows, "table": format_infer_table(rows)}
+
+
+def _bench_volumes(volumes: Sequence[str] | dict[str, Any] | None) -> dict[str, Any]:
+    """The volumes to time: all of :data:`INFER_VOLUMES`, the named ones, or a mapping given as is."""
+    if volumes is None:
+        return INFER_VOLUMES
+    if isinstance(volumes, dict):
+        return volumes
+    unknown = [v for v in volumes if v not in INFER_VOLUMES]
+    if unknown:
+        raise InputError(f"unknown benchmark volume(s) {unknown}; choose from {list(INFER_VOLUMES)}")
+    return {v: INFER_VOLUMES[v] for v in volumes}
+
+
+def _infer_settings(cfg: Config, device: str) -> dict[str, Any]:
+    """What the timings depend on: the inferer's settings, the MedT3D size, the device and versions."""
+    from medt3d.inference.inferer import inference_window
+
+    window = inference_window(cfg)
+    return {"roi_size": window if isinstance(window, str) else list(window), "overlap": cfg.infer.overlap, "mode": cfg.infer.mode,
+            "sw_batch_size": cfg.infer.sw_batch_size, "model_spacing_mm": cfg.preprocess.spacing and
+            list(cfg.preprocess.spacing), "crop_foreground": cfg.preprocess.crop_foreground,
+            "medt3d_preset": cfg.network.preset, "device": device, "torch_threads": torch.get_num_threads(),
+            "python": sys.version.split()[0], "torch": torch.__version__}
+
+
+def _medt3d_row(cfg: Config, name: str, scan: Path, base: dict[str, Any], ckpt: Path, medt_params: int, out: Path,
+                device: str, batch: int, log: Log) -> dict[str, Any]:
+    """MedT3D through ``medt3d infer`` in a fresh process (and on ``batch`` copies of the scan when > 1)."""
+    pred_dir = out / f"medt3d_{name}"
+    report = out / f"medt3d_{name}.json"
+    spec = {"scans": [str(scan)], "model": str(ckpt), "output": str(pred_dir), "device": device}
+    rc, wall = _spawn("import json, sys; from medt3d.bench.inference import infer_worker; "
+                      "infer_worker(sys.argv[1], json.loads(sys.argv[2]))",
+                      [str(report), json.dumps(spec)], out / f"medt3d_{name}.log")
+    row = {**base, "network": f"medt3d-{cfg.network.preset}", "route": "medt3d infer", "parameters": medt_params,
+           "rc": rc, "process_wall_s": round(wall, 1)}
+    if rc == 0:
+        sidecar = json.loads((pred_dir / f"ct_{name}_seg.json").read_text())
+        row.update(peak_rss_gb=round(json.loads(report.read_text())["peak_gb"], 2),
+                   case_s=round(sidecar["seconds"], 1), window_s=round(sidecar["timings"]["windows_s"], 1),
+                   phases_s={k.removesuffix("_s"): v for k, v in sidecar["timings"].items()},
+                   phase_peak_mb=sidecar.get("peak_rss_mb", {}),
+                   window=sidecar.get("inference", {}).get("window_run"))
+    if rc == 0 and batch > 1:
+        log(f"infer: {name}: MedT3D on a batch of {batch} copies in one process")
+        row.update(_batch_run(name, scan, spec, wall, out, batch))
+    return row
+
+
+def _batch_run(name: str, scan: Path, spec: dict[str, Any], wall: float, out: Path, batch: int) -> dict[str, Any]:
+    """``medt3d infer`` on ``batch`` copies of the scan in one process, against one run's ``wall`` time."""
+    copies = out / f"batch_{name}"
+    copies.mkdir(exist_ok=True)
+    for i in range(batch):
+        copy = copies / f"ct_{name}_{i}.nii.gz"
+        if not copy.exists():  # hard links: distinct cases (symlinks resolve to one), no copied bytes
+            try:
+                os.link(scan, copy)
+            except OSError:
+                shutil.copyfile(scan, copy)
+    batch_report = out / f"medt3d_{name}_batch.json"
+    spec = {**spec, "scans": [str(copies)], "output": str(out / f"medt3d_{name}_batch_out")}
+    rc_b, wall_b = _spawn("import json, sys; from medt3d.bench.inference import infer_worker; "
+                          "infer_worker(sys.argv[1], json.loads(sys.argv[2]))",
+                          [str(batch_report), json.dumps(spec)], out / f"medt3d_{name}_batch.log")
+    return dict(batch=batch, batch_rc=rc_b, batch_process_wall_s=round(wall_b, 1),
+                batch_over_single=round(wall_b / wall, 2),
+                batch_peak_rss_gb=round(json.loads(batch_report.read_text())["peak_gb"], 2) if rc_b == 0
+                else None)
+
+
+def _unet_row(unet_cfg: dict[str, Any], name: str, scan: Path, base: dict[str, Any], out: Path,
+              device: str) -> dict[str, Any]:
+    """MONAI's UNet through medt3d's inferer, with the same settings, in a fresh process."""
+    report = out / f"unet_{name}.json"
+    spec = {"config": unet_cfg, "scan": str(scan), "output": str(out / f"unet_{name}_seg.nii.gz"),
+            "device": device}
+    rc, wall = _spawn("import json, sys; from medt3d.bench.inference import monai_unet_worker; "
+                      "monai_unet_worker(sys.argv[1], json.loads(sys.argv[2]))",
+                      [str(report), json.dumps(spec)], out / f"unet_{name}.log")
+    row = {**base, "network": "unet", "route": "monai unet, medt3d inferer", "rc": rc,
+           "process_wall_s": round(wall, 1)}
+    if rc == 0:
+        measured = json.loads(report.read_text())
+        row.update(parameters=measured["parameters"], peak_rss_gb=round(measured["peak_gb"], 2),
+                   case_s=round(measured["case_s"], 1), window_s=round(measured["phases_s"]["windows"], 1),
+                   phases_s=measured["phases_s"], phase_peak_mb=measured["phase_peak_mb"],
+                   window=measured.get("window"))
+    return row
 
 
 PHASES = ("load", "preprocess", "windows", "postprocess", "write")

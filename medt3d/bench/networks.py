@@ -221,13 +221,11 @@ def bench_networks(cfg: Config | None = None, settings: NetworkBenchSettings | N
 
 
 def _bench_networks(cfg: Config, s: NetworkBenchSettings, log: Log) -> dict[str, Any]:
-    from monai.inferers import sliding_window_inference
-
     from medt3d.networks import build_network
 
     torch.manual_seed(cfg.train.seed)
     env = _environment()
-    in_ch, n_cls = cfg.data.in_channels, cfg.data.num_classes
+    in_ch = cfg.data.in_channels
     patch = torch.randn(1, in_ch, s.patch, s.patch, s.patch)
 
     models: dict[str, nn.Module] = {}
@@ -236,8 +234,28 @@ def _bench_networks(cfg: Config, s: NetworkBenchSettings, log: Log) -> dict[str,
         log(f"building {name}")
         models[name] = build_network(network_config(name, cfg, s.patch))
         results[name] = {"params": sum(p.numel() for p in models[name].parameters())}
+    _time_patch(models, patch, s, results, log)
+    if s.sliding_window:
+        _time_sliding_window(models, cfg, s, results, log)
 
-    # timings: one warm-up each, then `repeats` rounds over all networks
+    # memory: allocator switched to give memory back at once (after all timings)
+    peak = PeakMemory()
+    if peak.available:
+        peak.enable()
+        try:
+            _measure_memory(models, patch, s, in_ch, peak, results, log)
+        finally:
+            peak.disable()
+    else:
+        log("peak memory: /proc/self/clear_refs is not available here; memory is not measured")
+
+    env["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
+    return _networks_report(cfg, s, env, results)
+
+
+def _time_patch(models: dict[str, nn.Module], patch: torch.Tensor, s: NetworkBenchSettings,
+                results: dict[str, dict[str, Any]], log: Log) -> None:
+    """Forward and forward+backward on one patch: one warm-up each, then ``repeats`` rounds over all networks."""
     fwd: dict[str, list[tuple[float, float]]] = {n: [] for n in models}
     fwb: dict[str, list[tuple[float, float]]] = {n: [] for n in models}
     for name, model in models.items():
@@ -258,46 +276,43 @@ def _bench_networks(cfg: Config, s: NetworkBenchSettings, log: Log) -> dict[str,
             results[name][f"{key}_s"] = round(statistics.median(w for w, _ in runs), 4)
             results[name][f"{key}_cpu_s"] = round(statistics.median(c for _, c in runs), 4)
 
-    if s.sliding_window:
-        volume = torch.randn(1, in_ch, *s.volume)
-        voxels = volume[0, 0].numel()
-        for name, model in models.items():
-            log(f"sliding window {name} on {list(s.volume)}")
-            model.eval()
-            runs: list[tuple[float, float]] = []
-            shapes: list[tuple[int, ...]] = []
 
-            def infer(m: nn.Module = model, shapes: list[tuple[int, ...]] = shapes) -> None:
-                with torch.no_grad():
-                    out = sliding_window_inference(
-                        volume, (s.patch,) * 3, cfg.infer.sw_batch_size, m,
-                        overlap=cfg.infer.overlap, mode=cfg.infer.mode,
-                    )
-                shapes.append(tuple(out.shape))
+def _time_sliding_window(models: dict[str, nn.Module], cfg: Config, s: NetworkBenchSettings,
+                         results: dict[str, dict[str, Any]], log: Log) -> None:
+    """Sliding-window inference over a random volume, repeated while the repeats fit the time budget."""
+    from monai.inferers import sliding_window_inference
 
-            # repeat (median) while the repeats fit in SW_REPEAT_BUDGET_S; the slow baselines run once
-            while len(runs) < s.repeats and (not runs or runs[0][0] * s.repeats <= SW_REPEAT_BUDGET_S):
-                runs.append(_timed(infer))
-            if shapes[0] != (1, n_cls, *s.volume):
-                raise RuntimeError(f"{name}: sliding-window output {shapes[0]} has the wrong shape")
-            seconds = statistics.median(w for w, _ in runs)
-            results[name]["sliding_window_s"] = round(seconds, 3)
-            results[name]["sliding_window_cpu_s"] = round(statistics.median(c for _, c in runs), 3)
-            results[name]["sliding_window_runs"] = len(runs)
-            results[name]["sliding_window_mvox_s"] = round(voxels / seconds / 1e6, 4)
+    volume = torch.randn(1, cfg.data.in_channels, *s.volume)
+    voxels = volume[0, 0].numel()
+    for name, model in models.items():
+        log(f"sliding window {name} on {list(s.volume)}")
+        model.eval()
+        runs: list[tuple[float, float]] = []
+        shapes: list[tuple[int, ...]] = []
 
-    # memory: allocator switched to give memory back at once (after all timings)
-    peak = PeakMemory()
-    if peak.available:
-        peak.enable()
-        try:
-            _measure_memory(models, patch, s, in_ch, peak, results, log)
-        finally:
-            peak.disable()
-    else:
-        log("peak memory: /proc/self/clear_refs is not available here; memory is not measured")
+        def infer(m: nn.Module = model, shapes: list[tuple[int, ...]] = shapes) -> None:
+            with torch.no_grad():
+                out = sliding_window_inference(
+                    volume, (s.patch,) * 3, cfg.infer.sw_batch_size, m,
+                    overlap=cfg.infer.overlap, mode=cfg.infer.mode,
+                )
+            shapes.append(tuple(out.shape))
 
-    env["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
+        # repeat (median) while the repeats fit in SW_REPEAT_BUDGET_S; the slow baselines run once
+        while len(runs) < s.repeats and (not runs or runs[0][0] * s.repeats <= SW_REPEAT_BUDGET_S):
+            runs.append(_timed(infer))
+        if shapes[0] != (1, cfg.data.num_classes, *s.volume):
+            raise RuntimeError(f"{name}: sliding-window output {shapes[0]} has the wrong shape")
+        seconds = statistics.median(w for w, _ in runs)
+        results[name]["sliding_window_s"] = round(seconds, 3)
+        results[name]["sliding_window_cpu_s"] = round(statistics.median(c for _, c in runs), 3)
+        results[name]["sliding_window_runs"] = len(runs)
+        results[name]["sliding_window_mvox_s"] = round(voxels / seconds / 1e6, 4)
+
+
+def _networks_report(cfg: Config, s: NetworkBenchSettings, env: dict[str, Any],
+                     results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The benchmark's JSON: environment, settings, per-network figures and the targets they meet."""
     return {
         "mode": "networks",
         "environment": env,
@@ -309,8 +324,8 @@ def _bench_networks(cfg: Config, s: NetworkBenchSettings, log: Log) -> dict[str,
             "overlap": cfg.infer.overlap,
             "blend": cfg.infer.mode,
             "repeats": s.repeats,
-            "in_channels": in_ch,
-            "classes": n_cls,
+            "in_channels": cfg.data.in_channels,
+            "classes": cfg.data.num_classes,
             "logo": cfg.network.logo,
             "timing": "wall clock (and process CPU time, *_cpu_s), median of the repeats after one warm-up; "
                       "rounds interleaved over networks",

@@ -168,6 +168,10 @@ def _score(checkpoint: str, datalist: Path, out: Path) -> dict[str, Any]:
     return evaluate(checkpoint, datalist, out, split="all", overlays=True)
 
 
+#: the organ every fold trains and scores
+_SPLEEN = ("spleen",)
+
+
 def bench_quality(output: str | Path, shared_data: str | Path | None = None,
                   networks: Sequence[str] = DEFAULT_NETWORKS, budget_s: float = DEFAULT_BUDGET_S,
                   config: str = DEFAULT_CONFIG, overrides: Sequence[str] = (), multi_organ: bool = False,
@@ -203,20 +207,12 @@ def bench_quality(output: str | Path, shared_data: str | Path | None = None,
     """
     from medt3d.bench.compare import machine
 
-    if epochs is not None and set(epochs) != set(networks):
-        raise InputError(f"--quality-epochs needs one entry per network compared ({', '.join(networks)}), "
-                         f"got {', '.join(f'{k}={v}' for k, v in epochs.items()) or 'none'}; pass one for each")
-    if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
-        raise InputError(f"--quality-seeds needs distinct seeds, got {list(seeds)}; pass each seed once")
-    if not folds and not multi_organ:
-        raise InputError(f"--quality-train {NO_FOLDS}: no fold and no --multi-organ run, so nothing to benchmark; "
-                         "add --multi-organ")
+    _check_quality_args(networks, epochs, seeds, folds, multi_organ)
     root = find_shared_data(shared_data)
     out = Path(output)
     labels = out / "labels"
     labels.mkdir(parents=True, exist_ok=True)
-    spleen = ("spleen",)
-    lists = {p: organ_datalist(root, p, spleen, labels) for p in {p for fold in folds for p in fold}}
+    lists = {p: organ_datalist(root, p, _SPLEEN, labels) for p in {p for fold in folds for p in fold}}
     clock = load_config(config, list(overrides)).train.clock  # also fails early on a bad config or override
     report: dict[str, Any] = {"config": config, "overrides": list(overrides), "budget_s": None if epochs else budget_s,
                               "clock": None if epochs else clock,
@@ -225,24 +221,8 @@ def bench_quality(output: str | Path, shared_data: str | Path | None = None,
                               "networks": list(networks), "machine": machine(), "folds": []}
     started = time.time()
     for train_patient, test_patient in folds:
-        fold_name = f"{train_patient}_to_{test_patient}"
-        fold: dict[str, Any] = {"train": train_patient, "test": test_patient, "results": {}}
-        for name in networks:
-            limit, wording = _limit(name, budget_s, epochs)
-            rows = []
-            for seed in seeds or (None,):
-                seeded = [] if seed is None else [f"train.seed={seed}"]
-                work = out / fold_name / name / ("" if seed is None else f"seed{seed}")
-                log(f"quality: {fold_name}: training {name} for {wording}" + ("" if seed is None else f", seed {seed}"))
-                run = _run(config, [*overrides, *seeded], name, limit, spleen, lists[train_patient], work / "run")
-                cross = _scores(_score(run["checkpoint"], lists[test_patient], work / "test"), "spleen")
-                self_fit = _scores(_score(run["checkpoint"], lists[train_patient], work / "self"), "spleen")
-                rows.append({**cross, "self_fit_dice": self_fit["dice"], **run, "seed": seed,
-                             "overlay": str(work / "test" / "overlays" / f"{test_patient}.png")})
-                log(f"quality: {fold_name}: {name} spleen Dice {cross['dice']:.3f} on {test_patient} "
-                    f"(self-fit {self_fit['dice']:.3f}), {run['epochs_run']} epochs")
-            fold["results"][name] = rows[0] if seeds is None else _seed_means(rows)
-        report["folds"].append(fold)
+        report["folds"].append(_quality_fold(train_patient, test_patient, lists, out, networks, budget_s, config,
+                                             overrides, log, epochs, seeds))
     if folds:
         report["mean_dice"] = {name: round(float(np.mean([f["results"][name]["dice"] for f in report["folds"]])), 4)
                                for name in networks}
@@ -252,6 +232,43 @@ def bench_quality(output: str | Path, shared_data: str | Path | None = None,
                                              [*overrides, *first_seed], log, epochs)
     report["total_seconds"] = round(time.time() - started, 1)
     return report
+
+
+def _check_quality_args(networks: Sequence[str], epochs: Mapping[str, int] | None, seeds: Sequence[int] | None,
+                        folds: Sequence[tuple[str, str]], multi_organ: bool) -> None:
+    """Refuse epochs that do not name each network, repeated seeds, and a run with nothing to train."""
+    if epochs is not None and set(epochs) != set(networks):
+        raise InputError(f"--quality-epochs needs one entry per network compared ({', '.join(networks)}), "
+                         f"got {', '.join(f'{k}={v}' for k, v in epochs.items()) or 'none'}; pass one for each")
+    if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
+        raise InputError(f"--quality-seeds needs distinct seeds, got {list(seeds)}; pass each seed once")
+    if not folds and not multi_organ:
+        raise InputError(f"--quality-train {NO_FOLDS}: no fold and no --multi-organ run, so nothing to benchmark; "
+                         "add --multi-organ")
+
+
+def _quality_fold(train_patient: str, test_patient: str, lists: dict[str, Path], out: Path,
+                  networks: Sequence[str], budget_s: float, config: str, overrides: Sequence[str], log: Log,
+                  epochs: Mapping[str, int] | None, seeds: Sequence[int] | None) -> dict[str, Any]:
+    """One fold: every network (and seed) trained on the training patient, scored on both patients' spleens."""
+    fold_name = f"{train_patient}_to_{test_patient}"
+    fold: dict[str, Any] = {"train": train_patient, "test": test_patient, "results": {}}
+    for name in networks:
+        limit, wording = _limit(name, budget_s, epochs)
+        rows = []
+        for seed in seeds or (None,):
+            seeded = [] if seed is None else [f"train.seed={seed}"]
+            work = out / fold_name / name / ("" if seed is None else f"seed{seed}")
+            log(f"quality: {fold_name}: training {name} for {wording}" + ("" if seed is None else f", seed {seed}"))
+            run = _run(config, [*overrides, *seeded], name, limit, _SPLEEN, lists[train_patient], work / "run")
+            cross = _scores(_score(run["checkpoint"], lists[test_patient], work / "test"), "spleen")
+            self_fit = _scores(_score(run["checkpoint"], lists[train_patient], work / "self"), "spleen")
+            rows.append({**cross, "self_fit_dice": self_fit["dice"], **run, "seed": seed,
+                         "overlay": str(work / "test" / "overlays" / f"{test_patient}.png")})
+            log(f"quality: {fold_name}: {name} spleen Dice {cross['dice']:.3f} on {test_patient} "
+                f"(self-fit {self_fit['dice']:.3f}), {run['epochs_run']} epochs")
+        fold["results"][name] = rows[0] if seeds is None else _seed_means(rows)
+    return fold
 
 
 #: Per-seed figures averaged over the seeds of a fold, with the decimals they are reported with.

@@ -20,6 +20,7 @@ __all__ = [
     "CONFIG_FILES",
     "evaluate_config",
     "inference_config",
+    "inference_onnx_config",
     "logging_conf",
     "multi_gpu_train_config",
     "train_config",
@@ -41,6 +42,7 @@ _IMPORTS = [
     "$import medt3d.data.readers",
     "$import medt3d.data.transforms",
     "$import medt3d.devices",
+    "$import medt3d.inference.engines",
     "$import medt3d.inference.predictor",
     "$import medt3d.networks",
     "$import medt3d.training.engine",
@@ -127,6 +129,21 @@ def inference_config() -> dict[str, Any]:
             "amp": False,
         },
         "run": ["$@evaluator.run()"],
+    }
+
+
+def inference_onnx_config() -> dict[str, Any]:
+    """``configs/inference_onnx.json``, run on top of ``inference.json`` (and ``evaluate.json``): the network on ONNX Runtime.
+
+    The windows run ``models/model.onnx`` (``onnx_precision`` ``fp32``), ``model_fp16.onnx`` (``fp16``, GPU) or
+    ``model_int8.onnx`` (``int8``) in onnxruntime (:class:`medt3d.inference.engines.OnnxNetwork`) instead of
+    the torch network; everything else is ``inference.json``'s. The checkpoint loader (the first handler of
+    both configs) is switched off: the ONNX file holds the weights. Written only with ``medt3d export --onnx``.
+    """
+    return {
+        "onnx_precision": "fp32",
+        "network": "$medt3d.inference.engines.bundle_onnx_network(@bundle_root, @onnx_precision, @device)",
+        "handlers#0#_disabled_": True,
     }
 
 

@@ -54,6 +54,8 @@ class ModelFacts:
         summary_path: where that summary was read.
         torchscript: how ``models/model.ts`` was made (``script`` or ``trace``).
         onnx: whether ``models/model.onnx`` was written.
+        onnx_agreement: the fp16/int8 ONNX files written, and the share of voxels where their labels agree with
+            the checkpoint's on the check windows.
         any_size: whether the exported models were checked on a size other than the ROI.
         recipe_differences: settings where the checkpoint differs from the source's recipe.
     """
@@ -71,6 +73,7 @@ class ModelFacts:
         self.summary_path = summary_path
         self.torchscript = torchscript
         self.onnx = onnx
+        self.onnx_agreement: dict[str, float] = {}
         self.any_size = any_size
         self.recipe_differences = list(recipe_differences or [])
 
@@ -367,9 +370,13 @@ def build_readme(source: BundleSource, facts: ModelFacts, bundle_name: str) -> s
     if facts.onnx:
         lines += [
             "`models/model.onnx` (ONNX opset 17, input `image`, output `pred`) runs with onnxruntime and gives "
-            "the same logits.",
+            "the same logits. `medt3d infer --engine onnxruntime` runs whole scans through it, as does "
+            "`python -m monai.bundle run --config_file \"['configs/inference.json','configs/inference_onnx.json']\"`.",
             "",
         ]
+        for precision, share in facts.onnx_agreement.items():
+            lines += [f"`models/model_{precision}.onnx` (`--precision {precision}`) gives the checkpoint's labels on "
+                      f"{100 * share:.2f}% of the voxels of the export's check windows.", ""]
     lines += [
         "Preprocessing is not inside the TorchScript/ONNX model: apply the steps under *Input* first "
         "(`medt3d.data.transforms.build_infer_transforms`).",

@@ -14,7 +14,9 @@ The bundle (see :func:`export_bundle`)::
       configs/logging.conf
       models/model.pt             state_dict
       models/model.ts             TorchScript (monai.bundle.ckpt_export), metadata + inference.json embedded
-      models/model.onnx           with onnx=True
+      models/model.onnx           with onnx=True (and configs/inference_onnx.json, to run it on onnxruntime)
+      models/model_fp16.onnx      with onnx_precisions fp16 (for the GPU)
+      models/model_int8.onnx      with onnx_precisions int8 (for the CPU; calibrated on training windows)
 
 Nothing is written unless everything checks out: the checkpoint must fit the network its config
 describes and the bundle source's contract (modality, channels, labels); the bundle is assembled
@@ -29,6 +31,7 @@ import logging
 import shutil
 import tempfile
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -38,11 +41,13 @@ import torch
 from medt3d.bundle.configs import (
     evaluate_config,
     inference_config,
+    inference_onnx_config,
     logging_conf,
     multi_gpu_train_config,
     train_config,
 )
 from medt3d.bundle.docs import ModelFacts, build_metadata, build_readme, find_summary, summary_from
+from medt3d.bundle.onnx_precisions import write_precisions
 from medt3d.bundle.source import (
     BundleSource,
     contract_differences,
@@ -84,6 +89,7 @@ class ExportResult:
     zip_path: Path | None
     torchscript: str
     onnx: bool
+    onnx_agreement: dict[str, float]
     summary_path: Path | None
     metadata: dict[str, Any]
 
@@ -315,8 +321,25 @@ def _check_workflow(root: Path, kind: str, names: list[str], dataset_dir: str | 
         raise RuntimeError(f"{' + '.join(names)}: MONAI {kind} workflow properties missing or wrong: {missing}")
 
 
+def _checked_source(cfg: Config, name: str | Path | None, output: Path,
+                    checkpoint: str) -> tuple[BundleSource, list[str]]:
+    """The bundle source (named, or described from ``cfg``), refused when the model breaks its contract;
+    with the lines where the model's recipe differs from a named source's (warned here)."""
+    source: BundleSource = load_bundle_source(name) if name is not None else generic_source(cfg, key=output.name)
+    problems = contract_differences(cfg, source)
+    if problems:
+        raise InputError(f"{checkpoint} does not match bundle source {source.key}: " + "; ".join(problems)
+                         + "; choose the bundle source the model was trained for (--name), or export without --name")
+    differences = recipe_differences(cfg, source) if name is not None else []
+    for line in differences:
+        logger.warning("checkpoint differs from the recipe of %s: %s", source.key, line)
+    return source, differences
+
+
 def export_bundle(model: str | Path, output: str | Path, name: str | Path | None = None, onnx: bool = False,
-                  zip_bundle_too: bool = False, summary: str | Path | None = None) -> ExportResult:
+                  zip_bundle_too: bool = False, summary: str | Path | None = None,
+                  onnx_precisions: Sequence[str] = (), calibration_data: str | Path | None = None,
+                  calibration_windows: int = 32) -> ExportResult:
     """Export a checkpoint as a MONAI bundle in ``output`` (see the module docstring for the layout).
 
     Args:
@@ -324,7 +347,11 @@ def export_bundle(model: str | Path, output: str | Path, name: str | Path | None
         output: the bundle folder to create (must not exist, or be empty).
         name: a bundle source (``spleen_ct_medt3d``, ``phantom_demo_medt3d`` or a folder with a
             ``bundle.yaml``) for the hand-written parts; ``None`` describes the model from its config.
-        onnx: also write ``models/model.onnx`` (checked with onnxruntime).
+        onnx: also write ``models/model.onnx`` (checked with onnxruntime) and ``configs/inference_onnx.json``.
+        onnx_precisions: also write ``models/model_fp16.onnx`` and/or ``models/model_int8.onnx``
+            (:mod:`medt3d.bundle.onnx_precisions`; implies ``onnx``).
+        calibration_data: the training data whose windows calibrate int8 (any layout ``medt3d train`` reads).
+        calibration_windows: how many windows calibrate int8.
         zip_bundle_too: also write ``<output>.zip``.
         summary: the evaluation ``summary.json`` whose metrics the README reports; default: the one
             ``medt3d evaluate`` or ``medt3d demo`` left beside the run (if any).
@@ -340,16 +367,13 @@ def export_bundle(model: str | Path, output: str | Path, name: str | Path | None
     """
     output = Path(output)
     _check_output(output, zip_bundle_too)
+    onnx = onnx or bool(onnx_precisions)
+    if "int8" in onnx_precisions and calibration_data is None:
+        raise InputError("--onnx-precision int8 is calibrated on training windows: pass the training data as "
+                         "--calibration-data DIR")
     payload = load_checkpoint(model)  # weights_only=True
     network, cfg = model_from_checkpoint(payload)
-    source: BundleSource = load_bundle_source(name) if name is not None else generic_source(cfg, key=output.name)
-    problems = contract_differences(cfg, source)
-    if problems:
-        raise InputError(f"{payload['path']} does not match bundle source {source.key}: " + "; ".join(problems)
-                         + "; choose the bundle source the model was trained for (--name), or export without --name")
-    differences = recipe_differences(cfg, source) if name is not None else []
-    for line in differences:
-        logger.warning("checkpoint differs from the recipe of %s: %s", source.key, line)
+    source, differences = _checked_source(cfg, name, output, payload["path"])
     summary_path = Path(summary) if summary is not None else find_summary(Path(payload["path"]))
     if summary is not None and not summary_path.is_file():
         raise FileNotFoundError(f"summary file not found: {summary_path}; check the --summary path")
@@ -375,9 +399,15 @@ def export_bundle(model: str | Path, output: str | Path, name: str | Path | None
             export_onnx(network, tmp / "models" / "model.onnx", torch.zeros(1, cfg.data.in_channels, *cfg.patch.roi_size),
                         facts.any_size)
         _check_logits(tmp, cfg, network, onnx, facts.any_size)
+        if onnx:
+            _write_json(tmp / "configs" / "inference_onnx.json", inference_onnx_config())
+        if onnx_precisions:
+            facts.onnx_agreement = write_precisions(tmp, cfg, network, list(dict.fromkeys(onnx_precisions)),
+                                                    calibration_data, calibration_windows)
         atomic_write_text(tmp / "docs" / "README.md", build_readme(source, facts, output.name))
     zip_path = zip_bundle(output) if zip_bundle_too else None
     logger.info("exported %s to %s (TorchScript by %s%s)%s", payload["path"], output, facts.torchscript,
                 ", ONNX" if onnx else "", f"; zip {zip_path}" if zip_path else "")
     return ExportResult(bundle_dir=output, zip_path=zip_path, torchscript=facts.torchscript, onnx=onnx,
+                        onnx_agreement=facts.onnx_agreement,
                         summary_path=summary_path, metadata=metadata)

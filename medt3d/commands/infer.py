@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from medt3d.config import BLEND_MODES, OUTPUT_FORMATS, PRECISIONS, RESAMPLE_MODES, WHOLE_SCAN
+from medt3d.config import (
+    BLEND_MODES,
+    ENGINES,
+    OUTPUT_FORMATS,
+    OUTPUT_NAMINGS,
+    PRECISIONS,
+    RESAMPLE_MODES,
+    WHOLE_SCAN,
+    WINDOW_PADDING_MODES,
+)
 from medt3d.errors import InputError
 
 
@@ -19,9 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "Exit code 1 when any case failed (see OUT_DIR/summary.json).")
     p.add_argument("inputs", nargs="*", metavar="INPUT",
                    help="NIfTI/NRRD file, DICOM series folder, or a folder searched for them")
-    p.add_argument("--model",
+    p.add_argument("--model", nargs="+", metavar="MODEL",
                    help="checkpoint (.pt), training run folder, or bundle (folder or .zip) from medt3d export "
-                        "(required unless --merge)")
+                        "(required unless --merge); several, or a cross-validation folder (medt3d train --folds), "
+                        "make an ensemble: their probabilities are averaged (TTA included), one model after "
+                        "another, and a cross-validation folder's postprocessing is applied")
     p.add_argument("--output", help="output folder (OUT_DIR; required unless --merge)")
     p.add_argument("--shard", metavar="I/N",
                    help="segment only shard I of N (1 <= I <= N) of the cases, chosen by a hash of each case's name: "
@@ -35,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "the model's infer.roi_size, else patch.roi_size)")
     p.add_argument("--overlap", type=float, help="window overlap in [0, 1) (default: infer.overlap)")
     p.add_argument("--mode", choices=BLEND_MODES, help="window blending (default: infer.mode)")
+    p.add_argument("--padding-mode", choices=WINDOW_PADDING_MODES,
+                   help="how a scan thinner than the training patch is filled up to it: replicate (edge slices), "
+                        "reflect or constant (default: the model's infer.padding_mode)")
     p.add_argument("--sw-batch-size", type=int, help="windows per forward pass (default: infer.sw_batch_size)")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="test-time augmentation by flips (default: infer.tta_flips)")
@@ -42,7 +56,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="keep the largest connected component per class (default: infer.largest_component)")
     p.add_argument("--save-probabilities", action=argparse.BooleanOptionalAction, default=None,
                    help="also write <case>_probs.nii.gz (default: infer.save_probabilities)")
-    p.add_argument("--precision", choices=PRECISIONS, help="fp32 | bf16 | fp16 (default: infer.precision)")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="fp32 | bf16 | fp16 on --engine torch; fp32 | fp16 (GPU) | int8 on --engine onnxruntime "
+                        "(default: infer.precision)")
+    p.add_argument("--engine", choices=ENGINES,
+                   help="what runs the network: torch, or onnxruntime (a bundle's models/model.onnx, "
+                        "model_fp16.onnx or model_int8.onnx by --precision; see medt3d export --onnx) "
+                        "(default: infer.engine)")
     p.add_argument("--resample", choices=RESAMPLE_MODES,
                    help="back to the scan's grid: labels (nearest) or probabilities (linear, then argmax); "
                         "default: infer.resample")
@@ -60,6 +80,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--series-uid", metavar="UID",
                    help="the SeriesInstanceUID to read in DICOM folders that hold several series (a folder with "
                         "several and no --series-uid fails its case, listing them)")
+    p.add_argument("--output-naming", choices=OUTPUT_NAMINGS, default="medt3d",
+                   help="label file names: medt3d (CASE_seg.nii.gz, default) or nnunet (CASE.nii.gz, as nnU-Net's "
+                        "tools pair predictions with labelsTr)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -104,14 +127,16 @@ def run(args: argparse.Namespace) -> int:
 
     options = InferOptions(
         device=args.device, roi_size=_roi_size(args.roi_size), overlap=args.overlap, mode=args.mode,
-        sw_batch_size=args.sw_batch_size, tta_flips=args.tta, largest_component=args.largest_component,
-        save_probabilities=args.save_probabilities, precision=args.precision,
+        padding_mode=args.padding_mode, sw_batch_size=args.sw_batch_size, tta_flips=args.tta,
+        largest_component=args.largest_component,
+        save_probabilities=args.save_probabilities, precision=args.precision, engine=args.engine,
         output_formats=[*args.output_format, *(["dicom-seg"] if args.dicom_seg else [])],
         statistics=args.statistics, resample=args.resample,
         skip_existing=args.skip_existing, progress=not args.no_progress, series_uid=args.series_uid,
-        shard=parse_shard(args.shard) if args.shard else None,
+        shard=parse_shard(args.shard) if args.shard else None, output_naming=args.output_naming,
     )
-    summary = run_inference(args.inputs, args.output, model=args.model, options=options)
+    model = args.model[0] if len(args.model) == 1 else args.model
+    summary = run_inference(args.inputs, args.output, model=model, options=options)
     if summary.get("world_size", 1) > 1 and not is_main_process():
         return int(summary["exit_code"])
     return _report(summary)

@@ -140,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
     from medt3d.data.datalist import build_datalist
     from medt3d.data.fingerprint import fingerprint_dataset, suggest_plan
     from medt3d.data.overview import write_overview
+    from medt3d.data.readers.rtstruct import RoiMap
     from medt3d.data.transforms import window_bounds
 
     data = Path(args.data)
@@ -150,7 +151,8 @@ def run(args: argparse.Namespace) -> int:
     png = _png_path(args)
     labels = cfg.data.labels if cfg is not None and args.config else None
     modality = cfg.data.modality if cfg is not None and args.config else None
-    fp = fingerprint_dataset(datalist, modality=modality, labels=labels, progress=sys.stderr.isatty())
+    rois = RoiMap.from_config((cfg or load_config(None)).data)  # RTSTRUCT labels: which class each ROI becomes
+    fp = fingerprint_dataset(datalist, modality=modality, labels=labels, progress=sys.stderr.isatty(), rois=rois)
     plan = suggest_plan(fp, memory_budget_gb=args.memory_gb, cfg=cfg)
     # the fragment must be a valid config on top of the one given (or the defaults)
     base = config_to_dict(cfg) if cfg is not None else {}
@@ -162,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
         window = window_bounds(used) if fp["modality"] == "CT" else None
         write_overview([{"name": c["name"], "image": c["image"], "label": c.get("label"),
                          "series_uid": c.get("series_uid")} for c in fp["cases"]],
-                       png, window=window, labels=fp["labels"])
+                       png, window=window, labels=fp["labels"], rois=rois)
     if args.json:
         result: dict[str, Any] = {"fingerprint": fp, "plan": plan, "png": str(png) if png else None}
         print(json.dumps(result, indent=2))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from medt3d.commands.common import add_config_args, config_from_args, explicit_overrides
+from medt3d.commands.common import add_config_args, config_from_args, dataset_config, explicit_overrides
 from medt3d.errors import InputError
 from medt3d.networks.registry import NETWORKS
 
@@ -36,6 +36,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run already in OUTPUT (without --resume or --overwrite such a folder is refused)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///OUTPUT/mlflow.db)")
+    p.add_argument("--folds", nargs="+", metavar="FOLD",
+                   help="cross-validation: 'all' or fold numbers (e.g. 0 1 2 3 4), every fold into OUTPUT/fold_N, "
+                        "then out-of-fold predictions, OUTPUT/crossval_summary.json and the postprocessing they "
+                        "choose; with --resume, finished folds are left and an interrupted one continues")
+    p.add_argument("--splits", metavar="FILE",
+                   help="nnU-Net splits_final.json giving the folds (= --set data.splits_file=FILE; default: the "
+                        "dataset's own splits_final.json, else nnU-Net's rule)")
     p.set_defaults(func=run)
 
 
@@ -46,7 +53,14 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and args.overwrite:
         raise InputError("--resume continues the run in --output and --overwrite replaces it: pass one of them")
     flags = {key: getattr(args, flag) for flag, key in FLAG_KEYS.items()}
-    cfg = config_from_args(args, flags)
+    flags["data.splits_file"] = args.splits
+    cfg = dataset_config(config_from_args(args, flags), args.data_dir, explicit_overrides(args, flags))
+    if args.folds:
+        from medt3d.crossval import parse_folds, train_folds
+
+        train_folds(cfg, args.data_dir, args.output, parse_folds(args.folds), resume=args.resume,
+                    overwrite=args.overwrite, tracking_uri=args.tracking_uri, overrides=explicit_overrides(args, flags))
+        return 0
     train(cfg, args.data_dir, args.output, resume=args.resume, tracking_uri=args.tracking_uri,
           overwrite=args.overwrite, overrides=explicit_overrides(args, flags))  # it logs the outcome, once
     return 0

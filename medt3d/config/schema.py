@@ -21,6 +21,8 @@ __all__ = [
     "WHOLE_SCAN",
     "WINDOW_PADDING_MODES",
     "PRECISIONS",
+    "ENGINES",
+    "ENGINE_PRECISIONS",
     "RESAMPLE_MODES",
     "N_FOLDS",
     "OUTPUT_FORMATS",
@@ -60,7 +62,11 @@ BLEND_MODES = ("gaussian", "constant")
 WHOLE_SCAN = "whole"
 #: How a sliding window that overhangs the scan is padded, for networks that take no validity mask (MONAI's modes).
 WINDOW_PADDING_MODES = ("constant", "replicate", "reflect")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+#: What runs the network on each window: torch (the checkpoint's module) or ONNX Runtime (a bundle's ONNX files).
+ENGINES = ("torch", "onnxruntime")
+#: The precisions each engine runs: torch autocasts to bf16/fp16; ONNX Runtime runs an fp16 or int8 ONNX file.
+ENGINE_PRECISIONS = {"torch": ("fp32", "bf16", "fp16"), "onnxruntime": ("fp32", "fp16", "int8")}
 #: How a prediction goes back to the scan's grid: the label map (nearest), or the class
 #: probabilities (linear, one class at a time) with the argmax taken on the scan's grid.
 RESAMPLE_MODES = ("labels", "probabilities")
@@ -71,6 +77,9 @@ N_FOLDS = 5
 OUTPUT_FORMATS = ("nifti", "seg-nrrd", "dicom-seg", "rtstruct")
 #: ``data.rtstruct_match``: an RTSTRUCT label must reference the series it is read onto, or only share its frame
 RTSTRUCT_MATCH = ("series", "frame_of_reference")
+#: Label file names of ``medt3d infer --output-naming``: medt3d's ``CASE_seg.nii.gz`` or nnU-Net's
+#: ``CASE.nii.gz`` (``inference.outputs.LABEL_NAMES`` has their suffixes; a test checks they agree).
+OUTPUT_NAMINGS = ("medt3d", "nnunet")
 
 
 @dataclass
@@ -126,9 +135,12 @@ class DataConfig:
             different grids of one frame of reference (PET/CT): the others are resampled onto it
             linearly, a label on another channel's grid by nearest neighbour.
         val_fraction: share of cases held out for validation when the data have no validation split.
-        split_seed: seed of that split (and of the folds).
-        fold: with data that have no validation split, validate on fold 0-4 of a seeded 5-fold split
-            of the training cases (as nnU-Net's folds) instead of ``val_fraction``; ``null``: off.
+        split_seed: seed of that split (the folds follow nnU-Net's rule and seed, see :mod:`medt3d.data.folds`).
+        fold: with data that have no validation split, validate on this fold of nnU-Net's 5-fold split
+            (the dataset's ``splits_final.json``, ``splits_file``, else nnU-Net's rule) instead of
+            ``val_fraction``; ``null``: off.
+        splits_file: an nnU-Net ``splits_final.json`` to take the folds from (``--splits``); ``null``: the
+            dataset's own ``splits_final.json``, else nnU-Net's rule.
         cache: ``none``, ``memory`` (CacheDataset) or ``disk`` (PersistentDataset in ``cache_dir``).
         cache_dir: folder for the disk cache; defaults to ``<output>/cache``.
         num_workers: DataLoader worker processes.
@@ -145,6 +157,7 @@ class DataConfig:
     val_fraction: float = 0.2
     split_seed: int = 0
     fold: int | None = None
+    splits_file: str | None = None
     cache: str = "none"
     cache_dir: str | None = None
     num_workers: int = 0
@@ -361,7 +374,10 @@ class InferConfig:
         tta_flips: test-time augmentation by flips along every axis.
         largest_component: keep only the largest connected component per class.
         save_probabilities: also write per-class probability maps.
-        precision: ``fp32``, ``bf16`` or ``fp16`` (autocast where supported).
+        precision: ``fp32``, ``bf16`` or ``fp16`` (torch autocast where supported); with ``engine:
+            onnxruntime``, ``fp32``, ``fp16`` or ``int8``: which of the bundle's ONNX files runs.
+        engine: ``torch`` (the network itself) or ``onnxruntime`` (the bundle's ``models/model*.onnx``, from
+            ``medt3d export --onnx``).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         resample: back to the scan's grid: ``labels`` (the argmax, nearest neighbour) or
             ``probabilities`` (each class's probability, linearly, then the argmax there: smoother
@@ -380,6 +396,7 @@ class InferConfig:
     largest_component: bool = False
     save_probabilities: bool = False
     precision: str = "fp32"
+    engine: str = "torch"
     device: str = "auto"
     resample: str = "labels"
     max_voxels: int = 1_000_000_000

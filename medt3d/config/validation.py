@@ -9,6 +9,8 @@ from medt3d.config.schema import (
     CACHE_KINDS,
     CLOCKS,
     CT_WINDOWS,
+    ENGINE_PRECISIONS,
+    ENGINES,
     LOSSES,
     MODALITIES,
     N_FOLDS,
@@ -18,9 +20,15 @@ from medt3d.config.schema import (
     SAMPLING_MODES,
     WHOLE_SCAN,
     WINDOW_PADDING_MODES,
+    AugmentConfig,
     Config,
     ConfigError,
     DataConfig,
+    InferConfig,
+    NetworkConfig,
+    PatchConfig,
+    PreprocessConfig,
+    TrainConfig,
 )
 from medt3d.errors import hint_of
 from medt3d.networks.registry import NETWORKS, PRESETS
@@ -56,7 +64,17 @@ def _validate_label_table(d: DataConfig, source: str) -> None:
 
 def validate(cfg: Config, source: str = "<config>") -> None:
     """Reject impossible values; each message names the dotted key and the source file."""
-    d, p, pt, a, n, t, i = cfg.data, cfg.preprocess, cfg.patch, cfg.augment, cfg.network, cfg.train, cfg.infer
+    _validate_data(cfg.data, source)
+    _validate_preprocess(cfg.preprocess, source)
+    _validate_patch(cfg.data, cfg.patch, source)
+    _validate_augment(cfg.augment, source)
+    _validate_network(cfg.network, source)
+    _validate_train(cfg.data, cfg.train, cfg.infer, source)
+    _validate_infer(cfg.infer, source)
+
+
+def _validate_data(d: DataConfig, source: str) -> None:
+    """The ``data`` section's checks (in the schema's order)."""
     _one_of(d.modality, MODALITIES, source, "data.modality")
     _require(len(d.labels) >= 2, source, "data.labels", f"needs background and at least one class, got {d.labels}")
     _require(len(set(d.labels)) == len(d.labels), source, "data.labels", f"has duplicate names: {d.labels}")
@@ -77,6 +95,9 @@ def validate(cfg: Config, source: str = "<config>") -> None:
     _one_of(d.cache, CACHE_KINDS, source, "data.cache")
     _require(d.num_workers >= 0, source, "data.num_workers", f"must be >= 0, got {d.num_workers}")
 
+
+def _validate_preprocess(p: PreprocessConfig, source: str) -> None:
+    """The ``preprocess`` section's checks (in the schema's order)."""
     if p.spacing is not None:
         _require(all(s > 0 for s in p.spacing), source, "preprocess.spacing", f"must be positive, got {list(p.spacing)}")
     _require(len(p.orientation) == 3 and set(p.orientation.upper()) <= set("RLAPSI"), source,
@@ -86,6 +107,9 @@ def validate(cfg: Config, source: str = "<config>") -> None:
     if p.window is not None:
         _require(p.window[0] > 0, source, "preprocess.window", f"width must be positive, got {list(p.window)}")
 
+
+def _validate_patch(d: DataConfig, pt: PatchConfig, source: str) -> None:
+    """The ``patch`` section's checks (in the schema's order)."""
     _require(all(r >= 1 for r in pt.roi_size), source, "patch.roi_size", f"must be positive, got {list(pt.roi_size)}")
     _require(pt.num_samples >= 1, source, "patch.num_samples", f"must be >= 1, got {pt.num_samples}")
     _one_of(pt.mode, SAMPLING_MODES, source, "patch.mode")
@@ -97,6 +121,9 @@ def validate(cfg: Config, source: str = "<config>") -> None:
         _require(all(r >= 0 for r in pt.class_ratios) and sum(pt.class_ratios) > 0, source,
                  "patch.class_ratios", f"must be >= 0 and not all 0, got {pt.class_ratios}")
 
+
+def _validate_augment(a: AugmentConfig, source: str) -> None:
+    """The ``augment`` section's checks (in the schema's order)."""
     for name in ("flip_prob", "rotate90_prob", "affine_prob", "intensity_prob", "noise_prob", "gamma_prob",
                  "low_res_prob"):
         value = getattr(a, name)
@@ -109,6 +136,9 @@ def validate(cfg: Config, source: str = "<config>") -> None:
     _require(0 < a.low_res_zoom[0] <= a.low_res_zoom[1] <= 1, source, "augment.low_res_zoom",
              f"must be (low, high) with 0 < low <= high <= 1, got {list(a.low_res_zoom)}")
 
+
+def _validate_network(n: NetworkConfig, source: str) -> None:
+    """The ``network`` section's checks (in the schema's order)."""
     _one_of(n.name, NETWORKS, source, "network.name")
     _one_of(n.preset, PRESETS, source, "network.preset")
     for name in ("heads", "span", "stem_stride", "local_patch"):
@@ -129,6 +159,9 @@ def validate(cfg: Config, source: str = "<config>") -> None:
         _require(all(b >= 0 for b in n.blocks), source, "network.blocks", f"must be >= 0, got {n.blocks}")
     _require(0.0 <= n.dropout < 1.0, source, "network.dropout", f"must be in [0, 1), got {n.dropout}")
 
+
+def _validate_train(d: DataConfig, t: TrainConfig, i: InferConfig, source: str) -> None:
+    """The ``train`` section's checks (in the schema's order)."""
     _require(t.max_epochs >= 1, source, "train.max_epochs", f"must be >= 1, got {t.max_epochs}")
     if t.max_seconds is not None:
         _require(t.max_seconds > 0, source, "train.max_seconds", f"must be positive, got {t.max_seconds}")
@@ -159,6 +192,9 @@ def validate(cfg: Config, source: str = "<config>") -> None:
     for path, dev in (("train.device", t.device), ("infer.device", i.device)):
         _require(_valid_device(dev), source, path, f"= {dev!r} is not one of auto, cpu, cuda, cuda:N, mps")
 
+
+def _validate_infer(i: InferConfig, source: str) -> None:
+    """The ``infer`` section's checks (in the schema's order)."""
     if isinstance(i.roi_size, str):
         _require(i.roi_size == WHOLE_SCAN, source, "infer.roi_size",
                  f"must be three positive sizes, null or {WHOLE_SCAN!r}, got {i.roi_size!r}")
@@ -170,6 +206,9 @@ def validate(cfg: Config, source: str = "<config>") -> None:
     _require(0.0 <= i.overlap < 1.0, source, "infer.overlap", f"must be in [0, 1), got {i.overlap}")
     _one_of(i.mode, BLEND_MODES, source, "infer.mode")
     _one_of(i.precision, PRECISIONS, source, "infer.precision")
+    _one_of(i.engine, ENGINES, source, "infer.engine")
+    if i.engine in ENGINE_PRECISIONS:
+        _one_of(i.precision, ENGINE_PRECISIONS[i.engine], source, f"infer.precision (with infer.engine={i.engine})")
     _one_of(i.resample, RESAMPLE_MODES, source, "infer.resample")
     _require(i.max_voxels >= 8, source, "infer.max_voxels", f"must be >= 8 (a 2x2x2 volume), got {i.max_voxels}")
 

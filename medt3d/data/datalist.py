@@ -57,6 +57,7 @@ from medt3d.data.readers import (
 )
 from medt3d.data.readers.channels import case_grid_problems
 from medt3d.data.splits import fold_cases, split_cases
+from medt3d.errors import InputError
 
 __all__ = [
     "Datalist",
@@ -124,18 +125,18 @@ def build_datalist(source: str | Path, require_labels: bool = True, series_uid: 
             names, unsupported entries, bad DICOM series), each naming its path.
     """
     if not Path(source).exists():
-        raise FileNotFoundError(f"data source not found: {source}")
+        raise FileNotFoundError(f"data source not found: {source}; check the path")
     source = Path(os.path.abspath(source))  # absolute case paths: a saved datalist reads back anywhere
     problems: list[str] = []
     if is_volume(source):  # one scan: a NIfTI/NRRD file or a DICOM series folder
         if require_labels:
-            raise ValueError(f"data source {source} is a single scan without a label; give the data folder (or a "
+            raise InputError(f"data source {source} is a single scan without a label; give the data folder (or a "
                              "datalist) that pairs images with labels")
         datalist = Datalist([{"name": case_name(source), "image": str(source)}], [], "scan", None, None,
                             source.parent)
     elif source.is_file():
         if source.suffix.lower() != ".json":
-            raise ValueError(f"data source {source} is not a NIfTI, NRRD or .json file, nor a folder; give the data "
+            raise InputError(f"data source {source} is not a NIfTI, NRRD or .json file, nor a folder; give the data "
                              "folder")
         datalist = from_json(source, problems, require_labels)
     elif (source / MSD_JSON).is_file():

@@ -8,16 +8,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medt3d.errors import InputError
 from medt3d.io_utils import atomic_write_text
 
 
-class DatasetError(ValueError):
-    """Problems with a dataset; ``problems`` lists every one found, each naming its path."""
+class DatasetError(InputError):
+    """Problems with a dataset; ``problems`` lists every one found, each naming its path (one per line, after
+    a first line that says what to do)."""
 
     def __init__(self, problems: Sequence[str], source: str | Path | None = None) -> None:
         self.problems = list(problems)
         where = f" in {source}" if source is not None else ""
-        super().__init__(f"{len(self.problems)} problem(s){where}:\n  - " + "\n  - ".join(self.problems))
+        super().__init__(f"{len(self.problems)} problem(s){where}; fix each one below (medt3d inspect DATA lists "
+                         "them all):\n  - " + "\n  - ".join(self.problems))
 
 
 @dataclass

@@ -15,6 +15,7 @@ from medt3d.data.case_names import case_name
 from medt3d.data.datalist_types import Datalist
 from medt3d.data.nnunet import from_nnunet
 from medt3d.data.readers import image_files
+from medt3d.errors import InputError
 
 logger = logging.getLogger("medt3d.data.dataset_json")
 
@@ -64,9 +65,10 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}") from None
+        raise InputError(f"{path} is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}; fix "
+                         "the file") from None
     except (OSError, UnicodeDecodeError) as err:
-        raise ValueError(f"cannot read {path}: {err}") from None
+        raise InputError(f"cannot read {path}: {err}; check the file (UTF-8 JSON)") from None
 
 
 def _msd_meta(data: dict[str, Any], path: Path, problems: list[str]) -> tuple[list[str] | None, str | None]:
@@ -122,7 +124,7 @@ def from_json(path: Path, problems: list[str], require_labels: bool) -> Datalist
             key = next((k for k in keys if k in data), None)
             splits[split] = _json_cases(data[key], base, f"{path} {key}", problems, require_labels) if key else []
         return Datalist(splits["train"], splits["val"], "json", labels, modality, base, splits["test"])
-    raise ValueError(
+    raise InputError(
         f"{path}: expected a list of cases, an object with \"train\", \"val\" and/or \"test\" lists, or an MSD "
-        "dataset.json with \"training\""
+        "dataset.json with \"training\"; write it in one of these forms (docs/data.md)"
     )

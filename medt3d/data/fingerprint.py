@@ -72,7 +72,7 @@ def _percentiles(values: np.ndarray) -> dict[str, float]:
     return {f"p{p:g}": float(v) for p, v in zip(PERCENTILES, np.percentile(values, PERCENTILES))}
 
 
-def _read_case(case: Mapping[str, Any], samples: int, seed: int) -> tuple[dict, np.ndarray]:
+def _read_case(case: Mapping[str, Any], samples: int, seed: int, rois: Any = None) -> tuple[dict, np.ndarray]:
     """Fingerprint of one case and a random sample of its foreground intensities."""
     import nibabel as nib
 
@@ -107,7 +107,8 @@ def _read_case(case: Mapping[str, Any], samples: int, seed: int) -> tuple[dict, 
     if label_path is None:
         return out, sample
     # a label in another axis order or direction over the same voxels is moved onto the image's grid
-    label = align_to(load_volume(label_path), affine, array.shape, what=f"label {label_path} (image {image_path})")
+    label = align_to(load_volume(label_path, rois=rois), affine, array.shape,
+                     what=f"label {label_path} (image {image_path})")
     lab = np.asarray(label[0])
     values, counts = np.unique(lab, return_counts=True)
     bad = [float(v) for v in values if not (np.isfinite(v) and v == round(v) and v >= 0)]
@@ -168,6 +169,7 @@ def fingerprint_dataset(
     progress: bool = True,
     foreground_samples: int = FOREGROUND_SAMPLES,
     seed: int = 0,
+    rois: Any = None,
 ) -> dict:
     """Fingerprint every case and summarise the dataset.
 
@@ -178,6 +180,7 @@ def fingerprint_dataset(
         progress: show a progress bar while reading.
         foreground_samples: foreground voxels sampled per case for the dataset percentiles.
         seed: seed of that sampling.
+        rois: which class each ROI of an RTSTRUCT label becomes (``RoiMap.from_config(cfg.data)``).
 
     Returns:
         ``cases`` (per-case fingerprints), ``problems`` (one line per unreadable case, naming its
@@ -192,19 +195,7 @@ def fingerprint_dataset(
     cases, facts = _cases_of(source)
     if not cases:
         raise InputError("no cases to fingerprint; pass a dataset with images")
-    prints: list[dict] = []
-    problems: list[str] = []
-    samples: list[np.ndarray] = []
-    for i, case in enumerate(tqdm(cases, desc="reading cases", unit="case", disable=not progress)):
-        try:
-            fp, sample = _read_case(case, foreground_samples, seed + i)
-        except (ValueError, FileNotFoundError) as err:
-            problems.append(str(err))
-            continue
-        if fp["nonfinite_voxels"]:  # training on them would turn every weight into NaN
-            problems.append(f"{fp['image']}: {fp['nonfinite_voxels']} voxel(s) are NaN or Inf")
-        prints.append(fp)
-        samples.append(sample)
+    prints, problems, samples = _read_cases(cases, foreground_samples, seed, progress, rois)
     if not prints:
         raise InputError(f"none of the {len(cases)} case(s) could be read; fix them:\n  - " + "\n  - ".join(problems))
 
@@ -212,30 +203,8 @@ def fingerprint_dataset(
     shapes = np.array([p["ras_shape"] for p in prints])
     modality = modality or facts.get("modality") or _guess_modality(prints)
     pooled = np.concatenate(samples) if samples else np.empty(0)
-    values = sorted({int(k) for p in prints for k in p.get("classes", {})})
-    names = list(labels or facts.get("labels") or [])
-    if names:  # a label list was given: values beyond it are a problem, not new classes
-        for p in prints:
-            outside = [int(k) for k in p.get("classes", {}) if int(k) >= len(names)]
-            if outside:
-                problems.append(f"{p['label']}: label values {', '.join(map(str, sorted(outside)))} are outside "
-                                f"0..{len(names) - 1} (the labels are {', '.join(names)})")
-        n_classes = len(names)
-    else:  # no label list anywhere: name the values found
-        n_classes = (values[-1] + 1) if values else 0
-        names = [("background" if v == 0 else f"class_{v}") for v in range(n_classes)]
-    total = sum(sum(p.get("classes", {}).values()) for p in prints)
-    foreground_total = sum(c for p in prints for k, c in p.get("classes", {}).items() if k != "0")
-    classes = {}
-    for v in range(n_classes):
-        voxels = sum(p.get("classes", {}).get(str(v), 0) for p in prints)
-        classes[names[v]] = {
-            "value": v,
-            "voxels": int(voxels),
-            "fraction": voxels / total if total else 0.0,
-            "foreground_fraction": (voxels / foreground_total if foreground_total and v > 0 else None),
-            "cases": sum(1 for p in prints if str(v) in p.get("classes", {})),
-        }
+    names = _class_names(prints, list(labels or facts.get("labels") or []), problems)
+    classes = _class_table(prints, names)
     out: dict[str, Any] = {
         **{k: v for k, v in facts.items() if k in ("layout", "root") and v is not None},
         "n_cases": len(prints),
@@ -254,6 +223,57 @@ def fingerprint_dataset(
         "problems": problems,
     }
     return out
+
+
+def _read_cases(cases: Sequence[dict], foreground_samples: int, seed: int,
+                progress: bool, rois: Any = None) -> tuple[list[dict], list[str], list[np.ndarray]]:
+    """Each readable case's fingerprint and foreground sample; one problem line per unreadable or non-finite case."""
+    prints: list[dict] = []
+    problems: list[str] = []
+    samples: list[np.ndarray] = []
+    for i, case in enumerate(tqdm(cases, desc="reading cases", unit="case", disable=not progress)):
+        try:
+            fp, sample = _read_case(case, foreground_samples, seed + i, rois)
+        except (ValueError, FileNotFoundError) as err:
+            problems.append(str(err))
+            continue
+        if fp["nonfinite_voxels"]:  # training on them would turn every weight into NaN
+            problems.append(f"{fp['image']}: {fp['nonfinite_voxels']} voxel(s) are NaN or Inf")
+        prints.append(fp)
+        samples.append(sample)
+    return prints, problems, samples
+
+
+def _class_names(prints: list[dict], names: list[str], problems: list[str]) -> list[str]:
+    """The class names: ``names`` when given (label values beyond them go to ``problems``), else one per value found."""
+    if names:  # a label list was given: values beyond it are a problem, not new classes
+        for p in prints:
+            outside = [int(k) for k in p.get("classes", {}) if int(k) >= len(names)]
+            if outside:
+                problems.append(f"{p['label']}: label values {', '.join(map(str, sorted(outside)))} are outside "
+                                f"0..{len(names) - 1} (the labels are {', '.join(names)})")
+        return names
+    # no label list anywhere: name the values found
+    values = sorted({int(k) for p in prints for k in p.get("classes", {})})
+    n_classes = (values[-1] + 1) if values else 0
+    return [("background" if v == 0 else f"class_{v}") for v in range(n_classes)]
+
+
+def _class_table(prints: list[dict], names: list[str]) -> dict[str, dict[str, Any]]:
+    """Per class: its value, voxels, share of all voxels and of the foreground, and the cases that hold it."""
+    total = sum(sum(p.get("classes", {}).values()) for p in prints)
+    foreground_total = sum(c for p in prints for k, c in p.get("classes", {}).items() if k != "0")
+    classes = {}
+    for v in range(len(names)):
+        voxels = sum(p.get("classes", {}).get(str(v), 0) for p in prints)
+        classes[names[v]] = {
+            "value": v,
+            "voxels": int(voxels),
+            "fraction": voxels / total if total else 0.0,
+            "foreground_fraction": (voxels / foreground_total if foreground_total and v > 0 else None),
+            "cases": sum(1 for p in prints if str(v) in p.get("classes", {})),
+        }
+    return classes
 
 
 # ------------------------------------------------------------------------------------ plan

@@ -42,6 +42,8 @@ def _pair(
         case: dict[str, Any] = {"name": name, "image": str(paths[0])}
         if name in by_label:
             case["label"] = str(by_label[name][0])
+        elif (inside := rtstruct_inside(paths[0])) is not None:
+            case["label"] = str(inside)
         elif require_labels:
             problems.append(f"image without a label: {paths[0]} (no label named {name!r} {label_where})")
         cases.append(case)
@@ -52,6 +54,17 @@ def _pair(
                 f"suffixes {', '.join(IMAGE_SUFFIXES)})"
             )
     return cases
+
+
+def rtstruct_inside(image: Path) -> Path | None:
+    """The one RTSTRUCT file inside a DICOM series folder, its label; None for anything else."""
+    if not image.is_dir():
+        return None
+    from medt3d.data.readers.dicom_series import dicom_files
+    from medt3d.data.readers.rtstruct import detect
+
+    found = [p for p in dicom_files(image) if detect(p)]
+    return found[0] if len(found) == 1 else None
 
 
 def _volumes_in(folder: Path, problems: list[str]) -> list[Path]:
@@ -80,9 +93,10 @@ def image_label_dirs(folder: Path, problems: list[str], require_labels: bool) ->
     n_before = len(problems)
     images = _volumes_in(images_dir, problems)
     if not label_dirs:
-        if require_labels:
+        cases = _pair(images, [], problems, False, "")
+        if require_labels and not all("label" in c for c in cases):  # RTSTRUCTs inside the series need none
             problems.append(f"no {' or '.join(d + '/' for d in LABEL_DIRS)} folder beside {images_dir}")
-        return _pair(images, [], problems, False, "")
+        return cases
     labels = _volumes_in(label_dirs[0], problems)
     empty_labels = any(p == f"empty folder: {label_dirs[0]}" for p in problems[n_before:])
     return _pair(images, labels, problems, require_labels and not empty_labels, f"in {label_dirs[0]}")

@@ -34,6 +34,7 @@ def write_overview(
     window: tuple[float, float] | None = None,
     labels: Sequence[str] | None = None,
     max_cases: int = MAX_OVERVIEW_CASES,
+    rois: Any = None,
 ) -> Path:
     """Write a PNG with an axial and a coronal slice per case, the mask overlaid in colour.
 
@@ -47,6 +48,7 @@ def write_overview(
         window: display range (low, high); default: the 1-99 percentiles of each image.
         labels: class names for the legend, background first.
         max_cases: how many cases to show.
+        rois: which class each ROI of an RTSTRUCT label becomes (``RoiMap.from_config(cfg.data)``).
 
     Returns:
         The PNG path.
@@ -69,7 +71,7 @@ def write_overview(
         img, spacing = to_ras(image[0].numpy(), affine)
         lab = None
         if case.get("label") is not None:
-            lab = to_ras(load_volume(case["label"])[0].numpy().astype(np.int64), affine)[0]
+            lab = to_ras(load_volume(case["label"], rois=rois)[0].numpy().astype(np.int64), affine)[0]
             present |= {int(v) for v in np.unique(lab) if v > 0}
         lo, hi = window if window is not None else np.percentile(img, [1, 99])
         cx, cy, cz = _centre(lab, img.shape)

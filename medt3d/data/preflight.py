@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from medt3d.data.datalist import DatasetError, pair_problems
 from medt3d.data.readers import load_image, load_volume
+from medt3d.data.readers.rtstruct import RoiMap
 
 __all__ = ["check_cases", "label_value_problem", "non_finite_problem"]
 
@@ -26,7 +27,8 @@ def label_value_problem(values: np.ndarray, num_classes: int, path: Any) -> str 
     if not bad:
         return None
     listed = ", ".join(f"{v:g}" for v in bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
-    return f"{path}: label values {listed} are outside 0..{num_classes - 1} (data.labels has {num_classes} classes)"
+    return (f"{path}: label values {listed} are outside 0..{num_classes - 1} (data.labels has {num_classes} classes); "
+            "add the classes to data.labels or remap the label")
 
 
 def non_finite_problem(image: Any, path: Any) -> str | None:
@@ -42,13 +44,14 @@ def non_finite_problem(image: Any, path: Any) -> str | None:
             "a valid-looking value and NaN would spread through resampling): fix the scan or replace those voxels")
 
 
-def check_cases(cases: Sequence[dict], num_classes: int | None, channels: int = 1) -> None:
+def check_cases(cases: Sequence[dict], num_classes: int | None, channels: int = 1, rois: RoiMap | None = None) -> None:
     """Check every case before any work: headers and grids, full image reads, label values.
 
     Args:
         cases: dicts with ``image`` and (optionally) ``label``.
         num_classes: the label values allowed are ``0..num_classes-1``; ``None`` skips the value check.
         channels: image channels each case must have (``data.in_channels``).
+        rois: which class each ROI of an RTSTRUCT label becomes (``RoiMap.from_config(cfg.data)``).
 
     Raises:
         DatasetError: every problem found, each naming its file.
@@ -70,7 +73,7 @@ def check_cases(cases: Sequence[dict], num_classes: int | None, channels: int = 
         label = case.get("label")
         if label and num_classes is not None:
             try:
-                problem = label_value_problem(load_volume(label, case.get("label_series_uid")), num_classes, label)
+                problem = label_value_problem(load_volume(label, case.get("label_series_uid"), rois=rois), num_classes, label)
             except (ValueError, FileNotFoundError) as err:
                 problem = str(err)
             if problem:

@@ -17,10 +17,13 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from medt3d.data.datalist import build_datalist
+from medt3d.config import Config
+from medt3d.data.datalist import Datalist, build_datalist
+from medt3d.data.folds import choose_validation
 from medt3d.data.geometry import voxel_spacing
 from medt3d.data.preflight import check_cases
 from medt3d.data.readers import align_to, load_volume
+from medt3d.data.readers.rtstruct import RoiMap
 from medt3d.devices import resolve_device
 from medt3d.errors import InputError
 from medt3d.evaluation.metrics import METRIC_NAMES, case_metrics
@@ -71,8 +74,9 @@ def evaluate(model_path: str | Path, data_dir: str | Path, output: str | Path, s
             folder, a bundle folder or a bundle zip.
         data_dir: data folder or datalist JSON.
         output: folder for ``metrics.csv``, ``summary.json``, ``overlays/`` and ``curves.png``.
-        split: ``val`` (the validation cases; when there are none, the labelled test cases, or else
-            the training cases), ``test``, ``train`` or ``all`` (every labelled case).
+        split: ``val`` (the validation cases: the data's own, else the model's fold or seeded share of
+            the training cases; when there are none, the labelled test cases), ``test``, ``train`` or
+            ``all`` (every labelled case); scoring training cases logs a warning.
         device: overrides the checkpoint's ``infer.device``.
         overlays: write one overlay PNG per case.
 
@@ -86,13 +90,7 @@ def evaluate(model_path: str | Path, data_dir: str | Path, output: str | Path, s
     dev = resolve_device(device or cfg.infer.device)
     predictor = Predictor(model.to(dev), cfg, dev)
     datalist = build_datalist(data_dir)
-    labelled_test = [c for c in datalist.test if c.get("label")]  # an MSD test list has no labels
-    if split == "val":
-        cases = datalist.val or labelled_test or datalist.train
-    elif split == "all":
-        cases = [*datalist.train, *datalist.val, *labelled_test]
-    else:
-        cases = datalist.train if split == "train" else datalist.test
+    cases = select_cases(datalist, cfg, split, data_dir)
     if not cases:
         raise InputError(f"{data_dir}: no {split} cases to evaluate (train {len(datalist.train)}, "
                          f"val {len(datalist.val)}, test {len(datalist.test)}); choose a split that has cases "
@@ -101,7 +99,8 @@ def evaluate(model_path: str | Path, data_dir: str | Path, output: str | Path, s
     if unlabelled:
         raise InputError(f"{data_dir}: evaluation needs a label for every case; none for {', '.join(unlabelled)}; "
                          "add their labels or move those scans out")
-    check_cases(cases, cfg.data.num_classes, cfg.data.in_channels)  # the gate of medt3d train
+    rois = RoiMap.from_config(cfg.data)  # RTSTRUCT labels: which class each ROI becomes
+    check_cases(cases, cfg.data.num_classes, cfg.data.in_channels, rois=rois)  # the gate of medt3d train
     names = list(cfg.data.labels)
     classes = label_table(cfg)
     rows: list[dict[str, Any]] = []
@@ -110,7 +109,7 @@ def evaluate(model_path: str | Path, data_dir: str | Path, output: str | Path, s
         pred = prediction.label
         # a label stored in another axis order or direction over the same voxels is moved onto the
         # prediction's grid before any array is compared
-        label = align_to(load_volume(case["label"]), pred.affine, pred.shape[-3:], what=f"label {case['label']}")
+        label = align_to(load_volume(case["label"], rois=rois), pred.affine, pred.shape[-3:], what=f"label {case['label']}")
         spacing = voxel_spacing(label.affine)
         for row in case_metrics(pred, label, spacing, names):
             rows.append({"case": case["name"], **row})
@@ -129,6 +128,34 @@ def evaluate(model_path: str | Path, data_dir: str | Path, output: str | Path, s
     logger.info("evaluated %d cases: foreground mean Dice %.4f; results in %s", summary["n_cases"],
                 summary["foreground_mean"].get("dice", float("nan")), out)
     return summary
+
+
+def select_cases(datalist: Datalist, cfg: Config, split: str, data_dir: str | Path) -> list[dict[str, Any]]:
+    """The cases ``split`` names; ``val`` on data without a validation split is the model's own validation
+    cases (its fold, or its seeded share: :func:`medt3d.data.folds.choose_validation`), never its training
+    cases. Scoring cases the model was trained on (``train``, ``all``) is allowed, with a warning."""
+    labelled_test = [c for c in datalist.test if c.get("label")]  # an MSD test list has no labels
+    if datalist.val or split in ("test",):
+        trained, val = list(datalist.train), list(datalist.val)
+    else:
+        choice = choose_validation(datalist, cfg)
+        trained, val = choice.train, choice.val
+        if split == "val" and val:
+            (logger.warning if choice.same_cases else logger.info)(
+                "%s has no validation split: scoring the model's validation cases, %s%s", data_dir, choice.how,
+                " (cases it was trained on: optimistic scores)" if choice.same_cases else "")
+    if split == "val":
+        if not val and not labelled_test:
+            raise InputError(f"{data_dir}: no validation case to score (the model's config holds out none); pass "
+                             "--split train to score the training cases, or --split test")
+        return val or labelled_test
+    if split == "test":
+        return list(datalist.test)
+    cases = trained if split == "train" else [*trained, *val, *labelled_test]
+    if trained:
+        logger.warning("scoring %d case(s) the model was trained on (--split %s): their scores are optimistic, "
+                       "not a measure of generalisation", len(trained), split)
+    return cases
 
 
 def _history_for(model_path: Path) -> Path | None:

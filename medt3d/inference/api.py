@@ -27,6 +27,7 @@ from medt3d.data.readers import as_loaded
 from medt3d.devices import resolve_device
 from medt3d.errors import InputError
 from medt3d.inference.batch import class_volumes_ml
+from medt3d.inference.engines import engine_networks
 from medt3d.inference.predictor import Predictor
 from medt3d.label_table import label_table
 
@@ -51,36 +52,50 @@ class SegmentationResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def load_model(path: str | Path, device: str | torch.device | None = None, progress: bool = False) -> Predictor:
+def load_model(path: str | Path, device: str | torch.device | None = None, progress: bool = False,
+               engine: str | None = None, precision: str | None = None) -> Predictor:
     """Load a trained model once, for any number of :func:`predict` calls.
 
     Args:
         path: a checkpoint, a training run folder, an exported bundle folder or a bundle zip.
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; ``None`` follows the model's ``infer.device``.
         progress: show a progress bar over the sliding windows.
+        engine: ``torch`` or ``onnxruntime`` (a bundle's ONNX file; :mod:`medt3d.inference.engines`);
+            ``None`` follows ``infer.engine``.
+        precision: ``fp32``, ``bf16`` or ``fp16`` on torch; ``fp32``, ``fp16`` or ``int8`` on onnxruntime;
+            ``None`` follows ``infer.precision``.
 
     Raises:
         FileNotFoundError: no model at ``path``.
-        ValueError: an unreadable or unsafe model (see :func:`medt3d.models.loading.load_model`).
+        ValueError: an unreadable or unsafe model (see :func:`medt3d.models.loading.load_model`), or an
+            engine and precision the model has no file for.
     """
+    from medt3d.config import override_config
     from medt3d.models.loading import load_model as load_network
 
     network, cfg = load_network(path)
+    cfg = override_config(cfg, {"infer.engine": engine, "infer.precision": precision})
     dev = resolve_device(str(device) if device is not None else cfg.infer.device)
-    return Predictor(network.to(dev), cfg, dev, progress=progress)
+    net = engine_networks([path], [network], cfg, dev)[0]
+    return Predictor(net.to(dev), cfg, dev, progress=progress)
 
 
-def predict(image: Any, model: Predictor, affine: np.ndarray | None = None,
-            probabilities: bool = False) -> SegmentationResult:
+def predict(image: Any, model: Predictor | str | Path, affine: np.ndarray | None = None,
+            probabilities: bool = False, engine: str | None = None, precision: str | None = None
+            ) -> SegmentationResult:
     """Segment one scan with a model from :func:`load_model`.
 
     Args:
         image: a path (NIfTI, NRRD or DICOM series folder), a nibabel image, a SimpleITK image, a
             MONAI ``MetaTensor`` (X, Y, Z) or (1, X, Y, Z) with a voxel-to-RAS affine, or a NumPy array
             (X, Y, Z) with ``affine``.
-        model: the loaded model.
+        model: the model from :func:`load_model`, or a path to load it from (once per call: use
+            :func:`load_model` for several scans).
         affine: the 4x4 voxel-to-RAS affine of a NumPy ``image`` (NIfTI's convention); ignored otherwise.
         probabilities: also return the per-class probabilities.
+        engine: ``torch`` or ``onnxruntime`` for a ``model`` path (see :func:`load_model`); for a loaded model,
+            the engine it was loaded with (anything else is refused).
+        precision: as ``engine``: the precision to load a ``model`` path with.
 
     Returns:
         The label volume as the same kind of object as ``image`` (a nibabel image for a path),
@@ -92,6 +107,7 @@ def predict(image: Any, model: Predictor, affine: np.ndarray | None = None,
             that is not a rotation.
         FileNotFoundError: a path that does not exist.
     """
+    model = _loaded(model, engine, precision)
     kind, volume, source = _as_volume(image, affine)
     if volume is None:
         prediction = model.predict(source, probabilities=probabilities)
@@ -107,6 +123,18 @@ def predict(image: Any, model: Predictor, affine: np.ndarray | None = None,
         labels=table, volumes_ml=volumes,
         probabilities=None if probs is None else _like_input(kind, probs.as_tensor().numpy(), image, probs.affine),
         timings=prediction.timings)
+
+
+def _loaded(model: Predictor | str | Path, engine: str | None, precision: str | None) -> Predictor:
+    """``model`` itself, or loaded from a path with ``engine`` and ``precision``; refuses a loaded model's other engine."""
+    if isinstance(model, (str, Path)):
+        return load_model(model, engine=engine, precision=precision)
+    for key, wanted in (("engine", engine), ("precision", precision)):
+        have = getattr(model.cfg.infer, key)
+        if wanted is not None and wanted != have:
+            raise InputError(f"predict: the model was loaded with {key} {have}, not {wanted}; load it with "
+                             f"medt3d.load_model(path, {key}={wanted!r})")
+    return model
 
 
 def _as_volume(image: Any, affine: np.ndarray | None) -> tuple[str, MetaTensor | None, str]:

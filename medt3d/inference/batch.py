@@ -32,7 +32,7 @@ import time
 import traceback
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -42,26 +42,28 @@ import torch
 from tqdm import tqdm
 
 from medt3d import __version__
-from medt3d.config import Config, override_config
+from medt3d.config import Config
 from medt3d.data.geometry import voxel_spacing
 from medt3d.data.readers import DICOM, detect_kind
 from medt3d.devices import resolve_device
 from medt3d.distributed import DistInfo, cleanup_distributed, init_distributed, shard
 from medt3d.errors import FULL_OR_READ_ONLY, USER_ERRORS, InputError
-from medt3d.inference.cases import Case, check_no_overwrite, discover_cases, group_channel_files
+from medt3d.inference.cases import Case, channel_file, check_no_overwrite, discover_cases, group_channel_files
+from medt3d.inference.engines import engine_networks
+from medt3d.inference.ensemble import load_members
 from medt3d.inference.inferer import inference_window
-from medt3d.inference.outputs import OUTPUTS, OutputContext, case_outputs, selectable_formats
+from medt3d.inference.model_info import describe_model, same_model
+from medt3d.inference.options import InferOptions
+from medt3d.inference.outputs import OUTPUTS, OutputContext, case_outputs
 from medt3d.inference.predictor import (
     Predictor,
     peak_rss_mb,
-    sha256_file,
 )
 from medt3d.inference.shards import SUMMARY_NAME, select_shard, summarize, write_cohort
 from medt3d.inference.statistics import structure_statistics
 from medt3d.io_utils import atomic_path, check_writable_dir, leftover_temp_files
 from medt3d.label_table import label_table
 from medt3d.locks import FOLDER_LOCK, FolderLock, shard_lock_name
-from medt3d.models.loading import load_model, model_file
 
 __all__ = [
     "Case",
@@ -105,88 +107,12 @@ class CaseResult:
 # --------------------------------------------------------------------------- the batch
 
 
-@dataclass
-class InferOptions:
-    """Settings of a batch; ``None`` keeps the model config's value.
-
-    Attributes:
-        device: ``cpu``, ``cuda``, ``cuda:N``, ``mps`` or ``auto``.
-        roi_size: sliding-window size in voxels (``infer.roi_size``).
-        overlap: window overlap (``infer.overlap``).
-        mode: blending, ``gaussian`` or ``constant`` (``infer.mode``).
-        sw_batch_size: windows per forward pass (``infer.sw_batch_size``).
-        tta_flips: test-time augmentation by flips (``infer.tta_flips``).
-        largest_component: keep the largest component per class (``infer.largest_component``).
-        save_probabilities: also write per-class probabilities (``infer.save_probabilities``).
-        precision: ``fp32``, ``bf16`` or ``fp16`` (``infer.precision``).
-        resample: ``labels`` or ``probabilities`` back to the scan's grid (``infer.resample``).
-        output_formats: label formats to write, from :data:`medt3d.config.OUTPUT_FORMATS`: ``nifti`` (always
-            written), ``seg-nrrd`` (3D Slicer segmentation), ``dicom-seg`` (DICOM SEG, for DICOM inputs).
-        statistics: per-structure intensity statistics of the scan (HU for CT) in each sidecar, and
-            their means in the batch's ``volumes.csv``.
-        skip_existing: leave cases that already have their sidecar and label in the output folder, made
-            by the same model (the sidecar's weights hash and labels); others are segmented again.
-        progress: progress bars over cases and windows.
-        series_uid: the series to read in DICOM folders that hold several (``--series-uid``).
-        shard: ``(I, N)``: only the cases of shard I of N (``--shard I/N``; see :mod:`medt3d.inference.shards`).
-    """
-
-    device: str | None = None
-    roi_size: Sequence[int] | str | None = None
-    overlap: float | None = None
-    mode: str | None = None
-    sw_batch_size: int | None = None
-    tta_flips: bool | None = None
-    largest_component: bool | None = None
-    save_probabilities: bool | None = None
-    precision: str | None = None
-    resample: str | None = None
-    output_formats: Sequence[str] = ("nifti",)
-    statistics: bool = False
-    skip_existing: bool = False
-    progress: bool = True
-    series_uid: str | None = None
-    shard: tuple[int, int] | None = None
-
-    def __post_init__(self) -> None:
-        unknown = [f for f in self.output_formats if f not in selectable_formats()]
-        if unknown:
-            raise InputError(f"unknown output format(s) {unknown}; choose from {list(selectable_formats())}")
-        self.output_formats = ("nifti", *dict.fromkeys(f for f in self.output_formats if f != "nifti"))
-
-    def apply(self, cfg: Config) -> Config:
-        """The model's config with these overrides (validated)."""
-        return override_config(cfg, {
-            "infer.roi_size": self.roi_size if self.roi_size is None or isinstance(self.roi_size, str)
-            else list(self.roi_size),
-            "infer.overlap": self.overlap,
-            "infer.mode": self.mode,
-            "infer.sw_batch_size": self.sw_batch_size,
-            "infer.tta_flips": self.tta_flips,
-            "infer.largest_component": self.largest_component,
-            "infer.save_probabilities": self.save_probabilities,
-            "infer.precision": self.precision,
-            "infer.resample": self.resample,
-            "infer.device": self.device,
-        })
-
-
-def _model_description(model_path: str | Path | None, cfg: Config) -> dict[str, Any]:
-    info: dict[str, Any] = {"network": cfg.network.name, "preset": cfg.network.preset,
-                            "labels": list(cfg.data.labels), "in_channels": cfg.data.in_channels}
-    if model_path is not None:
-        file = model_file(model_path)
-        info.update({"path": str(Path(model_path).resolve()), "file": str(file.resolve()),
-                     "sha256": sha256_file(file)})
-    return info
-
-
 def _settings(cfg: Config, device: torch.device) -> dict[str, Any]:
     i = cfg.infer
     window = inference_window(cfg)
     return {"roi_size": window if isinstance(window, str) else list(window), "overlap": i.overlap, "mode": i.mode,
-            "sw_batch_size": i.sw_batch_size, "tta_flips": i.tta_flips, "largest_component": i.largest_component,
-            "precision": i.precision, "resample": i.resample, "device": str(device),
+            "padding_mode": i.padding_mode, "sw_batch_size": i.sw_batch_size, "tta_flips": i.tta_flips, "largest_component": i.largest_component,
+            "precision": i.precision, "engine": i.engine, "resample": i.resample, "device": str(device),
             "spacing_mm": cfg.preprocess.spacing and
             list(cfg.preprocess.spacing), "orientation": cfg.preprocess.orientation}
 
@@ -201,7 +127,7 @@ def _run_case(case: Case, predictor: Predictor, out_dir: Path, options: InferOpt
     prediction = predictor.predict(case.source, keep_image=options.statistics, loaded=loaded, series_uid=options.series_uid)
     write_start = time.perf_counter()
     peak_rss_mb(reset=True)
-    paths = case_outputs(out_dir, case.name)
+    paths = case_outputs(out_dir, case.name, options.output_naming)
     context = OutputContext(case.name, case.path, kind, prediction, table, f"medt3d {cfg.network.name}", options.series_uid)
     counts, volumes = class_volumes_ml(prediction.label, prediction.affine, cfg.data.num_classes)
     written: dict[str, Path] = {}
@@ -323,7 +249,8 @@ def _gather(results: list[CaseResult], info: DistInfo) -> list[CaseResult]:
     return sorted(merged, key=lambda r: r.case)
 
 
-def run_inference(inputs: Sequence[str | Path], output: str | Path, model: str | Path | None = None,
+def run_inference(inputs: Sequence[str | Path], output: str | Path,
+                  model: str | Path | Sequence[str | Path] | None = None,
                   options: InferOptions | None = None,
                   network: tuple[torch.nn.Module, Config] | None = None) -> dict[str, Any]:
     """Predict every case in ``inputs`` and write results and ``summary.json`` into ``output``.
@@ -332,7 +259,8 @@ def run_inference(inputs: Sequence[str | Path], output: str | Path, model: str |
         inputs: NIfTI/NRRD files, DICOM series folders, or folders holding them.
         output: the output folder (created).
         model: checkpoint file, training run folder or exported bundle
-            (see :func:`medt3d.models.loading.load_model`).
+            (see :func:`medt3d.models.loading.load_model`), a cross-validation folder, or a list of these:
+            an ensemble (:mod:`medt3d.inference.ensemble`).
         options: inference settings; defaults come from the model's config.
         network: an already built ``(model, config)`` instead of ``model`` (for tests and benchmarks).
 
@@ -353,12 +281,17 @@ def run_inference(inputs: Sequence[str | Path], output: str | Path, model: str |
     cases = discover_cases(inputs, out_dir)
     check_no_overwrite(cases, out_dir)
     check_writable_dir(out_dir)
-    if network is None:
-        net, cfg = load_model(model)  # type: ignore[arg-type]
+    members, net = None, None
+    if network is None:  # one model, several (an ensemble) or a cross-validation folder
+        members = load_members([model] if isinstance(model, (str, Path)) else model)  # type: ignore[list-item]
+        cfg = members.cfg
     else:
         net, cfg = network
     cfg = options.apply(cfg)
     everyone = group_channel_files(cases, cfg.data.in_channels)
+    if options.output_naming == "nnunet":  # nnU-Net names a case without its channel suffix: CASE_0000 -> CASE
+        everyone = [replace(c, name=parts[0]) if (parts := channel_file(c.name)) and parts[1] == 0 else c
+                    for c in everyone]
     cases = select_shard(everyone, options.shard)
     device = resolve_device(cfg.infer.device)
     info = init_distributed(device)
@@ -369,9 +302,9 @@ def run_inference(inputs: Sequence[str | Path], output: str | Path, model: str |
         if info.is_main:  # one job per folder, or per shard of it (D15)
             part = "" if options.shard is None else " --shard {}/{}".format(*options.shard)
             lock = FolderLock(out_dir, shard_lock_name(*options.shard) if part else FOLDER_LOCK, "medt3d infer" + part)
-        _remove_leftover_temp_files(out_dir, started, None if options.shard is None else cases)
-        model_info = _model_description(model, cfg)
-        predictor = Predictor(net.to(device), cfg, device, progress=options.progress and info.is_main)
+        _remove_leftover_temp_files(out_dir, started, None if options.shard is None else cases, options.output_naming)
+        model_info = describe_model(model, cfg, members)  # type: ignore[arg-type]
+        predictor = _make_predictor(members, net, cfg, device, options.progress and info.is_main)
         table = label_table(cfg)
         mine = shard(cases, info)
         results, interrupted = _run_cases(mine, predictor, out_dir, options, model_info, table, info)
@@ -392,6 +325,19 @@ def run_inference(inputs: Sequence[str | Path], output: str | Path, model: str |
         if lock is not None:
             lock.release()
         cleanup_distributed()
+
+
+def _make_predictor(members: Any, net: torch.nn.Module | None, cfg: Config, device: torch.device,
+                    progress: bool) -> Predictor:
+    """The predictor of the loaded ``members`` (an ensemble's move to the device one at a time), else of ``net``."""
+    if members is not None:
+        nets = engine_networks(members.sources, members.networks, cfg, device)
+        nets = nets if len(nets) > 1 else [nets[0].to(device)]
+        return Predictor(nets, cfg, device, progress=progress, postprocessing=members.postprocessing)
+    if cfg.infer.engine != "torch":
+        raise InputError("run_inference(network=...) runs the torch module; pass model= a bundle exported "
+                         "with --onnx to run it on onnxruntime")
+    return Predictor(net.to(device), cfg, device, progress=progress)
 
 
 def _run_cases(mine: list[Case], predictor: Predictor, out_dir: Path, options: InferOptions,
@@ -424,10 +370,11 @@ def _run_cases(mine: list[Case], predictor: Predictor, out_dir: Path, options: I
     return results, None
 
 
-def _remove_leftover_temp_files(out_dir: Path, before: float, cases: Sequence[Case] | None = None) -> None:
+def _remove_leftover_temp_files(out_dir: Path, before: float, cases: Sequence[Case] | None = None,
+                                naming: str = "medt3d") -> None:
     """Delete the atomic-write temp files a killed run left in ``out_dir`` (older than this run: other
     ranks of this run may be writing theirs); a shard removes only those of its own ``cases``."""
-    targets = None if cases is None else {p.name for c in cases for p in case_outputs(out_dir, c.name).values()}
+    targets = None if cases is None else {p.name for c in cases for p in case_outputs(out_dir, c.name, naming).values()}
     for path in leftover_temp_files(out_dir, before=before):
         if targets is not None and not any(path.name.startswith(f".{name}.") for name in targets):
             continue
@@ -436,29 +383,15 @@ def _remove_leftover_temp_files(out_dir: Path, before: float, cases: Sequence[Ca
             logger.info("removed %s, left by an interrupted run", path)
 
 
-def _same_model(sidecar: Path, model_info: dict[str, Any]) -> bool:
-    """Whether the outputs of ``sidecar`` were made by this model (same weights file hash and labels)."""
-    try:
-        previous = json.loads(sidecar.read_text()).get("model", {})
-    except (OSError, ValueError, AttributeError):
-        previous = {}
-    keys = ("sha256", "labels")
-    if all(previous.get(k) == model_info.get(k) for k in keys):
-        return True
-    logger.warning("%s: made by another model (sha256 %s, this one %s): segmenting the case again", sidecar,
-                   previous.get("sha256", "unknown"), model_info.get("sha256", "unknown"))
-    return False
-
-
 def _write_peak() -> dict[str, float]:
     return {} if (peak := peak_rss_mb(reset=True)) is None else {"write": peak}
 
 
 def _skippable(case: Case, out_dir: Path, options: InferOptions, model_info: dict[str, Any]) -> bool:
     """``--skip-existing`` and the case's sidecar and label are there, made by the same model."""
-    paths = case_outputs(out_dir, case.name)
+    paths = case_outputs(out_dir, case.name, options.output_naming)
     return options.skip_existing and paths["sidecar"].is_file() and paths["label"].is_file() \
-        and _same_model(paths["sidecar"], model_info) and not _had_failed_outputs(paths["sidecar"])
+        and same_model(paths["sidecar"], model_info) and not _had_failed_outputs(paths["sidecar"])
 
 
 def _had_failed_outputs(sidecar: Path) -> bool:
@@ -478,7 +411,7 @@ def _one(case: Case, predictor: Predictor, out_dir: Path, options: InferOptions,
     if case.path is None:
         logger.error("%s: %s", case.input, case.error)
         return CaseResult(case=case.name, input=case.input, status="failed", error=case.error, rank=info.rank)
-    paths = case_outputs(out_dir, case.name)
+    paths = case_outputs(out_dir, case.name, options.output_naming)
     if _skippable(case, out_dir, options, model_info):
         return CaseResult(case=case.name, input=case.input, status="skipped", rank=info.rank,
                           outputs={k: str(v) for k, v in paths.items() if v.is_file()})

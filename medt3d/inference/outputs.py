@@ -24,7 +24,7 @@ from medt3d.data.nifti import save_nifti
 from medt3d.inference.predictor import Prediction
 from medt3d.inference.slicer_seg import SLICER_SEG_SUFFIX, write_slicer_segmentation
 
-__all__ = ["OUTPUTS", "SIDECAR_SUFFIX", "OutputContext", "OutputFormat", "case_outputs", "selectable_formats"]
+__all__ = ["LABEL_NAMES", "OUTPUTS", "SIDECAR_SUFFIX", "OutputContext", "OutputFormat", "case_outputs", "selectable_formats"]
 
 logger = logging.getLogger("medt3d.inference.batch")
 
@@ -147,8 +147,18 @@ def selectable_formats() -> tuple[str, ...]:
     return tuple(f.name for f in OUTPUTS.values() if f.selectable)
 
 
-def case_outputs(out_dir: Path, name: str) -> dict[str, Path]:
-    """Output paths of a case by key: ``label``, ``probabilities``, ``seg_nrrd``, ``dicom_seg``, ``sidecar``."""
-    paths = {f.key: out_dir / f"{name}{f.suffix}" for f in OUTPUTS.values()}
+#: how each ``--output-naming`` (:data:`medt3d.config.OUTPUT_NAMINGS`) renames a case's files, by key:
+#: nnU-Net's ``CASE.nii.gz`` is what ``nnUNetv2_evaluate_folder`` pairs with ``labelsTr/CASE.nii.gz``; the
+#: other files keep their suffixes
+LABEL_NAMES: dict[str, dict[str, str]] = {"medt3d": {}, "nnunet": {"label": ".nii.gz"}}
+
+
+def case_outputs(out_dir: Path, name: str, naming: str = "medt3d") -> dict[str, Path]:
+    """Output paths of a case by key: ``label``, ``probabilities``, ``seg_nrrd``, ``dicom_seg``, ``sidecar``.
+
+    ``naming`` is one of :data:`LABEL_NAMES`.
+    """
+    renamed = LABEL_NAMES[naming]
+    paths = {f.key: out_dir / f"{name}{renamed.get(f.key, f.suffix)}" for f in OUTPUTS.values()}
     paths["sidecar"] = out_dir / f"{name}{SIDECAR_SUFFIX}"
     return paths

@@ -33,7 +33,9 @@ from medt3d.data.regrid import argmax_on_scan_grid, label_dtype
 from medt3d.data.transforms import build_infer_transforms, build_postprocessing
 from medt3d.devices import autocast_dtype
 from medt3d.errors import InputError
+from medt3d.inference.engines import runs_own_precision
 from medt3d.inference.inferer import build_sliding_window_inferer
+from medt3d.inference.postprocess import PostprocessingPlan
 
 __all__ = [
     "Prediction",
@@ -139,15 +141,21 @@ class Predictor:
     """Predict whole scans with a trained network and the config it was trained with.
 
     Args:
-        model: the network (in eval mode on ``device``).
+        model: the network (in eval mode on ``device``), or the members of an ensemble, whose softmax
+            probabilities are averaged; with several, each member moves to ``device`` for its turn only
+            (one member's weights and activations on the device at a time).
         cfg: its config (preprocessing, ROI, inferer and postprocessing settings).
         device: where the windows run; the stitched output stays on the CPU.
         progress: show a progress bar over the sliding windows.
+        postprocessing: a per-class plan chosen by a cross-validation, applied to the label on the
+            scan's grid (after ``infer.largest_component``).
     """
 
-    def __init__(self, model: torch.nn.Module, cfg: Config, device: torch.device | str,
-                 progress: bool = False) -> None:
-        self.model = model.eval()
+    def __init__(self, model: torch.nn.Module | Sequence[torch.nn.Module], cfg: Config, device: torch.device | str,
+                 progress: bool = False, postprocessing: PostprocessingPlan | None = None) -> None:
+        self.models = [m.eval() for m in ([model] if isinstance(model, torch.nn.Module) else model)]
+        self.model = self.models[0]
+        self.postprocessing = postprocessing
         self.cfg = cfg
         self.device = torch.device(device)
         self.pre = build_infer_transforms(cfg)
@@ -156,7 +164,8 @@ class Predictor:
         self.post_prob = build_postprocessing(cfg, self.pre, argmax=False, softmax=False)
         self.inferer = build_sliding_window_inferer(cfg, sw_device=self.device, device=torch.device("cpu"))
         self.inferer.progress = progress
-        self.autocast = autocast_dtype(cfg.infer.precision, self.device)
+        # an ONNX Runtime network runs its own file's precision (medt3d.inference.engines)
+        self.autocast = None if runs_own_precision(self.model) else autocast_dtype(cfg.infer.precision, self.device)
         labels = list(range(1, cfg.data.num_classes))
         self.keep_largest = KeepLargestConnectedComponent(applied_labels=labels, independent=True)
         transforms = list(self.pre.transforms)
@@ -174,8 +183,28 @@ class Predictor:
     def probabilities(self, image: torch.Tensor) -> torch.Tensor:
         """Softmax probabilities (1, C, X, Y, Z) on the CPU for a preprocessed image (C, X, Y, Z).
 
-        With ``infer.tta_flips`` the probabilities of the 8 flipped inputs are averaged.
+        With ``infer.tta_flips`` the probabilities of the 8 flipped inputs are averaged; with several
+        members (an ensemble) those of every member, which run one after another.
         """
+        if len(self.models) == 1:
+            return self._member_probabilities(image)
+        total: torch.Tensor | None = None
+        moves = self.device.type != "cpu"
+        try:
+            for member in self.models:
+                self.model = member.to(self.device) if moves else member
+                prob = self._member_probabilities(image)
+                if moves:
+                    member.to("cpu")
+                total = prob if total is None else total.add_(prob)
+                del prob
+        finally:
+            self.model = self.models[0]
+        assert total is not None
+        return total.div_(len(self.models))
+
+    def _member_probabilities(self, image: torch.Tensor) -> torch.Tensor:
+        """:meth:`probabilities` of the member in ``self.model``."""
         x = image.unsqueeze(0).as_tensor() if isinstance(image, MetaTensor) else image.unsqueeze(0)
         flips = flip_tta_axes() if self.cfg.infer.tta_flips else [()]
         total: torch.Tensor | None = None
@@ -287,6 +316,8 @@ class Predictor:
         label = self._on_scan_grid(label, shape, affine, image_path)
         if self.cfg.infer.largest_component:
             label = self.keep_largest(label)
+        if self.postprocessing is not None:
+            label = self.postprocessing.apply(label)
         lap("postprocess_s")
         window = self.inferer.last_window
         return Prediction(label=label, probabilities=prob_out, timings=lap.timings, image=loaded,

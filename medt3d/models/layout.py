@@ -9,7 +9,9 @@ from medt3d.io_utils import leftover_temp_files
 __all__ = [
     "BUNDLE_CONFIG",
     "BUNDLE_METADATA",
+    "BUNDLE_ONNX",
     "BUNDLE_WEIGHTS",
+    "CrossValLayout",
     "RUN_CHECKPOINTS",
     "RunLayout",
 ]
@@ -21,6 +23,8 @@ RUN_CHECKPOINTS = ("checkpoints/best.pt", "checkpoints/last.pt", "best.pt")
 BUNDLE_CONFIG = "configs/medt3d.yaml"
 #: The bundle's state_dict.
 BUNDLE_WEIGHTS = "models/model.pt"
+#: The bundle's ONNX networks by precision (``medt3d export --onnx``, ``--onnx-precision``), run by ``--engine onnxruntime``.
+BUNDLE_ONNX = {"fp32": "models/model.onnx", "fp16": "models/model_fp16.onnx", "int8": "models/model_int8.onnx"}
 #: The bundle's MONAI metadata.
 BUNDLE_METADATA = "configs/metadata.json"
 
@@ -99,3 +103,52 @@ class RunLayout:
     def leftover_temp_files(self) -> list[Path]:
         """Hidden ``.NAME.*.tmp*`` files of atomic writes that a killed process left behind."""
         return [*leftover_temp_files(self.root), *leftover_temp_files(self.checkpoints)]
+
+
+class CrossValLayout:
+    """The files of a cross-validation folder (``medt3d train --folds``).
+
+    Args:
+        root: the folder: one run folder per fold, the folds used, the out-of-fold predictions, their
+            summary and the postprocessing chosen from them.
+    """
+
+    #: the file that marks a cross-validation folder (folds asked for, folds finished)
+    MARKER = "crossval.json"
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    @classmethod
+    def is_crossval(cls, path: str | Path) -> bool:
+        """Whether ``path`` is a cross-validation folder."""
+        return (Path(path) / cls.MARKER).is_file()
+
+    @property
+    def state(self) -> Path:
+        """``crossval.json``: the folds asked for and those finished."""
+        return self.root / self.MARKER
+
+    def fold(self, index: int) -> Path:
+        """The run folder of fold ``index``."""
+        return self.root / f"fold_{index}"
+
+    @property
+    def splits(self) -> Path:
+        """The folds in use, as nnU-Net's ``splits_final.json``."""
+        return self.root / "splits_final.json"
+
+    @property
+    def oof(self) -> Path:
+        """Out-of-fold predictions: each training case predicted by the fold that validated on it."""
+        return self.root / "oof_predictions"
+
+    @property
+    def summary(self) -> Path:
+        """The cross-validation summary (out-of-fold scores, per fold and overall)."""
+        return self.root / "crossval_summary.json"
+
+    @property
+    def postprocessing(self) -> Path:
+        """The postprocessing chosen from the out-of-fold predictions (applied by ``medt3d infer``)."""
+        return self.root / "postprocessing.json"

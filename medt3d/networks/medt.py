@@ -109,6 +109,43 @@ def masked_upsample(y: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor
     return num / den.clamp_min(1e-6)
 
 
+def _check_sizes(in_channels: int, out_channels: int, channels: tuple[int, ...], blocks: tuple[int, ...], heads: int,
+                 span: int, stem_stride: int, logo: bool, local_patch: int, full_res_channels: int) -> None:
+    """Refuse sizes :class:`MedT3D` cannot be built with, naming the value."""
+    if in_channels < 1 or out_channels < 1:
+        raise InputError(f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}; fix network.* in the config")
+    if not channels or len(channels) != len(blocks):
+        raise InputError(
+            f"channels {list(channels)} and blocks {list(blocks)} need one entry per stage (same length, >= 1); fix network.* in the config"
+        )
+    for c in channels:
+        if c < 1 or c % heads:
+            raise InputError(f"every width in channels {list(channels)} must be a multiple of heads={heads}; fix network.* in the config")
+    if any(b < 0 for b in blocks):
+        raise InputError(f"blocks must be >= 0, got {list(blocks)}; fix network.* in the config")
+    if stem_stride < 1 or stem_stride & (stem_stride - 1):
+        raise InputError(f"stem_stride must be a power of two (1, 2, 4, 8...), got {stem_stride}; fix network.* in the config")
+    if span < 1:
+        raise InputError(f"span must be >= 1, got {span}; fix network.* in the config")
+    if logo and local_patch < 2:
+        raise InputError(f"local_patch must be >= 2 when logo is on, got {local_patch}; fix network.* in the config")
+    if full_res_channels < 0 or (full_res_channels and stem_stride < 2):
+        raise InputError(
+            f"full_res_channels must be 0, or > 0 with stem_stride >= 2, got {full_res_channels} "
+            f"(stem_stride {stem_stride}); fix network.* in the config"
+        )
+
+
+def _stem_widths(channels: tuple[int, ...], stem_stride: int, stem_channels: tuple[int, ...]) -> list[int]:
+    """``widths[i]``: channels at stem level i (stride 2**i); level 0 is the input (0 here), the last has channels[0]."""
+    levels = stem_stride.bit_length() - 1
+    if stem_channels and (len(stem_channels) != levels - 1 or min(stem_channels) < 1):
+        raise InputError(f"stem_channels {list(stem_channels)} needs {max(0, levels - 1)} positive widths "
+                         f"(one per stem level below stem_stride {stem_stride}); fix network.* in the config")
+    derived = [max(8, channels[0] >> (levels - i)) for i in range(1, levels)]
+    return [0, *(stem_channels or derived), channels[0]]
+
+
 class MedT3D(nn.Module):
     """3-D Medical Transformer for segmentation: (B, in_channels, X, Y, Z) -> logits (B, out_channels, X, Y, Z).
 
@@ -159,41 +196,15 @@ class MedT3D(nn.Module):
     ) -> None:
         super().__init__()
         channels, blocks = tuple(channels), tuple(blocks)
-        if in_channels < 1 or out_channels < 1:
-            raise InputError(f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}; fix network.* in the config")
-        if not channels or len(channels) != len(blocks):
-            raise InputError(
-                f"channels {list(channels)} and blocks {list(blocks)} need one entry per stage (same length, >= 1); fix network.* in the config"
-            )
-        for c in channels:
-            if c < 1 or c % heads:
-                raise InputError(f"every width in channels {list(channels)} must be a multiple of heads={heads}; fix network.* in the config")
-        if any(b < 0 for b in blocks):
-            raise InputError(f"blocks must be >= 0, got {list(blocks)}; fix network.* in the config")
-        if stem_stride < 1 or stem_stride & (stem_stride - 1):
-            raise InputError(f"stem_stride must be a power of two (1, 2, 4, 8...), got {stem_stride}; fix network.* in the config")
-        if span < 1:
-            raise InputError(f"span must be >= 1, got {span}; fix network.* in the config")
-        if logo and local_patch < 2:
-            raise InputError(f"local_patch must be >= 2 when logo is on, got {local_patch}; fix network.* in the config")
-        if full_res_channels < 0 or (full_res_channels and stem_stride < 2):
-            raise InputError(
-                f"full_res_channels must be 0, or > 0 with stem_stride >= 2, got {full_res_channels} "
-                f"(stem_stride {stem_stride}); fix network.* in the config"
-            )
+        _check_sizes(in_channels, out_channels, channels, blocks, heads, span, stem_stride, logo, local_patch,
+                     full_res_channels)
 
         self.in_channels = in_channels
         self.out_channels = out_channels
         levels = stem_stride.bit_length() - 1
         #: inputs are padded to a multiple of this (stem stride times the stage downsampling)
         self.size_multiple = input_multiple(stem_stride, len(channels))
-        # widths[i]: channels at stem level i (stride 2**i); the last stem level has channels[0]
-        stem_channels = tuple(stem_channels)
-        if stem_channels and (len(stem_channels) != levels - 1 or min(stem_channels) < 1):
-            raise InputError(f"stem_channels {list(stem_channels)} needs {max(0, levels - 1)} positive widths "
-                             f"(one per stem level below stem_stride {stem_stride}); fix network.* in the config")
-        derived = [max(8, channels[0] >> (levels - i)) for i in range(1, levels)]
-        widths = [0, *(stem_channels or derived), channels[0]]
+        widths = _stem_widths(channels, stem_stride, tuple(stem_channels))
 
         self.embed = PointwiseConv(in_channels, channels[0]) if levels == 0 else nn.Identity()
         self.stem = nn.ModuleList(

@@ -38,10 +38,12 @@ from monai.transforms import AsDiscreted, Compose
 from monai.utils import set_determinism
 from torch.nn.parallel import DistributedDataParallel
 
-from medt3d.config import N_FOLDS, Config, save_config
-from medt3d.data.datalist import Datalist, build_datalist, fold_cases, split_cases
+from medt3d.config import Config, save_config
+from medt3d.data.datalist import Datalist, build_datalist
 from medt3d.data.datasets import build_dataset
+from medt3d.data.folds import choose_validation
 from medt3d.data.preflight import check_cases
+from medt3d.data.readers.rtstruct import RoiMap
 from medt3d.data.transforms import build_train_transforms, build_val_transforms
 from medt3d.devices import resolve_device
 from medt3d.distributed import (
@@ -51,7 +53,7 @@ from medt3d.distributed import (
     shard,
     wait_for_all_ranks,
 )
-from medt3d.errors import FULL_OR_READ_ONLY
+from medt3d.errors import FULL_OR_READ_ONLY, InputError
 from medt3d.inference.inferer import build_sliding_window_inferer
 from medt3d.io_utils import check_writable_dir
 from medt3d.locks import FOLDER_LOCK, FolderLock
@@ -121,30 +123,23 @@ def prepare_datalist(cfg: Config, data_dir: str | Path) -> Datalist:
     """
     datalist = build_datalist(data_dir)
     if not datalist.train:
-        raise ValueError(f"{data_dir}: no training cases found (only {len(datalist.val)} validation and "
-                         f"{len(datalist.test)} test case(s)); medt3d evaluate scores those")
+        raise InputError(f"{data_dir}: no training cases found (only {len(datalist.val)} validation and "
+                         f"{len(datalist.test)} test case(s)); add training cases, or use medt3d evaluate to "
+                         "score those")
     if datalist.channels is not None and len(datalist.channels) != cfg.data.in_channels:
-        raise ValueError(f"{data_dir}: the dataset has {len(datalist.channels)} channel(s) {datalist.channels} but "
+        raise InputError(f"{data_dir}: the dataset has {len(datalist.channels)} channel(s) {datalist.channels} but "
                          f"data.in_channels is {cfg.data.in_channels}; set --set data.in_channels="
                          f"{len(datalist.channels)} (and data.channels to name them)")
     if datalist.labels is not None and list(datalist.labels) != list(cfg.data.labels):
         logger.warning("%s names the classes %s, the config's data.labels %s: label value i is trained as "
                        "data.labels[i]", data_dir, datalist.labels, cfg.data.labels)
-    if not datalist.val and cfg.data.fold is not None:
-        datalist.train, datalist.val = fold_cases(datalist.train, cfg.data.fold, cfg.data.split_seed, N_FOLDS)
-        logger.info("validating on fold %d of a seeded %d-fold split (data.split_seed=%d): %d train / %d val",
-                    cfg.data.fold, N_FOLDS, cfg.data.split_seed, len(datalist.train), len(datalist.val))
-    elif not datalist.val and cfg.train.val_interval > 0:  # no validation at all with val_interval 0
-        train, val = split_cases(datalist.train, cfg.data.val_fraction, cfg.data.split_seed)
-        if not val:  # a single case: validate on it too, and say so
-            val = list(train)
-            logger.warning("only %d case(s) and no validation split: validating on the training case(s)", len(train))
-        else:
-            logger.info(
-                "no validation split in %s: using a seeded split (data.val_fraction=%s, data.split_seed=%s): "
-                "%d train / %d val", data_dir, cfg.data.val_fraction, cfg.data.split_seed, len(train), len(val))
-        datalist.train, datalist.val = train, val
-    check_cases(datalist.train + datalist.val, cfg.data.num_classes, cfg.data.in_channels)
+    if not datalist.val and (cfg.data.fold is not None or cfg.train.val_interval > 0):  # none at val_interval 0
+        choice = choose_validation(datalist, cfg)  # nnU-Net's folds, or the seeded share (as evaluate's)
+        datalist.train, datalist.val = choice.train, choice.val
+        (logger.warning if choice.same_cases else logger.info)("%s has no validation split: validating on %s",
+                                                               data_dir, choice.how)
+    check_cases(datalist.train + datalist.val, cfg.data.num_classes, cfg.data.in_channels,
+                rois=RoiMap.from_config(cfg.data))
     return datalist
 
 
@@ -220,7 +215,7 @@ class Training:
             if self.trainer.state.epoch < self.cfg.train.max_epochs:
                 self.trainer.run()
             if self.state.failure is not None:
-                raise ValueError(self.state.failure)
+                raise InputError(self.state.failure)
             result = TrainResult(run_dir=self.run_dir, best_metric=self.state.best_metric,
                                  best_epoch=self.state.best_epoch, epochs_run=self.trainer.state.epoch,
                                  losses=self.state.losses)
@@ -290,8 +285,8 @@ def build_training(cfg: Config, data_dir: str | Path, output: str | Path, resume
         FileNotFoundError: ``resume`` without ``last.pt``.
     """
     if distributed and "RANK" not in os.environ:
-        raise ValueError("distributed training runs under torchrun (RANK and WORLD_SIZE are not set), e.g. "
-                         "python -m torch.distributed.run --nproc_per_node=2 ...")
+        raise InputError("distributed training runs under torchrun (RANK and WORLD_SIZE are not set); run it with "
+                         "torchrun, e.g. python -m torch.distributed.run --nproc_per_node=2 ...")
     run_dir = Path(output)
     device = resolve_device(cfg.train.device if device is None else str(device))
     info = init_distributed(device)
@@ -328,16 +323,66 @@ def _resumed(run_dir: Path, overrides: Sequence[str]) -> tuple[Config, dict[str,
     return config_from_dict(apply_overrides(payload["config"], overrides), source=source), payload
 
 
+@dataclass
+class _Loaders:
+    """The data side of a run: this rank's training dataset, both loaders and the per-epoch reseeding."""
+
+    train_dataset: Any
+    train: DataLoader
+    val: DataLoader
+    iterations: int
+    reseed: EpochSeeding
+
+
 def _build(cfg: Config, data_dir: str | Path, run_dir: Path, resume_payload: dict[str, Any] | None,
            tracking_uri: str | None, device: torch.device, info: DistInfo, train_handlers: Sequence[Any],
            val_handlers: Sequence[Any], inferer: Inferer, overwrite: bool) -> Training:
+    """Assemble the run in order: checked data, loaders, network, optimiser, engines, resumed state, handlers."""
+    resume = resume_payload is not None
+    datalist = _checked_data(cfg, data_dir, run_dir, info, resume, overwrite)
+    loaders = _loaders(cfg, datalist, run_dir, info)
+    network = _network(cfg, device, info, resume_payload)
+    optimizer = build_optimizer(cfg, network)
+    clock = TrainingClock(cfg.train.max_seconds, resume_payload.get("train_seconds", 0.0) if resume else 0.0,
+                          kind=cfg.train.clock)
+    scheduler = build_scheduler(cfg, optimizer, loaders.iterations, clock)
+    trainer, evaluator = _engines(cfg, device, info, network, optimizer, scheduler, loaders, inferer)
+    state = RunState(clock)
+    if resume_payload is not None:
+        _restore(resume_payload, run_dir, optimizer, scheduler, state, trainer)
+    # ignite makes the run's first DataLoader iterator before its first EPOCH_STARTED: seed it as that epoch's
+    loaders.reseed(trainer.state.epoch + 1)
+    attach_handlers(trainer, evaluator, cfg, run_dir, state, info, scheduler, loaders.reseed)
+    if cfg.train.early_stopping_patience is not None:
+        EarlyStopHandler(patience=cfg.train.early_stopping_patience,
+                         score_function=lambda e: e.state.metrics[KEY_METRIC], trainer=trainer).attach(evaluator)
+    if info.is_main:
+        tracking_handlers(cfg, run_dir, tracking_uri, trainer, evaluator, resume=resume)
+        progress_handlers(trainer, evaluator)
+        _log_start(cfg, device, info, datalist, loaders.iterations)
+    for handlers, engine in ((train_handlers, trainer), (val_handlers, evaluator)):
+        for handler in handlers:
+            if handler is not None:  # a disabled component of a bundle config
+                handler.attach(engine)
+    return Training(cfg=cfg, run_dir=run_dir, trainer=trainer, evaluator=evaluator,
+                    train_dataset=loaders.train_dataset, datalist=datalist, info=info, state=state,
+                    tracking_uri=tracking_uri_of(cfg, run_dir, tracking_uri) if cfg.tracking.mlflow else None)
+
+
+def _checked_data(cfg: Config, data_dir: str | Path, run_dir: Path, info: DistInfo, resume: bool,
+                  overwrite: bool) -> Datalist:
+    """The checked datalist; rank 0 checks the run folder first and clears it (``--overwrite``) only after."""
     if info.is_main:
         check_output(run_dir)
     datalist = prepare_datalist(cfg, data_dir)
     if info.is_main:  # only now, with the data checked, may --overwrite delete the old run
-        clear_run_folder(run_dir, resume_payload is not None, overwrite)
+        clear_run_folder(run_dir, resume, overwrite)
         save_config(cfg, RunLayout(run_dir).config)
+    return datalist
 
+
+def _loaders(cfg: Config, datalist: Datalist, run_dir: Path, info: DistInfo) -> _Loaders:
+    """This rank's share of the cases as (cached) datasets and loaders, with the sampler the epochs reseed."""
     set_determinism(cfg.train.seed)
     train_cases = shard(datalist.train, info, even=True)
     val_cases = shard(datalist.val, info, even=True)
@@ -352,17 +397,23 @@ def _build(cfg: Config, data_dir: str | Path, run_dir: Path, resume_payload: dic
     train_loader = DataLoader(train_ds, batch_size=cfg.train.batch_size, sampler=sampler,
                               num_workers=cfg.data.num_workers, generator=generator)
     val_loader = DataLoader(val_ds, batch_size=1, num_workers=cfg.data.num_workers)
+    return _Loaders(train_ds, train_loader, val_loader, iterations, reseed)
 
+
+def _network(cfg: Config, device: torch.device, info: DistInfo,
+             resume_payload: dict[str, Any] | None) -> torch.nn.Module:
+    """The network on ``device``, with the checkpoint's weights when resuming, wrapped in DDP under torchrun."""
     network = build_network(cfg).to(device)
     if resume_payload is not None:
         network.load_state_dict(resume_payload["network"])
     if info.enabled:
         network = DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = build_optimizer(cfg, network)
-    clock = TrainingClock(cfg.train.max_seconds,
-                          resume_payload.get("train_seconds", 0.0) if resume_payload is not None else 0.0,
-                          kind=cfg.train.clock)
-    scheduler = build_scheduler(cfg, optimizer, iterations, clock)
+    return network
+
+
+def _engines(cfg: Config, device: torch.device, info: DistInfo, network: torch.nn.Module, optimizer: Any,
+             scheduler: Any, loaders: _Loaders, inferer: Inferer) -> tuple[SupervisedTrainer, SupervisedEvaluator]:
+    """MONAI's trainer and sliding-window evaluator, with the learning-rate schedule and validation attached."""
     num_classes = cfg.data.num_classes
     # MONAI's engines autocast with torch.autocast("cuda") only, so mixed precision is a CUDA feature here
     amp = cfg.train.amp and device.type == "cuda"
@@ -372,7 +423,7 @@ def _build(cfg: Config, data_dir: str | Path, run_dir: Path, resume_payload: dic
 
     evaluator = SupervisedEvaluator(
         device=device,
-        val_data_loader=val_loader,
+        val_data_loader=loaders.val,
         network=network,
         prepare_batch=plain_batch,
         inferer=build_sliding_window_inferer(cfg),
@@ -385,8 +436,8 @@ def _build(cfg: Config, data_dir: str | Path, run_dir: Path, resume_payload: dic
     trainer = SupervisedTrainer(
         device=device,
         max_epochs=cfg.train.max_epochs,
-        epoch_length=iterations,
-        train_data_loader=train_loader,
+        epoch_length=loaders.iterations,
+        train_data_loader=loaders.train,
         network=network,
         prepare_batch=partial(patch_batch, masked=masks_padding(cfg)),
         optimizer=optimizer,
@@ -401,40 +452,29 @@ def _build(cfg: Config, data_dir: str | Path, run_dir: Path, resume_payload: dic
     LrScheduleHandler(lr_scheduler=scheduler, print_lr=False, epoch_level=False).attach(trainer)
     if cfg.train.val_interval > 0:
         ValidationHandler(interval=cfg.train.val_interval, validator=evaluator, epoch_level=True).attach(trainer)
+    return trainer, evaluator
 
-    state = RunState(clock)
-    if resume_payload is not None:
-        optimizer.load_state_dict(resume_payload["optimizer"])
-        scheduler.load_state_dict(resume_payload["scheduler"])
-        restore_rng(resume_payload["rng"])
-        state.best_metric = resume_payload["best_metric"]
-        state.best_epoch = resume_payload["best_epoch"]
-        history_file = RunLayout(run_dir).history
-        if history_file.is_file():
-            state.history = [h for h in json.loads(history_file.read_text())
-                             if h["epoch"] <= resume_payload["epoch"]]
-        trainer.state.epoch = resume_payload["epoch"]
-        trainer.state.iteration = resume_payload["iteration"]
-        logger.info("resuming %s from epoch %d (iteration %d)", run_dir, trainer.state.epoch, trainer.state.iteration)
-    # ignite makes the run's first DataLoader iterator before its first EPOCH_STARTED: seed it as that epoch's
-    reseed(trainer.state.epoch + 1)
-    attach_handlers(trainer, evaluator, cfg, run_dir, state, info, scheduler, reseed)
-    if cfg.train.early_stopping_patience is not None:
-        EarlyStopHandler(patience=cfg.train.early_stopping_patience,
-                         score_function=lambda e: e.state.metrics[KEY_METRIC], trainer=trainer).attach(evaluator)
-    if info.is_main:
-        tracking_handlers(cfg, run_dir, tracking_uri, trainer, evaluator, resume=resume_payload is not None)
-        progress_handlers(trainer, evaluator)
-        network_name = f"medt3d ({cfg.network.preset} preset)" if cfg.network.name == "medt3d" else cfg.network.name
-        logger.info("training %s on %s: %d train / %d val cases, %d iterations/epoch, %d epochs%s",
-                    network_name, device, len(datalist.train), len(datalist.val),
-                    iterations, cfg.train.max_epochs,
-                    f", {info.world_size} processes" if info.enabled else "")
 
-    for handlers, engine in ((train_handlers, trainer), (val_handlers, evaluator)):
-        for handler in handlers:
-            if handler is not None:  # a disabled component of a bundle config
-                handler.attach(engine)
-    return Training(cfg=cfg, run_dir=run_dir, trainer=trainer, evaluator=evaluator, train_dataset=train_ds,
-                    datalist=datalist, info=info, state=state,
-                    tracking_uri=tracking_uri_of(cfg, run_dir, tracking_uri) if cfg.tracking.mlflow else None)
+def _restore(payload: dict[str, Any], run_dir: Path, optimizer: Any, scheduler: Any, state: RunState,
+             trainer: SupervisedTrainer) -> None:
+    """Put the optimiser, schedule, random state, best metric, history and position of ``last.pt`` back."""
+    optimizer.load_state_dict(payload["optimizer"])
+    scheduler.load_state_dict(payload["scheduler"])
+    restore_rng(payload["rng"])
+    state.best_metric = payload["best_metric"]
+    state.best_epoch = payload["best_epoch"]
+    history_file = RunLayout(run_dir).history
+    if history_file.is_file():
+        state.history = [h for h in json.loads(history_file.read_text()) if h["epoch"] <= payload["epoch"]]
+    trainer.state.epoch = payload["epoch"]
+    trainer.state.iteration = payload["iteration"]
+    logger.info("resuming %s from epoch %d (iteration %d)", run_dir, trainer.state.epoch, trainer.state.iteration)
+
+
+def _log_start(cfg: Config, device: torch.device, info: DistInfo, datalist: Datalist, iterations: int) -> None:
+    """The one line on what trains, where, on how many cases and for how long."""
+    network_name = f"medt3d ({cfg.network.preset} preset)" if cfg.network.name == "medt3d" else cfg.network.name
+    logger.info("training %s on %s: %d train / %d val cases, %d iterations/epoch, %d epochs%s",
+                network_name, device, len(datalist.train), len(datalist.val),
+                iterations, cfg.train.max_epochs,
+                f", {info.world_size} processes" if info.enabled else "")

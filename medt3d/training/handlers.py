@@ -87,7 +87,7 @@ def attach_handlers(trainer: SupervisedTrainer, evaluator: SupervisedEvaluator, 
             state.failure = (f"training stopped at epoch {engine.state.epoch}, iteration {engine.state.iteration}: "
                              f"the loss is {loss} (not finite). Images with NaN or Inf voxels, or a learning rate "
                              f"too high for this data (train.lr={cfg.train.lr}), cause this; no checkpoint of this "
-                             "epoch was saved")
+                             "epoch was saved; check the images with medt3d inspect, or lower train.lr")
             engine.terminate()
             return
         state.losses.append(loss)

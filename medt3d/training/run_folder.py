@@ -6,6 +6,7 @@ import logging
 import shutil
 from pathlib import Path
 
+from medt3d.errors import InputError
 from medt3d.io_utils import check_writable_dir
 from medt3d.models.layout import RunLayout
 
@@ -23,7 +24,7 @@ def refuse_another_run(run_dir: Path, resume: bool, overwrite: bool) -> None:
     existing = RunLayout(run_dir).run_files()
     if existing and not resume and not overwrite:
         names = ", ".join(p.name for p in existing)
-        raise ValueError(f"output folder {run_dir} already holds a training run ({names}): pass --resume to "
+        raise InputError(f"output folder {run_dir} already holds a training run ({names}): pass --resume to "
                          "continue it, --overwrite to replace it, or choose another --output")
 
 
@@ -46,4 +47,5 @@ def check_output(run_dir: Path) -> None:
     free_mb = shutil.disk_usage(run_dir).free / 2**20
     if free_mb < MIN_FREE_DISK_MB:
         raise PermissionError(f"output folder {run_dir} has only {free_mb:.0f} MB free "
-                              f"(need at least {MIN_FREE_DISK_MB} MB for checkpoints)")
+                              f"(need at least {MIN_FREE_DISK_MB} MB for checkpoints); free space or choose another "
+                              "--output")
