@@ -314,3 +314,21 @@ def test_score_on_medt3ds_own_predictions_equals_evaluate_on_the_shared_ct(share
     scored = json.loads((tmp_path / "pred" / "score" / "summary.json").read_text())
     assert scored["metric_per_case"][0]["metrics"]["1"]["Dice"] == pytest.approx(dice, abs=1e-6)
     assert scored["foreground_mean"]["Dice"] == pytest.approx(summary["foreground_mean"]["dice"], abs=1e-6)
+
+
+# --------------------------------------------------------------------------- log files
+
+
+def test_log_files_land_in_new_output_folders_and_never_in_a_refused_input_folder(crossval: dict[str, Path],
+                                                                                   tmp_path: Path):
+    out = tmp_path / "phantoms"
+    assert main(["phantoms", str(out), "--n-train", "1", "--n-val", "0", "--shape", "12", "12", "12"]) == 0
+    assert "command: medt3d phantoms" in (out / "phantoms.log").read_text()
+    images = crossval["raw"] / "imagesTr"
+    before = sorted(p.name for p in images.iterdir())
+    # infer into its own input folder is refused: nothing written there, no log either
+    assert main(["infer", str(images), "--model", str(crossval["cv"] / "fold_0"), "--output", str(images)]) == 2
+    assert sorted(p.name for p in images.iterdir()) == before
+    # a refused command leaves no folder behind for a log alone
+    assert main(["score", str(tmp_path / "missing"), str(tmp_path), "--output", str(tmp_path / "sc")]) == 2
+    assert not (tmp_path / "sc").exists()
