@@ -65,8 +65,17 @@ def mend_headers(sources: Sequence[Any], series_folder: str | Path, slice_step: 
         ValueError: an attribute cannot be filled (SOPClassUID with neither file meta nor a known
             Modality); the message names it.
     """
-    import pydicom
+    filled = [*_fill_sop_class(sources, series_folder), *_fill_sop_instances(sources),
+              *_fill_series_uids(sources), *_fill_slice_thickness(sources, slice_step), *_fit_value_lengths(sources)]
+    _tidy_empty(sources)
+    if not filled:
+        return None
+    return (f"{series_folder}: filled in memory for the DICOM SEG (the source files are unchanged): "
+            + "; ".join(filled))
 
+
+def _fill_sop_class(sources: Sequence[Any], series_folder: str | Path) -> list[str]:
+    """SOPClassUID from the file meta, else from Modality; refused when neither says."""
     n = len(sources)
     filled: list[str] = []
     by_meta = [ds for ds in sources if _blank(ds, "SOPClassUID")]
@@ -86,7 +95,15 @@ def mend_headers(sources: Sequence[Any], series_folder: str | Path, slice_step: 
                 how.add(f"Modality {modality}")
             ds.SOPClassUID = value
         filled.append(f"SOPClassUID from {' and '.join(sorted(how))} ({len(by_meta)} of {n} files)")
+    return filled
 
+
+def _fill_sop_instances(sources: Sequence[Any]) -> list[str]:
+    """SOPInstanceUID from the file meta where unique, else new; repeated UIDs renewed."""
+    import pydicom
+
+    n = len(sources)
+    filled: list[str] = []
     seen: set[str] = set()
     renewed = from_meta = 0
     for ds in sources:
@@ -101,7 +118,15 @@ def mend_headers(sources: Sequence[Any], series_folder: str | Path, slice_step: 
         filled.append(f"SOPInstanceUID from the file meta ({from_meta} of {n} files)")
     if renewed:
         filled.append(f"SOPInstanceUID new, empty or repeated ({renewed} of {n} files)")
+    return filled
 
+
+def _fill_series_uids(sources: Sequence[Any]) -> list[str]:
+    """Study, series and frame-of-reference UIDs: the series' one value where some files have it, else new."""
+    import pydicom
+
+    n = len(sources)
+    filled: list[str] = []
     for keyword in _SERIES_UIDS:
         blank = [ds for ds in sources if _blank(ds, keyword)]
         if not blank:
@@ -113,13 +138,24 @@ def mend_headers(sources: Sequence[Any], series_folder: str | Path, slice_step: 
             setattr(ds, keyword, value)
         how = "the series' own" if own else "new"
         filled.append(f"{keyword} {how} {value} ({len(blank)} of {n} files)")
+    return filled
 
+
+def _fill_slice_thickness(sources: Sequence[Any], slice_step: float | None) -> list[str]:
+    """A missing SliceThickness of single-frame files: the spacing between slices."""
+    n = len(sources)
+    filled: list[str] = []
     thin = [ds for ds in sources if int(ds.get("NumberOfFrames") or 1) == 1 and _blank(ds, "SliceThickness")]
     if thin and slice_step is not None:
         for ds in thin:
             ds.SliceThickness = f"{slice_step:.6g}"
         filled.append(f"SliceThickness from the spacing between slices, {slice_step:.6g} mm ({len(thin)} of {n} files)")
+    return filled
 
+
+def _fit_value_lengths(sources: Sequence[Any]) -> list[str]:
+    """Values copied into the SEG that break their VR: cut to its length, PatientAge as nnnD/W/M/Y."""
+    filled: list[str] = []
     too_long = {}
     for ds in sources:
         for keyword, limit in _MAX_LENGTH.items():
@@ -134,17 +170,17 @@ def mend_headers(sources: Sequence[Any], series_folder: str | Path, slice_step: 
             short = re.fullmatch(r"(\d{1,3})([DWMY])", str(ds.PatientAge))
             ds.PatientAge = f"{int(short[1]):03d}{short[2]}" if short else ""
     filled += [f"PatientAge {age!r} written as the VR AS requires" for age in sorted(ages)]
+    return filled
 
+
+def _tidy_empty(sources: Sequence[Any]) -> None:
+    """Drop an empty SpecificCharacterSet; add the Type 2 attributes the SEG copies, empty where missing."""
     for ds in sources:
         if "SpecificCharacterSet" in ds and not ds.SpecificCharacterSet:
             del ds.SpecificCharacterSet  # empty: the default character repertoire
         for keyword in _TYPE2_COPIED:
             if keyword not in ds:
                 setattr(ds, keyword, "")
-    if not filled:
-        return None
-    return (f"{series_folder}: filled in memory for the DICOM SEG (the source files are unchanged): "
-            + "; ".join(filled))
 
 
 def describe_error(err: BaseException) -> str:
