@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -198,6 +199,11 @@ def test_train_folds_resume_leaves_finished_folds_and_retrains_the_unfinished(cr
     assert (cv / "fold_0" / "checkpoints" / "last.pt").stat().st_mtime_ns == kept
     assert json.loads((cv / "crossval.json").read_text())["finished"] == [0, 1]
     assert "fold 0: finished earlier" in (cv / "train.log").read_text()
+    shutil.rmtree(cv / "fold_1" / "checkpoints")  # as if stopped before its first epoch ended
+    (cv / "crossval.json").write_text(json.dumps(state))
+    assert main([*args, "--resume"]) == 0
+    assert (cv / "fold_1" / "checkpoints" / "last.pt").is_file()
+    assert "fold 1: training" in (cv / "train.log").read_text().rsplit("command: medt3d train", 1)[1]
 
 
 def test_infer_with_the_crossval_folder_averages_folds_applies_postprocessing_nnunet_names(

@@ -132,7 +132,9 @@ def train_folds(cfg: Config, data_dir: str | Path, output: str | Path, folds: li
         fold_dir = layout.fold(fold)
         again = RunLayout(fold_dir).last.is_file()
         logger.info("fold %d: %s in %s", fold, "resuming" if again else "training", fold_dir)
-        train(fold_cfg, fold_list, fold_dir, resume=again, tracking_uri=tracking_uri, overrides=overrides)
+        # a fold folder without last.pt was stopped before its first epoch ended: it starts again
+        train(fold_cfg, fold_list, fold_dir, resume=again, tracking_uri=tracking_uri, overrides=overrides,
+              overwrite=fold_dir.exists() and not again)
         state["finished"] = sorted({*state["finished"], fold})
         _write_state(layout, state)
     if set(range(len(all_folds))) <= set(state["finished"]):
