@@ -26,7 +26,7 @@ from pathlib import Path
 
 __all__ = ["EXIT_BAD_INPUT", "Terminated", "EXIT_BUG", "EXIT_CASES_FAILED", "EXIT_ENVIRONMENT",
            "EXIT_INTERRUPTED", "ENVIRONMENT_ERRORS", "FULL_OR_READ_ONLY", "HINT_VERBS", "USER_ERRORS",
-           "ConfigError", "InputError", "bad_file", "hint_of", "is_environment_error"]
+           "ConfigError", "InputError", "bad_file", "brief", "hint_of", "is_environment_error"]
 
 #: Exit codes of every command (documented in docs/troubleshooting.md).
 EXIT_CASES_FAILED = 1  # some cases of a batch failed (the others were written)
@@ -93,15 +93,23 @@ def hint_of(message: str) -> str | None:
     return None
 
 
+def brief(err: BaseException) -> str:
+    """A library's exception in a few words for a one-line message: its type and the first sentence of its
+    text (torch, pydicom and nibabel explain at length), at most 200 characters."""
+    lines = str(err).strip().splitlines()
+    text = " ".join(lines[0].split()) if lines else ""
+    first = re.split(r"(?<=[a-z0-9)])\.\s", text, maxsplit=1)[0].rstrip(".")
+    first = first if len(first) <= 200 else first[:197] + "..."
+    name = type(err).__name__
+    return f"{name}: {first}" if first and name not in first else (first or name)
+
+
 def bad_file(path: str | Path, err: BaseException | str, hint: str) -> InputError:
     """A library's refusal of a user's file as an :class:`InputError`: ``"PATH: WHAT; HINT"``.
 
     Raise it ``from None`` where the file is read, so that no library traceback reaches the user.
     """
-    what = err if isinstance(err, str) else (str(err).strip().splitlines() or [type(err).__name__])[0]
-    if not isinstance(err, str) and type(err).__name__ not in what:
-        what = f"{type(err).__name__}: {what}" if what else type(err).__name__
-    return InputError(f"{path}: {what}; {hint}")
+    return InputError(f"{path}: {err if isinstance(err, str) else brief(err)}; {hint}")
 
 
 def is_environment_error(err: BaseException) -> bool:

@@ -16,7 +16,9 @@ import re
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
+from dicom_utils import write_dicom_series
 from support import blob_volume, save
 
 from medt3d.cli import main
@@ -126,6 +128,22 @@ def _not_dicom_folder(folder: Path) -> Path:
     return folder
 
 
+def _two_series(folder: Path) -> Path:
+    image, _ = blob_volume((16, 16, 12), (1.0, 1.0, 2.0))
+    write_dicom_series(folder, image.astype(np.int16), (1, 1, 2), np.eye(3), (0, 0, 0), series_uid="1.2.3.4.1",
+                       prefix="a_", modality="CT")
+    write_dicom_series(folder, image.astype(np.int16), (1, 1, 2), np.eye(3), (0, 0, 50), series_uid="1.2.3.4.2",
+                       prefix="b_", modality="CT")
+    return folder
+
+
+def _series_with_a_gap(folder: Path) -> Path:
+    image, _ = blob_volume((16, 16, 12), (1.0, 1.0, 2.0))
+    write_dicom_series(folder, image.astype(np.int16), (1, 1, 2), np.eye(3), (0, 0, 0), modality="CT",
+                       skip_slices=[5])
+    return folder
+
+
 def _bad_yaml(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "broken.yaml"
@@ -174,6 +192,10 @@ CASES = [
     ("corrupt NIfTI", lambda t, d: ["inspect", str(_truncated_nifti(t / "in"))], lambda t, d: str(t / "in" / "cut.nii.gz")),
     ("DICOM folder with no series", lambda t, d: ["inspect", str(_not_dicom_folder(t / "dicom"))],
      lambda t, d: str(t / "dicom")),
+    ("two DICOM series in one folder", lambda t, d: ["inspect", str(_two_series(t / "study"))],
+     lambda t, d: "1.2.3.4.2"),
+    ("DICOM series with a missing slice", lambda t, d: ["inspect", str(_series_with_a_gap(t / "gap"))],
+     lambda t, d: str(t / "gap")),
     ("phantoms into a folder that holds files", lambda t, d: ["phantoms", str(_full_folder(t / "full"))],
      lambda t, d: str(t / "full")),
     ("output below a file", lambda t, d: ["phantoms", str(_scan(t / "s") / "sub")], lambda t, d: "scan.nii.gz"),

@@ -19,8 +19,7 @@ class DatasetError(InputError):
     def __init__(self, problems: Sequence[str], source: str | Path | None = None) -> None:
         self.problems = list(problems)
         where = f" in {source}" if source is not None else ""
-        super().__init__(f"{len(self.problems)} problem(s){where}; fix each one below (medt3d inspect DATA lists "
-                         "them all):\n  - " + "\n  - ".join(self.problems))
+        super().__init__(f"{len(self.problems)} problem(s){where}; fix each one below:\n  - " + "\n  - ".join(self.problems))
 
 
 @dataclass

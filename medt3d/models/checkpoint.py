@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from medt3d.config import Config, config_to_dict
-from medt3d.errors import InputError
+from medt3d.errors import InputError, brief
 from medt3d.io_utils import atomic_save
 from medt3d.models.layout import RUN_CHECKPOINTS
 
@@ -93,7 +93,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for corrupt/truncated/unsafe files
-        raise InputError(f"{path}: not a readable checkpoint ({type(err).__name__}: {' '.join(str(err).split())[:300]}); "
+        raise InputError(f"{path}: not a readable checkpoint ({brief(err)}); "
                          "pass a .pt file written by medt3d train") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise InputError(f"{path}: not a medt3d checkpoint (missing format tag {FORMAT!r}); pass a .pt file "

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from medt3d.config import Config, config_from_dict, load_config
-from medt3d.errors import InputError
+from medt3d.errors import InputError, brief
 from medt3d.models.archive import unpack_bundle
 from medt3d.models.checkpoint import load_checkpoint
 from medt3d.models.layout import BUNDLE_CONFIG, BUNDLE_METADATA, BUNDLE_WEIGHTS, RUN_CHECKPOINTS
@@ -133,7 +133,7 @@ def _load_bundle_dir(root: Path, device: torch.device | str) -> tuple[torch.nn.M
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for corrupt/unsafe files
-        raise InputError(f"{weights}: not a readable state_dict ({type(err).__name__}: {' '.join(str(err).split())[:300]}); "
+        raise InputError(f"{weights}: not a readable state_dict ({brief(err)}); "
                          "export the bundle again with medt3d export") from None
     network = build_network(cfg)
     check_state_dict(network, state, str(weights), cfg)
