@@ -147,6 +147,7 @@ def test_score_pairs_nnunet_and_medt3d_names_and_writes_nnunet_shaped_summary(tm
     assert summary["mean"]["1"]["Dice"] == pytest.approx((expected + 1.0) / 2)
     assert summary["foreground_mean"]["Dice"] == pytest.approx(summary["mean"]["1"]["Dice"])  # class 2 left out
     assert (preds / "score" / "score.log").is_file()
+    assert main(["score", str(refs), str(preds), "--labels", "background"]) == 2  # value 1 has no name
     (preds / "case_b.nii.gz").unlink()
     assert main(["score", str(refs), str(preds)]) == 2  # case_b has no prediction: named, exit 2
 

@@ -102,6 +102,11 @@ def score_pair(ref_path: Path, pred_path: Path, class_names: Sequence[str]) -> d
     spacing = voxel_spacing(ref.affine)
     ref_a = np.asarray(ref).squeeze().astype(np.int64)
     pred_a = np.asarray(pred).squeeze().astype(np.int64)
+    for path, values in ((ref_path, ref_a), (pred_path, pred_a)):
+        top = int(values.max(initial=0))
+        if top >= len(class_names) or int(values.min(initial=0)) < 0:
+            raise InputError(f"{path}: label value {top} is outside the {len(class_names)} classes "
+                             f"{list(class_names)}; give every class name with --labels or --dataset-json")
     metrics: dict[str, dict[str, float | None]] = {}
     for row in case_metrics(pred_a, ref_a, spacing, class_names):
         value = int(row["class_index"])
