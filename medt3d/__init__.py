@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging as _logging
 
+from medt3d.errors import InputError
+
 __version__ = "0.1.0"
 
-__all__ = ["SegmentationResult", "__version__", "load_model", "predict"]
+__all__ = ["InputError", "SegmentationResult", "__version__", "load_model", "predict"]
 
 # MONAI warns on every import that the GPU DICOM decoder nvImageCodec is missing; medt3d reads DICOM
 # with pydicom/ITK and does not use it, so the notice is silenced.
