@@ -46,7 +46,10 @@ def test_hint_of_finds_the_what_to_do_clause(message: str, hint: str | None):
 
 
 def test_project_errors_are_value_errors_so_old_callers_still_catch_them():
+    import medt3d
+
     assert issubclass(InputError, ValueError) and issubclass(ConfigError, InputError)
+    assert medt3d.InputError is InputError  # what a caller of the Python API catches
     err = bad_file("/data/scan.nii", ValueError("buffer is too small\nmore detail"), "export it again")
     assert isinstance(err, InputError)
     assert str(err) == "/data/scan.nii: ValueError: buffer is too small; export it again"
