@@ -5,57 +5,28 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
 from dicom_utils import ras_affine, rotation, write_dicom_series
-from monai.transforms import Compose, Invertd, LoadImaged, Orientation, Orientationd, Spacingd
+from monai.transforms import Orientation
+from reader_utils import ORIGIN, SHAPE, SPACING, oblique_ras, volume, write_nifti_file, write_nrrd_file
 
 from medt3d.data.readers import (
     LoadVolumed,
     detect_kind,
-    find_inputs,
     load_volume,
     read_header,
 )
-
-SHAPE = (12, 10, 7)
-SPACING = (0.7, 0.8, 2.5)
-ORIGIN = (-30.0, 12.5, 40.0)
-
-
-def _volume(shape=SHAPE, seed=0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(-1000, 1000, size=shape).astype(np.int16)
-
-
-def _oblique_ras() -> np.ndarray:
-    return ras_affine(SPACING, rotation(20, -10, 35), ORIGIN)
-
-
-def _write_nifti(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
-    img = nib.Nifti1Image(data, _oblique_ras() if affine is None else affine)
-    nib.save(img, str(path))
-    return path
-
-
-def _write_nrrd(path: Path, data_xyz: np.ndarray, direction: np.ndarray) -> Path:
-    img = sitk.GetImageFromArray(np.transpose(data_xyz, (2, 1, 0)))
-    img.SetSpacing(SPACING)
-    img.SetOrigin(ORIGIN)
-    img.SetDirection(direction.ravel().tolist())
-    sitk.WriteImage(img, str(path))
-    return path
-
 
 # ---------------------------------------------------------------------------------------------- kinds
 
 
 def test_detect_kind(tmp_path: Path) -> None:
-    vol = _volume()
-    assert detect_kind(_write_nifti(tmp_path / "a.nii.gz", vol)) == "nifti"
-    assert detect_kind(_write_nifti(tmp_path / "b.nii", vol)) == "nifti"
-    assert detect_kind(_write_nrrd(tmp_path / "c.nrrd", vol, np.eye(3))) == "nrrd"
+    vol = volume()
+    assert detect_kind(write_nifti_file(tmp_path / "a.nii.gz", vol)) == "nifti"
+    assert detect_kind(write_nifti_file(tmp_path / "b.nii", vol)) == "nifti"
+    assert detect_kind(write_nrrd_file(tmp_path / "c.nrrd", vol, np.eye(3))) == "nrrd"
     files = write_dicom_series(tmp_path / "d", vol, SPACING, np.eye(3), ORIGIN)
     assert detect_kind(tmp_path / "d") == "dicom"
     with pytest.raises(FileNotFoundError, match="nope.nii.gz"):
@@ -74,20 +45,20 @@ def test_detect_kind(tmp_path: Path) -> None:
 
 
 def test_nifti_keeps_voxels_and_oblique_affine(tmp_path: Path) -> None:
-    vol = _volume()
-    path = _write_nifti(tmp_path / "img.nii.gz", vol)
+    vol = volume()
+    path = write_nifti_file(tmp_path / "img.nii.gz", vol)
     img = load_volume(path)
     assert tuple(img.shape) == (1, *SHAPE)
     np.testing.assert_array_equal(img[0].numpy(), vol)
-    np.testing.assert_allclose(np.asarray(img.affine), _oblique_ras(), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(img.affine), oblique_ras(), atol=1e-5)
     assert img.meta["filename_or_obj"] == str(path)
     np.testing.assert_allclose(read_header(path).spacing, SPACING, atol=1e-5)
 
 
 def test_nrrd_affine_is_converted_from_lps_to_ras(tmp_path: Path) -> None:
-    vol = _volume()
+    vol = volume()
     direction = rotation(0, 25, -15)
-    path = _write_nrrd(tmp_path / "img.nrrd", vol, direction)
+    path = write_nrrd_file(tmp_path / "img.nrrd", vol, direction)
     img = load_volume(path)
     assert detect_kind(path) == "nrrd"
     np.testing.assert_array_equal(img[0].numpy(), vol)
@@ -98,7 +69,7 @@ def test_nrrd_affine_is_converted_from_lps_to_ras(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("shuffle", [False, True])
 def test_dicom_series_with_oblique_orientation(tmp_path: Path, shuffle: bool) -> None:
-    vol = _volume()
+    vol = volume()
     direction = rotation(20, -10, 35)
     write_dicom_series(tmp_path / "s", vol, SPACING, direction, ORIGIN, shuffle=shuffle, seed=3)
     img = load_volume(tmp_path / "s")
@@ -112,7 +83,7 @@ def test_dicom_series_with_oblique_orientation(tmp_path: Path, shuffle: bool) ->
 
 def test_dicom_slices_against_the_normal_are_reversed_with_matching_geometry(tmp_path: Path) -> None:
     """Slices stacked opposite to row x column: the volume comes back flipped along z, same world."""
-    vol = _volume()
+    vol = volume()
     direction = rotation(10, 0, 0) @ np.diag([1.0, 1.0, -1.0])  # left-handed: z against the normal
     write_dicom_series(tmp_path / "s", vol, SPACING, direction, ORIGIN, shuffle=True)
     img = load_volume(tmp_path / "s")
@@ -125,13 +96,13 @@ def test_dicom_slices_against_the_normal_are_reversed_with_matching_geometry(tmp
 
 
 def test_dicom_rescale_slope_and_intercept(tmp_path: Path) -> None:
-    vol = (_volume() // 2 * 2).astype(np.int16)  # even, so (v + 1024) / 2 is exact
+    vol = (volume() // 2 * 2).astype(np.int16)  # even, so (v + 1024) / 2 is exact
     write_dicom_series(tmp_path / "s", vol, SPACING, np.eye(3), ORIGIN, modality="CT", rescale=(2.0, -1024.0))
     np.testing.assert_array_equal(load_volume(tmp_path / "s")[0].numpy(), vol)
 
 
 def test_dicom_pick_one_of_two_series(tmp_path: Path) -> None:
-    a, b = _volume(seed=1), _volume(seed=2)
+    a, b = volume(seed=1), volume(seed=2)
     write_dicom_series(tmp_path / "s", a, SPACING, np.eye(3), ORIGIN, series_uid="1.2.3.1", prefix="a")
     write_dicom_series(tmp_path / "s", b, SPACING, rotation(0, 0, 90), ORIGIN, series_uid="1.2.3.2", prefix="b")
     with pytest.raises(ValueError) as err:
@@ -147,8 +118,8 @@ def test_dicom_pick_one_of_two_series(tmp_path: Path) -> None:
 
 
 def test_singleton_4d_is_squeezed(tmp_path: Path) -> None:
-    vol = _volume()
-    img = load_volume(_write_nifti(tmp_path / "t.nii.gz", vol[..., None]))
+    vol = volume()
+    img = load_volume(write_nifti_file(tmp_path / "t.nii.gz", vol[..., None]))
     assert tuple(img.shape) == (1, *SHAPE)
     np.testing.assert_array_equal(img[0].numpy(), vol)
 
@@ -157,7 +128,7 @@ def test_singleton_4d_is_squeezed(tmp_path: Path) -> None:
 
 
 def test_dicom_missing_slice_names_the_gap(tmp_path: Path) -> None:
-    files = write_dicom_series(tmp_path / "s", _volume(), SPACING, rotation(5, 5, 5), ORIGIN, skip_slices=[4])
+    files = write_dicom_series(tmp_path / "s", volume(), SPACING, rotation(5, 5, 5), ORIGIN, skip_slices=[4])
     with pytest.raises(ValueError) as err:
         load_volume(tmp_path / "s")
     message = str(err.value)
@@ -168,7 +139,7 @@ def test_dicom_missing_slice_names_the_gap(tmp_path: Path) -> None:
 
 
 def test_dicom_uneven_spacing_is_refused(tmp_path: Path) -> None:
-    files = write_dicom_series(tmp_path / "s", _volume(), SPACING, np.eye(3), ORIGIN)
+    files = write_dicom_series(tmp_path / "s", volume(), SPACING, np.eye(3), ORIGIN)
     import pydicom
 
     ds = pydicom.dcmread(files[-1])
@@ -182,7 +153,7 @@ def test_dicom_positions_rounded_in_headers_still_load(tmp_path: Path) -> None:
     """Positions rounded to 0.1 mm (steps 1.2/1.3 for 1.25 mm) are jitter, not gaps."""
     import pydicom
 
-    vol = _volume()
+    vol = volume()
     files = write_dicom_series(tmp_path / "s", vol, (0.7, 0.8, 1.25), np.eye(3), (0.0, 0.0, 0.03))
     for path in files:
         ds = pydicom.dcmread(path)
@@ -196,7 +167,7 @@ def test_dicom_positions_rounded_in_headers_still_load(tmp_path: Path) -> None:
 def test_dicom_mixed_rows_columns(tmp_path: Path, caplog) -> None:
     from dicom_utils import set_slice_size
 
-    files = write_dicom_series(tmp_path / "s", _volume(), SPACING, np.eye(3), ORIGIN)
+    files = write_dicom_series(tmp_path / "s", volume(), SPACING, np.eye(3), ORIGIN)
     set_slice_size(files[2], 8, 9)  # a minority of another size is left out, which leaves a gap here
     with caplog.at_level("WARNING", logger="medt3d.data.readers"), pytest.raises(ValueError) as err:
         load_volume(tmp_path / "s")
@@ -216,7 +187,7 @@ def test_dicom_mixed_rows_columns(tmp_path: Path, caplog) -> None:
 def test_dicom_mixed_orientation_is_reported_in_plain_numbers(tmp_path: Path) -> None:
     import pydicom
 
-    files = write_dicom_series(tmp_path / "s", _volume(), SPACING, np.eye(3), ORIGIN)
+    files = write_dicom_series(tmp_path / "s", volume(), SPACING, np.eye(3), ORIGIN)
     ds = pydicom.dcmread(files[3])
     ds.ImageOrientationPatient = [1, 0, 0, 0, 0.9998, 0.0159]  # one slice tilted by 0.9 degrees
     ds.save_as(files[3])
@@ -229,7 +200,7 @@ def test_dicom_mixed_orientation_is_reported_in_plain_numbers(tmp_path: Path) ->
 
 
 def test_dicom_duplicate_positions(tmp_path: Path) -> None:
-    vol = _volume()
+    vol = volume()
     write_dicom_series(tmp_path / "s", vol, SPACING, np.eye(3), ORIGIN, series_uid="1.2.5", prefix="e1_")
     write_dicom_series(tmp_path / "s", vol, SPACING, np.eye(3), ORIGIN, series_uid="1.2.5", prefix="e2_")
     with pytest.raises(ValueError, match="share one position.*echoes"):
@@ -277,7 +248,7 @@ def test_gantry_tilted_series_is_moved_onto_a_regular_grid_with_a_warning(tmp_pa
 def test_uneven_shear_is_still_refused(tmp_path: Path) -> None:
     import pydicom
 
-    files = write_dicom_series(tmp_path / "s", _volume(), SPACING, np.eye(3), ORIGIN)
+    files = write_dicom_series(tmp_path / "s", volume(), SPACING, np.eye(3), ORIGIN)
     ds = pydicom.dcmread(files[3])
     position = [float(v) for v in ds.ImagePositionPatient]
     ds.ImagePositionPatient = [position[0], position[1] + 3.0, position[2]]  # one slice off, the rest stacked
@@ -292,7 +263,7 @@ def test_enhanced_multiframe_object_reads_as_its_classic_series(tmp_path: Path, 
     import pydicom
     from dicom_utils import rotation
 
-    files = write_dicom_series(tmp_path / "classic", _volume(), SPACING, rotation(10.0, -5.0, 25.0), ORIGIN,
+    files = write_dicom_series(tmp_path / "classic", volume(), SPACING, rotation(10.0, -5.0, 25.0), ORIGIN,
                                modality=modality, shuffle=True)
     convert = hd.legacy.LegacyConvertedEnhancedCTImage if modality == "CT" else hd.legacy.LegacyConvertedEnhancedMRImage
     enhanced = convert([pydicom.dcmread(f) for f in files], series_instance_uid=hd.UID(), series_number=2,
@@ -310,7 +281,7 @@ def test_enhanced_object_with_frames_that_are_no_volume_is_refused(tmp_path: Pat
     import highdicom as hd
     import pydicom
 
-    files = write_dicom_series(tmp_path / "classic", _volume(), SPACING, np.eye(3), ORIGIN, modality="CT",
+    files = write_dicom_series(tmp_path / "classic", volume(), SPACING, np.eye(3), ORIGIN, modality="CT",
                                skip_slices=[2])  # a missing frame position
     enhanced = hd.legacy.LegacyConvertedEnhancedCTImage([pydicom.dcmread(f) for f in files],
                                                         series_instance_uid=hd.UID(), series_number=2,
@@ -322,7 +293,7 @@ def test_enhanced_object_with_frames_that_are_no_volume_is_refused(tmp_path: Pat
 
 
 def test_dicom_truncated_file(tmp_path: Path) -> None:
-    files = write_dicom_series(tmp_path / "s", _volume(), SPACING, np.eye(3), ORIGIN)
+    files = write_dicom_series(tmp_path / "s", volume(), SPACING, np.eye(3), ORIGIN)
     data = files[1].read_bytes()
     files[1].write_bytes(data[: len(data) - 100])
     with pytest.raises(ValueError) as err:
@@ -332,7 +303,7 @@ def test_dicom_truncated_file(tmp_path: Path) -> None:
 
 
 def test_single_slice_dicom_is_2d(tmp_path: Path) -> None:
-    write_dicom_series(tmp_path / "s", _volume((12, 10, 1)), SPACING, np.eye(3), ORIGIN)
+    write_dicom_series(tmp_path / "s", volume((12, 10, 1)), SPACING, np.eye(3), ORIGIN)
     with pytest.raises(ValueError, match=r"2-D image \(shape 12x10x1\)"):
         load_volume(tmp_path / "s")
 
@@ -342,7 +313,7 @@ def test_corrupt_and_truncated_nifti(tmp_path: Path) -> None:
     garbage.write_bytes(b"this is not a nifti file at all" * 20)
     with pytest.raises(ValueError, match=r"garbage\.nii\.gz"):
         load_volume(garbage)
-    full = _write_nifti(tmp_path / "full.nii.gz", _volume((24, 24, 24)))
+    full = write_nifti_file(tmp_path / "full.nii.gz", volume((24, 24, 24)))
     raw = full.read_bytes()
     truncated = tmp_path / "truncated.nii.gz"
     truncated.write_bytes(raw[: len(raw) // 2])
@@ -359,7 +330,7 @@ def test_corrupt_and_truncated_nifti(tmp_path: Path) -> None:
 
 
 def test_corrupt_nrrd(tmp_path: Path) -> None:
-    path = _write_nrrd(tmp_path / "img.nrrd", _volume(), np.eye(3))
+    path = write_nrrd_file(tmp_path / "img.nrrd", volume(), np.eye(3))
     raw = path.read_bytes()
     path.write_bytes(raw[: len(raw) - 200])
     with pytest.raises(ValueError, match=r"img\.nrrd"):
@@ -371,14 +342,14 @@ def test_corrupt_nrrd(tmp_path: Path) -> None:
 
 
 def test_2d_and_4d_images_are_refused(tmp_path: Path) -> None:
-    flat = _write_nifti(tmp_path / "flat.nii.gz", _volume()[:, :, 0])
+    flat = write_nifti_file(tmp_path / "flat.nii.gz", volume()[:, :, 0])
     with pytest.raises(ValueError, match=r"flat\.nii\.gz is a 2-D image \(shape 12x10\)"):
         load_volume(flat)
-    four = _write_nifti(tmp_path / "four.nii.gz", np.stack([_volume()] * 3, axis=-1))
+    four = write_nifti_file(tmp_path / "four.nii.gz", np.stack([volume()] * 3, axis=-1))
     with pytest.raises(ValueError, match=r"four\.nii\.gz is a 4-D image \(shape 12x10x7x3\)"):
         load_volume(four)
     flat_nrrd = tmp_path / "flat.nrrd"
-    sitk.WriteImage(sitk.GetImageFromArray(_volume()[:, :, 0]), str(flat_nrrd))
+    sitk.WriteImage(sitk.GetImageFromArray(volume()[:, :, 0]), str(flat_nrrd))
     with pytest.raises(ValueError, match=r"flat\.nrrd is a 2-D image"):
         load_volume(flat_nrrd)
 
@@ -388,100 +359,6 @@ def test_missing_file(tmp_path: Path) -> None:
         load_volume(tmp_path / "gone.nii.gz")
     with pytest.raises(FileNotFoundError, match="gone.nii.gz"):
         LoadVolumed("image")({"image": str(tmp_path / "gone.nii.gz")})
-
-
-# ---------------------------------------------------------------------------------------------- LoadVolumed
-
-
-def test_loadvolumed_matches_loadimaged(tmp_path: Path) -> None:
-    vol = _volume()
-    lab = (vol > 0).astype(np.uint8)
-    data = {"image": str(_write_nifti(tmp_path / "i.nii.gz", vol)), "label": str(_write_nifti(tmp_path / "l.nii.gz", lab))}
-    ours = LoadVolumed(("image", "label"))(data)
-    ref = LoadImaged(("image", "label"), image_only=True, ensure_channel_first=True)(data)
-    for key in ("image", "label"):
-        assert ours[key].shape == ref[key].shape and ours[key].dtype == ref[key].dtype
-        np.testing.assert_array_equal(ours[key].numpy(), ref[key].numpy())
-        np.testing.assert_allclose(np.asarray(ours[key].affine), np.asarray(ref[key].affine))
-        assert ours[key].meta["filename_or_obj"] == ref[key].meta["filename_or_obj"]
-    assert LoadVolumed(("image", "label"), allow_missing_keys=True)({"image": data["image"]}).keys() == {"image"}
-    with pytest.raises(KeyError):
-        LoadVolumed(("image", "label"))({"image": data["image"]})
-
-
-def test_loadvolumed_matches_monai_itk_reader_on_dicom(tmp_path: Path) -> None:
-    vol = _volume()
-    write_dicom_series(tmp_path / "s", vol, SPACING, rotation(30, 0, -20), ORIGIN, shuffle=True)
-    data = {"image": str(tmp_path / "s")}
-    ours = LoadVolumed("image")(data)["image"]
-    ref = LoadImaged("image", reader="ITKReader", image_only=True, ensure_channel_first=True)(data)["image"]
-    assert ours.shape == ref.shape and ours.dtype == ref.dtype
-    np.testing.assert_array_equal(ours.numpy(), ref.numpy())
-    np.testing.assert_allclose(np.asarray(ours.affine), np.asarray(ref.affine), atol=1e-4)
-
-
-def test_loadvolumed_refuses_mismatched_grids(tmp_path: Path) -> None:
-    image = _write_nifti(tmp_path / "i.nii.gz", _volume())
-    small = _write_nifti(tmp_path / "small.nii.gz", np.zeros((12, 10, 6), np.uint8))
-    nudged_affine = _oblique_ras().copy()
-    nudged_affine[:3, 3] += 1e-5  # float rounding in another tool: still one grid
-    nudged = _write_nifti(tmp_path / "nudged.nii.gz", np.zeros(SHAPE, np.uint8), nudged_affine)
-    moved_affine = _oblique_ras().copy()
-    moved_affine[0, 3] += 2.0
-    moved = _write_nifti(tmp_path / "moved.nii.gz", np.zeros(SHAPE, np.uint8), moved_affine)
-    load = LoadVolumed(("image", "label"))
-    with pytest.raises(ValueError, match=r"shape 12x10x7 of .*i\.nii\.gz differs from 12x10x6 of .*small\.nii\.gz"):
-        load({"image": str(image), "label": str(small)})
-    with pytest.raises(ValueError, match=r"affine of .*i\.nii\.gz differs from .*moved\.nii\.gz by up to 2 mm"):
-        load({"image": str(image), "label": str(moved)})
-    assert load({"image": str(image), "label": str(nudged)})["label"].shape == (1, *SHAPE)
-
-
-def test_dicom_pipeline_inverts_to_the_scan_grid(tmp_path: Path) -> None:
-    """Orientationd + Spacingd after LoadVolumed, then Invertd back, as with LoadImaged."""
-    vol = _volume((16, 14, 8))
-    write_dicom_series(tmp_path / "s", vol, SPACING, rotation(0, 0, 90) @ np.diag([1.0, -1.0, -1.0]), ORIGIN)
-    pre = Compose([LoadVolumed("image"), Orientationd("image", axcodes="RAS", labels=None),
-                   Spacingd("image", pixdim=(1.5, 1.5, 3.0), mode="nearest")])
-    out = pre({"image": str(tmp_path / "s")})
-    np.testing.assert_allclose(np.linalg.norm(np.asarray(out["image"].affine)[:3, :3], axis=0), (1.5, 1.5, 3.0))
-    out["pred"] = out["image"].clone()
-    inv = Invertd("pred", transform=pre, orig_keys="image", nearest_interp=True)(out)
-    original = load_volume(tmp_path / "s")
-    assert inv["pred"].shape == original.shape
-    np.testing.assert_allclose(np.asarray(inv["pred"].affine), np.asarray(original.affine), atol=1e-3)
-
-
-# ---------------------------------------------------------------------------------------------- find_inputs
-
-
-def test_find_inputs(tmp_path: Path) -> None:
-    vol = _volume()
-    root = tmp_path / "in"
-    (root / "sub" / "deeper").mkdir(parents=True)
-    a = _write_nifti(root / "b_case.nii.gz", vol)
-    b = _write_nrrd(root / "sub" / "a_case.nrrd", vol, np.eye(3))
-    write_dicom_series(root / "sub" / "deeper" / "series", vol, SPACING, np.eye(3), ORIGIN)
-    (root / "notes.txt").write_text("not an image")
-    (root / ".hidden.nii.gz").write_bytes(b"x")
-    single = _write_nifti(tmp_path / "single.nii", vol)
-    found = find_inputs([root, single])
-    assert found == sorted([a, b, root / "sub" / "deeper" / "series", single])
-    assert find_inputs(root / "sub" / "deeper" / "series") == [root / "sub" / "deeper" / "series"]
-
-    (tmp_path / "empty").mkdir()
-    write_dicom_series(tmp_path / "two", vol, SPACING, np.eye(3), ORIGIN, series_uid="1.9.1", prefix="a")
-    write_dicom_series(tmp_path / "two", vol, SPACING, np.eye(3), ORIGIN, series_uid="1.9.2", prefix="b")
-    with pytest.raises(ValueError) as err:
-        find_inputs([root, tmp_path / "empty", tmp_path / "missing.nii.gz", tmp_path / "two"])
-    message = str(err.value)
-    assert "3 problem(s)" in message
-    assert f"no NIfTI, NRRD or DICOM series found in {tmp_path / 'empty'}" in message
-    assert f"input not found: {tmp_path / 'missing.nii.gz'}" in message
-    assert "1.9.1" in message and "1.9.2" in message
-    assert find_inputs(tmp_path / "two", series_uid="1.9.2") == [tmp_path / "two"]
-    with pytest.raises(FileNotFoundError, match="missing.nii.gz"):
-        find_inputs(tmp_path / "missing.nii.gz")
 
 
 # ---------------------------------------------------------------------------------------------- real scans
