@@ -187,6 +187,21 @@ def test_train_folds_writes_folds_oof_summary_postprocessing_and_log(crossval: d
     assert "command: medt3d train" in log and "fold 1: training" in log and "out-of-fold" in log
 
 
+def test_five_folds_by_nnunet_rule_in_one_command(tmp_path: Path):
+    """No splits file: the five folds of nnU-Net's rule, each trained, every case predicted out of fold once."""
+    raw = write_nnunet_phantoms(tmp_path / "raw", 5, shape=(16, 16, 16),
+                                labels={"background": 0, "a": 1, "b": 2, "c": 3})
+    cv = tmp_path / "cv"
+    assert main(["train", "--config", "demo", "--data-dir", str(raw / "dataset.json"), "--output", str(cv),
+                 "--folds", "0", "1", "2", "3", "4", *CV_SETTINGS, "--set=train.iterations_per_epoch=1"]) == 0
+    folds = nnunet_folds([f"phantom_00{i}" for i in range(5)])
+    assert json.loads((cv / "splits_final.json").read_text()) == folds
+    summary = json.loads((cv / "crossval_summary.json").read_text())
+    assert {c["case"]: c["fold"] for c in summary["metric_per_case"]} == {
+        name: i for i, fold in enumerate(folds) for name in fold["val"]}
+    assert [f"fold_{i}" for i in range(5)] == sorted(p.name for p in cv.glob("fold_*"))
+
+
 def test_train_folds_resume_leaves_finished_folds_and_retrains_the_unfinished(crossval: dict[str, Path]):
     cv, raw = crossval["cv"], crossval["raw"]
     args = ["train", "--config", "demo", "--data-dir", str(raw / "dataset.json"), "--output", str(cv), "--folds",
