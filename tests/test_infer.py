@@ -1,7 +1,7 @@
-"""``medt3d infer``: batch outputs, sidecars, DICOM SEG, bad inputs, skip-existing, no overwrite, torchrun.
+"""``medt3d infer``: batch outputs, sidecars, DICOM SEG, bad inputs, skip-existing, no overwrite.
 
 Most tests run the batch runner with the deterministic :class:`ThresholdNet` (see test_inference.py),
-so each case's right answer is ``scan > 500 HU``. The command-line tests use a real tiny checkpoint.
+so each case's right answer is ``scan > 500 HU``. The command-line tests are in test_infer_cli.py.
 """
 
 from __future__ import annotations
@@ -9,47 +9,24 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
-from dicom_utils import rotation, write_dicom_series
+from dicom_utils import write_dicom_series
+from infer_utils import run_threshold, write_scans
 from support import THRESHOLD_HU, ThresholdNet, blob_volume, save, threshold_config
 
 from medt3d.data.readers import read_header
-from medt3d.inference.batch import InferOptions, discover_cases, run_inference
+from medt3d.inference.batch import InferOptions, discover_cases
 from medt3d.label_table import label_table
-
-QUIET = InferOptions(progress=False)
-
-
-def _run(inputs, out: Path, *overrides: str, options: InferOptions = QUIET, net=None) -> dict:
-    return run_inference([str(i) for i in inputs], out, network=(net or ThresholdNet(), threshold_config(*overrides)),
-                         options=options)
 
 
 @pytest.fixture()
 def scans(tmp_path: Path) -> dict[str, Path]:
     """A NIfTI (LPS), an NRRD and an oblique DICOM series, each holding a 1000 HU blob."""
-    import SimpleITK as sitk
-
-    data = tmp_path / "scans"
-    data.mkdir()
-    image, affine = blob_volume((20, 18, 10), (1.0, 1.2, 2.0), "LPS")
-    nifti = save(data / "ct_a.nii.gz", image, affine)
-    nrrd_img, _ = blob_volume((16, 20, 12), (0.9, 0.9, 1.5), "RAS")
-    itk = sitk.GetImageFromArray(np.transpose(nrrd_img, (2, 1, 0)))
-    itk.SetSpacing((0.9, 0.9, 1.5))
-    nrrd = data / "ct_b.nrrd"
-    sitk.WriteImage(itk, str(nrrd))
-    dcm_img, _ = blob_volume((18, 16, 8), (1.1, 1.0, 2.5), rotation(10.0, 0.0, 20.0))
-    dicom = data / "ct_c"
-    write_dicom_series(dicom, dcm_img.astype(np.int16), (1.1, 1.0, 2.5), rotation(10.0, 0.0, 20.0), (0, 0, 0),
-                       modality="CT")
-    return {"nifti": nifti, "nrrd": nrrd, "dicom": dicom, "folder": data}
+    return write_scans(tmp_path)
 
 
 # ------------------------------------------------------------------------------------- outputs
@@ -57,7 +34,7 @@ def scans(tmp_path: Path) -> dict[str, Path]:
 
 def test_folder_of_mixed_inputs_gives_labels_on_each_scans_grid_and_sidecars(scans, tmp_path: Path):
     out = tmp_path / "out"
-    summary = _run([scans["folder"]], out)
+    summary = run_threshold([scans["folder"]], out)
     assert summary["exit_code"] == 0 and summary["done"] == 3 and summary["failed"] == []
     for name, source in (("ct_a", scans["nifti"]), ("ct_b", scans["nrrd"]), ("ct_c", scans["dicom"])):
         seg = nib.load(str(out / f"{name}_seg.nii.gz"))
@@ -101,7 +78,7 @@ def test_options_override_the_config_and_probabilities_are_written(scans, tmp_pa
     out = tmp_path / "out"
     options = InferOptions(progress=False, roi_size=(8, 8, 8), overlap=0.5, mode="constant", sw_batch_size=3,
                            save_probabilities=True, tta_flips=True, padding_mode="reflect")
-    summary = _run([scans["nifti"]], out, options=options)
+    summary = run_threshold([scans["nifti"]], out, options=options)
     assert summary["exit_code"] == 0
     sidecar = json.loads((out / "ct_a_seg.json").read_text())
     assert sidecar["inference"]["device"] == "cpu" and sidecar["inference"]["sw_batch_size"] == 3
@@ -123,7 +100,7 @@ def test_dicom_seg_references_the_series_and_holds_the_label(scans, tmp_path: Pa
     from medt3d.data.readers import check_dicom_series
 
     out = tmp_path / "out"
-    summary = _run([scans["dicom"], scans["nifti"]], out, options=InferOptions(progress=False, output_formats=("dicom-seg",)))
+    summary = run_threshold([scans["dicom"], scans["nifti"]], out, options=InferOptions(progress=False, output_formats=("dicom-seg",)))
     assert summary["exit_code"] == 0
     assert not (out / "ct_a_seg.dcm").exists()
     assert "not a DICOM series" in json.loads((out / "ct_a_seg.json").read_text())["notes"][0]
@@ -160,7 +137,7 @@ def test_bad_cases_fail_alone_with_clear_messages(scans, tmp_path: Path):
     write_dicom_series(two, image.astype(np.int16), (1, 1, 1), np.eye(3), (0, 0, 50), prefix="b_")
     inputs = [scans["nifti"], *sorted(p for p in bad.iterdir() if p.name.endswith(".nii.gz")), two]
     out = tmp_path / "out"
-    summary = _run(inputs, out)
+    summary = run_threshold(inputs, out)
     assert summary["exit_code"] == 1
     assert summary["done"] == 1 and (out / "ct_a_seg.nii.gz").is_file()
     errors = {f["case"]: f["error"] for f in summary["failed"]}
@@ -175,7 +152,7 @@ def test_bad_cases_fail_alone_with_clear_messages(scans, tmp_path: Path):
         assert not list(out.glob(f"{name}_*"))
     missing = tmp_path / "missing.nii.gz"  # a missing input is bad usage: nothing is segmented (exit code 2)
     with pytest.raises(FileNotFoundError, match=r"input\(s\) not found: .*missing\.nii\.gz; nothing was segmented"):
-        _run([scans["nifti"], missing], tmp_path / "out2")
+        run_threshold([scans["nifti"], missing], tmp_path / "out2")
     assert not (tmp_path / "out2").exists()
 
 
@@ -185,7 +162,7 @@ def test_a_series_without_frame_of_reference_gets_a_dicom_seg_with_a_new_one(sha
 
     series = shared_data / "mr_dicom_series" / "series"
     out = tmp_path / "out"
-    summary = _run([series], out, "patch.roi_size=[64,64,16]", options=InferOptions(progress=False, output_formats=("dicom-seg",)))
+    summary = run_threshold([series], out, "patch.roi_size=[64,64,16]", options=InferOptions(progress=False, output_formats=("dicom-seg",)))
     assert summary["exit_code"] == 0 and summary["done"] == 1 and summary["failed_outputs"] == []
     notes = json.loads((out / "series_seg.json").read_text())["notes"]
     (filled,) = [n for n in notes if "filled in memory" in n]
@@ -203,7 +180,7 @@ def test_dicom_seg_of_a_real_series_with_an_empty_character_set(shared_data: Pat
     sources = sorted(series.iterdir())
     assert pydicom.dcmread(sources[0], stop_before_pixels=True).get("SpecificCharacterSet", "x") in ("", None, [])
     out = tmp_path / "out"
-    summary = _run([series], out, "patch.roi_size=[64,64,16]", options=InferOptions(progress=False, output_formats=("dicom-seg",)))
+    summary = run_threshold([series], out, "patch.roi_size=[64,64,16]", options=InferOptions(progress=False, output_formats=("dicom-seg",)))
     assert summary["exit_code"] == 0, summary["failed"]
     seg = pydicom.dcmread(out / "series_seg.dcm")
     assert seg.Modality == "SEG"
@@ -223,7 +200,7 @@ def test_dicom_seg_of_the_real_series_passes_dciodvfy_and_reads_back_as_the_labe
 
     series = shared_data / "ct_dicom_3slice" / "series"
     out = tmp_path / "out"
-    assert _run([series], out, "patch.roi_size=[64,64,16]",
+    assert run_threshold([series], out, "patch.roi_size=[64,64,16]",
                 options=InferOptions(progress=False, output_formats=("dicom-seg",)))["exit_code"] == 0
     seg_path = out / "series_seg.dcm"
     tool = shutil.which("dciodvfy")
@@ -256,7 +233,7 @@ def test_dicom_seg_of_a_series_without_study_uid_and_patient_id(tmp_path: Path):
         ds.PatientID = ""
         ds.save_as(f)
     out = tmp_path / "out"
-    summary = _run([tmp_path / "series"], out, options=InferOptions(progress=False, output_formats=("dicom-seg",)))
+    summary = run_threshold([tmp_path / "series"], out, options=InferOptions(progress=False, output_formats=("dicom-seg",)))
     assert summary["exit_code"] == 0, summary["failed"]
     assert (out / "series_seg.dcm").is_file() and (out / "series_seg.nii.gz").is_file()
     notes = json.loads((out / "series_seg.json").read_text())["notes"]
@@ -272,13 +249,13 @@ def test_a_case_failing_while_writing_leaves_no_files(scans, tmp_path: Path, mon
 
     monkeypatch.setattr(outputs, "save_nifti", broken)
     out = tmp_path / "out"
-    summary = _run([scans["dicom"]], out, options=InferOptions(progress=False, output_formats=("dicom-seg",)))
+    summary = run_threshold([scans["dicom"]], out, options=InferOptions(progress=False, output_formats=("dicom-seg",)))
     assert summary["exit_code"] == 1 and "disk on fire" in summary["failed"][0]["error"]
     assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
 
 
 def test_model_channels_that_do_not_fit_fail_every_case(scans, tmp_path: Path):
-    summary = _run([scans["nifti"], scans["nrrd"]], tmp_path / "out", "data.in_channels=2")
+    summary = run_threshold([scans["nifti"], scans["nrrd"]], tmp_path / "out", "data.in_channels=2")
     assert summary["exit_code"] == 1 and summary["n_failed"] == 2
     assert all("model expects 2" in f["error"] for f in summary["failed"])
 
@@ -289,13 +266,13 @@ def test_model_channels_that_do_not_fit_fail_every_case(scans, tmp_path: Path):
 def test_skip_existing_redoes_only_unfinished_cases(scans, tmp_path: Path):
     out = tmp_path / "out"
     net = ThresholdNet()
-    assert _run([scans["folder"]], out, net=net)["done"] == 3
+    assert run_threshold([scans["folder"]], out, net=net)["done"] == 3
     first_calls = net.calls
     stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*_seg.json")}
     (out / "ct_b_seg.json").unlink()  # as if interrupted before ct_b finished
     (out / "ct_c_seg.nii.gz").unlink()  # a label removed by hand
     options = InferOptions(progress=False, skip_existing=True)
-    summary = _run([scans["folder"]], out, net=net, options=options)
+    summary = run_threshold([scans["folder"]], out, net=net, options=options)
     assert summary["skipped"] == 1 and summary["done"] == 2 and summary["exit_code"] == 0
     assert {c["case"]: c["status"] for c in summary["cases"]} == {"ct_a": "skipped", "ct_b": "done",
                                                                   "ct_c": "done"}
@@ -313,20 +290,20 @@ def test_a_new_run_removes_the_temp_files_of_a_killed_one(scans, tmp_path: Path)
     leftover.write_bytes(b"partial")
     old = leftover.stat().st_mtime - 60
     os.utime(leftover, (old, old))
-    assert _run([scans["folder"]], out, options=InferOptions(progress=False, skip_existing=True))["done"] == 3
+    assert run_threshold([scans["folder"]], out, options=InferOptions(progress=False, skip_existing=True))["done"] == 3
     assert not leftover.exists()
     assert not list(out.glob(".*"))
 
 
 def test_skip_existing_redoes_outputs_of_another_model(scans, tmp_path: Path, caplog):
     out = tmp_path / "out"
-    assert _run([scans["folder"]], out)["done"] == 3
+    assert run_threshold([scans["folder"]], out)["done"] == 3
     sidecar = out / "ct_a_seg.json"
     made = json.loads(sidecar.read_text())
     made["model"]["sha256"] = "0" * 64  # as if another model had written ct_a
     sidecar.write_text(json.dumps(made))
     caplog.set_level("WARNING", logger="medt3d.inference.batch")
-    summary = _run([scans["folder"]], out, options=InferOptions(progress=False, skip_existing=True))
+    summary = run_threshold([scans["folder"]], out, options=InferOptions(progress=False, skip_existing=True))
     assert {c["case"]: c["status"] for c in summary["cases"]} == {"ct_a": "done", "ct_b": "skipped",
                                                                   "ct_c": "skipped"}
     assert "made by another model" in caplog.text and str(sidecar) in caplog.text
@@ -335,7 +312,7 @@ def test_skip_existing_redoes_outputs_of_another_model(scans, tmp_path: Path, ca
 
 def test_outputs_never_overwrite_inputs(scans, tmp_path: Path):
     with pytest.raises(ValueError, match="inside the DICOM input folder"):
-        _run([scans["dicom"]], scans["dicom"] / "out")
+        run_threshold([scans["dicom"]], scans["dicom"] / "out")
     # an input that is named like an output, in the output folder itself
     out = tmp_path / "out"
     out.mkdir()
@@ -344,13 +321,13 @@ def test_outputs_never_overwrite_inputs(scans, tmp_path: Path):
     victim = save(out / "x_seg.nii.gz", image, affine)  # would be the label of x.nii.gz
     before = victim.read_bytes()
     with pytest.raises(ValueError, match="would overwrite the input"):
-        _run([scan, victim], out)
+        run_threshold([scan, victim], out)
     assert victim.read_bytes() == before
 
 
 def test_results_inside_a_searched_input_folder_are_not_inputs(scans):
     out = scans["folder"] / "results"
-    assert _run([scans["folder"]], out)["done"] == 3
+    assert run_threshold([scans["folder"]], out)["done"] == 3
     names = [c.name for c in discover_cases([scans["folder"]], out)]
     assert names == ["ct_a", "ct_b", "ct_c"]
 
@@ -373,7 +350,7 @@ def test_a_scan_with_nan_voxels_fails_its_case_and_the_batch_goes_on(scans, tmp_
     image, affine = blob_volume((16, 16, 12), (1.0, 1.0, 1.0))
     image[2, 3, 4] = np.nan
     bad = save(tmp_path / "nan_scan.nii.gz", image, affine)
-    summary = _run([bad, scans["nifti"]], tmp_path / "out")
+    summary = run_threshold([bad, scans["nifti"]], tmp_path / "out")
     assert summary["exit_code"] == 1 and summary["done"] == 1
     (failed,) = summary["failed"]
     assert f"{bad}: 1 NaN and 0 Inf voxel(s) of {image.size}" in failed["error"]
@@ -384,7 +361,7 @@ def test_statistics_per_structure_and_the_batch_volume_table(scans, tmp_path: Pa
     import csv
 
     out = tmp_path / "out"
-    summary = _run([scans["nifti"], scans["nrrd"]], out, options=InferOptions(progress=False, statistics=True))
+    summary = run_threshold([scans["nifti"], scans["nrrd"]], out, options=InferOptions(progress=False, statistics=True))
     assert summary["done"] == 2
     rows = {r["case"]: r for r in csv.DictReader((out / "volumes.csv").open())}
     assert set(rows) == {"ct_a", "ct_b"}
@@ -400,7 +377,7 @@ def test_statistics_per_structure_and_the_batch_volume_table(scans, tmp_path: Pa
         assert stats["bbox"] == [[int(a.min()), int(a.max())] for a in where]
         assert float(rows[name]["blob_ml"]) == pytest.approx(sidecar["volumes_ml"]["blob"])
         assert float(rows[name]["blob_mean"]) == pytest.approx(1000.0)
-    plain = _run([scans["nifti"]], tmp_path / "plain")  # without --statistics: volumes only
+    plain = run_threshold([scans["nifti"]], tmp_path / "plain")  # without --statistics: volumes only
     assert json.loads((tmp_path / "plain" / "ct_a_seg.json").read_text())["statistics"] is None
     assert "blob_ml" in (tmp_path / "plain" / "volumes.csv").read_text() and plain["done"] == 1
 
@@ -416,7 +393,7 @@ def test_viewers_get_the_names_and_colours_and_dicom_seg_the_snomed_codes(scans,
     assert snomed_codes("spleen")[0]["meaning"] == "Anatomical Structure"
 
     out = tmp_path / "out"
-    summary = _run([scans["dicom"]], out, "data.labels=[background, spleen]",
+    summary = run_threshold([scans["dicom"]], out, "data.labels=[background, spleen]",
                    options=InferOptions(progress=False, output_formats=("dicom-seg",)))
     assert summary["done"] == 1
     seg = pydicom.dcmread(out / "ct_c_seg.dcm")
@@ -440,115 +417,3 @@ def test_case_names_stay_unique(tmp_path: Path):
         save(tmp_path / sub / "ct.nii.gz", image, affine)
     names = sorted(c.name for c in discover_cases([tmp_path / "site1", tmp_path / "site2"], tmp_path / "o"))
     assert names == ["site1_ct", "site2_ct"]
-
-
-# ------------------------------------------------------------------------------------- command line
-
-
-def _tiny_checkpoint(path: Path, *overrides: str) -> Path:
-    """A real (untrained) tiny MedT3D checkpoint with the threshold config's preprocessing."""
-    from medt3d.models.checkpoint import save_checkpoint
-    from medt3d.networks import build_network
-
-    cfg = threshold_config("network.preset=tiny", *overrides)
-    torch.manual_seed(0)
-    return save_checkpoint(path, network=build_network(cfg), cfg=cfg, epoch=1, iteration=1)
-
-
-def _cli(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, encoding="utf-8", errors="replace",
-                          timeout=timeout)
-
-
-def test_cli_with_a_checkpoint_exit_codes_and_summary(scans, tmp_path: Path):
-    from medt3d.cli import main
-
-    ckpt = _tiny_checkpoint(tmp_path / "model.pt")
-    out = tmp_path / "out"
-    rc = main(["infer", str(scans["nifti"]), str(scans["dicom"]), "--model", str(ckpt), "--output", str(out),
-               "--device", "cpu", "--no-progress", "--roi-size", "16", "16", "16"])
-    assert rc == 0
-    sidecar = json.loads((out / "ct_a_seg.json").read_text())
-    assert sidecar["model"]["file"] == str(ckpt.resolve()) and len(sidecar["model"]["sha256"]) == 64
-    seg = nib.load(str(out / "ct_c_seg.nii.gz"))
-    np.testing.assert_allclose(seg.affine, read_header(scans["dicom"]).affine, atol=1e-3)
-    run_dir = tmp_path / "run"
-    (run_dir / "checkpoints").mkdir(parents=True)
-    ckpt.rename(run_dir / "checkpoints" / "best.pt")
-    ckpt = run_dir  # a training run folder works as --model too
-    (tmp_path / "nope.nii.gz").write_bytes(b"not a scan")  # a bad file fails its case (a missing one: exit code 2)
-    rc = main(["infer", str(scans["nifti"]), str(tmp_path / "nope.nii.gz"), "--model", str(ckpt),
-               "--output", str(tmp_path / "out2"), "--no-progress"])
-    assert rc == 1
-    summary = json.loads((tmp_path / "out2" / "summary.json").read_text())
-    assert [f["case"] for f in summary["failed"]] == ["nope"] and summary["done"] == 1
-    assert summary["model"]["file"] == str((run_dir / "checkpoints" / "best.pt").resolve())
-    assert main(["infer", str(scans["nifti"]), "--model", str(tmp_path / "none.pt"), "--output",
-                 str(tmp_path / "o3")]) == 2
-
-
-def test_torchrun_two_cpu_processes_split_the_cases(tmp_path: Path):
-    data = tmp_path / "data"
-    data.mkdir()
-    for i in range(5):
-        image, affine = blob_volume((12 + i, 14, 8), (1.0, 1.0, 1.5), "RAS")
-        save(data / f"case{i}.nii.gz", image, affine)
-    ckpt = _tiny_checkpoint(tmp_path / "model.pt")
-    out = tmp_path / "out"
-    proc = _cli(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "medt3d", "infer",
-                 str(data), "--model", str(ckpt), "--output", str(out), "--device", "cpu", "--no-progress"],
-                tmp_path)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    sidecars = [json.loads(p.read_text()) for p in sorted(out.glob("*_seg.json"))]
-    assert [s["case"] for s in sidecars] == [f"case{i}" for i in range(5)]
-    assert {s["world_size"] for s in sidecars} == {2}
-    ranks = [s["rank"] for s in sidecars]
-    assert sorted(ranks) == [0, 0, 0, 1, 1], "each case once, shared by both ranks"
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["done"] == 5 and summary["world_size"] == 2
-    assert (proc.stdout + proc.stderr).count("medt3d infer: 5 done") == 1, "only rank 0 reports"
-
-
-@pytest.mark.slow
-def test_bench_infer_measures_both_routes_in_fresh_processes(tmp_path: Path):
-    from medt3d.bench.inference import bench_infer
-
-    cfg = threshold_config("network.preset=tiny", "preprocess.spacing=[1.5,1.5,2.0]", "patch.roi_size=[32,32,32]")
-    result = bench_infer(cfg, tmp_path, volumes={"small": ((24, 24, 16), (1.0, 1.0, 1.5))}, log=lambda m: None,
-                         batch=2)
-    rows = result["rows"]
-    assert [(r["network"], r["rc"]) for r in rows] == [("medt3d-tiny", 0), ("unet", 0)], result
-    for row in rows:
-        assert 0 < row["peak_rss_gb"] < 8 and row["process_wall_s"] >= row["case_s"] >= row["window_s"] >= 0
-        assert set(row["phases_s"]) == {"load", "preprocess", "windows", "postprocess", "write"}
-        assert sum(row["phases_s"].values()) <= row["case_s"] + 0.05
-        assert set(row["phase_peak_mb"]) == set(row["phases_s"]) and max(row["phase_peak_mb"].values()) > 50
-    assert rows[0]["batch"] == 2 and rows[0]["batch_rc"] == 0 and rows[0]["batch_process_wall_s"] > 0
-    assert len(list((tmp_path / "medt3d_small_batch_out").glob("*_seg.nii.gz"))) == 2
-    assert "Batch of 2 on small" in result["table"]
-    assert result["settings"]["roi_size"] == [32, 32, 32]
-    assert (tmp_path / "medt3d_small" / "ct_small_seg.nii.gz").is_file() and (tmp_path / "unet_small_seg.nii.gz").is_file()
-    assert "| small | unet |" in result["table"]
-
-
-def test_a_gantry_tilted_series_is_segmented_on_its_corrected_grid_and_gets_no_dicom_seg(tmp_path: Path):
-    """The SEG that was asked for cannot be made: the case fails (exit 1), its NIfTI label stays."""
-    image, _ = blob_volume((20, 22, 12), (1.0, 1.0, 2.0), "LPS")
-    direction = np.eye(3)
-    direction[:, 2] = [0.0, np.tan(np.radians(12.0)), 1.0]  # the table steps along z, the slices are tilted
-    write_dicom_series(tmp_path / "tilted", image.astype(np.int16), (1.0, 1.0, 2.0), direction, (0, 0, 0),
-                       modality="CT")
-    from medt3d.data.readers import read_header as header_of
-
-    corrected = header_of(tmp_path / "tilted").affine
-    summary = _run([tmp_path / "tilted"], tmp_path / "out", options=InferOptions(progress=False,
-                                                                                 output_formats=("dicom-seg",)))
-    assert summary["done"] == 0 and summary["exit_code"] == 1 and summary["failed_outputs"][0]["output"] == "dicom_seg"
-    assert "gantry-tilted" in summary["failed_outputs"][0]["error"] and "gantry-tilted" in summary["failed"][0]["error"]
-    label = nib.load(tmp_path / "out" / "tilted_seg.nii.gz")
-    np.testing.assert_allclose(label.affine, corrected, atol=1e-4)
-    assert np.allclose(np.linalg.norm(label.affine[:3, :3], axis=0), [1.0, 1.0, 2.0])  # the table step along z
-    columns = label.affine[:3, :3] / np.linalg.norm(label.affine[:3, :3], axis=0)
-    np.testing.assert_allclose(columns.T @ columns, np.eye(3), atol=1e-6)  # a regular grid, no shear left
-    assert not (tmp_path / "out" / "tilted_seg.dcm").exists() and np.asarray(label.dataobj).sum() > 0
