@@ -68,7 +68,6 @@ def write_dicom_seg(label: Any, series_folder: str | Path, out_path: str | Path,
     """
     import highdicom as hd
     import pydicom
-    from pydicom.sr.codedict import codes
 
     info = read_header(series_folder, series_uid)
     if info.tilt_shifts is not None:
@@ -92,6 +91,28 @@ def write_dicom_seg(label: Any, series_folder: str | Path, out_path: str | Path,
     if frames.shape != (n_frames, rows, columns):
         raise InputError(f"{series_folder}: label of {frames.shape[0]} slices of {frames.shape[1]}x{frames.shape[2]} "
                          f"does not fit the series ({n_frames} slices of {rows}x{columns})")
+    descriptions = _segment_descriptions(labels, model_name)
+    n_segments = len(descriptions)
+    if frames.max(initial=0) > n_segments:
+        raise InputError(f"label values up to {int(frames.max())} but only {n_segments} segment(s) are described; "
+                         "name every class in data.labels")
+    dtype = np.uint8 if n_segments < 256 else np.uint16
+    try:
+        seg = _segmentation(hd, sources, frames.astype(dtype, copy=False), descriptions, model_name)
+    except (ValueError, TypeError, AttributeError, KeyError) as err:
+        raise InputError(f"{series_folder}: cannot write a DICOM SEG for this series: {describe_error(err)}; use the "
+                         "NIfTI label, or check the series' headers") from None
+    with atomic_path(out_path) as tmp:
+        seg.save_as(tmp)
+    return notes
+
+
+
+def _segment_descriptions(labels: Sequence[dict[str, Any]], model_name: str) -> list[Any]:
+    """One highdicom segment description per class of the label table (background, value 0, has none)."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
     algorithm = hd.AlgorithmIdentificationSequence(
         name=model_name, family=codes.DCM.ArtificialIntelligence, version=__version__)
     descriptions = []
@@ -107,20 +128,7 @@ def write_dicom_seg(label: Any, series_folder: str | Path, out_path: str | Path,
             algorithm_identification=algorithm,
             display_color=hd.color.CIELabColor.from_rgb(*[int(c) for c in entry["color"]]),
         ))
-    n_segments = len(descriptions)
-    if frames.max(initial=0) > n_segments:
-        raise InputError(f"label values up to {int(frames.max())} but only {n_segments} segment(s) are described; "
-                         "name every class in data.labels")
-    dtype = np.uint8 if n_segments < 256 else np.uint16
-    try:
-        seg = _segmentation(hd, sources, frames.astype(dtype, copy=False), descriptions, model_name)
-    except (ValueError, TypeError, AttributeError, KeyError) as err:
-        raise InputError(f"{series_folder}: cannot write a DICOM SEG for this series: {describe_error(err)}; use the "
-                         "NIfTI label, or check the series' headers") from None
-    with atomic_path(out_path) as tmp:
-        seg.save_as(tmp)
-    return notes
-
+    return descriptions
 
 
 def _share_pixel_measures(ds: Any, slice_step: float) -> None:
