@@ -176,3 +176,83 @@ def dciodvfy_errors(path: Path) -> list[str] | None:
         return None
     report = subprocess.run([tool, str(path)], capture_output=True, text=True)
     return [line for line in (report.stdout + report.stderr).splitlines() if line.startswith("Error")]
+
+
+# ------------------------------------------------------------------------------------------ RTSTRUCT mutants
+
+#: the sarcoma case whose RTSTRUCT the RTSTRUCT mutants change (the small 5 mm PET), and its ROI map
+RT_SOURCE = ("ct_pet_mr_sts", "STS_002", "PET")
+RT_LABELS = (("background", "tumour"), {"GTV_Mass_PET": "tumour"})
+#: mutation -> what it must give; the copy first references its own series (as a planning system writes it)
+RT_MUTATIONS = {
+    "none": "reads",
+    "blank:anonymised": "reads",  # SOP instance, study and series UIDs, patient ID and name of the RTSTRUCT
+    "remove:ContourImageSequence": "reads",  # contours placed by their coordinates, not by the slice they name
+    "blank:ContourGeometricType": "reads",
+    "remove:ROIDisplayColor": "reads",
+    "remove:ReferencedFrameOfReferenceSequence": "reads",  # each ROI's ReferencedFrameOfReferenceUID remains
+    "blank:ReferencedFrameOfReferenceUID": "reads",  # the ROIs' blank, the sequence's remains
+    "missing:frame-of-reference": "refused",  # both blank: nowhere to place the points
+    "other:frame-of-reference": "refused",  # drawn on another scan
+    "other:series": "refused",  # references a series that is not the one beside it
+    "blank:ROIName": "refused",  # an ROI of no class
+}
+
+
+def _referenced_series(ds) -> list:
+    return [s for f in ds.get("ReferencedFrameOfReferenceSequence", []) for st in f.get("RTReferencedStudySequence", [])
+            for s in st.get("RTReferencedSeriesSequence", [])]
+
+
+def rt_mutate(shared: Path, dst: Path, mutation: str) -> Path:
+    """Copy the sarcoma case's series and RTSTRUCT into ``dst`` (side by side), apply ``mutation``; the RTSTRUCT."""
+    source = shared.joinpath(*RT_SOURCE) / "dicom"
+    shutil.copytree(source / "series", dst / "series")
+    ds = pydicom.dcmread(source / "rtstruct.dcm")
+    series = pydicom.dcmread(next((dst / "series").iterdir()), stop_before_pixels=True)
+    for item in _referenced_series(ds):
+        item.SeriesInstanceUID = series.SeriesInstanceUID  # the crop kept the original's UID: reference this one
+    op, _, what = mutation.partition(":")
+    contours = [c for item in ds.ROIContourSequence for c in item.ContourSequence]
+    if mutation == "blank:anonymised":
+        for keyword in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "PatientID", "PatientName"):
+            ds[keyword].value = None
+    elif op == "remove" and what == "ContourImageSequence":
+        for contour in contours:
+            del contour.ContourImageSequence
+    elif mutation == "blank:ContourGeometricType":
+        for contour in contours:
+            contour.ContourGeometricType = None
+    elif mutation == "remove:ROIDisplayColor":
+        for item in ds.ROIContourSequence:
+            del item.ROIDisplayColor
+    elif mutation == "remove:ReferencedFrameOfReferenceSequence":
+        del ds.ReferencedFrameOfReferenceSequence
+    elif what in ("ReferencedFrameOfReferenceUID", "frame-of-reference"):
+        new = pydicom.uid.generate_uid() if op == "other" else None
+        for roi in ds.StructureSetROISequence:
+            roi.ReferencedFrameOfReferenceUID = new
+        for item in ds.ReferencedFrameOfReferenceSequence if op != "blank" else ():
+            item.FrameOfReferenceUID = new
+    elif mutation == "other:series":
+        for item in _referenced_series(ds):
+            item.SeriesInstanceUID = pydicom.uid.generate_uid()
+    elif mutation == "blank:ROIName":
+        ds.StructureSetROISequence[0].ROIName = None
+    ds.save_as(dst / "rtstruct.dcm")
+    return dst / "rtstruct.dcm"
+
+
+def rt_outcome(rtstruct: Path, shared: Path) -> Outcome:
+    """Read a mutant RTSTRUCT (``data.rtstruct_match: series``) and compare it with the shared mask (Dice in detail)."""
+    from medt3d.data.readers import align_to, load_volume
+    from medt3d.data.readers.rtstruct import RoiMap
+
+    try:
+        label = load_volume(rtstruct, rois=RoiMap(*RT_LABELS, "series"))
+    except ValueError as err:
+        return Outcome("refused", str(err))
+    mask = load_volume(shared.joinpath(*RT_SOURCE) / "gtv.nii.gz")
+    mask = align_to(mask, label.affine.numpy(), label.shape[-3:], what="gtv")[0].numpy() > 0
+    mine = label[0].numpy() > 0
+    return Outcome("reads", f"Dice {2 * (mine & mask).sum() / (mine.sum() + mask.sum()):.4f}")

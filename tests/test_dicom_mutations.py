@@ -17,12 +17,15 @@ import pytest
 from dicom_mutants import (
     ENHANCED,
     MUTATIONS,
+    RT_MUTATIONS,
     SOURCES,
     copy_source,
     dciodvfy_errors,
     expected,
     mutate,
     outcome,
+    rt_mutate,
+    rt_outcome,
 )
 from dicom_utils import rotation, write_dicom_series
 
@@ -185,3 +188,40 @@ def test_a_requested_output_that_fails_fails_the_case_and_keeps_its_nifti(tmp_pa
     again = run_inference([str(scan)], out, network=(ThresholdNet(), threshold_config()),
                           options=InferOptions(progress=False, skip_existing=True))
     assert again["done"] == 1 and again["skipped"] == 0  # not taken as finished by --skip-existing
+
+
+@pytest.mark.parametrize("mutation", list(RT_MUTATIONS))
+def test_each_rtstruct_mutant_reads_as_the_mask_or_is_refused_with_a_reason(shared_data: Path, tmp_path: Path,
+                                                                           mutation: str):
+    """Anonymised RTSTRUCTs vary: blank identifiers and colours, no contour image references, one of the two
+    frame-of-reference references missing still read right; no frame of reference, another frame or another
+    series, and an ROI without a name are refused in one line naming the file."""
+    path = rt_mutate(shared_data, tmp_path, mutation)
+    result = rt_outcome(path, shared_data)
+    assert result.status == RT_MUTATIONS[mutation], result.detail
+    if result.status == "reads":
+        assert result.detail == "Dice 1.0000"
+    else:
+        assert "\n" not in result.detail and str(path) in result.detail, result.detail
+        reason = {"missing:frame-of-reference": "references no frame of reference",
+                  "other:frame-of-reference": "drawn on another scan",
+                  "other:series": "rtstruct_match: frame_of_reference", "blank:ROIName": "match no class"}
+        assert reason[mutation] in result.detail, result.detail
+
+
+def test_an_rtstruct_for_an_anonymised_series_passes_dciodvfy_and_reads_back(sources, tmp_path: Path):
+    from medt3d.data.readers import load_volume
+    from medt3d.data.readers.rtstruct import RoiMap
+    from medt3d.inference.rtstruct import write_rtstruct
+
+    mutant = mutate(sources["ct_3slice"], tmp_path / "series", "blank:anonymised")
+    volume = load_volume(mutant)[0].numpy()
+    label = (volume > np.percentile(volume, 75)).astype(np.uint8)
+    out = tmp_path / "rtstruct.dcm"
+    notes = write_rtstruct(label, mutant, out, [{"value": 0, "name": "background", "color": [0, 0, 0]},
+                                                {"value": 1, "name": "blob", "color": [255, 0, 0]}])
+    assert "SeriesInstanceUID new" in notes[0]
+    _check_dciodvfy(out)
+    # the series has no SeriesInstanceUID to reference (the RTSTRUCT names the one filled in memory): by its frame
+    back = load_volume(out, rois=RoiMap(("background", "blob"), {}, "frame_of_reference"))[0].numpy()
+    np.testing.assert_array_equal(back, label)

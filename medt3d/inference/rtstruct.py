@@ -39,12 +39,24 @@ def _ds(value: float) -> str:
     return f"{value:.3f}".rstrip("0").rstrip(".") if abs(value) >= 1e-4 else "0"
 
 
+def _contour_data(points: np.ndarray) -> Any:
+    """ContourData as a raw element, written as it is: pydicom checks each DS value of a list it is given one by
+    one, which took most of the time of a large structure's file (about 1 s per 20,000 points)."""
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    text = "\\".join(_ds(v) for v in points.ravel()).encode("ascii")
+    text += b" " * (len(text) % 2)  # DICOM values have an even length
+    return RawDataElement(Tag(0x30060050), "DS", len(text), text, 0, True, True)
+
+
 def slice_contours(plane: np.ndarray) -> list[np.ndarray]:
     """Closed contours (N, 2) in voxel coordinates (x, y) around the pixels of a 2-D mask (x, y), holes included."""
-    from skimage.measure import find_contours
+    from skimage.measure import approximate_polygon, find_contours
 
     padded = np.pad(plane.astype(np.float32), 1)
-    return [c[:-1] - 1.0 for c in find_contours(padded, 0.5) if len(c) > 3]
+    # tolerance 0 drops only the points on a straight run (most of them): the same polygon, far fewer points
+    return [approximate_polygon(c, 0.0)[:-1] - 1.0 for c in find_contours(padded, 0.5) if len(c) > 3]
 
 
 def _sources(series_folder: str | Path, series_uid: str | None) -> tuple[Any, list[Any], list[str]]:
@@ -64,12 +76,14 @@ def _sources(series_folder: str | Path, series_uid: str | None) -> tuple[Any, li
 def _base(first: Any, model_name: str) -> Any:
     import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian
+    from pydicom.uid import ImplicitVRLittleEndian
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = RTSTRUCT_SOP_CLASS
     meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    # implicit VR: 32-bit value lengths (explicit VR gives DS 16 bits, 65,535 bytes: one contour of a large
+    # structure on a 512 x 512 slice needs more)
+    meta.TransferSyntaxUID = ImplicitVRLittleEndian
     ds = FileDataset("rtstruct", {}, file_meta=meta, preamble=b"\0" * 128)
     now = datetime.datetime.now()
     ds.SpecificCharacterSet = "ISO_IR 192"
@@ -134,7 +148,7 @@ def _roi_items(label: np.ndarray, entry: dict[str, Any], number: int, to_world: 
             contour.ContourImageSequence = Seq([image])
             contour.ContourGeometricType = "CLOSED_PLANAR"
             contour.NumberOfContourPoints = len(world)
-            contour.ContourData = [_ds(v) for v in world.ravel()]
+            contour[0x30060050] = _contour_data(world)
             contours.append(contour)
     roi = Dataset()
     roi.ROINumber, roi.ReferencedFrameOfReferenceUID = number, sources[0].FrameOfReferenceUID

@@ -45,6 +45,8 @@ RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
 MATCH_MODES = ("series", "frame_of_reference")
 #: a contour's points may lie this far (in slices) off the slice plane they are put on
 _PLANE_TOLERANCE = 0.25
+#: contour types that enclose no area
+_NO_AREA = ("POINT", "OPEN_PLANAR", "OPEN_NONPLANAR")
 _LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS (DICOM patient coordinates)
 
 
@@ -121,10 +123,10 @@ def _read(path: Path) -> Any:
 
 def _references(ds: Any, path: Path) -> tuple[set[str], set[str]]:
     """The frames of reference and series that the structure set references."""
-    frames = {str(f.get("FrameOfReferenceUID", "")).strip() for f in ds.get("ReferencedFrameOfReferenceSequence", [])}
-    frames |= {str(r.get("ReferencedFrameOfReferenceUID", "")).strip() for r in ds.get("StructureSetROISequence", [])}
+    frames = {str(f.get("FrameOfReferenceUID") or "").strip() for f in ds.get("ReferencedFrameOfReferenceSequence", [])}
+    frames |= {str(r.get("ReferencedFrameOfReferenceUID") or "").strip() for r in ds.get("StructureSetROISequence", [])}
     frames.discard("")
-    series = {str(s.get("SeriesInstanceUID", "")).strip()
+    series = {str(s.get("SeriesInstanceUID") or "").strip()
               for f in ds.get("ReferencedFrameOfReferenceSequence", [])
               for st in f.get("RTReferencedStudySequence", [])
               for s in st.get("RTReferencedSeriesSequence", [])}
@@ -150,7 +152,7 @@ def _series_uid_of(folder: Path) -> tuple[str, str, str]:
     for f in dicom_files(folder):
         ds = pydicom.dcmread(f, stop_before_pixels=True, force=True)
         if "Rows" in ds:
-            return (str(ds.get("SeriesInstanceUID", "")), str(ds.get("FrameOfReferenceUID", "")).strip(),
+            return (str(ds.get("SeriesInstanceUID") or ""), str(ds.get("FrameOfReferenceUID") or "").strip(),
                     f"{folder} (series {ds.get('SeriesInstanceUID', '')})")
     return "", "", str(folder)
 
@@ -194,7 +196,7 @@ def read_header(path: Path, series_uid: str | None = None) -> RtstructInfo:
 def roi_names(path: str | Path) -> list[str]:
     """The ROI names of an RTSTRUCT file, in its order."""
     ds = _read(Path(path))
-    return [str(r.get("ROIName", "")) for r in ds.get("StructureSetROISequence", [])]
+    return [str(r.get("ROIName") or "") for r in ds.get("StructureSetROISequence", [])]
 
 
 def _check_series(info: RtstructInfo, match: str) -> None:
@@ -210,7 +212,7 @@ def _roi_values(ds: Any, info: RtstructInfo, rois: RoiMap) -> dict[int, int]:
     numbers: dict[int, int] = {}
     unknown = []
     for roi in ds.get("StructureSetROISequence", []):
-        name = str(roi.get("ROIName", ""))
+        name = str(roi.get("ROIName") or "")
         value = rois.value_of(name)
         if value is None:
             unknown.append(name)
@@ -222,10 +224,25 @@ def _roi_values(ds: Any, info: RtstructInfo, rois: RoiMap) -> dict[int, int]:
                          f"{list(rois.labels)}; {hint}, e.g. data.roi_names: {{{unknown[0]}: {rois.labels[-1]}}}")
     missing = [rois.labels[v] for v in range(1, len(rois.labels)) if v not in numbers.values()]
     if missing:
-        present = [str(r.get("ROIName", "")) for r in ds.get("StructureSetROISequence", [])]
+        present = [str(r.get("ROIName") or "") for r in ds.get("StructureSetROISequence", [])]
         raise InputError(f"{info.path}: no ROI for class(es) {', '.join(map(repr, missing))} (ROIs there: "
                          f"{', '.join(map(repr, present)) or 'none'}); {hint}")
     return numbers
+
+
+def _points(contour: Any, path: Path) -> np.ndarray:
+    """A contour's points (N, 3) in patient mm, parsed by NumPy from the raw value where it is still raw (pydicom's
+    checks of each DS value took most of the time of a large structure)."""
+    element = contour.get_item(0x30060050)
+    try:
+        if element is not None and getattr(element, "is_raw", False) and isinstance(element.value, bytes):
+            values = np.array(element.value.strip(b" \0").split(b"\\"), dtype=np.float64)
+        else:
+            values = np.asarray([float(v) for v in contour.get("ContourData") or []], dtype=np.float64)
+        return values.reshape(-1, 3)
+    except ValueError:
+        raise InputError(f"{path}: a ContourData holds values that are not x, y, z triplets of numbers; export the "
+                         "structure set again") from None
 
 
 def _slice_of(points: np.ndarray, info: RtstructInfo, roi: str) -> int | None:
@@ -243,7 +260,7 @@ def rasterise(ds: Any, info: RtstructInfo, rois: RoiMap) -> np.ndarray:
     from skimage.draw import polygon
 
     numbers = _roi_values(ds, info, rois)
-    names = {int(r.ROINumber): str(r.get("ROIName", "")) for r in ds.get("StructureSetROISequence", [])}
+    names = {int(r.ROINumber): str(r.get("ROIName") or "") for r in ds.get("StructureSetROISequence", [])}
     to_voxel = np.linalg.inv(_LPS @ np.asarray(info.affine, dtype=np.float64))
     nx, ny, nz = info.shape[:3]
     label = np.zeros((nx, ny, nz), dtype=np.uint8 if len(rois.labels) < 256 else np.uint16)
@@ -255,18 +272,16 @@ def rasterise(ds: Any, info: RtstructInfo, rois: RoiMap) -> np.ndarray:
             if numbers.get(number) != value:
                 continue
             for contour in item.get("ContourSequence", []):
-                if str(contour.get("ContourGeometricType", "CLOSED_PLANAR")) != "CLOSED_PLANAR":
-                    continue  # points and open lines enclose no area
-                points = np.asarray([float(v) for v in contour.ContourData], dtype=np.float64).reshape(-1, 3)
+                if str(contour.get("ContourGeometricType") or "CLOSED_PLANAR") in _NO_AREA:
+                    continue  # points and open lines enclose no area (a blank type is taken as closed)
+                points = _points(contour, info.path)
                 voxels = (to_voxel @ np.c_[points, np.ones(len(points))].T).T[:, :3]
                 k = _slice_of(voxels, info, names.get(number, str(number)))
                 if k is None:
                     outside += 1
                     continue
-                xs, ys = polygon(voxels[:, 0], voxels[:, 1], shape=(nx, ny))
-                plane = np.zeros((nx, ny), dtype=bool)
-                plane[xs, ys] = True
-                mask[:, :, k] ^= plane  # even-odd: a contour inside another is a hole
+                xs, ys = polygon(voxels[:, 0], voxels[:, 1], shape=(nx, ny))  # each pixel once
+                mask[xs, ys, k] ^= True  # even-odd: a contour inside another is a hole
         label[mask] = value
     if outside:
         raise InputError(f"{info.path}: {outside} contour(s) lie outside the slices of the series in "
