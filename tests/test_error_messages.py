@@ -325,3 +325,19 @@ def test_a_library_value_error_while_reading_a_scan_is_the_scan_s_error(tmp_path
     assert code == 2, err
     _assert_clear(err, str(scan))
     assert "buffer is too small" in err
+
+
+def test_a_bug_while_reading_a_case_is_not_listed_as_the_case_s_problem(tmp_path: Path, monkeypatch, capsys):
+    """The loops that gather every case's problems catch InputError, not ValueError: a bug in them stops
+    with its traceback (exit code 1) instead of being blamed on a scan."""
+    import medt3d.data.fingerprint as fingerprint
+
+    def buggy(*args, **kwargs):
+        raise ValueError("operands could not be broadcast together with shapes (3,) (4,)")
+
+    monkeypatch.setattr(fingerprint, "_read_case", buggy)
+    scan = _scan(tmp_path / "in")
+    code = main(["inspect", str(scan)])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "Traceback" in err and "internal error" in err and "could be read" not in err

@@ -87,7 +87,7 @@ def _check_case_files(cases: list[dict[str, Any]], problems: list[str]) -> None:
                         check_dicom_series(path, uid)
                 except FileNotFoundError:
                     problems.append(f"{key} of case {case['name']!r} not found: {path}")
-                except ValueError as err:
+                except InputError as err:
                     problems.append(f"{key} of case {case['name']!r}: {err}")
 
 
@@ -203,7 +203,7 @@ def pair_problems(cases: Sequence[dict[str, Any]], atol: float = GEOMETRY_ATOL_M
                 infos[key] = [read_header(f, uid) for f in files]
                 for info in infos[key]:
                     require_3d(info, per_file)
-            except (FileNotFoundError, ValueError) as err:
+            except (FileNotFoundError, InputError) as err:  # another exception is a bug: it is not the case's
                 problems.append((index, f"case {name!r}: {err}"))
                 infos.pop(key, None)
         if "image" in infos:

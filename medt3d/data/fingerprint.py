@@ -234,7 +234,7 @@ def _read_cases(cases: Sequence[dict], foreground_samples: int, seed: int,
     for i, case in enumerate(tqdm(cases, desc="reading cases", unit="case", disable=not progress)):
         try:
             fp, sample = _read_case(case, foreground_samples, seed + i, rois)
-        except (ValueError, FileNotFoundError) as err:
+        except (InputError, FileNotFoundError) as err:  # another exception is a bug: it is not the case's
             problems.append(str(err))
             continue
         if fp["nonfinite_voxels"]:  # training on them would turn every weight into NaN

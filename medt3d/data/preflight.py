@@ -16,6 +16,7 @@ from tqdm import tqdm
 from medt3d.data.datalist import DatasetError, pair_problems
 from medt3d.data.readers import load_image, load_volume
 from medt3d.data.readers.rtstruct import RoiMap
+from medt3d.errors import InputError
 
 __all__ = ["check_cases", "label_value_problem", "non_finite_problem"]
 
@@ -66,7 +67,7 @@ def check_cases(cases: Sequence[dict], num_classes: int | None, channels: int = 
         uid = case.get("image_series_uid", case.get("series_uid"))
         try:
             problem = non_finite_problem(load_image(case["image"], uid, channels=channels), case["image"])
-        except (ValueError, FileNotFoundError) as err:
+        except (InputError, FileNotFoundError) as err:  # another exception is a bug: it is not the case's
             problem = str(err)
         if problem:
             problems.append(problem)
@@ -74,7 +75,7 @@ def check_cases(cases: Sequence[dict], num_classes: int | None, channels: int = 
         if label and num_classes is not None:
             try:
                 problem = label_value_problem(load_volume(label, case.get("label_series_uid"), rois=rois), num_classes, label)
-            except (ValueError, FileNotFoundError) as err:
+            except (InputError, FileNotFoundError) as err:
                 problem = str(err)
             if problem:
                 problems.append(problem)

@@ -109,7 +109,7 @@ def discover_cases(inputs: Sequence[str | Path], output: str | Path) -> list[Cas
         path = Path(text)
         try:
             cases = find_inputs([path], check=False)
-        except (ValueError, FileNotFoundError) as err:
+        except (InputError, FileNotFoundError) as err:
             failed.append(Case(name=strip_suffix(path) or str(text), path=None, input=str(text), error=str(err)))
             continue
         if path.is_dir():

@@ -20,7 +20,8 @@ from medt3d.data.readers.channels import Grid, check_label_grid, grid_of, resamp
 from medt3d.data.readers.common import _grid_problem, require_3d
 from medt3d.data.readers.dicom_series import check_dicom_series, dicom_files, is_dicom_file
 from medt3d.data.readers.registry import FORMATS, detect_kind, file_suffixes, read_header
-from medt3d.data.readers.rtstruct import RoiMap, with_rois
+from medt3d.data.readers.rtstruct import RTSTRUCT, RoiMap, with_rois
+from medt3d.data.readers.rtstruct import detect as is_rtstruct
 from medt3d.errors import InputError
 
 __all__ = ["LoadVolumed", "find_inputs", "image_files", "load_image", "load_volume"]
@@ -209,12 +210,15 @@ def find_inputs(paths: str | Path | Iterable[str | Path], series_uid: str | None
             continue
         if path.is_file():
             try:
-                detect_kind(path)
-                found.append(path)
-            except ValueError as err:
+                if detect_kind(path) == RTSTRUCT:
+                    problems.append(f"{path} is an RTSTRUCT (contours, a label, not a scan); pass the folder of "
+                                    "the series it was drawn on")
+                else:
+                    found.append(path)
+            except InputError as err:
                 problems.append(str(err))
             continue
-        if dicom_files(path):
+        if any(not is_rtstruct(p) for p in dicom_files(path)):  # a folder of RTSTRUCTs alone holds no scan
             found.append(path)
             continue
         before = len(found)
@@ -222,7 +226,7 @@ def find_inputs(paths: str | Path | Iterable[str | Path], series_uid: str | None
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             here = Path(root)
             names = sorted(f for f in files if not f.startswith("."))
-            if any(is_dicom_file(here / f) for f in names):
+            if any(is_dicom_file(here / f) and not is_rtstruct(here / f) for f in names):
                 found.append(here)
             found.extend(here / f for f in names if f.lower().endswith(file_suffixes()))
         if len(found) == before:
@@ -234,7 +238,7 @@ def find_inputs(paths: str | Path | Iterable[str | Path], series_uid: str | None
             if case.is_dir():
                 try:
                     check_dicom_series(case, series_uid)
-                except ValueError as err:
+                except InputError as err:
                     problems.append(str(err))
     if problems:
         if len(paths) == 1 and len(problems) == 1 and problems[0].startswith("input not found"):
