@@ -324,7 +324,39 @@ def scan_series(folder: str | Path, series_uid: str | None = None) -> _Series:
 def stack_series(slices: list[_Slice], uid: str, where: str, problems: list[str] | None = None) -> _Series:
     """Check that ``slices`` (single-frame files, or the frames of one enhanced file) stack into one regular
     volume, and give its geometry; the checks are the same for both."""
-    problems = list(problems or [])
+    _check_plane(slices, where, list(problems or []))
+
+    # 3) positions along the slice normal: distinct, evenly spaced; a shear is a gantry tilt, corrected
+    row_cos, col_cos = slices[0].orientation[:3], slices[0].orientation[3:]
+    normal = np.cross(row_cos, col_cos)
+    if not np.isclose(np.linalg.norm(normal), 1.0, atol=1e-3):
+        raise InputError(f"{where}: ImageOrientationPatient {slices[0].orientation.tolist()} is not two unit vectors; "
+                             "fix ImageOrientationPatient in the headers or export the series again")
+    normal = normal / np.linalg.norm(normal)
+    slices.sort(key=lambda s: float(s.position @ normal))
+    along = np.array([float(s.position @ normal) for s in slices])
+    if len(slices) > 1:
+        step, tilt_shifts = _slice_step(slices, along, normal, where)
+    else:
+        step, tilt_shifts = 1.0, None  # a single slice: the thickness does not matter, the volume is rejected as 2-D
+    if len(slices) == 2:
+        _warn_once(f"{where}: the series has only 2 slices; a 3-D network sees almost no context along the "
+                   "slice axis (is this a localizer or a partial series?)")
+
+    # DICOM PixelSpacing is (between rows, between columns): x (columns) runs along the row cosine.
+    lps = np.eye(4)
+    lps[:3, 0] = row_cos * slices[0].pixel_spacing[1]
+    lps[:3, 1] = col_cos * slices[0].pixel_spacing[0]
+    lps[:3, 2] = normal * step
+    lps[:3, 3] = slices[0].position
+    ras = flip_lps_ras(lps)
+    return _Series(uid=uid, files=[s.path for s in slices], affine=ras,
+                   shape=(int(slices[0].columns), int(slices[0].rows), len(slices)), tilt_shifts=tilt_shifts)
+
+
+def _check_plane(slices: list[_Slice], where: str, problems: list[str]) -> None:
+    """Every slice has its position, orientation and a positive spacing, and all share one in-plane grid;
+    what is wrong is raised in one message, after the ``problems`` found before."""
     for attr, tag in (("position", "ImagePositionPatient"), ("orientation", "ImageOrientationPatient"),
                       ("pixel_spacing", "PixelSpacing")):
         missing = [s.path.name for s in slices if getattr(s, attr) is None]
@@ -356,68 +388,48 @@ def stack_series(slices: list[_Slice], uid: str, where: str, problems: list[str]
         raise InputError("; ".join(problems) + "; move the slices of each orientation or spacing into their own "
                          "folder, or export the series again")
 
-    # 3) positions along the slice normal: distinct, evenly spaced; a shear is a gantry tilt, corrected
-    tilt_shifts = None
-    row_cos, col_cos = slices[0].orientation[:3], slices[0].orientation[3:]
-    normal = np.cross(row_cos, col_cos)
-    if not np.isclose(np.linalg.norm(normal), 1.0, atol=1e-3):
-        raise InputError(f"{where}: ImageOrientationPatient {slices[0].orientation.tolist()} is not two unit vectors; "
-                             "fix ImageOrientationPatient in the headers or export the series again")
-    normal = normal / np.linalg.norm(normal)
-    slices.sort(key=lambda s: float(s.position @ normal))
-    along = np.array([float(s.position @ normal) for s in slices])
-    if len(slices) > 1:
-        steps = np.diff(along)
-        duplicates = [
-            f"{slices[i].path.name} and {slices[i + 1].path.name} at {along[i]:.3f} mm"
-            for i in np.flatnonzero(steps <= SLICE_DUPLICATE_ATOL_MM)
-        ]
-        if duplicates:
-            raise InputError(
-                f"{where}: several slices share one position along the slice normal ({'; '.join(duplicates[:5])}); "
-                "the series may hold several echoes, phases or time points: put each in its own folder"
-            )
-        median = float(np.median(steps))
-        gaps = [
-            f"between slice {i} ({slices[i].path.name}, at {along[i]:.3f} mm) and slice {i + 1} "
-            f"({slices[i + 1].path.name}, at {along[i + 1]:.3f} mm) the step is {steps[i]:.3f} mm, "
-            f"expected {median:.3f} mm (about {max(1, round(steps[i] / median) - 1)} slice(s) missing)"
-            for i in np.flatnonzero(steps > SLICE_GAP_RATIO * median)
-        ]
-        if gaps:
-            raise InputError(f"{where}: missing slice(s) along the slice normal: {'; '.join(gaps)}; "
-                             "export the whole series again")
-        # ITK's series reader puts the slices on an even grid from the first to the last one
-        step = float(along[-1] - along[0]) / (len(along) - 1)
-        off_grid = along - (along[0] + step * np.arange(len(along)))
-        worst = int(np.argmax(np.abs(off_grid)))
-        if abs(off_grid[worst]) > SLICE_GRID_RTOL * step:
-            raise InputError(
-                f"{where}: uneven slice spacing along the slice normal (steps from {steps.min():.3f} to "
-                f"{steps.max():.3f} mm): slice {worst} ({slices[worst].path.name}, at {along[worst]:.3f} mm) "
-                f"is {off_grid[worst]:+.3f} mm off an even grid of {step:.3f} mm steps; resample the series "
-                "to an even spacing or export it again"
-            )
-        offsets = np.stack([s.position for s in slices]) - slices[0].position
-        off_normal = offsets - np.outer(offsets @ normal, normal)
-        worst = int(np.argmax(np.linalg.norm(off_normal, axis=1)))
-        if np.linalg.norm(off_normal[worst]) > SHEAR_ATOL_MM:
-            tilt_shifts = _gantry_tilt(slices, off_normal, step, where)
-    else:
-        step = 1.0  # a single slice: the thickness does not matter, the volume is rejected as 2-D
-    if len(slices) == 2:
-        _warn_once(f"{where}: the series has only 2 slices; a 3-D network sees almost no context along the "
-                   "slice axis (is this a localizer or a partial series?)")
 
-    # DICOM PixelSpacing is (between rows, between columns): x (columns) runs along the row cosine.
-    lps = np.eye(4)
-    lps[:3, 0] = row_cos * slices[0].pixel_spacing[1]
-    lps[:3, 1] = col_cos * slices[0].pixel_spacing[0]
-    lps[:3, 2] = normal * step
-    lps[:3, 3] = slices[0].position
-    ras = flip_lps_ras(lps)
-    return _Series(uid=uid, files=[s.path for s in slices], affine=ras,
-                   shape=(int(slices[0].columns), int(slices[0].rows), len(slices)), tilt_shifts=tilt_shifts)
+def _slice_step(slices: list[_Slice], along: np.ndarray, normal: np.ndarray,
+                where: str) -> tuple[float, Any]:
+    """The even step between the sorted ``slices`` (no duplicates, no gaps) and the gantry tilt's shifts, if any."""
+    tilt_shifts = None
+    steps = np.diff(along)
+    duplicates = [
+        f"{slices[i].path.name} and {slices[i + 1].path.name} at {along[i]:.3f} mm"
+        for i in np.flatnonzero(steps <= SLICE_DUPLICATE_ATOL_MM)
+    ]
+    if duplicates:
+        raise InputError(
+            f"{where}: several slices share one position along the slice normal ({'; '.join(duplicates[:5])}); "
+            "the series may hold several echoes, phases or time points: put each in its own folder"
+        )
+    median = float(np.median(steps))
+    gaps = [
+        f"between slice {i} ({slices[i].path.name}, at {along[i]:.3f} mm) and slice {i + 1} "
+        f"({slices[i + 1].path.name}, at {along[i + 1]:.3f} mm) the step is {steps[i]:.3f} mm, "
+        f"expected {median:.3f} mm (about {max(1, round(steps[i] / median) - 1)} slice(s) missing)"
+        for i in np.flatnonzero(steps > SLICE_GAP_RATIO * median)
+    ]
+    if gaps:
+        raise InputError(f"{where}: missing slice(s) along the slice normal: {'; '.join(gaps)}; "
+                         "export the whole series again")
+    # ITK's series reader puts the slices on an even grid from the first to the last one
+    step = float(along[-1] - along[0]) / (len(along) - 1)
+    off_grid = along - (along[0] + step * np.arange(len(along)))
+    worst = int(np.argmax(np.abs(off_grid)))
+    if abs(off_grid[worst]) > SLICE_GRID_RTOL * step:
+        raise InputError(
+            f"{where}: uneven slice spacing along the slice normal (steps from {steps.min():.3f} to "
+            f"{steps.max():.3f} mm): slice {worst} ({slices[worst].path.name}, at {along[worst]:.3f} mm) "
+            f"is {off_grid[worst]:+.3f} mm off an even grid of {step:.3f} mm steps; resample the series "
+            "to an even spacing or export it again"
+        )
+    offsets = np.stack([s.position for s in slices]) - slices[0].position
+    off_normal = offsets - np.outer(offsets @ normal, normal)
+    worst = int(np.argmax(np.linalg.norm(off_normal, axis=1)))
+    if np.linalg.norm(off_normal[worst]) > SHEAR_ATOL_MM:
+        tilt_shifts = _gantry_tilt(slices, off_normal, step, where)
+    return step, tilt_shifts
 
 
 def check_dicom_series(folder: str | Path, series_uid: str | None = None) -> list[Path]:
