@@ -161,3 +161,14 @@ def test_infer_writes_an_rtstruct_for_a_dicom_series(shared_data: Path, tmp_path
     shutil.copyfile(path, series.parent / "pred.dcm")
     back = load_volume(series.parent / "pred.dcm", rois=RoiMap(("background", "blob")))[0].numpy()
     assert written.any() and dice(back == 1, written == 1) >= 0.95
+
+
+def test_infer_finds_the_series_beside_an_rtstruct_and_refuses_the_rtstruct_itself(shared_data: Path,
+                                                                                   tmp_path: Path):
+    from medt3d.data.readers import find_inputs
+
+    rtstruct = _copy_case(shared_data, "STS_002", "PET", tmp_path / "pet")  # pet/ holds rtstruct.dcm and series/
+    assert find_inputs(tmp_path) == [tmp_path / "pet" / "series"]
+    assert find_inputs(tmp_path / "pet") == [tmp_path / "pet" / "series"]
+    with pytest.raises(ValueError, match=r"rtstruct.dcm is an RTSTRUCT \(contours, a label, not a scan\); pass"):
+        find_inputs(rtstruct)
