@@ -68,7 +68,8 @@ def infer_worker(report: str, spec: dict[str, Any]) -> None:
     """Run what ``medt3d infer SCAN --model MODEL --output OUT`` runs, in this (fresh) process.
 
     Writes the exit code, wall time and peak memory to ``report``. ``spec`` holds ``scans`` (one,
-    or several for a batch), ``model``, ``output`` and ``device``. The cases' sidecars hold each
+    or several for a batch), ``model``, ``output`` and ``device`` (and optionally ``engine`` and
+    ``precision``). The cases' sidecars hold each
     phase's peak (the predictor restarts the peak counter per phase), so the process peak is the
     largest of those and of what ran outside them.
     """
@@ -76,7 +77,8 @@ def infer_worker(report: str, spec: dict[str, Any]) -> None:
 
     start = time.perf_counter()
     summary = run_inference(spec["scans"], spec["output"], model=spec["model"],
-                            options=InferOptions(device=spec["device"], progress=False))
+                            options=InferOptions(device=spec["device"], progress=False, engine=spec.get("engine"),
+                                                 precision=spec.get("precision")))
     rc = int(summary["exit_code"])
     phases = [v for case in Path(spec["output"]).glob("*_seg.json")
               for v in json.loads(case.read_text()).get("peak_rss_mb", {}).values()]

@@ -13,7 +13,6 @@ Each file is checked on windows of the training patch against the fp32 network b
 from __future__ import annotations
 
 import logging
-import math
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -30,8 +29,6 @@ __all__ = ["WindowReader", "calibration_windows", "label_agreement", "write_fp16
 
 logger = logging.getLogger("medt3d.export")
 
-#: Windows taken per calibration case (evenly spread over its grid of training-patch windows).
-WINDOWS_PER_CASE = 4
 #: Least label agreement with the fp32 network on the check windows for fp16 (int8 is reported, not refused).
 FP16_AGREEMENT = 0.99
 
@@ -39,8 +36,8 @@ FP16_AGREEMENT = 0.99
 def calibration_windows(cfg: Config, data: str | Path, count: int) -> list[np.ndarray]:
     """Up to ``count`` windows (1, C, *patch.roi_size) of the training cases of ``data``, preprocessed as inference does.
 
-    Cases are taken in the datalist's order, :data:`WINDOWS_PER_CASE` windows from each, spread evenly over
-    its grid of non-overlapping windows (padded as the inferer pads, ``infer.padding_mode``).
+    Every training case gives its share of the windows (the first ones one more when ``count`` does not divide),
+    spread evenly over its grid of non-overlapping windows (padded as the inferer pads, ``infer.padding_mode``).
 
     Raises:
         FileNotFoundError, InputError: no such data, or no training case in it.
@@ -59,12 +56,14 @@ def calibration_windows(cfg: Config, data: str | Path, count: int) -> list[np.nd
     pre = build_infer_transforms(cfg)
     pad = SpatialPad(roi, mode=cfg.infer.padding_mode)
     windows: list[np.ndarray] = []
-    for case in cases[:math.ceil(count / WINDOWS_PER_CASE)]:
+    cases = cases[:count]
+    for index, case in enumerate(cases):
+        share = count // len(cases) + (1 if index < count % len(cases) else 0)
         image = pad(pre({"image": case["image"]})["image"])
         grid = dense_patch_slices(tuple(image.shape[1:]), roi, roi)
-        picks = np.linspace(0, len(grid) - 1, min(WINDOWS_PER_CASE, len(grid))).round().astype(int)
-        for index in dict.fromkeys(picks.tolist()):
-            window = image[(slice(None), *grid[index])]
+        picks = np.linspace(0, len(grid) - 1, min(share, len(grid))).round().astype(int)
+        for pick in dict.fromkeys(picks.tolist()):
+            window = image[(slice(None), *grid[pick])]
             windows.append(np.ascontiguousarray(torch.as_tensor(window).float().numpy()[None]))
     return windows[:count]
 

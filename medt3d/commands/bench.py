@@ -38,6 +38,14 @@ def _networks(cfg, args: argparse.Namespace, log: Callable[[str], None]) -> dict
 def _infer(cfg, args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
     from medt3d.bench.inference import bench_infer
 
+    if args.infer_engines:
+        from medt3d.bench.engines import bench_engines
+        from medt3d.bench.settings import INFER_VOLUMES
+
+        volume = (args.infer_volumes or [list(INFER_VOLUMES)[-1]])[0]
+        return bench_engines(cfg, args.infer_dir, volume=volume, device=args.infer_device, log=log,
+                             model=args.infer_model, calibration=args.infer_calibration)
+
     return bench_infer(cfg, args.infer_dir, volumes=args.infer_volumes, device=args.infer_device, log=log,
                        batch=args.infer_batch)
 
@@ -128,6 +136,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     inf.add_argument("--infer-device", default="cpu", help="where the windows run (default: cpu)")
     inf.add_argument("--infer-batch", type=int, default=1, metavar="N",
                      help="also run medt3d infer on N copies of each scan in one process, against N single runs")
+    inf.add_argument("--infer-engines", action="store_true",
+                     help="instead of UNet: MedT3D on torch fp32, torch bf16, ONNX Runtime fp32 and int8 (and fp16 on "
+                          "a GPU) on the first --infer-volumes (default the largest): case and window time, peak "
+                          "memory, labels equal to torch fp32's")
+    inf.add_argument("--infer-model", metavar="MODEL",
+                     help="with --infer-engines: a trained checkpoint or run folder (default: random weights)")
+    inf.add_argument("--infer-calibration", metavar="DIR",
+                     help="with --infer-engines: data whose windows calibrate int8 (default: the benchmark scan)")
     qual = p.add_argument_group("--quality options")
     qual.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S,
                       help=f"training seconds per network and run (default {DEFAULT_BUDGET_S:.0f}), counted by "
