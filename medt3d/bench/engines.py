@@ -47,7 +47,6 @@ def bench_engines(cfg: Config, output: str | Path, volume: str = "512x512x300", 
     Returns:
         ``settings``, one row per route in ``rows``, and a Markdown ``table``.
     """
-    from medt3d.bundle.export import export_bundle
     from medt3d.io_utils import atomic_write_text
     from medt3d.models.checkpoint import save_checkpoint
     from medt3d.models.loading import load_model
@@ -65,9 +64,15 @@ def bench_engines(cfg: Config, output: str | Path, volume: str = "512x512x300", 
     routes = [*ROUTES, *([("onnxruntime", "fp16")] if device.startswith("cuda") else [])]
     bundle = out / "engines_bundle"
     if not (bundle / "models" / "model_int8.onnx").is_file():
-        log(f"engines: exporting {model} with ONNX fp32, int8{' and fp16' if len(routes) > len(ROUTES) else ''}")
-        export_bundle(model, bundle, onnx_precisions=["int8", *(["fp16"] if len(routes) > len(ROUTES) else [])],
-                      calibration_data=calibration or scan, calibration_windows=CALIBRATION_WINDOWS)
+        precisions = ["int8", *(["fp16"] if len(routes) > len(ROUTES) else [])]
+        log(f"engines: exporting {model} with ONNX fp32 and {' '.join(precisions)}")
+        # the real command, in its own process (bench and bundle are sibling layers)
+        rc, _ = _spawn("import sys; from medt3d.cli import main; sys.exit(main(sys.argv[1:]))",
+                       ["export", "--model", str(model), "--output", str(bundle), "--onnx-precision", *precisions,
+                        "--calibration-data", str(calibration or scan), "--calibration-windows",
+                        str(CALIBRATION_WINDOWS)], out / "engines_export.log")
+        if rc != 0:
+            raise RuntimeError(f"medt3d export of {model} failed (exit {rc}); see {out / 'engines_export.log'}")
     rows: list[dict[str, Any]] = []
     reference: np.ndarray | None = None
     for engine, precision in routes:
