@@ -41,15 +41,16 @@ def test_dicom_series_to_nifti_matches_the_reference_nifti(shared_data: Path, tm
     assert int(header["sform_code"]) == 1 and int(header["qform_code"]) == 1
 
 
-@pytest.mark.parametrize("series", ["ct_dicom_3slice/series", "ct_pet_mr_sts/STS_002/CT/dicom/series"])
+@pytest.mark.parametrize("series", ["ct_dicom_3slice/series", *(f"ct_pet_mr_sts/{p}/CT/dicom/series"
+                                                                   for p in ("STS_001", "STS_002", "STS_003"))])
 def test_ct_series_to_nifti_keeps_grid_and_values(shared_data: Path, tmp_path: Path, series: str):
     out = tmp_path / "ct.nii.gz"
     assert _convert(shared_data / series, out) == 0
     written, source = load_volume(out), load_volume(shared_data / series)
     _same_grid(written, source)
     np.testing.assert_array_equal(written.numpy(), source.numpy())
-    if "STS_002" in series:  # and the grid of the NIfTI the data come with (LPS there)
-        shipped = load_volume(shared_data / "ct_pet_mr_sts" / "STS_002" / "CT" / "image.nii.gz")
+    if "STS" in series:  # and the grid of the NIfTI the data come with (LPS there)
+        shipped = load_volume(shared_data / series.replace("dicom/series", "image.nii.gz"))
         align_to(shipped, written.affine.numpy(), written.shape[-3:], what="image.nii.gz")
 
 
