@@ -218,7 +218,7 @@ def _roi_values(ds: Any, info: RtstructInfo, rois: RoiMap) -> dict[int, int]:
             unknown.append(name)
         else:
             numbers[int(roi.ROINumber)] = value
-    hint = "map each ROI to a class of data.labels (or to background to leave it out) with data.roi_names"
+    hint = "set data.roi_names to map each ROI to a class of data.labels (or to background to leave it out)"
     if unknown:
         raise InputError(f"{info.path}: ROI(s) {', '.join(map(repr, unknown))} match no class of data.labels "
                          f"{list(rois.labels)}; {hint}, e.g. data.roi_names: {{{unknown[0]}: {rois.labels[-1]}}}")
