@@ -172,3 +172,17 @@ def test_infer_finds_the_series_beside_an_rtstruct_and_refuses_the_rtstruct_itse
     assert find_inputs(tmp_path / "pet") == [tmp_path / "pet" / "series"]
     with pytest.raises(ValueError, match=r"rtstruct.dcm is an RTSTRUCT \(contours, a label, not a scan\); pass"):
         find_inputs(rtstruct)
+
+
+def test_an_rtstruct_in_a_folder_of_two_series_goes_onto_the_one_it_references(shared_data: Path, tmp_path: Path):
+    mr = shared_data / "mr_dicom_series" / "series"
+    label = np.zeros((256, 256, 4), np.uint8)
+    label[100:140, 90:150, 1:3] = 1
+    both = tmp_path / "both"
+    shutil.copytree(shared_data / "ct_dicom_3slice" / "series", both)
+    for f in mr.iterdir():
+        shutil.copyfile(f, both / f"mr_{f.name}")
+    write_rtstruct(label, mr, both / "rtstruct.dcm", TABLE[:2])
+    back = load_volume(both / "rtstruct.dcm", rois=RoiMap(("background", "tumour")))
+    assert back.shape[-3:] == (256, 256, 4)
+    np.testing.assert_array_equal(back[0].numpy(), label)

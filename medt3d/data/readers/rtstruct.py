@@ -6,7 +6,8 @@ by the series the file references; the contours are placed by their coordinates,
 that series' grid as :mod:`medt3d.data.readers.dicom` reads it.
 
 Refused with a reason: a file without a referenced frame of reference (its points cannot be placed), one
-whose frame of reference is not the series' (another scan), and, unless ``data.rtstruct_match`` is
+whose frame of reference is not the series' (another scan; a series without a frame of reference must be
+the one the file references), and, unless ``data.rtstruct_match`` is
 ``frame_of_reference``, one that references another series than the one found (a crop or a copy of the
 series that kept the original references: same frame, so the points still land right).
 
@@ -145,16 +146,18 @@ def _candidate_folders(path: Path) -> list[Path]:
     return [f for f in [here, *siblings] if any(not _is_rtstruct(p) for p in dicom_files(f))]
 
 
-def _series_uid_of(folder: Path) -> tuple[str, str, str]:
-    """(SeriesInstanceUID, FrameOfReferenceUID, what it is) of the first image file in ``folder``."""
+def _series_in(folder: Path) -> list[tuple[Path, str, str, str]]:
+    """(folder, SeriesInstanceUID, FrameOfReferenceUID, how messages name it) of each image series in ``folder``."""
     import pydicom
 
+    found: dict[str, tuple[Path, str, str, str]] = {}
     for f in dicom_files(folder):
-        ds = pydicom.dcmread(f, stop_before_pixels=True, force=True)
-        if "Rows" in ds:
-            return (str(ds.get("SeriesInstanceUID") or ""), str(ds.get("FrameOfReferenceUID") or "").strip(),
-                    f"{folder} (series {ds.get('SeriesInstanceUID', '')})")
-    return "", "", str(folder)
+        ds = pydicom.dcmread(f, stop_before_pixels=True, force=True,
+                             specific_tags=["SeriesInstanceUID", "FrameOfReferenceUID", "Rows"])
+        uid = str(ds.get("SeriesInstanceUID", "<no SeriesInstanceUID>"))  # as the series scan groups them
+        if "Rows" in ds and uid not in found:
+            found[uid] = (folder, uid, str(ds.get("FrameOfReferenceUID") or "").strip(), f"{folder} (series {uid})")
+    return list(found.values())
 
 
 def read_header(path: Path, series_uid: str | None = None) -> RtstructInfo:
@@ -170,7 +173,7 @@ def read_header(path: Path, series_uid: str | None = None) -> RtstructInfo:
     """
     ds = _read(path)
     frames, referenced = _references(ds, path)
-    found = [(f, *_series_uid_of(f)) for f in _candidate_folders(path)]
+    found = [series for folder in _candidate_folders(path) for series in _series_in(folder)]
     if not found:
         raise InputError(f"{path}: no DICOM series beside the RTSTRUCT (in {path.parent} or a folder next to it); "
                          "put the RTSTRUCT beside or inside the folder of the series it was drawn on")
@@ -184,7 +187,7 @@ def read_header(path: Path, series_uid: str | None = None) -> RtstructInfo:
         raise InputError(f"{path}: cannot tell which series the RTSTRUCT belongs to ({why}; beside it: {listing}); "
                          "pass the series with label_series_uid in the datalist (or --series-uid)")
     folder, uid, frame, _ = chosen[0]
-    if frame not in frames:
+    if frame not in frames and not (not frame and uid in referenced):  # a series without one: its UID must match
         raise InputError(f"{path}: the RTSTRUCT's frame of reference ({', '.join(sorted(frames))}) is not that of "
                          f"the series in {folder} ({frame or 'none'}): it was drawn on another scan; use the "
                          "series it was drawn on")
