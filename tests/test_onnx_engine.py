@@ -166,14 +166,18 @@ def test_a_bundle_without_the_precision_file_is_refused(bundle, tmp_path: Path):
         export_bundle(bundle.ckpt, tmp_path / "int8", onnx_precisions=["int8"])
 
 
+@pytest.mark.slow  # each route is a fresh process, as the bench measures it (about 10 s each)
 def test_bench_engines_measures_each_route_against_torch_fp32(bundle, tmp_path: Path):
+    import shutil
+
     from medt3d.bench.engines import ROUTES, bench_engines
 
+    shutil.copytree(bundle.dir, tmp_path / "bench" / "engines_bundle")  # exported already: the bench reuses it
     result = bench_engines(load_config("demo"), tmp_path / "bench", volume="tiny", model=bundle.ckpt,
                            calibration=bundle.data, spec=((40, 36, 24), (3.0, 3.0, 3.0)), log=lambda _: None)
     rows = result["rows"]
     assert [(r["engine"], r["precision"]) for r in rows] == list(ROUTES)
-    assert all(r["rc"] == 0 and r["case_s"] > 0 and r["window_s"] > 0 and r["peak_rss_gb"] > 0 for r in rows)
+    assert all(r["rc"] == 0 and r["case_s"] >= r["window_s"] >= 0 and r["peak_rss_gb"] > 0 for r in rows)
     assert rows[0]["agreement"] == 1.0 and rows[2]["agreement"] >= PARITY
     assert "| tiny | onnxruntime | int8 |" in result["table"]
     assert json.loads((tmp_path / "bench" / "bench_engines.json").read_text())["rows"] == rows

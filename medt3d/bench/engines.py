@@ -105,7 +105,7 @@ def _route(bundle: Path, scan: Path, out: Path, engine: str, precision: str, dev
     if rc != 0:
         return row, None
     sidecar = json.loads(next(pred_dir.glob("*_seg.json")).read_text())
-    row.update(case_s=round(sidecar["seconds"], 1), window_s=round(sidecar["timings"]["windows_s"], 1),
+    row.update(case_s=round(sidecar["seconds"], 2), window_s=round(sidecar["timings"]["windows_s"], 2),
                peak_rss_gb=round(json.loads(report.read_text())["peak_gb"], 2),
                window=sidecar.get("inference", {}).get("window_run"))
     return row, np.asarray(nib.load(next(pred_dir.glob("*_seg.nii.gz"))).dataobj)
