@@ -34,7 +34,7 @@ from medt3d.errors import (
 )
 
 #: Command modules, in the order ``medt3d --help`` lists them.
-COMMANDS = ("inspect", "phantoms", "train", "evaluate", "score", "infer", "convert", "export", "demo", "bench", "config")
+COMMANDS = ("inspect", "phantoms", "train", "distill", "evaluate", "score", "infer", "convert", "export", "demo", "bench", "config")
 
 
 

@@ -201,7 +201,7 @@ def test_images_with_nan_voxels_are_refused_before_training(phantom_dir: Path, t
 
 def test_a_non_finite_loss_stops_training_without_a_poisoned_checkpoint(phantom_dir: Path, tmp_path: Path,
                                                                         monkeypatch):
-    import medt3d.training.engine as training
+    import medt3d.training.objective as training  # the default objective builds the engine's loss
 
     real_loss = training.build_loss
     calls = {"n": 0}

@@ -21,7 +21,7 @@ __all__ = ["FolderLogHandler", "LOG_FOLDERS", "attach_log", "detach_log", "log_f
 
 #: the argument naming each command's run or output folder; ``export`` and ``phantoms`` create theirs
 #: whole (it must be new or empty), so their log is written when they end
-LOG_FOLDERS = {"train": "output", "evaluate": "output", "infer": "output", "score": "output",
+LOG_FOLDERS = {"train": "output", "distill": "output", "evaluate": "output", "infer": "output", "score": "output",
                "export": "output", "phantoms": "out", "demo": "output"}
 _AT_END = ("export", "phantoms")
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -19,7 +19,6 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -60,10 +59,9 @@ from medt3d.locks import FOLDER_LOCK, FolderLock
 from medt3d.models.checkpoint import load_checkpoint, restore_rng
 from medt3d.models.layout import RunLayout
 from medt3d.networks import build_network
-from medt3d.networks.factory import masks_padding
 from medt3d.training.batches import patch_batch, plain_batch
 from medt3d.training.handlers import KEY_METRIC, RunState, attach_handlers
-from medt3d.training.losses import IgnorePadding, build_loss
+from medt3d.training.objective import SupervisedObjective, TrainingObjective
 from medt3d.training.optim import TrainingClock, build_optimizer, build_scheduler
 from medt3d.training.run_folder import MIN_FREE_DISK_MB, check_output, clear_run_folder, refuse_another_run
 from medt3d.training.seeding import EpochSampler, EpochSeeding
@@ -257,7 +255,8 @@ def build_training(cfg: Config, data_dir: str | Path, output: str | Path, resume
                    tracking_uri: str | None = None, train_handlers: Sequence[Any] = (),
                    val_handlers: Sequence[Any] = (), distributed: bool | None = None, max_epochs: int | None = None,
                    device: str | torch.device | None = None, inferer: Inferer | None = None,
-                   overwrite: bool = False, overrides: Sequence[str] = ()) -> Training:
+                   overwrite: bool = False, overrides: Sequence[str] = (),
+                   objective: TrainingObjective | None = None) -> Training:
     """Check the data and assemble the trainer and evaluator of ``medt3d train``, without running them.
 
     Launched by ``torchrun`` (``WORLD_SIZE`` > 1), the process joins the group and trains its share
@@ -278,6 +277,8 @@ def build_training(cfg: Config, data_dir: str | Path, output: str | Path, resume
         overrides: ``section.key=value`` settings applied to the run's config when resuming.
         device: overrides ``train.device`` (under torchrun, CUDA ranks use their local GPU).
         inferer: the trainer's inferer (default: MONAI's ``SimpleInferer``, the whole patch at once).
+        objective: what a step optimises (default: :class:`~medt3d.training.objective.SupervisedObjective`
+            of the run's config); distillation passes its own (:mod:`medt3d.training.distill`).
 
     Raises:
         ValueError: ``distributed=True`` without torchrun, ``output`` holding another run, or bad data
@@ -303,8 +304,9 @@ def build_training(cfg: Config, data_dir: str | Path, output: str | Path, resume
             refuse_another_run(run_dir, resume, overwrite)
         if max_epochs is not None:
             cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_epochs=int(max_epochs)))
+        objective = (objective or SupervisedObjective(cfg)).to(device)
         training = _build(cfg, data_dir, run_dir, resume_payload, tracking_uri, device, info, train_handlers,
-                          val_handlers, inferer or SimpleInferer(), overwrite)
+                          val_handlers, inferer or SimpleInferer(), overwrite, objective)
         training.lock = lock
         return training
     except BaseException:
@@ -336,7 +338,7 @@ class _Loaders:
 
 def _build(cfg: Config, data_dir: str | Path, run_dir: Path, resume_payload: dict[str, Any] | None,
            tracking_uri: str | None, device: torch.device, info: DistInfo, train_handlers: Sequence[Any],
-           val_handlers: Sequence[Any], inferer: Inferer, overwrite: bool) -> Training:
+           val_handlers: Sequence[Any], inferer: Inferer, overwrite: bool, objective: TrainingObjective) -> Training:
     """Assemble the run in order: checked data, loaders, network, optimiser, engines, resumed state, handlers."""
     resume = resume_payload is not None
     datalist = _checked_data(cfg, data_dir, run_dir, info, resume, overwrite)
@@ -346,13 +348,13 @@ def _build(cfg: Config, data_dir: str | Path, run_dir: Path, resume_payload: dic
     clock = TrainingClock(cfg.train.max_seconds, resume_payload.get("train_seconds", 0.0) if resume else 0.0,
                           kind=cfg.train.clock)
     scheduler = build_scheduler(cfg, optimizer, loaders.iterations, clock)
-    trainer, evaluator = _engines(cfg, device, info, network, optimizer, scheduler, loaders, inferer)
+    trainer, evaluator = _engines(cfg, device, info, network, optimizer, scheduler, loaders, inferer, objective)
     state = RunState(clock)
     if resume_payload is not None:
         _restore(resume_payload, run_dir, optimizer, scheduler, state, trainer)
     # ignite makes the run's first DataLoader iterator before its first EPOCH_STARTED: seed it as that epoch's
     loaders.reseed(trainer.state.epoch + 1)
-    attach_handlers(trainer, evaluator, cfg, run_dir, state, info, scheduler, loaders.reseed)
+    attach_handlers(trainer, evaluator, cfg, run_dir, state, info, scheduler, loaders.reseed, objective.terms)
     if cfg.train.early_stopping_patience is not None:
         EarlyStopHandler(patience=cfg.train.early_stopping_patience,
                          score_function=lambda e: e.state.metrics[KEY_METRIC], trainer=trainer).attach(evaluator)
@@ -412,7 +414,8 @@ def _network(cfg: Config, device: torch.device, info: DistInfo,
 
 
 def _engines(cfg: Config, device: torch.device, info: DistInfo, network: torch.nn.Module, optimizer: Any,
-             scheduler: Any, loaders: _Loaders, inferer: Inferer) -> tuple[SupervisedTrainer, SupervisedEvaluator]:
+             scheduler: Any, loaders: _Loaders, inferer: Inferer,
+             objective: TrainingObjective) -> tuple[SupervisedTrainer, SupervisedEvaluator]:
     """MONAI's trainer and sliding-window evaluator, with the learning-rate schedule and validation attached."""
     num_classes = cfg.data.num_classes
     # MONAI's engines autocast with torch.autocast("cuda") only, so mixed precision is a CUDA feature here
@@ -439,9 +442,9 @@ def _engines(cfg: Config, device: torch.device, info: DistInfo, network: torch.n
         epoch_length=loaders.iterations,
         train_data_loader=loaders.train,
         network=network,
-        prepare_batch=partial(patch_batch, masked=masks_padding(cfg)),
+        prepare_batch=objective.prepare_batch,  # the objective's seam: its inputs and its loss
         optimizer=optimizer,
-        loss_function=IgnorePadding(build_loss(cfg)).to(device),
+        loss_function=objective.loss_function,
         inferer=inferer,
         amp=amp,
         # decollated outputs (one dict per sample), as MONAI's handlers expect, e.g. those --tracking mlflow adds

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +55,17 @@ class RunState:
         self.session_epochs = 0  # epochs completed by this process since it started (or resumed)
         self.epoch_started_at = time.time()
         self.failure: str | None = None  # why training stopped early with an error (a non-finite loss)
+        self.terms: dict[str, list[float]] = {}  # the objective's named loss terms, this epoch's iterations
 
 
 def attach_handlers(trainer: SupervisedTrainer, evaluator: SupervisedEvaluator, cfg: Config, run_dir: Path,
-                     state: RunState, info: DistInfo, scheduler: Any, reseed: EpochSeeding
-                     ) -> None:
+                     state: RunState, info: DistInfo, scheduler: Any, reseed: EpochSeeding,
+                     terms: Callable[[], dict[str, float]] = dict) -> None:
+    """Attach reseeding, gate freezing, clipping, loss collection, checkpoints and the time budget.
+
+    ``terms`` gives the named parts of the last step's loss (the objective's); their epoch means go
+    into each ``history.json`` record and the trainer's metrics.
+    """
     network = trainer.network
     gates = gate_parameters(unwrap(network))
 
@@ -69,6 +76,7 @@ def attach_handlers(trainer: SupervisedTrainer, evaluator: SupervisedEvaluator, 
         for p in gates:
             p.requires_grad_(not frozen)
         state.epoch_start = len(state.losses)
+        state.terms = {}
         state.epoch_started_at = time.time()
 
     @trainer.on(IterationEvents.BACKWARD_COMPLETED)
@@ -91,6 +99,8 @@ def attach_handlers(trainer: SupervisedTrainer, evaluator: SupervisedEvaluator, 
             engine.terminate()
             return
         state.losses.append(loss)
+        for name, value in terms().items():
+            state.terms.setdefault(name, []).append(float(value))
 
     # ValidationHandler is attached before this, so the epoch's metric is known here.
     @trainer.on(Events.EPOCH_COMPLETED)
@@ -103,6 +113,8 @@ def attach_handlers(trainer: SupervisedTrainer, evaluator: SupervisedEvaluator, 
         record = {"epoch": epoch, "loss": sum(epoch_losses) / max(1, len(epoch_losses)),
                   "lr": float(engine.optimizer.param_groups[0]["lr"]),
                   "seconds": round(time.time() - state.epoch_started_at, 3)}  # training + validation
+        for name, values in state.terms.items():  # the objective's loss terms, e.g. distillation's
+            record[name] = engine.state.metrics[name] = sum(values) / len(values)
         if metric is not None:
             record[KEY_METRIC] = float(metric)
         state.history.append(record)

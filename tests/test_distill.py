@@ -1,0 +1,126 @@
+"""Distillation through the training engine's seam: ``medt3d distill`` and a student taught by a teacher alone."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from support import TINY, ThresholdNet, tiny_cfg
+
+from medt3d.cli import main
+from medt3d.data.datalist import build_datalist
+from medt3d.data.transforms import build_val_transforms
+from medt3d.models.checkpoint import load_checkpoint
+from medt3d.training.distill import DistillationLoss, DistillationObjective
+from medt3d.training.engine import build_training, train
+
+
+def _cli_settings(*extra: str) -> list[str]:
+    args = ["--config", "demo"]
+    for item in [*TINY, "tracking.mlflow=false", "tracking.tensorboard=false", *extra]:
+        args += ["--set", item.replace(" ", "")]
+    return args
+
+
+def test_distill_cli_writes_an_ordinary_run_that_infer_uses(phantom_dir: Path, tmp_path: Path):
+    teacher = tmp_path / "teacher"
+    train(tiny_cfg("train.max_epochs=1"), phantom_dir, teacher)
+    student = tmp_path / "student"
+    code = main(["distill", "--teacher", str(teacher), "--data-dir", str(phantom_dir), "--output", str(student),
+                 "--temperature", "3", "--alpha", "0.5", *_cli_settings("train.seed=1")])
+    assert code == 0
+    history = json.loads((student / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    # both terms are logged, and the loss is their alpha-weighted sum
+    for h in history:
+        assert h["loss"] == pytest.approx(0.5 * h["loss_labels"] + 0.5 * h["loss_teacher"], rel=1e-4)
+    last = load_checkpoint(student / "checkpoints" / "last.pt")
+    assert last["config"]["train"]["seed"] == 1 and last["epoch"] == 2
+    assert (student / "config.yaml").is_file() and (student / "distill.log").is_file()
+
+    preds = tmp_path / "preds"
+    assert main(["infer", "--model", str(student), "--output", str(preds), "--no-progress",
+                 str(phantom_dir / "val" / "images")]) == 0
+    assert len(list(preds.glob("*_seg.nii.gz"))) == 1
+
+
+def test_distill_resumes_with_its_own_objective(phantom_dir: Path, tmp_path: Path):
+    teacher = tmp_path / "teacher"
+    train(tiny_cfg("train.max_epochs=1", "train.val_interval=0"), phantom_dir, teacher)
+    student = tmp_path / "student"
+    common = ["distill", "--teacher", str(teacher), "--data-dir", str(phantom_dir), "--output", str(student),
+              "--alpha", "0"]
+    assert main([*common, *_cli_settings("train.max_epochs=1", "train.val_interval=0")]) == 0
+    assert main([*common, "--resume", "--epochs", "2"]) == 0
+    history = json.loads((student / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert all(h["loss"] == pytest.approx(h["loss_teacher"]) and "loss_labels" not in h for h in history)
+    assert load_checkpoint(student / "checkpoints" / "last.pt")["epoch"] == 2
+
+
+def test_distill_refuses_a_teacher_prepared_otherwise(phantom_dir: Path, tmp_path: Path, capsys):
+    teacher = tmp_path / "teacher"
+    train(tiny_cfg("train.max_epochs=1", "train.val_interval=0"), phantom_dir, teacher)
+    code = main(["distill", "--teacher", str(teacher), "--data-dir", str(phantom_dir), "--output",
+                 str(tmp_path / "student"), *_cli_settings("preprocess.spacing=[2.0,2.0,2.0]")])
+    err = capsys.readouterr().err
+    assert code == 2 and "preprocess.spacing" in err and str(teacher) in err
+    assert not (tmp_path / "student").exists()
+
+
+def test_temperature_and_alpha_are_checked():
+    cfg = tiny_cfg()
+    with pytest.raises(ValueError, match="--temperature 0"):
+        DistillationObjective(cfg, ThresholdNet(4), cfg, temperature=0)
+    with pytest.raises(ValueError, match="--alpha 1.5"):
+        DistillationObjective(cfg, ThresholdNet(4), cfg, alpha=1.5)
+
+
+def test_the_teacher_term_is_zero_for_a_student_that_matches_the_teacher():
+    loss = DistillationLoss(torch.nn.Identity(), num_classes=2, temperature=2.0, alpha=0.0)
+    logits = torch.randn(1, 2, 4, 4, 4)
+    loss.teacher_logits = logits
+    assert float(loss(logits.clone(), torch.zeros(1, 1, 4, 4, 4))) == pytest.approx(0.0, abs=1e-6)
+    assert float(loss(-logits, torch.zeros(1, 1, 4, 4, 4))) > 0.01
+
+
+class _Teacher(ThresholdNet):
+    """ThresholdNet taking the valid mask as a MedT3D teacher does; it records that it got one."""
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        assert not torch.is_grad_enabled() and not self.training, "the teacher runs in eval mode under no_grad"
+        self.masked = getattr(self, "masked", 0) + (valid is not None)
+        return super().forward(x)
+
+
+def _agreement(network: torch.nn.Module, teacher: torch.nn.Module, images: list[torch.Tensor]) -> float:
+    network.eval()
+    with torch.no_grad():
+        same = [float((network(x).argmax(1) == teacher(x).argmax(1)).float().mean()) for x in images]
+    return sum(same) / len(same)
+
+
+def test_a_student_learns_from_the_teacher_alone_without_labels(phantom_dir: Path, tmp_path: Path):
+    # alpha=0: the labels never reach the loss; the only signal is the teacher's (a threshold of the intensity)
+    cfg = tiny_cfg("train.seed=1", "train.max_epochs=4", "train.iterations_per_epoch=8", "train.lr=0.01",
+                   "train.val_interval=0")
+    teacher = _Teacher(cfg.data.num_classes)
+    objective = DistillationObjective(cfg, teacher, cfg, temperature=2.0, alpha=0.0)
+    training = build_training(cfg, phantom_dir, tmp_path / "student", objective=objective)
+    untrained = copy.deepcopy(training.trainer.network)
+    result = training.run()
+
+    history = json.loads((tmp_path / "student" / "history.json").read_text())
+    assert all("loss_labels" not in h for h in history)
+    assert history[-1]["loss_teacher"] < 0.5 * history[0]["loss_teacher"]
+    assert [h["loss"] for h in history] == pytest.approx([h["loss_teacher"] for h in history])
+    cases = build_datalist(phantom_dir).val
+    images = [build_val_transforms(cfg)(dict(c))["image"].as_tensor()[None] for c in cases]
+    before = _agreement(untrained, teacher.eval(), images)
+    after = _agreement(training.trainer.network, teacher.eval(), images)
+    assert after > max(0.9, before + 0.1), (before, after)
+    assert result.epochs_run == 4
+    assert teacher.masked > 0, "the teacher never got the padded patches' valid mask"
