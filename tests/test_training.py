@@ -17,6 +17,7 @@ from medt3d.cli import build_parser
 from medt3d.commands.common import config_from_args
 from medt3d.commands.train import FLAG_KEYS
 from medt3d.data.datalist import DatasetError
+from medt3d.errors import hint_of
 from medt3d.models.checkpoint import load_checkpoint
 from medt3d.models.loading import load_checkpoint_model as load_model
 from medt3d.networks import build_network, gate_parameters
@@ -106,14 +107,16 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(phantom_dir: Path,
     assert [h["epoch"] for h in history] == [1, 2, 3]
 
 
-def test_an_unreadable_checkpoint_message_is_not_cut(tmp_path: Path):
+def test_an_unreadable_checkpoint_is_one_short_line_with_torchs_reason(tmp_path: Path):
     bad = tmp_path / "not_a_checkpoint.pt"
     torch.save({"network": np.arange(3)}, bad)  # a NumPy array: refused by weights_only loading
     with pytest.raises(ValueError) as caught:
         load_checkpoint(bad)
     message = str(caught.value)
     assert message.startswith(f"{bad}: not a readable checkpoint")
-    assert "torch.load.html" in message  # the last words of torch's reason, past the old 200-character cut
+    assert "Weights only load failed" in message  # torch's reason, its first sentence (errors.brief)
+    assert "\n" not in message and len(message) < 300 + len(str(bad))  # not torch's whole page
+    assert hint_of(message)  # and what to do
 
 
 def test_a_checkpoint_with_nan_weights_is_refused_by_every_loader(phantom_dir: Path, tmp_path: Path):
