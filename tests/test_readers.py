@@ -25,10 +25,11 @@ def _nrrd(path: Path) -> Path:
 
 
 def test_registry_lists_each_format_once_with_its_functions():
-    assert KINDS == ("nifti", "nrrd", "dicom")
+    assert KINDS == ("nifti", "nrrd", "dicom", "rtstruct")  # rtstruct: labels only (issue 32)
     for name, fmt in FORMATS.items():
         assert fmt.name == name and callable(fmt.detect) and callable(fmt.read_header) and callable(fmt.load)
-    assert registry.supported() == "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr) or a folder holding one DICOM series"
+    assert registry.supported() == ("NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), a folder holding one DICOM series or "
+                                    "a DICOM RTSTRUCT file (labels only) beside or inside its series folder")
     assert registry.file_suffixes() == (".nii.gz", ".nii", ".nrrd", ".nhdr")
     assert strip_suffix("a/ct.NII.GZ") == "ct" and strip_suffix("b/seg.nhdr") == "seg"
 

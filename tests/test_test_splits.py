@@ -70,7 +70,9 @@ def test_msd_test_images_without_labels_are_a_split_not_a_problem(cases, tmp_pat
                                 "test": [cases[2]["image"]]}))
     datalist = build_datalist(data)
     assert len(datalist.train) == 2 and [c.get("label") for c in datalist.test] == [None]
-    assert _evaluate(monkeypatch, data, tmp_path / "eval")["n_cases"] == 2  # no validation: the training cases
+    # no validation split: the model's own validation share of the training cases (issue 34), one of two
+    assert _evaluate(monkeypatch, data, tmp_path / "eval")["n_cases"] == 1
+    assert _evaluate(monkeypatch, data, tmp_path / "eval_all", split="all")["n_cases"] == 2
     with pytest.raises(ValueError, match="evaluation needs a label for every case; none for .*case2_ct"):
         _evaluate(monkeypatch, data, tmp_path / "eval_test", split="test")
 
