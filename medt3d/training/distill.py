@@ -78,9 +78,10 @@ class DistillationObjective(TrainingObjective):
     def __init__(self, cfg: Config, teacher: torch.nn.Module, teacher_cfg: Config,
                  temperature: float = DEFAULT_TEMPERATURE, alpha: float = DEFAULT_ALPHA) -> None:
         if not temperature > 0:
-            raise InputError(f"--temperature {temperature}: must be positive (e.g. {DEFAULT_TEMPERATURE})")
+            raise InputError(f"--temperature {temperature}: must be positive; pass e.g. --temperature {DEFAULT_TEMPERATURE}")
         if not 0.0 <= alpha <= 1.0:
-            raise InputError(f"--alpha {alpha}: must be between 0 (teacher only) and 1 (labels only)")
+            raise InputError(f"--alpha {alpha}: must be between 0 (teacher only) and 1 (labels only); pass a value in "
+                             f"[0, 1], e.g. --alpha {DEFAULT_ALPHA}")
         self.teacher = teacher.eval()
         self.student_masks = masks_padding(cfg)
         self.teacher_masks = masks_padding(teacher_cfg)
