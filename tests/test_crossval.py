@@ -354,3 +354,19 @@ def test_log_files_land_in_new_output_folders_and_never_in_a_refused_input_folde
     # a refused command leaves no folder behind for a log alone
     assert main(["score", str(tmp_path / "missing"), str(tmp_path), "--output", str(tmp_path / "sc")]) == 2
     assert not (tmp_path / "sc").exists()
+
+
+def test_a_log_file_that_cannot_be_opened_never_fails_the_command(tmp_path: Path):
+    """A read-only or full disk: the log's open fails (here: the log's name is a folder). The chaos run's
+    read-only infer once ended in an internal error from the log file instead of exit code 3."""
+    import logging
+
+    from medt3d.commands.logfile import FolderLogHandler
+
+    (tmp_path / "infer.log").mkdir()
+    handler = FolderLogHandler(tmp_path / "infer.log")
+    record = logging.makeLogRecord({"name": "medt3d", "levelno": logging.INFO, "levelname": "INFO", "msg": "x"})
+    handler.handle(record)  # raised IsADirectoryError from logging's FileHandler._open before the fix
+    assert handler.unwritable
+    handler.handle(record)
+    handler.close()

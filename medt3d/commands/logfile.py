@@ -41,9 +41,24 @@ class FolderLogHandler(logging.FileHandler):
         self.at_end = at_end
         self.waiting: list[logging.LogRecord] = []
         self.previous_level = logging.NOTSET  # the medt3d logger's level before the command
+        self.unwritable = False  # the file could not be opened (a read-only or full disk): records are dropped
 
     def emit(self, record: logging.LogRecord) -> None:
-        """Write the record, or keep it while the folder does not exist (or until the end)."""
+        """Write the record, or keep it while the folder does not exist (or until the end).
+
+        A log file that cannot be opened never fails the command (logging's FileHandler raises from its
+        open, outside its own error handling): the command's own writes to that folder report the disk
+        with their exit code, and the records still reach the console.
+        """
+        if self.unwritable:
+            return
+        try:
+            self._emit(record)
+        except OSError:
+            self.unwritable = True
+            self.waiting.clear()
+
+    def _emit(self, record: logging.LogRecord) -> None:
         folder = Path(self.baseFilename).parent
         if self.at_end or not folder.is_dir():
             self.waiting.append(record)
@@ -58,10 +73,13 @@ class FolderLogHandler(logging.FileHandler):
 
     def close(self) -> None:
         """Write what waits if the folder exists by now, then close the file."""
-        if self.waiting and Path(self.baseFilename).parent.is_dir():
+        if self.waiting and Path(self.baseFilename).parent.is_dir() and not self.unwritable:
             self.at_end = False
-            for record in self.waiting:
-                super().emit(record)
+            try:
+                for record in self.waiting:
+                    super().emit(record)
+            except OSError:
+                self.unwritable = True
         self.waiting.clear()
         super().close()
 
