@@ -17,7 +17,8 @@ def _lint_imports(root: Path) -> subprocess.CompletedProcess:
     """``lint-imports`` run from ``root``, reading the ``medt3d`` package there (not the installed one)."""
     exe = shutil.which("lint-imports") or str(Path(sys.executable).with_name("lint-imports"))
     env = {**os.environ, "PYTHONPATH": str(root)}
-    return subprocess.run([exe, "--no-cache"], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run([exe, "--no-cache"], cwd=root, env=env, capture_output=True, text=True,
+                          encoding="utf-8", errors="replace", timeout=120)  # its banner is box-drawing Unicode
 
 
 @pytest.fixture()
