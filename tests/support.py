@@ -31,6 +31,14 @@ TINY = [
 ]
 
 
+def tiny_cli_args(*extra: str) -> list[str]:
+    """``--config demo`` and a ``--set`` for each tiny setting (no tracking) and each of ``extra``, for the CLI."""
+    args = ["--config", "demo"]
+    for item in [*TINY, "tracking.mlflow=false", "tracking.tensorboard=false", *extra]:
+        args += ["--set", item.replace(" ", "")]
+    return args
+
+
 def tiny_cfg(*extra: str, tracking: bool = False):
     overrides = [*TINY, f"tracking.mlflow={str(tracking).lower()}", f"tracking.tensorboard={str(tracking).lower()}"]
     return load_config("demo", [*overrides, *extra])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from support import TINY, ThresholdNet, tiny_cfg
+from support import ThresholdNet, tiny_cfg, tiny_cli_args
 
 from medt3d.cli import main
 from medt3d.data.datalist import build_datalist
@@ -18,19 +18,12 @@ from medt3d.training.distill import DistillationLoss, DistillationObjective
 from medt3d.training.engine import build_training, train
 
 
-def _cli_settings(*extra: str) -> list[str]:
-    args = ["--config", "demo"]
-    for item in [*TINY, "tracking.mlflow=false", "tracking.tensorboard=false", *extra]:
-        args += ["--set", item.replace(" ", "")]
-    return args
-
-
 def test_distill_cli_writes_an_ordinary_run_that_infer_uses(phantom_dir: Path, tmp_path: Path):
     teacher = tmp_path / "teacher"
     train(tiny_cfg("train.max_epochs=1"), phantom_dir, teacher)
     student = tmp_path / "student"
     code = main(["distill", "--teacher", str(teacher), "--data-dir", str(phantom_dir), "--output", str(student),
-                 "--temperature", "3", "--alpha", "0.5", *_cli_settings("train.seed=1")])
+                 "--temperature", "3", "--alpha", "0.5", *tiny_cli_args("train.seed=1")])
     assert code == 0
     history = json.loads((student / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
@@ -53,7 +46,7 @@ def test_distill_resumes_with_its_own_objective(phantom_dir: Path, tmp_path: Pat
     student = tmp_path / "student"
     common = ["distill", "--teacher", str(teacher), "--data-dir", str(phantom_dir), "--output", str(student),
               "--alpha", "0"]
-    assert main([*common, *_cli_settings("train.max_epochs=1", "train.val_interval=0")]) == 0
+    assert main([*common, *tiny_cli_args("train.max_epochs=1", "train.val_interval=0")]) == 0
     assert main([*common, "--resume", "--epochs", "2"]) == 0
     history = json.loads((student / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
@@ -65,7 +58,7 @@ def test_distill_refuses_a_teacher_prepared_otherwise(phantom_dir: Path, tmp_pat
     teacher = tmp_path / "teacher"
     train(tiny_cfg("train.max_epochs=1", "train.val_interval=0"), phantom_dir, teacher)
     code = main(["distill", "--teacher", str(teacher), "--data-dir", str(phantom_dir), "--output",
-                 str(tmp_path / "student"), *_cli_settings("preprocess.spacing=[2.0,2.0,2.0]")])
+                 str(tmp_path / "student"), *tiny_cli_args("preprocess.spacing=[2.0,2.0,2.0]")])
     err = capsys.readouterr().err
     assert code == 2 and "preprocess.spacing" in err and str(teacher) in err
     assert not (tmp_path / "student").exists()

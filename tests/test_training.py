@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from support import TINY, tiny_cfg
+from support import tiny_cfg, tiny_cli_args
 
 from medt3d.cli import build_parser
 from medt3d.commands.common import config_from_args
@@ -337,18 +337,11 @@ def _run_cli(args: list[str], tmp_path: Path, timeout: int = 600, **kw):
                             stderr=subprocess.STDOUT, encoding="utf-8", errors="replace", **kw)
 
 
-def _cli_overrides(*extra: str) -> list[str]:
-    args = ["--config", "demo"]
-    for item in [*TINY, "tracking.mlflow=false", "tracking.tensorboard=false", *extra]:
-        args += ["--set", item.replace(" ", "")]
-    return args
-
-
 def test_torchrun_two_cpu_processes_train_with_ddp(phantom_dir: Path, tmp_path: Path):
     run = tmp_path / "ddp"
     proc = _run_cli(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "medt3d",
                      "train", "--data-dir", str(phantom_dir), "--output", str(run), "--device", "cpu",
-                     *_cli_overrides("train.max_epochs=1")], tmp_path)
+                     *tiny_cli_args("train.max_epochs=1")], tmp_path)
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
@@ -365,7 +358,7 @@ def test_killed_run_resumes_from_last_checkpoint(phantom_dir: Path, tmp_path: Pa
 
     run = tmp_path / "killed"
     args = ["-m", "medt3d", "train", "--data-dir", str(phantom_dir), "--output", str(run),
-            *_cli_overrides("train.max_epochs=50")]
+            *tiny_cli_args("train.max_epochs=50")]
     proc = _run_cli(args, tmp_path)
     last = run / "checkpoints" / "last.pt"
     deadline = time.time() + 300
@@ -378,7 +371,7 @@ def test_killed_run_resumes_from_last_checkpoint(phantom_dir: Path, tmp_path: Pa
     done = load_checkpoint(last)["epoch"]  # whole, loadable after kill -9
     assert 1 <= done < 50
     resumed = _run_cli(["-m", "medt3d", "train", "--data-dir", str(phantom_dir), "--output", str(run),
-                        *_cli_overrides(f"train.max_epochs={done + 1}"), "--resume"], tmp_path)
+                        *tiny_cli_args(f"train.max_epochs={done + 1}"), "--resume"], tmp_path)
     out, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, out
     assert f"resuming {run} from epoch {done}" in out
