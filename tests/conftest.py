@@ -13,6 +13,10 @@ from pathlib import Path
 
 import pytest
 
+# One thread per test process: pytest-xdist runs two processes on the 2-core CI machine, and torch's
+# default of a thread per core (in each process and in every command a test starts) oversubscribed it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 

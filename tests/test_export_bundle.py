@@ -103,19 +103,29 @@ def test_bundle_layout_metadata_and_readme(exported):
     assert (b / "LICENSE").read_text(encoding="utf-8").startswith("Copyright")
 
 
-def test_metadata_passes_monai_verify_metadata_cli(exported, meta_schema_file: Path):
-    _run(["-m", "monai.bundle", "verify_metadata", "--meta_file", "configs/metadata.json",
-          "--filepath", str(meta_schema_file)], cwd=exported.bundle)
+# MONAI's bundle commands are called in this process, with the arguments and working folder of their
+# ``python -m monai.bundle ...`` command lines (which only parse those arguments for the same functions):
+# each command line is a new process that spends about 10 s importing MONAI. The guide runs
+# ``python -m monai.bundle run`` itself (docs/deploy.md), and test_bundle_inference_cli_equals_medt3d_infer below.
 
 
-def test_verify_net_in_out_and_ckpt_export_cli(exported, tmp_path: Path):
+def test_metadata_passes_monai_verify_metadata(exported, meta_schema_file: Path, monkeypatch):
+    from monai.bundle import verify_metadata
+
+    monkeypatch.chdir(exported.bundle)
+    verify_metadata(meta_file="configs/metadata.json", filepath=str(meta_schema_file))  # raises when invalid
+
+
+def test_verify_net_in_out_and_ckpt_export(exported, tmp_path: Path, monkeypatch):
+    from monai.bundle import ckpt_export, verify_net_in_out
+
     ts = tmp_path / "again.ts"
-    trace = ["--use_trace", "True", "--input_shape", "[1,1,16,16,16]"] if exported.result.torchscript == "trace" else []
-    _run(["-m", "monai.bundle", "verify_net_in_out", "network_def", "--meta_file", "configs/metadata.json",
-          "--config_file", "configs/inference.json", "--device", "cpu"], cwd=exported.bundle)
-    _run(["-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file",
-          "models/model.pt", "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json",
-          *trace], cwd=exported.bundle)
+    trace = {"use_trace": True, "input_shape": [1, 1, 16, 16, 16]} if exported.result.torchscript == "trace" else {}
+    monkeypatch.chdir(exported.bundle)
+    verify_net_in_out("network_def", meta_file="configs/metadata.json", config_file="configs/inference.json",
+                      device="cpu")
+    ckpt_export("network_def", filepath=str(ts), ckpt_file="models/model.pt", meta_file="configs/metadata.json",
+                config_file="configs/inference.json", **trace)
     x = torch.rand(1, 1, 16, 16, 16, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert float((torch.jit.load(str(ts))(x) - _logits_of_checkpoint(exported.ckpt, x)).abs().max()) <= 1e-5
@@ -297,6 +307,9 @@ def test_bundle_train_resumes_from_its_own_last_checkpoint_like_medt3d_train(exp
     assert isinstance(cause, FileNotFoundError) and "last.pt" in str(cause)
 
 
+# slow (pytest -m slow): two processes that each import MONAI, 60-80 s of CPU; DDP training itself is
+# covered in the default suite by tests/test_training.py's torchrun test
+@pytest.mark.slow
 def test_multi_gpu_train_config_runs_under_torchrun_on_two_cpu_processes(exported, tmp_path: Path):
     out = tmp_path / "ddp_out"
     _run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run",

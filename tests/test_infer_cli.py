@@ -69,6 +69,9 @@ def test_cli_with_a_checkpoint_exit_codes_and_summary(scans, tmp_path: Path):
                  str(tmp_path / "o3")]) == 2
 
 
+# slow (pytest -m slow): two processes that each import MONAI, about 50 s of CPU. The default suite still
+# runs torchrun (tests/test_training.py's DDP training); the split of cases between ranks is covered only here.
+@pytest.mark.slow
 def test_torchrun_two_cpu_processes_split_the_cases(tmp_path: Path):
     data = tmp_path / "data"
     data.mkdir()

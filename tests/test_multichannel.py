@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -135,7 +134,7 @@ def test_each_channel_is_normalised_by_its_name():
     assert abs(image[1].mean().item()) < 1e-4 and abs(image[1].std().item() - 1) < 1e-2
 
 
-def test_two_channel_phantom_trains_infers_evaluates_and_exports(dataset: Path, tmp_path: Path):
+def test_two_channel_phantom_trains_infers_evaluates_and_exports(dataset: Path, tmp_path: Path, capsys):
     from medt3d.bundle.export import export_bundle
     from medt3d.evaluation.evaluate import evaluate
     from medt3d.training.engine import train
@@ -157,19 +156,20 @@ def test_two_channel_phantom_trains_infers_evaluates_and_exports(dataset: Path, 
     only_one = tmp_path / "only_one"
     only_one.mkdir()
     subprocess.run(["cp", str(tests / "phantom_100_0000.nii.gz"), str(only_one)], check=True)
-    run = [sys.executable, "-m", "medt3d", "infer", "--model", str(tmp_path / "run"), "--no-progress"]
+    from medt3d.cli import main
+
+    run = ["infer", "--model", str(tmp_path / "run"), "--no-progress"]
     for source, out in ((tests, "out_files"), (stacked, "out_4d")):
-        done = subprocess.run([*run, str(source), "--output", str(tmp_path / out)], capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr
+        assert main([*run, str(source), "--output", str(tmp_path / out)]) == 0, capsys.readouterr().err
     from_files = nib.load(tmp_path / "out_files" / "phantom_100_seg.nii.gz")
     from_4d = nib.load(tmp_path / "out_4d" / "phantom_100_seg.nii.gz")
     np.testing.assert_array_equal(np.asarray(from_files.dataobj), np.asarray(from_4d.dataobj))
     assert from_files.shape == arrays[0].shape
     sidecar = json.loads((tmp_path / "out_files" / "phantom_100_seg.json").read_text())
     assert [Path(f).name for f in sidecar["input_files"]] == ["phantom_100_0000.nii.gz", "phantom_100_0001.nii.gz"]
-    failed = subprocess.run([*run, str(only_one), "--output", str(tmp_path / "out_one")], capture_output=True,
-                            text=True)
-    assert failed.returncode == 1 and "channel files _0000, but the model takes 2 channels" in failed.stderr
+    capsys.readouterr()
+    assert main([*run, str(only_one), "--output", str(tmp_path / "out_one")]) == 1
+    assert "channel files _0000, but the model takes 2 channels" in capsys.readouterr().err
 
     summary = evaluate(result.best_checkpoint, dataset, tmp_path / "eval", split="test", overlays=False)
     assert summary["n_cases"] == 1 and {"organ_a", "organ_b", "organ_c"} <= set(summary["per_class"])

@@ -7,12 +7,17 @@ import argparse
 from medt3d.config import Config, load_config
 
 
+def add_set_arg(parser: argparse.ArgumentParser,
+                help: str = "override a config key, e.g. --set train.max_epochs=3 (repeatable)") -> None:
+    """Add the repeatable ``--set KEY=VALUE`` (collected in ``args.overrides``)."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
 def add_config_args(parser: argparse.ArgumentParser, default: str | None = "default") -> None:
     """Add ``--config`` (YAML path or preset name) and ``--set`` overrides."""
     parser.add_argument("--config", default=default,
                         help="YAML config file or preset name (default, ct_abdomen, mri, demo)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set train.max_epochs=3 (repeatable)")
+    add_set_arg(parser)
 
 
 def explicit_overrides(args: argparse.Namespace, flag_overrides: dict[str, object] | None = None) -> list[str]:

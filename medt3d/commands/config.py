@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from medt3d.commands.common import add_set_arg
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``config`` command (its one subcommand: ``show``)."""
@@ -20,8 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     show.add_argument("source", nargs="?", default="default",
                       help="run folder, checkpoint, bundle, cross-validation folder, preset name or YAML file "
                            "(default: the defaults)")
-    show.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                      help="override a config key, e.g. --set train.max_epochs=3 (repeatable)")
+    add_set_arg(show)
     show.set_defaults(func=run)
 
 

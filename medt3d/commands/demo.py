@@ -6,14 +6,15 @@ import argparse
 import time
 from pathlib import Path
 
+from medt3d.commands.common import add_set_arg
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``demo`` command."""
     p = sub.add_parser("demo", help="run the whole pipeline on built-in phantoms",
                        description="Make phantoms, train MedT3D, evaluate, predict a held-back phantom, export.")
     p.add_argument("--output", help="new folder for the demo's outputs (default: medt3d_demo/<timestamp>)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a key of configs/demo.yaml, e.g. --set train.max_epochs=5")
+    add_set_arg(p, help="override a key of configs/demo.yaml, e.g. --set train.max_epochs=5")
     p.set_defaults(func=run)
 
 

@@ -8,12 +8,11 @@ from medt3d.commands.common import add_config_args, config_from_args, dataset_co
 from medt3d.commands.train import FLAG_KEYS
 from medt3d.errors import InputError
 from medt3d.networks.registry import NETWORKS
+from medt3d.training.distill_defaults import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``distill`` command."""
-    from medt3d.training.distill import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
-
     p = sub.add_parser("distill", help="train a (smaller) student network from a trained teacher",
                        description="Knowledge distillation: the student (--config) learns the teacher's "
                                    "temperature-scaled soft labels, plus the labels weighted by --alpha. The "

@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from medt3d.commands.common import add_set_arg
 from medt3d.config import CT_WINDOWS, config_from_dict, config_to_dict, load_config
 from medt3d.errors import InputError
 
@@ -41,8 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"memory for one training step, for the patch size (default {DEFAULT_MEMORY_GB:g})")
     parser.add_argument("--config", default=None,
                         help="config (preset or YAML) for the class names, modality, batch size and patches per volume")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key (repeatable)")
+    add_set_arg(parser)
     parser.set_defaults(func=run)
 
 

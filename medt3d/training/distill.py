@@ -25,16 +25,13 @@ from medt3d.errors import InputError
 from medt3d.models.loading import load_model
 from medt3d.networks.factory import masks_padding
 from medt3d.training.batches import patch_batch
+from medt3d.training.distill_defaults import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
 from medt3d.training.losses import PADDING_LABEL, IgnorePadding, build_loss
 from medt3d.training.objective import TrainingObjective
 
 __all__ = ["DistillationLoss", "DistillationObjective", "check_teacher", "distill"]
 
 logger = logging.getLogger("medt3d.train")
-
-#: Defaults of ``medt3d distill`` (Hinton et al.: a soft temperature, the teacher's term weighted most).
-DEFAULT_TEMPERATURE = 2.0
-DEFAULT_ALPHA = 0.5
 
 
 class DistillationLoss(torch.nn.Module):
