@@ -16,8 +16,10 @@ No library does this for a Python command line (nailgun is for the JVM), hence t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -92,8 +94,10 @@ class WarmMedt3d:
         client = self.folder / "medt3d"
         client.write_text(CLIENT.format(python=sys.executable, socket_path=self.socket_path))
         client.chmod(0o755)
+        # its own process group, so that a command still running when the test ends is stopped with it
         self.server = subprocess.Popen([sys.executable, "-c", SERVER, self.socket_path], env=self.env,
-                                       stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+                                       stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                                       start_new_session=True)
         started = time.monotonic()
         ready = self.server.stdout.readline()
         if ready.strip() != "ready":
@@ -103,7 +107,8 @@ class WarmMedt3d:
 
     def __exit__(self, *exc: object) -> None:
         if self.server is not None:
-            self.server.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.server.pid, signal.SIGKILL)
             self.server.wait()
         shutil.rmtree(os.path.dirname(self.socket_path), ignore_errors=True)
 

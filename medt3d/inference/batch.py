@@ -425,9 +425,10 @@ def _one(case: Case, predictor: Predictor, out_dir: Path, options: InferOptions,
         message = str(err) if isinstance(err, USER_ERRORS) else f"{type(err).__name__}: {err}"
     except USER_ERRORS as err:
         message = str(err)
-    except Exception as err:  # an unexpected failure of one case must not stop the batch
-        logger.debug("%s", traceback.format_exc())
-        message = f"{type(err).__name__}: {err}"
+    except Exception as err:  # an unexpected failure of one case must not stop the batch: a bug, said as one
+        logger.warning("case %s: traceback of the internal error below\n%s", case.name, traceback.format_exc())
+        message = (f"internal error (a bug in medt3d, not in your input): {type(err).__name__}: {err}; report it "
+                   "with the traceback in the log")
     logger.error("case %s failed: %s", case.name, message)
     return CaseResult(case=case.name, input=case.input, status="failed", error=message, rank=info.rank,
                       seconds=round(time.perf_counter() - start, 3))
