@@ -27,6 +27,7 @@ from medt3d.errors import (
     EXIT_BUG,
     EXIT_ENVIRONMENT,
     EXIT_INTERRUPTED,
+    INTERNAL_ERROR,
     USER_ERRORS,
     Terminated,
     hint_of,
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{_OOM_HINT}", file=sys.stderr)
             return EXIT_ENVIRONMENT
         traceback.print_exc()
-        print(f"medt3d {args.command}: internal error (a bug in medt3d, not in your input): {type(err).__name__}; "
+        print(f"medt3d {args.command}: {INTERNAL_ERROR}: {type(err).__name__}; "
               "report it with the command and the traceback above", file=sys.stderr)
         return EXIT_BUG
     finally:

@@ -31,6 +31,8 @@ __all__ = ["EXIT_BAD_INPUT", "Terminated", "EXIT_BUG", "EXIT_CASES_FAILED", "EXI
 #: Exit codes of every command (documented in docs/troubleshooting.md).
 EXIT_CASES_FAILED = 1  # some cases of a batch failed (the others were written)
 EXIT_BUG = 1  # an exception that is not a user's or the machine's: a bug in medt3d (traceback shown)
+#: how a bug in medt3d is named to the user (the command line's last line, a failed case's error)
+INTERNAL_ERROR = "internal error (a bug in medt3d, not in your input)"
 EXIT_BAD_INPUT = 2  # bad input or usage: a file, a value, a config key
 EXIT_ENVIRONMENT = 3  # the machine: read-only or full disk, other OS errors, out of memory
 EXIT_INTERRUPTED = 130  # Ctrl-C, or SIGTERM (a scheduler's stop)

@@ -47,7 +47,7 @@ from medt3d.data.geometry import voxel_spacing
 from medt3d.data.readers import DICOM, detect_kind
 from medt3d.devices import resolve_device
 from medt3d.distributed import DistInfo, cleanup_distributed, init_distributed, shard
-from medt3d.errors import FULL_OR_READ_ONLY, USER_ERRORS, InputError
+from medt3d.errors import FULL_OR_READ_ONLY, INTERNAL_ERROR, USER_ERRORS, InputError
 from medt3d.inference.cases import Case, channel_file, check_no_overwrite, discover_cases, group_channel_files
 from medt3d.inference.engines import engine_networks
 from medt3d.inference.ensemble import load_members
@@ -427,7 +427,7 @@ def _one(case: Case, predictor: Predictor, out_dir: Path, options: InferOptions,
         message = str(err)
     except Exception as err:  # an unexpected failure of one case must not stop the batch: a bug, said as one
         logger.warning("case %s: traceback of the internal error below\n%s", case.name, traceback.format_exc())
-        message = (f"internal error (a bug in medt3d, not in your input): {type(err).__name__}: {err}; report it "
+        message = (f"{INTERNAL_ERROR}: {type(err).__name__}: {err}; report it "
                    "with the traceback in the log")
     logger.error("case %s failed: %s", case.name, message)
     return CaseResult(case=case.name, input=case.input, status="failed", error=message, rank=info.rank,
