@@ -63,7 +63,7 @@ def test_dataset_splits_file_wins_over_the_rule_and_explicit_file_wins_over_it(t
 
 
 def test_train_with_data_fold_validates_on_nnunet_fold(tmp_path: Path):
-    from medt3d.training.engine import prepare_datalist
+    from medt3d.training.run_data import prepare_datalist
 
     raw = write_nnunet_phantoms(tmp_path / "raw", 5, shape=(12, 12, 12),
                                 labels={"background": 0, "a": 1, "b": 2, "c": 3})

@@ -96,20 +96,29 @@ def _agreement(network: torch.nn.Module, teacher: torch.nn.Module, images: list[
     return sum(same) / len(same)
 
 
+def _without_labels(phantom_dir: Path, out: Path) -> Path:
+    """A datalist of the phantoms' training images with no label at all (the labels stay unread)."""
+    cases = [{"name": c["name"], "image": c["image"]} for c in build_datalist(phantom_dir).train]
+    out.write_text(json.dumps({"train": cases, "labels": ["background", "blob"]}))
+    return out
+
+
 def test_a_student_learns_from_the_teacher_alone_without_labels(phantom_dir: Path, tmp_path: Path):
-    # alpha=0: the labels never reach the loss; the only signal is the teacher's (a threshold of the intensity)
+    # training cases without labels: the only signal is the teacher's (a threshold of the intensity); at the
+    # default alpha the loss is (1 - alpha) times the teacher's term
     cfg = tiny_cfg("train.seed=1", "train.max_epochs=4", "train.iterations_per_epoch=8", "train.lr=0.01",
                    "train.val_interval=0")
     teacher = _Teacher(cfg.data.num_classes)
-    objective = DistillationObjective(cfg, teacher, cfg, temperature=2.0, alpha=0.0)
-    training = build_training(cfg, phantom_dir, tmp_path / "student", objective=objective)
+    objective = DistillationObjective(cfg, teacher, cfg, temperature=2.0, alpha=0.5)
+    data = _without_labels(phantom_dir, tmp_path / "unlabelled.json")
+    training = build_training(cfg, data, tmp_path / "student", objective=objective)
     untrained = copy.deepcopy(training.trainer.network)
     result = training.run()
 
     history = json.loads((tmp_path / "student" / "history.json").read_text())
     assert all("loss_labels" not in h for h in history)
     assert history[-1]["loss_teacher"] < 0.5 * history[0]["loss_teacher"]
-    assert [h["loss"] for h in history] == pytest.approx([h["loss_teacher"] for h in history])
+    assert [h["loss"] for h in history] == pytest.approx([0.5 * h["loss_teacher"] for h in history])
     cases = build_datalist(phantom_dir).val
     images = [build_val_transforms(cfg)(dict(c))["image"].as_tensor()[None] for c in cases]
     before = _agreement(untrained, teacher.eval(), images)
@@ -117,3 +126,57 @@ def test_a_student_learns_from_the_teacher_alone_without_labels(phantom_dir: Pat
     assert after > max(0.9, before + 0.1), (before, after)
     assert result.epochs_run == 4
     assert teacher.masked > 0, "the teacher never got the padded patches' valid mask"
+
+
+def test_a_batch_mixing_labelled_and_unlabelled_cases_keeps_the_unlabelled_out_of_the_label_term():
+    seen: list[torch.Tensor] = []
+
+    def supervised(pred: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        seen.append(label)
+        return pred.sum() * 0 + 1.0
+
+    loss = DistillationLoss(supervised, num_classes=2, temperature=1.0, alpha=0.25)
+    logits = torch.randn(2, 2, 4, 4, 4)
+    loss.teacher_logits = logits
+    label = torch.stack([torch.ones(1, 4, 4, 4), torch.zeros(1, 4, 4, 4)])
+    loss.labelled = torch.tensor([True, False])
+    value = float(loss(logits.clone(), label))
+    assert len(seen) == 1 and seen[0].shape[0] == 1 and bool((seen[0] == 1).all())  # only the labelled sample
+    assert value == pytest.approx(0.25, abs=1e-5)  # alpha * 1 + (1 - alpha) * 0 (the student matches the teacher)
+    loss.labelled = torch.tensor([False, False])
+    assert float(loss(-logits, label)) == pytest.approx(0.75 * loss.last["loss_teacher"])
+    assert len(seen) == 1, "a batch without labels never reaches the supervised loss"
+
+
+def test_training_cases_without_labels_are_only_for_distillation(phantom_dir: Path, tmp_path: Path):
+    data = _without_labels(phantom_dir, tmp_path / "unlabelled.json")
+    cfg = tiny_cfg("train.val_interval=0", "train.max_epochs=1")
+    with pytest.raises(ValueError, match="label"):
+        train(cfg, data, tmp_path / "plain")
+    # distillation keeps them for training, but validation needs a label
+    objective = DistillationObjective(cfg, ThresholdNet(2), cfg, alpha=0.5)
+    validated = tiny_cfg("train.val_interval=1", "train.max_epochs=1")
+    with pytest.raises(ValueError, match="no training case has a label.*val_interval=0"):
+        build_training(validated, data, tmp_path / "validated", objective=objective)
+    # at alpha 1 (labels only) a case without a label would teach nothing: refused like train's
+    with pytest.raises(ValueError, match="label"):
+        build_training(cfg, data, tmp_path / "labels_only", objective=DistillationObjective(cfg, ThresholdNet(2), cfg,
+                                                                                            alpha=1.0))
+
+
+def test_distill_cli_takes_a_data_folder_where_some_images_have_no_label(phantom_dir: Path, tmp_path: Path, capsys):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(phantom_dir, data)
+    (data / "train" / "masks" / "phantom_001.nii.gz").unlink()  # phantom_001 is not contoured
+    teacher = tmp_path / "teacher"
+    train(tiny_cfg("train.max_epochs=1"), phantom_dir, teacher)
+    assert main(["train", "--data-dir", str(data), "--output", str(tmp_path / "plain"), *tiny_cli_args()]) == 2
+    assert "phantom_001" in capsys.readouterr().err  # train names the image without a label
+    student = tmp_path / "student"
+    assert main(["distill", "--teacher", str(teacher), "--data-dir", str(data), "--output", str(student),
+                 *tiny_cli_args("train.seed=1")]) == 0
+    assert "1 of 2 training cases have no label" in (student / "distill.log").read_text()
+    history = json.loads((student / "history.json").read_text())
+    assert all(h["loss_teacher"] > 0 for h in history) and all("val_mean_dice" in h for h in history)

@@ -10,7 +10,7 @@ import pytest
 from support import THRESHOLD_HU, ThresholdNet, blob_volume, save, threshold_config, tiny_cfg
 
 from medt3d.data.datalist import build_datalist
-from medt3d.training.engine import prepare_datalist
+from medt3d.training.run_data import prepare_datalist
 
 
 @pytest.fixture()

@@ -51,10 +51,12 @@ from medt3d.errors import USER_ERRORS, InputError
 
 __all__ = [
     "CT_BODY_HU",
+    "LABELLED",
     "VALID",
     "AddValidMaskd",
     "ChannelIntensityd",
     "CheckLabelValuesd",
+    "MarkLabelledd",
     "OnScanGridd",
     "Pipeline",
     "build_infer_transforms",
@@ -73,6 +75,30 @@ _MAX_LISTED_VALUES = 10
 IMAGE, LABEL = "image", "label"
 #: Key of a training patch's validity mask: 1 where a voxel is scan, 0 where a pad or an augmentation made it.
 VALID = "valid"
+#: Key of a training case's flag: 1 where the case has a label, 0 where it has none (distillation only).
+LABELLED = "labelled"
+
+
+class MarkLabelledd(MapTransform):
+    """Set ``labelled`` (1 or 0), and give a case without a label an all-background stand-in on its image's grid.
+
+    Only distillation trains on cases without labels (its teacher's term needs none). The stand-in lets the
+    patch sampler and the augmentations run as for any case; the flag keeps it out of the supervised loss
+    (:class:`medt3d.training.distill.DistillationLoss`).
+    """
+
+    def __init__(self, image_key: Hashable = IMAGE, label_key: Hashable = LABEL, flag_key: Hashable = LABELLED) -> None:
+        super().__init__([image_key])
+        self.image_key, self.label_key, self.flag_key = image_key, label_key, flag_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        d[self.flag_key] = int(self.label_key in d)
+        if self.label_key not in d:
+            label = d[self.image_key][:1].clone()
+            label.zero_()
+            d[self.label_key] = label
+        return d
 
 
 class AddValidMaskd(MapTransform):
@@ -258,12 +284,12 @@ def _geometry(cfg: Config, keys: Sequence[str]) -> list[MapTransform]:
     return out
 
 
-def _load(cfg: Config, keys: Sequence[str]) -> list[MapTransform]:
+def _load(cfg: Config, keys: Sequence[str], optional_label: bool = False) -> list[MapTransform]:
     out: list[MapTransform] = [LoadVolumed(keys, channels=cfg.data.in_channels, max_voxels=cfg.infer.max_voxels,
                                            reference_channel=cfg.data.reference_channel,
-                                           rois=RoiMap.from_config(cfg.data))]
+                                           rois=RoiMap.from_config(cfg.data), allow_missing_keys=optional_label)]
     if LABEL in keys:
-        out.append(CheckLabelValuesd(LABEL, num_classes=cfg.data.num_classes))
+        out.append(CheckLabelValuesd(LABEL, num_classes=cfg.data.num_classes, allow_missing_keys=optional_label))
     return out
 
 
@@ -319,12 +345,13 @@ def _augmentations(cfg: Config, keys: Sequence[str]) -> list[MapTransform]:
 # ------------------------------------------------------------------------------------ pipelines
 
 
-def build_train_transforms(cfg: Config) -> Pipeline:
+def build_train_transforms(cfg: Config, unlabelled: bool = False) -> Pipeline:
     """Training: load, check labels, reorient, resample, crop, normalise, pad, sample patches, augment.
 
     The output of one case is a list of ``patch.num_samples`` dicts with ``image`` (float32, 0..1
     for CT), ``label`` and ``valid`` (1 where the patch is scan, 0 where padding or an augmentation's
-    zero fill) patches of ``patch.roi_size``.
+    zero fill) patches of ``patch.roi_size``, and the case's ``labelled`` flag. With ``unlabelled``, a case
+    may come without a label (:class:`MarkLabelledd`).
 
     Raises:
         ValueError: ``augment.rotate90`` with a patch whose x and y sizes differ.
@@ -332,7 +359,8 @@ def build_train_transforms(cfg: Config) -> Pipeline:
     keys = [IMAGE, LABEL]
     patch_keys = [IMAGE, LABEL, VALID]
     return Pipeline([
-        *_load(cfg, keys),
+        *_load(cfg, keys, optional_label=unlabelled),
+        MarkLabelledd(),
         *_geometry(cfg, keys),
         intensity_transform(cfg, IMAGE),
         AddValidMaskd(),

@@ -7,7 +7,8 @@ the student's input patch (with the patch's valid mask when it is a MedT3D); the
 
     alpha * supervised(student, label) + (1 - alpha) * T^2 * KL(softmax(teacher / T) || softmax(student / T))
 
-per voxel of scan (padding is left out of the KL term, as of the supervised one).
+per voxel of scan (padding is left out of the KL term, as of the supervised one). A training case without a
+label (allowed here, unlike ``medt3d train``) gets the teacher's term only: ``(1 - alpha)`` times the KL.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from medt3d.config import Config, config_to_dict
+from medt3d.data.transforms import LABELLED
 from medt3d.errors import InputError
 from medt3d.models.loading import load_model
 from medt3d.networks.factory import masks_padding
@@ -38,7 +40,9 @@ class DistillationLoss(torch.nn.Module):
     """Student logits against the teacher's (set in ``teacher_logits`` before each call) and the labels.
 
     ``alpha`` weights the supervised loss, ``1 - alpha`` the temperature-scaled KL term (times ``T^2`` so
-    its gradients keep their scale as ``T`` changes). With ``alpha = 0`` the labels are never used.
+    its gradients keep their scale as ``T`` changes). With ``alpha = 0`` the labels are never used. The
+    samples of the batch whose case has no label (``labelled``, set with the teacher's logits: False) are left
+    out of the supervised term; a batch of only such samples gives ``(1 - alpha)`` times the teacher's term.
     """
 
     def __init__(self, supervised: torch.nn.Module, num_classes: int, temperature: float, alpha: float) -> None:
@@ -48,6 +52,7 @@ class DistillationLoss(torch.nn.Module):
         self.temperature = float(temperature)
         self.alpha = float(alpha)
         self.teacher_logits: torch.Tensor | None = None
+        self.labelled: torch.Tensor | None = None
         self.last: dict[str, float] = {}
 
     def forward(self, pred: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
@@ -60,8 +65,11 @@ class DistillationLoss(torch.nn.Module):
         scan = (label != PADDING_LABEL).to(kl.dtype) if label is not None else torch.ones_like(kl)
         teacher_term = (kl * scan).sum() / scan.sum().clamp_min(1.0) * t * t
         self.last = {"loss_teacher": float(teacher_term.detach())}
-        if self.alpha == 0.0 or label is None:
-            return teacher_term
+        labelled = self.labelled if self.labelled is not None else torch.ones(len(pred), dtype=torch.bool, device=pred.device)
+        if self.alpha == 0.0 or label is None or not bool(labelled.any()):
+            return (1.0 - self.alpha) * teacher_term
+        if not bool(labelled.all()):
+            pred, label = pred[labelled], label[labelled]
         supervised = self.supervised(pred, label)
         self.last["loss_labels"] = float(supervised.detach())
         return self.alpha * supervised + (1.0 - self.alpha) * teacher_term
@@ -84,6 +92,7 @@ class DistillationObjective(TrainingObjective):
         self.teacher_masks = masks_padding(teacher_cfg)
         self.loss_function = DistillationLoss(IgnorePadding(build_loss(cfg)), cfg.data.num_classes,
                                               temperature, alpha)
+        self.accepts_unlabelled = alpha < 1.0  # a case without a label learns the teacher's term (none at alpha 1)
 
     def to(self, device: torch.device) -> DistillationObjective:
         """Move the teacher and the loss to ``device``."""
@@ -100,6 +109,8 @@ class DistillationObjective(TrainingObjective):
             self.teacher.eval()
             logits = self.teacher(image, **(extra if self.teacher_masks else {}))
         self.loss_function.teacher_logits = logits.detach()
+        flags = batchdata.get(LABELLED)  # absent from a cache written before the flag existed: all labelled
+        self.loss_function.labelled = None if flags is None else torch.as_tensor(flags).to(image.device).bool()
         if rest and self.student_masks:
             return image, label, (), extra
         return image, label

@@ -38,11 +38,8 @@ from monai.utils import set_determinism
 from torch.nn.parallel import DistributedDataParallel
 
 from medt3d.config import Config, save_config
-from medt3d.data.datalist import Datalist, build_datalist
+from medt3d.data.datalist import Datalist
 from medt3d.data.datasets import build_dataset
-from medt3d.data.folds import choose_validation
-from medt3d.data.preflight import check_cases
-from medt3d.data.readers.rtstruct import RoiMap
 from medt3d.data.transforms import build_train_transforms, build_val_transforms
 from medt3d.devices import resolve_device
 from medt3d.distributed import (
@@ -63,6 +60,7 @@ from medt3d.training.batches import patch_batch, plain_batch
 from medt3d.training.handlers import KEY_METRIC, RunState, attach_handlers
 from medt3d.training.objective import SupervisedObjective, TrainingObjective
 from medt3d.training.optim import TrainingClock, build_optimizer, build_scheduler
+from medt3d.training.run_data import prepare_datalist
 from medt3d.training.run_folder import MIN_FREE_DISK_MB, check_output, clear_run_folder, refuse_another_run
 from medt3d.training.seeding import EpochSampler, EpochSeeding
 from medt3d.training.tracking import (
@@ -108,38 +106,6 @@ class TrainResult:
             return f"best {KEY_METRIC} {self.best_metric:.4f} at epoch {self.best_epoch}; model {self.model_checkpoint}"
         return (f"no validation {KEY_METRIC} after {self.epochs_run} epoch(s) (no validation cases, or "
                 f"train.val_interval not reached); model: the last epoch's weights, {self.model_checkpoint}")
-
-
-# --------------------------------------------------------------------------- data
-
-
-def prepare_datalist(cfg: Config, data_dir: str | Path) -> Datalist:
-    """Find the cases, split off validation if the data have none, and check everything up front.
-
-    Raises:
-        DatasetError/ValueError: every problem found, each naming its file, before any training.
-    """
-    datalist = build_datalist(data_dir)
-    if not datalist.train:
-        raise InputError(f"{data_dir}: no training cases found (only {len(datalist.val)} validation and "
-                         f"{len(datalist.test)} test case(s)); add training cases, or use medt3d evaluate to "
-                         "score those")
-    if datalist.channels is not None and len(datalist.channels) != cfg.data.in_channels:
-        raise InputError(f"{data_dir}: the dataset has {len(datalist.channels)} channel(s) {datalist.channels} but "
-                         f"data.in_channels is {cfg.data.in_channels}; set --set data.in_channels="
-                         f"{len(datalist.channels)} (and data.channels to name them)")
-    if datalist.labels is not None and list(datalist.labels) != list(cfg.data.labels):
-        logger.warning("%s names the classes %s, the config's data.labels %s: label value i is trained as "
-                       "data.labels[i]", data_dir, datalist.labels, cfg.data.labels)
-    if not datalist.val and (cfg.data.fold is not None or cfg.train.val_interval > 0):  # none at val_interval 0
-        choice = choose_validation(datalist, cfg)  # nnU-Net's folds, or the seeded share (as evaluate's)
-        datalist.train, datalist.val = choice.train, choice.val
-        (logger.warning if choice.same_cases else logger.info)("%s has no validation split: validating on %s",
-                                                               data_dir, choice.how)
-    check_cases(datalist.train + datalist.val, cfg.data.num_classes, cfg.data.in_channels,
-                rois=RoiMap.from_config(cfg.data))
-    return datalist
-
 
 
 # --------------------------------------------------------------------------- main entry
@@ -341,8 +307,8 @@ def _build(cfg: Config, data_dir: str | Path, run_dir: Path, resume_payload: dic
            val_handlers: Sequence[Any], inferer: Inferer, overwrite: bool, objective: TrainingObjective) -> Training:
     """Assemble the run in order: checked data, loaders, network, optimiser, engines, resumed state, handlers."""
     resume = resume_payload is not None
-    datalist = _checked_data(cfg, data_dir, run_dir, info, resume, overwrite)
-    loaders = _loaders(cfg, datalist, run_dir, info)
+    datalist = _checked_data(cfg, data_dir, run_dir, info, resume, overwrite, objective.accepts_unlabelled)
+    loaders = _loaders(cfg, datalist, run_dir, info, objective.accepts_unlabelled)
     network = _network(cfg, device, info, resume_payload)
     optimizer = build_optimizer(cfg, network)
     clock = TrainingClock(cfg.train.max_seconds, resume_payload.get("train_seconds", 0.0) if resume else 0.0,
@@ -372,24 +338,24 @@ def _build(cfg: Config, data_dir: str | Path, run_dir: Path, resume_payload: dic
 
 
 def _checked_data(cfg: Config, data_dir: str | Path, run_dir: Path, info: DistInfo, resume: bool,
-                  overwrite: bool) -> Datalist:
+                  overwrite: bool, unlabelled: bool) -> Datalist:
     """The checked datalist; rank 0 checks the run folder first and clears it (``--overwrite``) only after."""
     if info.is_main:
         check_output(run_dir)
-    datalist = prepare_datalist(cfg, data_dir)
+    datalist = prepare_datalist(cfg, data_dir, unlabelled)
     if info.is_main:  # only now, with the data checked, may --overwrite delete the old run
         clear_run_folder(run_dir, resume, overwrite)
         save_config(cfg, RunLayout(run_dir).config)
     return datalist
 
 
-def _loaders(cfg: Config, datalist: Datalist, run_dir: Path, info: DistInfo) -> _Loaders:
+def _loaders(cfg: Config, datalist: Datalist, run_dir: Path, info: DistInfo, unlabelled: bool) -> _Loaders:
     """This rank's share of the cases as (cached) datasets and loaders, with the sampler the epochs reseed."""
     set_determinism(cfg.train.seed)
     train_cases = shard(datalist.train, info, even=True)
     val_cases = shard(datalist.val, info, even=True)
     cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else RunLayout(run_dir).cache
-    train_ds = build_dataset(train_cases, build_train_transforms(cfg), cfg, cache_dir=cache_dir / "train")
+    train_ds = build_dataset(train_cases, build_train_transforms(cfg, unlabelled), cfg, cache_dir=cache_dir / "train")
     val_ds = build_dataset(val_cases, build_val_transforms(cfg), cfg, cache_dir=cache_dir / "val")
 
     iterations = cfg.train.iterations_per_epoch or max(1, -(-len(train_ds) // cfg.train.batch_size))

@@ -38,6 +38,8 @@ class TrainingObjective:
 
     name = "objective"
     loss_function: torch.nn.Module
+    #: whether training cases may come without a label (the engine then keeps them, for training only)
+    accepts_unlabelled = False
 
     def prepare_batch(self, batchdata: dict, device: torch.device | str | None = None, non_blocking: bool = False,
                       **kwargs: Any) -> tuple[Any, ...]:
