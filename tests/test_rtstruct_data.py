@@ -21,21 +21,26 @@ SETS = ["data.labels=[background,tumour]", "data.roi_names={GTV_Mass_PET: tumour
         "data.rtstruct_match=frame_of_reference", "data.modality=MR"]
 
 
-@pytest.fixture(scope="module")
-def pet_folder(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A data folder of two PET cases, each a DICOM series folder holding its RTSTRUCT (the small 5 mm PETs)."""
+@pytest.fixture(scope="module", params=["inside", "beside"])
+def pet_folder(shared_data: Path, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    """A data folder of two PET cases (the small 5 mm PETs), each a case folder with its RTSTRUCT: inside the
+    DICOM series folder (``sts_002/`` holds the slices and ``rtstruct.dcm``), or beside it (``sts_002/series/``
+    and ``sts_002/rtstruct.dcm``, as the shared data and TCIA exports keep them)."""
     root = tmp_path_factory.mktemp("rt") / "data"
     for patient in ("STS_002", "STS_003"):
         source = shared_data / "ct_pet_mr_sts" / patient / "PET" / "dicom"
-        shutil.copytree(source / "series", root / patient.lower())
+        series = root / patient.lower() / ("series" if request.param == "beside" else "")
+        shutil.copytree(source / "series", series)
         shutil.copyfile(source / "rtstruct.dcm", root / patient.lower() / "rtstruct.dcm")
     return root
 
 
-def test_a_data_folder_takes_the_rtstruct_inside_each_series_as_its_label(pet_folder: Path, shared_data: Path):
+def test_a_data_folder_takes_the_rtstruct_of_each_case_folder_as_its_label(pet_folder: Path, shared_data: Path):
     datalist = build_datalist(pet_folder)
     assert [(c["name"], Path(c["label"]).name) for c in datalist.cases] == [("sts_002", "rtstruct.dcm"),
                                                                              ("sts_003", "rtstruct.dcm")]
+    for case in datalist.cases:  # the image is the series itself (its slices), not the case folder around it
+        assert len([p for p in Path(case["image"]).iterdir() if p.name != "rtstruct.dcm"]) > 10, case
     loader = LoadVolumed(("image", "label"), rois=RoiMap(("background", "tumour"), ROIS, "frame_of_reference"))
     case = loader(datalist.cases[0])
     gtv = load_volume(shared_data / "ct_pet_mr_sts" / "STS_002" / "PET" / "gtv.nii.gz")

@@ -9,7 +9,9 @@ Layouts understood by :func:`build_datalist` (``Datalist.layout`` names the one 
 - ``msd``: a Medical Segmentation Decathlon ``dataset.json`` (``training``, optional ``validation``,
   ``labels``, ``modality``), given as the file or as the folder holding it.
 - ``flat``: one folder where each label sits beside its image with a ``_label``, ``_seg`` or
-  ``_mask`` suffix, e.g. ``spleen_2_ct.nii.gz`` + ``spleen_2_label.nii.gz`` (case ``spleen_2``).
+  ``_mask`` suffix, e.g. ``spleen_2_ct.nii.gz`` + ``spleen_2_label.nii.gz`` (case ``spleen_2``); or
+  case folders, each a DICOM series holding its RTSTRUCT, or holding one series subfolder and the
+  RTSTRUCT beside it (:func:`~medt3d.data.folder_layouts.rtstruct_beside`).
 - ``json``: an explicit JSON list ``[{"image": ..., "label": ...}, ...]`` or
   ``{"train": [...], "val": [...], "test": [...], "labels": [...], "modality": "CT"}`` (what
   :meth:`Datalist.save` writes); any of the three splits may be missing (a test set alone is fine).

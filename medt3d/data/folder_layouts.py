@@ -40,8 +40,13 @@ def _pair(
     cases = []
     for name, paths in sorted(by_image.items()):
         case: dict[str, Any] = {"name": name, "image": str(paths[0])}
+        beside = rtstruct_beside(paths[0])
+        if beside is not None:  # a case folder: the series in a subfolder, its RTSTRUCT beside it
+            case["image"] = str(beside[0])
         if name in by_label:
             case["label"] = str(by_label[name][0])
+        elif beside is not None:
+            case["label"] = str(beside[1])
         elif (inside := rtstruct_inside(paths[0])) is not None:
             case["label"] = str(inside)
         elif require_labels:
@@ -65,6 +70,24 @@ def rtstruct_inside(image: Path) -> Path | None:
 
     found = [p for p in dicom_files(image) if detect(p)]
     return found[0] if len(found) == 1 else None
+
+
+def rtstruct_beside(folder: Path) -> tuple[Path, Path] | None:
+    """``(series, rtstruct)`` of a case folder holding one RTSTRUCT file and one DICOM series subfolder beside it.
+
+    That is how planning systems and TCIA exports often keep a contoured scan (``case01/rtstruct.dcm``
+    and ``case01/series/``); anything else (a series folder, a file) gives None.
+    """
+    if not folder.is_dir():
+        return None
+    from medt3d.data.readers.dicom_series import dicom_files
+    from medt3d.data.readers.rtstruct import detect
+
+    subfolders = [p for p in folder_entries(folder) if p.is_dir()]  # checked first: a plain series has none
+    if len(subfolders) != 1 or not is_volume(subfolders[0]):
+        return None
+    files = dicom_files(folder)
+    return (subfolders[0], files[0]) if len(files) == 1 and detect(files[0]) else None
 
 
 def _volumes_in(folder: Path, problems: list[str]) -> list[Path]:
