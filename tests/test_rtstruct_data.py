@@ -82,3 +82,20 @@ def test_train_and_evaluate_on_rtstruct_labels(pet_folder: Path, tmp_path: Path)
     summary = evaluate(tmp_path / "run", pet_folder, tmp_path / "eval", split="val", overlays=False)
     assert summary["n_cases"] >= 1 and (tmp_path / "eval" / "metrics.csv").is_file()
     assert "tumour" in (tmp_path / "eval" / "metrics.csv").read_text()
+
+
+def test_an_exported_bundle_scores_rtstruct_labels(pet_folder: Path, tmp_path: Path):
+    # the bundle's evaluate.json reads the RTSTRUCT with the ROI map of the model's own config
+    from monai.bundle import run
+
+    from medt3d.bundle.export import export_bundle
+    from medt3d.training.engine import train
+
+    cfg = tiny_cfg(*SETS, "train.max_epochs=1", "train.val_interval=0", "preprocess.spacing=null")
+    train(cfg, pet_folder, tmp_path / "run")
+    bundle = export_bundle(tmp_path / "run", tmp_path / "bundle").bundle_dir
+    configs = bundle / "configs"
+    run(config_file=[str(configs / "inference.json"), str(configs / "evaluate.json")], logging_file=False,
+        bundle_root=str(bundle), dataset_dir=str(pet_folder), output_dir=str(tmp_path / "eval"))
+    rows = (tmp_path / "eval" / "mean_dice_raw.csv").read_text(encoding="utf-8").strip().splitlines()
+    assert len(rows) == 1 + 2 and len(list((tmp_path / "eval").glob("*_seg.nii.gz"))) == 2

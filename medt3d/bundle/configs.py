@@ -40,6 +40,7 @@ _IMPORTS = [
     "$import medt3d.bundle.runtime",
     "$import medt3d.config",
     "$import medt3d.data.readers",
+    "$import medt3d.data.readers.rtstruct",
     "$import medt3d.data.transforms",
     "$import medt3d.devices",
     "$import medt3d.inference.engines",
@@ -159,7 +160,8 @@ def evaluate_config() -> dict[str, Any]:
         "load_label": {
             "_target_": "Compose",
             "transforms": [
-                {"_target_": "medt3d.data.readers.LoadVolumed", "keys": "label"},
+                {"_target_": "medt3d.data.readers.LoadVolumed", "keys": "label",  # an RTSTRUCT label's ROIs too
+                 "rois": "$medt3d.data.readers.rtstruct.RoiMap.from_config(@medt3d_cfg.data)"},
                 {"_target_": "medt3d.data.transforms.CheckLabelValuesd", "keys": "label", "num_classes": _NUM_CLASSES},
             ],
         },
