@@ -43,11 +43,13 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def predict(model_path: str, image: str | Path, window: str | None = None, padding_mode: str | None = None,
-            floor: str | None = None, pad_like_baseline: bool = False) -> tuple[np.ndarray, list[int] | None, float]:
+            floor: str | None = None, pad_like_baseline: bool = False, overlap: float | None = None,
+            blend: str | None = None) -> tuple[np.ndarray, list[int] | None, float]:
     """Label volume (X, Y, Z) of ``image`` on its own grid, the window that ran, and the seconds it took.
 
     ``padding_mode`` overrides ``infer.padding_mode``; ``floor`` (X,Y,Z) replaces the training patch as the
-    smallest window of a baseline (the inferer's floor), to measure windows cut below the patch.
+    smallest window of a baseline (the inferer's floor), to measure windows cut below the patch; ``overlap``
+    and ``blend`` override ``infer.overlap`` and ``infer.mode``.
     """
     model, cfg = load_model(model_path)
     if window is not None:
@@ -56,6 +58,10 @@ def predict(model_path: str, image: str | Path, window: str | None = None, paddi
         cfg.infer.roi_size = tuple(cfg.patch.roi_size)
     if padding_mode is not None:
         cfg.infer.padding_mode = padding_mode
+    if overlap is not None:
+        cfg.infer.overlap = overlap
+    if blend is not None:
+        cfg.infer.mode = blend
     if floor is not None:
         cfg.patch.roi_size = tuple(int(v) for v in floor.split(","))
     predictor = Predictor(model, cfg, torch.device("cpu"))
@@ -72,8 +78,9 @@ def windows(args: argparse.Namespace) -> list[dict]:
     rows = []
     for model in args.models:
         for window in args.windows:
-            label, ran, seconds = predict(model, args.image, window)
+            label, ran, seconds = predict(model, args.image, window, overlap=args.overlap, blend=args.blend)
             rows.append({"model": model, "window": window, "window_run": ran, "seconds": round(seconds, 1),
+                         "overlap": args.overlap, "blend": args.blend,
                          "dice": round(dice(label == args.organ, reference), 4)})
             print(json.dumps(rows[-1]), file=sys.stderr)
     return rows
@@ -118,6 +125,8 @@ def main() -> int:
         p.add_argument("--label", required=True)
         p.add_argument("--organ", type=int, default=1, help="label value scored (1: spleen)")
     sub.choices["windows"].add_argument("--windows", nargs="+", default=WINDOWS, help="X,Y,Z or whole")
+    sub.choices["windows"].add_argument("--overlap", type=float, help="override infer.overlap")
+    sub.choices["windows"].add_argument("--blend", choices=["gaussian", "constant"], help="override infer.mode")
     sub.choices["slabs"].add_argument("--slices", nargs="+", type=int, default=[10, 20, 40])
     sub.choices["slabs"].add_argument("--padding-mode", choices=["constant", "replicate", "reflect"],
                                       help="override infer.padding_mode (the baselines' padding)")
