@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import time
@@ -107,6 +108,15 @@ def test_compare_trains_each_network_on_the_same_budget(phantom_dir: Path, tmp_p
         assert (tmp_path / name / "evaluation" / "metrics.csv").is_file()
         assert load_checkpoint(row["checkpoint"])["train_seconds"] < 2 * budget  # one epoch past at most
     assert report["results"]["unet"]["params_m"] > report["results"]["medt3d"]["params_m"]
+
+
+def test_compare_refuses_data_with_nothing_to_score_before_training(phantom_dir: Path, tmp_path: Path):
+    # the phantoms' training cases alone, and no validation (so none held out): refused before any training
+    train_only = tmp_path / "train_only.json"
+    train_only.write_text(json.dumps({"train": build_datalist(phantom_dir).train}))
+    with pytest.raises(ValueError, match="no validation case to score"):
+        compare_models(train_only, tmp_path / "out", ["medt3d", "unet"], 3.0, "demo", [*TINY, "train.val_interval=0"])
+    assert not (tmp_path / "out").exists()
 
 
 def test_self_validation_datalist_validates_on_the_training_scans(phantom_dir: Path, tmp_path: Path):

@@ -114,8 +114,13 @@ def compare_models(data_dir: str | Path, output: str | Path, networks: list[str]
         config: config preset or YAML path shared by all networks.
         overrides: ``--set`` style overrides shared by all networks.
     """
-    from medt3d.evaluation.evaluate import evaluate
+    from medt3d.data.datalist import build_datalist
+    from medt3d.evaluation.evaluate import evaluate, select_cases
 
+    # the cases each network is scored on, found now: a setting that leaves none (data.val_fraction=0 on
+    # data without a validation split) fails here, not after the first network's training
+    first = load_config(config, [*(overrides or []), *budget_overrides(networks[0], budget_s)])
+    select_cases(build_datalist(data_dir), first, "val", data_dir)
     out = Path(output)
     results: dict[str, Any] = {}
     for name in networks:
