@@ -1,13 +1,15 @@
 #!/usr/bin/env python
-"""Teacher against distilled students on a cross-patient spleen fold: Dice, window time, size (issue 33).
+"""Teacher against distilled students on a cross-patient fold: Dice, window time, size (issue 33).
 
-Per seed: the teacher (MedT3D of ``--config``) is trained on the training patient for ``--budget``
-seconds of ``train.clock`` (or taken from ``--teacher SEED=RUN``), then each student (``--student
-NAME=KEY=VALUE,KEY=VALUE``: ``network.*`` overrides of the same config) is distilled from it with
-``medt3d.training.distill.distill`` for the same budget; every model is scored on the test patient's
-spleen with ``medt3d.evaluation.evaluate``. ``--timing`` then times one inference window batch
-(``infer.sw_batch_size`` x ``infer.roi_size``) of the teacher, each student and MONAI UNet in this one
-process. JSON on stdout, progress on stderr.
+Per seed: the teacher (MedT3D of ``--config``) is trained on the training data for ``--budget`` seconds
+of ``train.clock`` (or taken from ``--teacher SEED=RUN``), then each student (``--student
+NAME=KEY=VALUE,KEY=VALUE``: ``network.*`` overrides of the teacher's own config) is distilled from it with
+``medt3d.training.distill.distill`` for the same budget; every model is scored on the test data's
+``--structure`` with ``medt3d.evaluation.evaluate``. The data default to the spleen of the two real CT
+patients (``--train ct_abdomen_ts --test ct_spleen``); ``--train-data``/``--test-data`` take any datalists
+(e.g. a fold of ``medt3d bench --quality --quality-data``). ``--timing`` then times one inference window
+batch (``infer.sw_batch_size`` x ``infer.roi_size``) of the teacher, each student and MONAI UNet in this
+one process. JSON on stdout, progress on stderr.
 
 Examples:
     python scripts/distill_curve.py --output out --seeds 0 1 2 --budget 600 --set train.clock=cpu \
@@ -30,8 +32,9 @@ import torch
 
 from medt3d.bench.compare import budget_overrides, machine, train_on_budget
 from medt3d.bench.quality import find_shared_data, organ_datalist
-from medt3d.config import load_config
+from medt3d.config import Config, apply_overrides, config_from_dict, load_config
 from medt3d.evaluation.evaluate import evaluate
+from medt3d.models.checkpoint import load_checkpoint
 from medt3d.models.layout import RunLayout
 from medt3d.networks import build_network
 from medt3d.training.distill import distill
@@ -64,15 +67,25 @@ def _split_top_level(text: str) -> list[str]:
 
 def _model_mb(model: str | Path) -> float:
     """Size of the checkpoint file a run folder (or a checkpoint path) is scored with, in MiB."""
+    return round(_checkpoint(model).stat().st_size / 2**20, 2)
+
+
+def _checkpoint(model: str | Path) -> Path:
     path = Path(model)
     if path.is_dir():
         layout = RunLayout(path)
         path = layout.best if layout.best.is_file() else layout.last
-    return round(path.stat().st_size / 2**20, 2)
+    return path
 
 
-def _dice(summary: dict[str, Any]) -> float:
-    return round(summary["per_class"]["spleen"]["dice"]["mean"], 4)
+def _student_config(teacher: str | Path, overrides: list[str]) -> Config:
+    """The teacher's own config (its data, preprocessing and patches) with the student's ``overrides`` on top."""
+    payload = load_checkpoint(_checkpoint(teacher))
+    return config_from_dict(apply_overrides(payload["config"], overrides), source=f"{teacher} + student")
+
+
+def _dice(summary: dict[str, Any], structure: str) -> float:
+    return round(summary["per_class"][structure]["dice"]["mean"], 4)
 
 
 def window_seconds(overrides: list[str], config: str, repeats: int) -> dict[str, Any]:
@@ -100,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--train", default="ct_abdomen_ts", help="training patient")
     p.add_argument("--test", default="ct_spleen", help="test patient")
+    p.add_argument("--train-data", help="training datalist instead of --train's spleen")
+    p.add_argument("--test-data", help="test datalist instead of --test's spleen")
+    p.add_argument("--structure", default="spleen", help="the class whose Dice is reported")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--budget", type=float, default=600.0, help="seconds of train.clock per training")
     p.add_argument("--teacher", action="append", default=[], metavar="SEED=RUN", help="a trained teacher run")
@@ -114,15 +130,21 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.output)
     teachers = {int(k): v for k, _, v in (t.partition("=") for t in args.teacher)}
     report: dict[str, Any] = {"config": args.config, "overrides": args.overrides, "budget_s": args.budget,
+                              "train_data": args.train_data or args.train, "test_data": args.test_data or args.test,
+                              "structure": args.structure,
                               "temperature": args.temperature, "alpha": args.alpha, "machine": machine(),
                               "students": {name: ov for name, ov in args.student}, "seeds": []}
     if not args.timing_only:
-        labels = out / "labels"
-        labels.mkdir(parents=True, exist_ok=True)
-        root = find_shared_data(args.shared_data)
-        lists = {pt: organ_datalist(root, pt, ("spleen",), labels) for pt in (args.train, args.test)}
+        if args.train_data and args.test_data:
+            lists = {args.train: Path(args.train_data), args.test: Path(args.test_data)}
+        else:
+            labels = out / "labels"
+            labels.mkdir(parents=True, exist_ok=True)
+            root = find_shared_data(args.shared_data)
+            lists = {pt: organ_datalist(root, pt, ("spleen",), labels) for pt in (args.train, args.test)}
         for seed in args.seeds:
-            common = [*args.overrides, LABELS, "train.val_interval=0", f"train.seed={seed}"]
+            spleen = [] if args.train_data else [LABELS]
+            common = [*args.overrides, *spleen, "train.val_interval=0", f"train.seed={seed}"]
             work = out / f"seed{seed}"
             teacher = teachers.get(seed)
             if teacher is None:
@@ -131,15 +153,15 @@ def main(argv: list[str] | None = None) -> int:
                 teacher = run["checkpoint"]
             row: dict[str, Any] = {"seed": seed, "teacher": str(teacher),
                                    "teacher_dice": _dice(evaluate(teacher, lists[args.test], work / "teacher_test",
-                                                                  split="all")),
+                                                                  split="all"), args.structure),
                                    "teacher_checkpoint_mb": _model_mb(teacher)}
             for name, net_overrides in args.student:
-                cfg = load_config(args.config, [*common, *budget_overrides("medt3d", args.budget), *net_overrides])
+                cfg = _student_config(teacher, [*common, *budget_overrides("medt3d", args.budget), *net_overrides])
                 start = time.time()
                 result = distill(cfg, teacher, lists[args.train], work / name, temperature=args.temperature,
                                  alpha=args.alpha, overwrite=True)
                 row[name] = {"dice": _dice(evaluate(result.model_checkpoint, lists[args.test], work / f"{name}_test",
-                                                    split="all")),
+                                                    split="all"), args.structure),
                              "epochs": result.epochs_run, "wall_s": round(time.time() - start, 1),
                              "checkpoint_mb": _model_mb(result.model_checkpoint)}
                 logging.info("seed %d: teacher %.3f, %s %.3f", seed, row["teacher_dice"], name, row[name]["dice"])
