@@ -29,12 +29,58 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from medt3d.inference.predictor import Predictor
 from medt3d.models.loading import load_model
+from medt3d.networks.layers import masked_instance_norm
 
 WINDOWS = ["64,64,64", "80,80,64", "96,96,64", "112,112,64", "128,128,64", "96,96,80", "96,96,96", "64,64,96",
            "128,128,128", "whole"]
+
+
+class MaskedNormBaseline(torch.nn.Module):
+    """A baseline (MONAI UNet) whose instance norms take their statistics over the scan's voxels only.
+
+    It pads its input (zeros, or ``padding_mode``) up to ``multiple`` itself and masks that padding, so the
+    inferer hands it windows cut to the scan (issue 29, item 5: a measurement; MONAI's UNet takes no mask,
+    so its norm layers are swapped here rather than in medt3d). The mask reaches each layer's resolution by
+    nearest-neighbour resizing.
+    """
+
+    def __init__(self, net: torch.nn.Module, multiple: int, padding_mode: str = "constant") -> None:
+        super().__init__()
+        self.net, self.multiple, self.padding_mode = net, multiple, padding_mode
+        self.valid: torch.Tensor | None = None
+        for module in list(net.modules()):
+            for name, child in list(module.named_children()):
+                if isinstance(child, torch.nn.InstanceNorm3d):
+                    setattr(module, name, _MaskedNorm(child, self))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[2:]
+        pads = [(-int(s)) % self.multiple for s in size]
+        x = F.pad(x, [p for d in reversed(pads) for p in (0, d)], mode=self.padding_mode)
+        self.valid = torch.zeros_like(x[:, :1])
+        self.valid[:, :, : size[0], : size[1], : size[2]] = 1
+        try:
+            out = self.net(x)
+        finally:
+            self.valid = None
+        return out[:, :, : size[0], : size[1], : size[2]]
+
+
+class _MaskedNorm(torch.nn.Module):
+    def __init__(self, norm: torch.nn.InstanceNorm3d, owner: MaskedNormBaseline) -> None:
+        super().__init__()
+        self.norm, self.owner = norm, [owner]  # a list: the owner is not a submodule
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        valid = self.owner[0].valid
+        if valid is None:
+            return self.norm(x)
+        valid = F.interpolate(valid, size=x.shape[2:], mode="nearest")
+        return masked_instance_norm(x, valid, self.norm.weight, self.norm.bias, self.norm.eps)
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -44,12 +90,13 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 def predict(model_path: str, image: str | Path, window: str | None = None, padding_mode: str | None = None,
             floor: str | None = None, pad_like_baseline: bool = False, overlap: float | None = None,
-            blend: str | None = None) -> tuple[np.ndarray, list[int] | None, float]:
+            blend: str | None = None, masked_norms: bool = False) -> tuple[np.ndarray, list[int] | None, float]:
     """Label volume (X, Y, Z) of ``image`` on its own grid, the window that ran, and the seconds it took.
 
     ``padding_mode`` overrides ``infer.padding_mode``; ``floor`` (X,Y,Z) replaces the training patch as the
     smallest window of a baseline (the inferer's floor), to measure windows cut below the patch; ``overlap``
-    and ``blend`` override ``infer.overlap`` and ``infer.mode``.
+    and ``blend`` override ``infer.overlap`` and ``infer.mode``; ``masked_norms`` runs a baseline as
+    :class:`MaskedNormBaseline` on windows cut to the scan.
     """
     model, cfg = load_model(model_path)
     if window is not None:
@@ -64,7 +111,11 @@ def predict(model_path: str, image: str | Path, window: str | None = None, paddi
         cfg.infer.mode = blend
     if floor is not None:
         cfg.patch.roi_size = tuple(int(v) for v in floor.split(","))
+    if masked_norms:
+        model = MaskedNormBaseline(model, 16, padding_mode or "constant")
     predictor = Predictor(model, cfg, torch.device("cpu"))
+    if masked_norms:  # windows cut to the scan (no rounding up, no padding by the inferer): the wrapper pads
+        predictor.inferer.masked = True
     if pad_like_baseline:  # MedT3D's windows rounded to its multiple and padded with infer.padding_mode, as UNet's
         predictor.inferer.masked = False
     start = time.perf_counter()
@@ -104,10 +155,10 @@ def slabs(args: argparse.Namespace) -> list[dict]:
                 path = Path(tmp) / f"slab_{n}.nii.gz"
                 nib.save(nib.Nifti1Image(data[:, :, sl], affine, scan.header), path)
                 label, ran, seconds = predict(model, path, padding_mode=args.padding_mode, floor=args.floor,
-                                              pad_like_baseline=args.pad_like_baseline)
+                                              pad_like_baseline=args.pad_like_baseline, masked_norms=args.masked_norms)
                 on_slab = whole[:, :, sl] == args.organ
                 rows.append({"model": model, "slices": n, "first_slice": lo, "window_run": ran,
-                             "padding_mode": args.padding_mode, "floor": args.floor,
+                             "padding_mode": args.padding_mode, "floor": args.floor, "masked_norms": args.masked_norms,
                              "dice_vs_whole_scan": round(dice(label == args.organ, on_slab), 4),
                              "whole_scan_vs_reference": round(dice(on_slab, reference[:, :, sl]), 4),
                              "slab_vs_reference": round(dice(label == args.organ, reference[:, :, sl]), 4)})
@@ -133,6 +184,9 @@ def main() -> int:
     sub.choices["slabs"].add_argument("--floor", help="X,Y,Z: the baselines' smallest window instead of the patch")
     sub.choices["slabs"].add_argument("--pad-like-baseline", action="store_true",
                                       help="MedT3D's windows padded to the patch with --padding-mode, unmasked")
+    sub.choices["slabs"].add_argument("--masked-norms", action="store_true",
+                                      help="a UNet's instance norms over the scan's voxels only, on windows cut to "
+                                           "the scan (MaskedNormBaseline, padding with --padding-mode, default zeros); give --floor 16,16,16 too")
     args = parser.parse_args()
     rows = windows(args) if args.table == "windows" else slabs(args)
     print(json.dumps(rows, indent=2))
