@@ -288,6 +288,9 @@ class NetworkConfig:
             intensity-to-class path); false leaves every logit to the encoder-decoder.
         deep_supervision: auxiliary logits heads on this many coarser decoder levels of MedT3D,
             trained with MONAI's ``DeepSupervisionLoss`` (0: off).
+        norm: the normalisation of MedT3D's convolutions: ``instance`` (statistics over the window's scan
+            voxels) or ``layer`` (over each voxel's channels: no voxel's output depends on what else the
+            window holds).
     """
 
     name: str = "medt3d"
@@ -304,6 +307,7 @@ class NetworkConfig:
     stem_channels: list[int] | None = None
     input_head: bool = True
     deep_supervision: int = 0
+    norm: str = "instance"
 
 
 @dataclass

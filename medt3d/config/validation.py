@@ -31,7 +31,7 @@ from medt3d.config.schema import (
     TrainConfig,
 )
 from medt3d.errors import hint_of
-from medt3d.networks.registry import NETWORKS, PRESETS
+from medt3d.networks.registry import NETWORKS, NORMS, PRESETS
 
 __all__ = ["validate"]
 
@@ -141,6 +141,7 @@ def _validate_network(n: NetworkConfig, source: str) -> None:
     """The ``network`` section's checks (in the schema's order)."""
     _one_of(n.name, NETWORKS, source, "network.name")
     _one_of(n.preset, PRESETS, source, "network.preset")
+    _one_of(n.norm, NORMS, source, "network.norm")
     for name in ("heads", "span", "stem_stride", "local_patch"):
         value = getattr(n, name)
         if value is not None:

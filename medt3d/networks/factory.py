@@ -73,6 +73,7 @@ def build_network(cfg) -> nn.Module:
             dropout=net.dropout,
             input_head=net.input_head,
             deep_supervision=net.deep_supervision,
+            norm=net.norm,
         )
     if name not in BASELINES:
         raise InputError(f"network.name {name!r} is unknown; choose medt3d or one of {sorted(BASELINES)}")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from medt3d.networks.registry import NORMS
+
 __all__ = [
-    "ConvNormAct", "FastConv3d", "PointwiseConv", "VoxelShuffleUp", "channels_first", "channels_last",
-    "masked_instance_norm", "zero_invalid",
+    "ChannelLayerNorm", "ConvNormAct", "FastConv3d", "PointwiseConv", "VoxelShuffleUp", "channels_first",
+    "channels_last", "masked_instance_norm", "zero_invalid",
 ]
 
 
@@ -81,23 +84,39 @@ def masked_instance_norm(x: torch.Tensor, valid: torch.Tensor, weight: torch.Ten
     return y
 
 
+class ChannelLayerNorm(nn.LayerNorm):
+    """LayerNorm over the channels of each voxel of a (B, C, D, H, W) tensor.
+
+    Per-voxel statistics (not GroupNorm/BatchNorm/InstanceNorm over space or batch) keep a layer's
+    output at a voxel independent of voxels it does not see, and work with batch 1.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return channels_first(F.layer_norm(channels_last(x), self.normalized_shape, self.weight, self.bias, self.eps))
+
+
 class ConvNormAct(nn.Sequential):
     """3x3x3 convolution (optionally strided), instance norm, leaky ReLU.
 
-    Called with ``valid`` (the output's (B, 1, D, H, W) mask of scan voxels), the norm's statistics come
-    from the valid voxels only; the caller zeroes the input outside its own mask (:func:`zero_invalid`).
+    Called with ``valid`` (the output's (B, 1, D, H, W) mask of scan voxels), an instance norm's statistics
+    come from the valid voxels only; the caller zeroes the input outside its own mask (:func:`zero_invalid`).
+    ``norm="layer"`` normalises each voxel over its channels instead (:class:`ChannelLayerNorm`), which no
+    other voxel of the window affects.
     """
 
-    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+    def __init__(self, cin: int, cout: int, stride: int = 1, norm: str = "instance") -> None:
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
         super().__init__(
             FastConv3d(cin, cout, kernel_size=3, stride=stride, padding=1, bias=False),
-            nn.InstanceNorm3d(cout, affine=True),
+            nn.InstanceNorm3d(cout, affine=True) if norm == "instance" else ChannelLayerNorm(cout),
             nn.LeakyReLU(0.01, inplace=True),
         )
+        self.instance = norm == "instance"
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         y = self[0](x)
-        if valid is None:
+        if valid is None or not self.instance:
             y = self[1](y)
         else:
             y = masked_instance_norm(y, valid, self[1].weight, self[1].bias, self[1].eps)

@@ -82,11 +82,11 @@ class UpLevel(nn.Module):
     (docs/benchmarks.md), and the refinement convolution already smooths this level's output.
     """
 
-    def __init__(self, cin: int, cout: int, refine: bool) -> None:
+    def __init__(self, cin: int, cout: int, refine: bool, norm: str = "instance") -> None:
         super().__init__()
         self.out_channels = cout
         self.up = VoxelShuffleUp(cin, cout)
-        self.refine: ConvNormAct | None = ConvNormAct(cout, cout) if refine else None
+        self.refine: ConvNormAct | None = ConvNormAct(cout, cout, norm=norm) if refine else None
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         """``valid``: the mask of scan voxels at the output's resolution."""
@@ -193,6 +193,7 @@ class MedT3D(nn.Module):
         stem_channels: tuple[int, ...] | list[int] = (),
         input_head: bool = True,
         deep_supervision: int = 0,
+        norm: str = "instance",
     ) -> None:
         super().__init__()
         channels, blocks = tuple(channels), tuple(blocks)
@@ -208,7 +209,8 @@ class MedT3D(nn.Module):
 
         self.embed = PointwiseConv(in_channels, channels[0]) if levels == 0 else nn.Identity()
         self.stem = nn.ModuleList(
-            [ConvNormAct(in_channels if i == 1 else widths[i - 1], widths[i], stride=2) for i in range(1, levels + 1)]
+            [ConvNormAct(in_channels if i == 1 else widths[i - 1], widths[i], stride=2, norm=norm)
+             for i in range(1, levels + 1)]
         )
 
         def make_blocks(c: int, n: int) -> GatedAxialBlocks:
@@ -216,15 +218,15 @@ class MedT3D(nn.Module):
 
         stages = []
         for s, (c, n) in enumerate(zip(channels, blocks)):
-            down = None if s == 0 else ConvNormAct(channels[s - 1], c, stride=2)
+            down = None if s == 0 else ConvNormAct(channels[s - 1], c, stride=2, norm=norm)
             local = None
             if s == 0 and logo:
                 local = LocalBranch(c, heads, span, local_patch, local_blocks, mlp_ratio, dropout)
             stages.append(EncoderStage(down, make_blocks(c, n), local))
         self.stages = nn.ModuleList(stages)
 
-        ups = [UpLevel(channels[s], channels[s - 1], refine=True) for s in range(len(channels) - 1, 0, -1)]
-        ups += [UpLevel(widths[i], widths[i - 1], refine=True) for i in range(levels, 1, -1)]
+        ups = [UpLevel(channels[s], channels[s - 1], refine=True, norm=norm) for s in range(len(channels) - 1, 0, -1)]
+        ups += [UpLevel(widths[i], widths[i - 1], refine=True, norm=norm) for i in range(levels, 1, -1)]
         self.ups = nn.ModuleList(ups)
         if deep_supervision < 0 or deep_supervision > max(0, len(ups) - 1):
             raise InputError(f"deep_supervision must be 0..{max(0, len(ups) - 1)} for this network (one head per "
@@ -243,8 +245,8 @@ class MedT3D(nn.Module):
         self.full_refine: ConvNormAct | None = None
         self.full_head: nn.Module = nn.Identity()
         if full_res_channels:
-            self.full_stem = ConvNormAct(in_channels, full_res_channels)
-            self.full_refine = ConvNormAct(full_res_channels, full_res_channels)
+            self.full_stem = ConvNormAct(in_channels, full_res_channels, norm=norm)
+            self.full_refine = ConvNormAct(full_res_channels, full_res_channels, norm=norm)
             self.full_head = PointwiseConv(full_res_channels, out_channels)
         self.input_head: nn.Module | None = PointwiseConv(in_channels, out_channels) if input_head else None
 
@@ -254,7 +256,7 @@ class MedT3D(nn.Module):
 
         Overrides: channels, blocks, heads, span, stem_stride, local_patch, full_res_channels,
         stem_channels (sizes),
-        logo, dropout, mlp_ratio, input_head.
+        logo, dropout, mlp_ratio, input_head, deep_supervision, norm.
         """
         size = preset_sizes(preset, **overrides)
         if len(size.channels) != len(size.blocks):

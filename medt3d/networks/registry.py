@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["BASELINES", "BENCH_NAMES", "MEDT3D_PRESETS", "NETWORKS", "PRESETS", "MedT3DPreset"]
+__all__ = ["BASELINES", "BENCH_NAMES", "MEDT3D_PRESETS", "NETWORKS", "NORMS", "PRESETS", "MedT3DPreset"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,9 @@ BASELINES: dict[str, dict[str, Any]] = {
 
 #: Every ``network.name``: MedT3D and the MONAI baselines.
 NETWORKS: tuple[str, ...] = ("medt3d", *BASELINES)
+#: ``network.norm`` of MedT3D's convolutions: ``instance`` (statistics over the window's scan voxels) or
+#: ``layer`` (over each voxel's channels, so a voxel's output does not depend on what else the window holds).
+NORMS: tuple[str, ...] = ("instance", "layer")
 #: Every ``network.preset`` of MedT3D.
 PRESETS: tuple[str, ...] = tuple(MEDT3D_PRESETS)
 #: Names the network benchmark measures: each MedT3D preset and each baseline.
