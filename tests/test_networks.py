@@ -19,7 +19,7 @@ from medt3d.networks import (
     gate_parameters,
 )
 from medt3d.networks.factory import window_multiple
-from medt3d.networks.layers import FastConv3d, PointwiseConv, VoxelShuffleUp
+from medt3d.networks.layers import ConvNormAct, FastConv3d, PointwiseConv, VoxelShuffleUp
 
 
 def _tiny(**overrides) -> MedT3D:
@@ -81,8 +81,9 @@ def test_size_overrides_build_and_keep_shape(overrides: dict) -> None:
     assert out.shape == (1, 3, 19, 13, 22)
 
 
-def test_internal_padding_equals_padding_by_hand_with_a_mask_and_cropping() -> None:
-    net = _tiny().eval()
+@pytest.mark.parametrize("norm", ["instance", "layer"])
+def test_internal_padding_equals_padding_by_hand_with_a_mask_and_cropping(norm: str) -> None:
+    net = _tiny(norm=norm).eval()
     m = net.size_multiple
     x = torch.randn(1, 1, 30, 28, 26)
     pads = [(m - s % m) % m for s in x.shape[2:]]
@@ -93,6 +94,46 @@ def test_internal_padding_equals_padding_by_hand_with_a_mask_and_cropping() -> N
         torch.testing.assert_close(net(x), net(padded, valid)[:, :, :30, :28, :26])
         # unmasked, the same zeros are taken for scan: the network's own padding is masked, so they differ
         assert not torch.allclose(net(x), net(padded)[:, :, :30, :28, :26], atol=1e-3)
+
+
+@pytest.mark.parametrize("norm, far_changes", [("instance", True), ("layer", False)])
+def test_a_layer_norm_convolution_sees_only_its_receptive_field(norm: str, far_changes: bool) -> None:
+    # instance statistics pool the whole window, so a change far away moves every voxel; a layer norm does not
+    torch.manual_seed(3)
+    layer = ConvNormAct(4, 8, norm=norm).eval()
+    x = torch.randn(1, 4, 20, 20, 20)
+    y = x.clone()
+    y[:, :, 15:, 15:, 15:] += 5.0
+    with torch.no_grad():
+        near_origin = (layer(x) - layer(y))[:, :, :10, :10, :10].abs().max()
+    assert (near_origin > 1e-3) == far_changes, float(near_origin)
+
+
+def test_a_layer_norm_medt3d_trains_scripts_and_exports(tmp_path) -> None:
+    import onnxruntime as ort
+
+    from medt3d.bundle.export import export_onnx
+
+    torch.manual_seed(4)
+    net = _tiny(norm="layer")
+    assert not any(isinstance(m, nn.InstanceNorm3d) for m in net.modules())
+    x = torch.randn(2, 1, 16, 16, 16)
+    F.cross_entropy(net(x), (x[:, 0] > 0).long()).backward()
+    missing = [n for n, p in net.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
+    assert not missing, f"no gradient for {missing}"
+    net.eval()
+    with torch.no_grad():
+        expected = net(x)
+        torch.testing.assert_close(torch.jit.script(net)(x), expected)
+    session = ort.InferenceSession(str(export_onnx(net, tmp_path / "net.onnx", x, any_size=True)),
+                                   providers=["CPUExecutionProvider"])
+    (onnx_out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    torch.testing.assert_close(torch.from_numpy(onnx_out), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_an_unknown_norm_is_refused_by_the_config() -> None:
+    with pytest.raises(ValueError, match="network.norm"):
+        load_config("demo", ["network.norm=batch"])
 
 
 # --------------------------------------------------------------------------- gradients, determinism
