@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from medt3d.inference.predictor import Predictor
 from medt3d.models.loading import load_model
+from medt3d.networks import layers
 from medt3d.networks.layers import masked_instance_norm
 
 WINDOWS = ["64,64,64", "80,80,64", "96,96,64", "112,112,64", "128,128,64", "96,96,80", "96,96,96", "64,64,96",
@@ -83,6 +84,47 @@ class _MaskedNorm(torch.nn.Module):
         return masked_instance_norm(x, valid, self.norm.weight, self.norm.bias, self.norm.eps)
 
 
+class WholeScanNormStatistics:
+    """Run MedT3D's instance norms on statistics recorded from a whole-scan pass (a probe, issue 29).
+
+    Inside ``with WholeScanNormStatistics() as probe``, ``probe.mode = "record"`` makes every
+    ``ConvNormAct`` keep the mean and variance it computes (over the scan's voxels) and ``"replay"`` makes
+    windows use those instead of their own: if the labels of small windows then match the whole pass, the
+    window changes them through the norm statistics, not through the attention's context.
+    """
+
+    def __init__(self) -> None:
+        self.mode: str | None = None
+        self.stats: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._forward = layers.ConvNormAct.forward
+
+    def __enter__(self) -> WholeScanNormStatistics:
+        probe, plain = self, self._forward
+
+        def forward(module: layers.ConvNormAct, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+            if probe.mode is None or not module.instance:
+                return plain(module, x, valid)
+            y = module[0](x)
+            # each predict() loads the model again: the layer is known by its weights, not its identity
+            key = (tuple(module[0].weight.shape), float(module[0].weight.double().sum()))
+            if probe.mode == "record":
+                v = valid if valid is not None else torch.ones_like(y[:, :1])
+                count = v.sum(dim=(2, 3, 4), keepdim=True).clamp_min(1)
+                mean = (y * v).sum(dim=(2, 3, 4), keepdim=True) / count
+                var = ((y * v * y).sum(dim=(2, 3, 4), keepdim=True) / count - mean * mean).clamp_min(0)
+                probe.stats[key] = (mean[:1], var[:1])
+            mean, var = probe.stats[key]
+            norm = module[1]
+            z = (y - mean) * torch.rsqrt(var + norm.eps) * norm.weight.view(1, -1, 1, 1, 1) + norm.bias.view(1, -1, 1, 1, 1)
+            return module[2](z)
+
+        layers.ConvNormAct.forward = forward
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        layers.ConvNormAct.forward = self._forward
+
+
 def dice(a: np.ndarray, b: np.ndarray) -> float:
     total = int(a.sum() + b.sum())
     return 1.0 if total == 0 else 2.0 * float((a & b).sum()) / total
@@ -127,13 +169,25 @@ def predict(model_path: str, image: str | Path, window: str | None = None, paddi
 def windows(args: argparse.Namespace) -> list[dict]:
     reference = np.asarray(nib.load(args.label).dataobj) == args.organ
     rows = []
-    for model in args.models:
-        for window in args.windows:
-            label, ran, seconds = predict(model, args.image, window, overlap=args.overlap, blend=args.blend)
-            rows.append({"model": model, "window": window, "window_run": ran, "seconds": round(seconds, 1),
-                         "overlap": args.overlap, "blend": args.blend,
-                         "dice": round(dice(label == args.organ, reference), 4)})
-            print(json.dumps(rows[-1]), file=sys.stderr)
+    with WholeScanNormStatistics() as probe:
+        for model in args.models:
+            if args.whole_scan_norm_statistics:
+                probe.mode = "record"
+                predict(model, args.image, "whole")
+                probe.mode = "replay"
+            rows += _window_rows(args, model, reference)
+    return rows
+
+
+def _window_rows(args: argparse.Namespace, model: str, reference: np.ndarray) -> list[dict]:
+    rows = []
+    for window in args.windows:
+        label, ran, seconds = predict(model, args.image, window, overlap=args.overlap, blend=args.blend)
+        rows.append({"model": model, "window": window, "window_run": ran, "seconds": round(seconds, 1),
+                     "overlap": args.overlap, "blend": args.blend,
+                     "whole_scan_norm_statistics": args.whole_scan_norm_statistics,
+                     "dice": round(dice(label == args.organ, reference), 4)})
+        print(json.dumps(rows[-1]), file=sys.stderr)
     return rows
 
 
@@ -178,6 +232,9 @@ def main() -> int:
     sub.choices["windows"].add_argument("--windows", nargs="+", default=WINDOWS, help="X,Y,Z or whole")
     sub.choices["windows"].add_argument("--overlap", type=float, help="override infer.overlap")
     sub.choices["windows"].add_argument("--blend", choices=["gaussian", "constant"], help="override infer.mode")
+    sub.choices["windows"].add_argument("--whole-scan-norm-statistics", action="store_true",
+                                        help="MedT3D's instance norms use the statistics of a whole-scan pass "
+                                             "(WholeScanNormStatistics: a probe of where the window acts)")
     sub.choices["slabs"].add_argument("--slices", nargs="+", type=int, default=[10, 20, 40])
     sub.choices["slabs"].add_argument("--padding-mode", choices=["constant", "replicate", "reflect"],
                                       help="override infer.padding_mode (the baselines' padding)")
