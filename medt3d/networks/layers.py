@@ -95,13 +95,22 @@ class ChannelLayerNorm(nn.LayerNorm):
         return channels_first(F.layer_norm(channels_last(x), self.normalized_shape, self.weight, self.bias, self.eps))
 
 
+def _norm_layer(norm: str, channels: int) -> nn.Module:
+    if norm == "instance":
+        return nn.InstanceNorm3d(channels, affine=True)
+    if norm == "batch":
+        return nn.BatchNorm3d(channels)
+    return ChannelLayerNorm(channels)
+
+
 class ConvNormAct(nn.Sequential):
     """3x3x3 convolution (optionally strided), instance norm, leaky ReLU.
 
     Called with ``valid`` (the output's (B, 1, D, H, W) mask of scan voxels), an instance norm's statistics
     come from the valid voxels only; the caller zeroes the input outside its own mask (:func:`zero_invalid`).
-    ``norm="layer"`` normalises each voxel over its channels instead (:class:`ChannelLayerNorm`), which no
-    other voxel of the window affects.
+    ``norm="layer"`` normalises each voxel over its channels instead (:class:`ChannelLayerNorm`), and
+    ``norm="batch"`` over the training batch (at inference, with training's running statistics): no other
+    voxel of the window affects either.
     """
 
     def __init__(self, cin: int, cout: int, stride: int = 1, norm: str = "instance") -> None:
@@ -109,7 +118,7 @@ class ConvNormAct(nn.Sequential):
             raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
         super().__init__(
             FastConv3d(cin, cout, kernel_size=3, stride=stride, padding=1, bias=False),
-            nn.InstanceNorm3d(cout, affine=True) if norm == "instance" else ChannelLayerNorm(cout),
+            _norm_layer(norm, cout),
             nn.LeakyReLU(0.01, inplace=True),
         )
         self.instance = norm == "instance"

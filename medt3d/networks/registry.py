@@ -67,9 +67,10 @@ BASELINES: dict[str, dict[str, Any]] = {
 
 #: Every ``network.name``: MedT3D and the MONAI baselines.
 NETWORKS: tuple[str, ...] = ("medt3d", *BASELINES)
-#: ``network.norm`` of MedT3D's convolutions: ``instance`` (statistics over the window's scan voxels) or
-#: ``layer`` (over each voxel's channels, so a voxel's output does not depend on what else the window holds).
-NORMS: tuple[str, ...] = ("instance", "layer")
+#: ``network.norm`` of MedT3D's convolutions: ``instance`` (statistics over the window's scan voxels),
+#: ``layer`` (over each voxel's channels) or ``batch`` (over the training batch; at inference the running
+#: statistics of training). With ``layer`` or ``batch`` no voxel's output depends on what else the window holds.
+NORMS: tuple[str, ...] = ("instance", "layer", "batch")
 #: Every ``network.preset`` of MedT3D.
 PRESETS: tuple[str, ...] = tuple(MEDT3D_PRESETS)
 #: Names the network benchmark measures: each MedT3D preset and each baseline.
