@@ -81,7 +81,7 @@ def test_size_overrides_build_and_keep_shape(overrides: dict) -> None:
     assert out.shape == (1, 3, 19, 13, 22)
 
 
-@pytest.mark.parametrize("norm", ["instance", "layer"])
+@pytest.mark.parametrize("norm", ["instance", "batch"])
 def test_internal_padding_equals_padding_by_hand_with_a_mask_and_cropping(norm: str) -> None:
     net = _tiny(norm=norm).eval()
     m = net.size_multiple
@@ -96,11 +96,14 @@ def test_internal_padding_equals_padding_by_hand_with_a_mask_and_cropping(norm: 
         assert not torch.allclose(net(x), net(padded)[:, :, :30, :28, :26], atol=1e-3)
 
 
-@pytest.mark.parametrize("norm, far_changes", [("instance", True), ("layer", False)])
-def test_a_layer_norm_convolution_sees_only_its_receptive_field(norm: str, far_changes: bool) -> None:
-    # instance statistics pool the whole window, so a change far away moves every voxel; a layer norm does not
+@pytest.mark.parametrize("norm, far_changes", [("instance", True), ("batch", False)])
+def test_a_batch_norm_convolution_sees_only_its_receptive_field(norm: str, far_changes: bool) -> None:
+    # instance statistics pool the whole window, so a change far away moves every voxel; a batch norm at
+    # inference (training's running statistics) does not
     torch.manual_seed(3)
-    layer = ConvNormAct(4, 8, norm=norm).eval()
+    layer = ConvNormAct(4, 8, norm=norm)
+    layer(torch.randn(2, 4, 12, 12, 12))  # one training step's statistics into the running ones
+    layer.eval()
     x = torch.randn(1, 4, 20, 20, 20)
     y = x.clone()
     y[:, :, 15:, 15:, 15:] += 5.0
@@ -109,13 +112,13 @@ def test_a_layer_norm_convolution_sees_only_its_receptive_field(norm: str, far_c
     assert (near_origin > 1e-3) == far_changes, float(near_origin)
 
 
-def test_a_layer_norm_medt3d_trains_scripts_and_exports(tmp_path) -> None:
+def test_a_batch_norm_medt3d_trains_scripts_and_exports(tmp_path) -> None:
     import onnxruntime as ort
 
     from medt3d.bundle.export import export_onnx
 
     torch.manual_seed(4)
-    net = _tiny(norm="layer")
+    net = _tiny(norm="batch")
     assert not any(isinstance(m, nn.InstanceNorm3d) for m in net.modules())
     x = torch.randn(2, 1, 16, 16, 16)
     F.cross_entropy(net(x), (x[:, 0] > 0).long()).backward()
@@ -133,7 +136,7 @@ def test_a_layer_norm_medt3d_trains_scripts_and_exports(tmp_path) -> None:
 
 def test_an_unknown_norm_is_refused_by_the_config() -> None:
     with pytest.raises(ValueError, match="network.norm"):
-        load_config("demo", ["network.norm=batch"])
+        load_config("demo", ["network.norm=layer"])
 
 
 # --------------------------------------------------------------------------- gradients, determinism

@@ -289,9 +289,8 @@ class NetworkConfig:
         deep_supervision: auxiliary logits heads on this many coarser decoder levels of MedT3D,
             trained with MONAI's ``DeepSupervisionLoss`` (0: off).
         norm: the normalisation of MedT3D's convolutions: ``instance`` (statistics over the window's scan
-            voxels), ``layer`` (over each voxel's channels) or ``batch`` (over the training batch; at
-            inference, training's running statistics). With ``layer`` or ``batch`` no voxel's output
-            depends on what else the window holds.
+            voxels) or ``batch`` (over the training batch; at inference, training's running statistics,
+            so no voxel's output depends on what else the window holds).
     """
 
     name: str = "medt3d"

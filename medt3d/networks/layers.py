@@ -96,11 +96,7 @@ class ChannelLayerNorm(nn.LayerNorm):
 
 
 def _norm_layer(norm: str, channels: int) -> nn.Module:
-    if norm == "instance":
-        return nn.InstanceNorm3d(channels, affine=True)
-    if norm == "batch":
-        return nn.BatchNorm3d(channels)
-    return ChannelLayerNorm(channels)
+    return nn.InstanceNorm3d(channels, affine=True) if norm == "instance" else nn.BatchNorm3d(channels)
 
 
 class ConvNormAct(nn.Sequential):
@@ -108,9 +104,8 @@ class ConvNormAct(nn.Sequential):
 
     Called with ``valid`` (the output's (B, 1, D, H, W) mask of scan voxels), an instance norm's statistics
     come from the valid voxels only; the caller zeroes the input outside its own mask (:func:`zero_invalid`).
-    ``norm="layer"`` normalises each voxel over its channels instead (:class:`ChannelLayerNorm`), and
-    ``norm="batch"`` over the training batch (at inference, with training's running statistics): no other
-    voxel of the window affects either.
+    ``norm="batch"`` normalises over the training batch instead (at inference, with training's running
+    statistics), so no other voxel of the window affects a voxel's output.
     """
 
     def __init__(self, cin: int, cout: int, stride: int = 1, norm: str = "instance") -> None:
