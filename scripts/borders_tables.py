@@ -173,7 +173,7 @@ def windows(args: argparse.Namespace) -> list[dict]:
         for model in args.models:
             if args.whole_scan_norm_statistics:
                 probe.mode = "record"
-                predict(model, args.image, "whole")
+                predict(model, args.statistics_image or args.image, "whole")
                 probe.mode = "replay"
             rows += _window_rows(args, model, reference)
     return rows
@@ -235,6 +235,8 @@ def main() -> int:
     sub.choices["windows"].add_argument("--whole-scan-norm-statistics", action="store_true",
                                         help="MedT3D's instance norms use the statistics of a whole-scan pass "
                                              "(WholeScanNormStatistics: a probe of where the window acts)")
+    sub.choices["windows"].add_argument("--statistics-image",
+                                        help="take those statistics from this scan's whole pass instead of --image's")
     sub.choices["slabs"].add_argument("--slices", nargs="+", type=int, default=[10, 20, 40])
     sub.choices["slabs"].add_argument("--padding-mode", choices=["constant", "replicate", "reflect"],
                                       help="override infer.padding_mode (the baselines' padding)")
