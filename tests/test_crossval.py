@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 import shutil
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -264,6 +267,36 @@ def test_evaluate_scores_only_the_folds_validation_cases_and_warns_for_training_
         assert main(["evaluate", "--model", str(cv / "fold_0"), "--data-dir", str(raw / "dataset.json"), "--output",
                      str(tmp_path / "ev_train"), "--split", "train", "--no-overlays"]) == 0
     assert "trained on" in caplog.text
+
+
+def test_evaluate_scores_the_crossval_ensemble_on_held_out_data_only(crossval: dict[str, Path], tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture):
+    from medt3d.inference.postprocess import PostprocessingPlan
+
+    cv, raw = crossval["cv"], crossval["raw"]
+    PostprocessingPlan({}).save(cv / "postprocessing.json")
+    # the cross-validation's own cases trained one member or the other: no val (or train) split of its own
+    assert main(["evaluate", "--model", str(cv), "--data-dir", str(raw / "dataset.json"), "--output",
+                 str(tmp_path / "refused"), "--no-overlays"]) == 2
+    assert "ensemble of 2 models" in capsys.readouterr().err
+    held_out = write_nnunet_phantoms(tmp_path / "held_out", 2, shape=(20, 20, 16),
+                                     labels={"background": 0, "liver": 1, "kidney": 2, "lesion": 3}, seed=7)
+    out = tmp_path / "ev"
+    assert main(["evaluate", "--model", str(cv), "--data-dir", str(held_out / "dataset.json"), "--output", str(out),
+                 "--split", "all", "--no-overlays"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_cases"] == 2 and summary["model"] == str(cv)
+    # the ensemble's scores are those of its averaged prediction: infer with the folder, then compare by hand
+    preds = tmp_path / "preds"
+    assert main(["infer", str(held_out / "imagesTr"), "--model", str(cv), "--output", str(preds),
+                 "--no-progress"]) == 0
+    case = sorted(p.name for p in (held_out / "labelsTr").glob("*.nii.gz"))[0].removesuffix(".nii.gz")
+    predicted = np.asarray(nib.load(next(preds.glob(f"{case}*.nii.gz"))).dataobj)
+    reference = np.asarray(nib.load(held_out / "labelsTr" / f"{case}.nii.gz").dataobj)
+    liver = 2 * ((predicted == 1) & (reference == 1)).sum() / max(1, (predicted == 1).sum() + (reference == 1).sum())
+    rows = list(csv.DictReader(io.StringIO((out / "metrics.csv").read_text())))
+    scored = next(r for r in rows if r["case"] == case and r["class"] == "liver")
+    assert float(scored["dice"]) == pytest.approx(float(liver), abs=1e-4)
 
 
 def test_export_of_the_fold_set_is_an_ensemble_infer_reads_like_the_crossval_folder(

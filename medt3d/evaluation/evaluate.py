@@ -29,11 +29,10 @@ from medt3d.errors import InputError
 from medt3d.evaluation.metrics import METRIC_NAMES, case_metrics
 from medt3d.evaluation.plots import save_curves, save_overlay
 from medt3d.evaluation.splits import SPLITS
-from medt3d.inference.predictor import Predictor
+from medt3d.inference.ensemble import load_members, members_predictor
 from medt3d.io_utils import atomic_write_text, check_writable_dir
 from medt3d.label_table import label_table
 from medt3d.models.layout import RunLayout
-from medt3d.models.loading import load_model
 
 __all__ = ["evaluate", "summarise", "SPLITS"]
 
@@ -71,7 +70,8 @@ def evaluate(model_path: str | Path, data_dir: str | Path, output: str | Path, s
 
     Args:
         model_path: anything ``medt3d infer --model`` takes: a checkpoint (``best.pt``/``last.pt``), a run
-            folder, a bundle folder or a bundle zip.
+            folder, a bundle folder or zip, or a cross-validation folder (its finished folds averaged, with
+            its postprocessing; scored on ``test`` or ``all`` only: every case of its folds trained a member).
         data_dir: data folder or datalist JSON.
         output: folder for ``metrics.csv``, ``summary.json``, ``overlays/`` and ``curves.png``.
         split: ``val`` (the validation cases: the data's own, else the model's fold or seeded share of
@@ -86,11 +86,17 @@ def evaluate(model_path: str | Path, data_dir: str | Path, output: str | Path, s
     if split not in SPLITS:
         raise InputError(f"split {split!r} is not one of {list(SPLITS)}; pass one of them")
     out = check_writable_dir(output)
-    model, cfg = load_model(model_path)
+    members = load_members([model_path])  # one model, or a cross-validation folder's folds (an ensemble)
+    cfg = members.cfg
+    if len(members.sources) > 1 and split in ("val", "train"):
+        raise InputError(f"--model {model_path} is an ensemble of {len(members.sources)} models, each trained on "
+                         f"other cases of its cross-validation, so it has no {split} split of its own; score it on "
+                         "held-out data: --split test (the data's test cases), or --split all on another "
+                         "--data-dir (its out-of-fold scores are in crossval_summary.json)")
     dev = resolve_device(device or cfg.infer.device)
-    predictor = Predictor(model.to(dev), cfg, dev)
+    predictor = members_predictor(members, cfg, dev)
     datalist = build_datalist(data_dir)
-    cases = select_cases(datalist, cfg, split, data_dir)
+    cases = select_cases(datalist, cfg, split, data_dir, ensemble=len(members.sources) > 1)
     if not cases:
         raise InputError(f"{data_dir}: no {split} cases to evaluate (train {len(datalist.train)}, "
                          f"val {len(datalist.val)}, test {len(datalist.test)}); choose a split that has cases "
@@ -130,11 +136,15 @@ def evaluate(model_path: str | Path, data_dir: str | Path, output: str | Path, s
     return summary
 
 
-def select_cases(datalist: Datalist, cfg: Config, split: str, data_dir: str | Path) -> list[dict[str, Any]]:
+def select_cases(datalist: Datalist, cfg: Config, split: str, data_dir: str | Path,
+                 ensemble: bool = False) -> list[dict[str, Any]]:
     """The cases ``split`` names; ``val`` on data without a validation split is the model's own validation
     cases (its fold, or its seeded share: :func:`medt3d.data.folds.choose_validation`), never its training
-    cases. Scoring cases the model was trained on (``train``, ``all``) is allowed, with a warning."""
+    cases. Scoring cases the model was trained on (``train``, ``all``) is allowed, with a warning. An
+    ``ensemble`` (``test`` or ``all`` only) has no fold of its own: every case of the split is scored."""
     labelled_test = [c for c in datalist.test if c.get("label")]  # an MSD test list has no labels
+    if ensemble:
+        return list(datalist.test) if split == "test" else [*datalist.train, *datalist.val, *labelled_test]
     if datalist.val or split in ("test",):
         trained, val = list(datalist.train), list(datalist.val)
     else:

@@ -49,8 +49,7 @@ from medt3d.devices import resolve_device
 from medt3d.distributed import DistInfo, cleanup_distributed, init_distributed, shard
 from medt3d.errors import FULL_OR_READ_ONLY, INTERNAL_ERROR, USER_ERRORS, InputError
 from medt3d.inference.cases import Case, channel_file, check_no_overwrite, discover_cases, group_channel_files
-from medt3d.inference.engines import engine_networks
-from medt3d.inference.ensemble import load_members
+from medt3d.inference.ensemble import load_members, members_predictor
 from medt3d.inference.inferer import inference_window
 from medt3d.inference.model_info import describe_model, same_model
 from medt3d.inference.options import InferOptions
@@ -331,9 +330,7 @@ def _make_predictor(members: Any, net: torch.nn.Module | None, cfg: Config, devi
                     progress: bool) -> Predictor:
     """The predictor of the loaded ``members`` (an ensemble's move to the device one at a time), else of ``net``."""
     if members is not None:
-        nets = engine_networks(members.sources, members.networks, cfg, device)
-        nets = nets if len(nets) > 1 else [nets[0].to(device)]
-        return Predictor(nets, cfg, device, progress=progress, postprocessing=members.postprocessing)
+        return members_predictor(members, cfg, device, progress)
     if cfg.infer.engine != "torch":
         raise InputError("run_inference(network=...) runs the torch module; pass model= a bundle exported "
                          "with --onnx to run it on onnxruntime")

@@ -18,11 +18,13 @@ import torch
 
 from medt3d.config import Config, config_to_dict
 from medt3d.errors import InputError
+from medt3d.inference.engines import engine_networks
 from medt3d.inference.postprocess import PostprocessingPlan
+from medt3d.inference.predictor import Predictor
 from medt3d.models.layout import CrossValLayout
 from medt3d.models.loading import load_model
 
-__all__ = ["Members", "expand_models", "load_members"]
+__all__ = ["Members", "expand_models", "load_members", "members_predictor"]
 
 #: config sections that must agree between members (what the Predictor's one preprocessing reads)
 _SHARED = ("preprocess",)
@@ -108,3 +110,11 @@ def load_members(paths: Sequence[str | Path]) -> Members:
     assert cfg is not None
     plan = PostprocessingPlan.load(plan_path) if plan_path is not None else None
     return Members(networks, cfg, sources, plan)
+
+
+def members_predictor(members: Members, cfg: Config, device: torch.device, progress: bool = False) -> Predictor:
+    """The predictor of loaded ``members`` under ``cfg``'s engine (an ensemble's move to the device one at a time),
+    with a cross-validation folder's postprocessing plan."""
+    nets = engine_networks(members.sources, members.networks, cfg, device)
+    nets = nets if len(nets) > 1 else [nets[0].to(device)]
+    return Predictor(nets, cfg, device, progress=progress, postprocessing=members.postprocessing)
