@@ -55,7 +55,7 @@ def test_evaluate_and_inspect_move_a_label_stored_another_way_onto_its_image(lps
     import medt3d.evaluation.evaluate as evaluation
 
     series, truth, labels = lps_series
-    monkeypatch.setattr(evaluation, "load_model", lambda _: (ThresholdNet(), threshold_config()))
+    monkeypatch.setattr("medt3d.inference.ensemble.load_model", lambda _: (ThresholdNet(), threshold_config()))  # evaluate loads through load_members
     data = _datalist(tmp_path / "data.json", [{"name": "case", "image": series, "label": labels[stored]}])
     summary = evaluation.evaluate("threshold", data, tmp_path / "eval", split="all", overlays=False)
     # ThresholdNet finds the blob exactly, so only a wrongly flipped label could lower this
@@ -111,7 +111,7 @@ def test_the_gate_reports_every_problem_together_with_its_file(lps_series, tmp_p
     assert str(truncated) in text
 
     # evaluate applies the same gate before predicting anything (it used to score these)
-    monkeypatch.setattr(evaluation, "load_model", lambda _: (ThresholdNet(), threshold_config()))
+    monkeypatch.setattr("medt3d.inference.ensemble.load_model", lambda _: (ThresholdNet(), threshold_config()))  # evaluate loads through load_members
     for case in cases[:3]:
         data = _datalist(tmp_path / f"{case['name']}.json", [case])
         with pytest.raises(DatasetError, match=case["name"] if case["name"] == "shifted" else str(case["label"])):

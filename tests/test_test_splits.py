@@ -28,7 +28,7 @@ def cases(tmp_path: Path) -> list[dict[str, str]]:
 def _evaluate(monkeypatch, data: Path, out: Path, **kwargs) -> dict:
     import medt3d.evaluation.evaluate as evaluation
 
-    monkeypatch.setattr(evaluation, "load_model", lambda _: (ThresholdNet(), threshold_config()))
+    monkeypatch.setattr("medt3d.inference.ensemble.load_model", lambda _: (ThresholdNet(), threshold_config()))  # evaluate loads through load_members
     return evaluation.evaluate("threshold", data, out, overlays=False, **kwargs)
 
 

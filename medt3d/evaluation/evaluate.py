@@ -90,9 +90,9 @@ def evaluate(model_path: str | Path, data_dir: str | Path, output: str | Path, s
     cfg = members.cfg
     if len(members.sources) > 1 and split in ("val", "train"):
         raise InputError(f"--model {model_path} is an ensemble of {len(members.sources)} models, each trained on "
-                         f"other cases of its cross-validation, so it has no {split} split of its own; score it on "
-                         "held-out data: --split test (the data's test cases), or --split all on another "
-                         "--data-dir (its out-of-fold scores are in crossval_summary.json)")
+                         f"other cases of its cross-validation, so it has no {split} split of its own; pass held-out "
+                         "data: --split test (the data's test cases), or --split all with another --data-dir (its "
+                         "out-of-fold scores are in crossval_summary.json)")
     dev = resolve_device(device or cfg.infer.device)
     predictor = members_predictor(members, cfg, dev)
     datalist = build_datalist(data_dir)
