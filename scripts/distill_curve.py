@@ -35,7 +35,7 @@ from medt3d.bench.quality import find_shared_data, organ_datalist
 from medt3d.config import Config, apply_overrides, config_from_dict, load_config
 from medt3d.evaluation.evaluate import evaluate
 from medt3d.models.checkpoint import load_checkpoint
-from medt3d.models.layout import RunLayout
+from medt3d.models.loading import model_file
 from medt3d.networks import build_network
 from medt3d.training.distill import distill
 from medt3d.training.distill_defaults import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
@@ -67,20 +67,12 @@ def _split_top_level(text: str) -> list[str]:
 
 def _model_mb(model: str | Path) -> float:
     """Size of the checkpoint file a run folder (or a checkpoint path) is scored with, in MiB."""
-    return round(_checkpoint(model).stat().st_size / 2**20, 2)
-
-
-def _checkpoint(model: str | Path) -> Path:
-    path = Path(model)
-    if path.is_dir():
-        layout = RunLayout(path)
-        path = layout.best if layout.best.is_file() else layout.last
-    return path
+    return round(model_file(model).stat().st_size / 2**20, 2)
 
 
 def _student_config(teacher: str | Path, overrides: list[str]) -> Config:
     """The teacher's own config (its data, preprocessing and patches) with the student's ``overrides`` on top."""
-    payload = load_checkpoint(_checkpoint(teacher))
+    payload = load_checkpoint(model_file(teacher))
     return config_from_dict(apply_overrides(payload["config"], overrides), source=f"{teacher} + student")
 
 
