@@ -117,7 +117,7 @@ def compare_models(data_dir: str | Path, output: str | Path, networks: list[str]
     from medt3d.data.datalist import build_datalist
     from medt3d.evaluation.evaluate import evaluate, select_cases
 
-    # the cases each network is scored on, found now: a setting that leaves none (data.val_fraction=0 on
+    # the cases each network is scored on, found now: a setting that leaves none (train.val_interval=0 on
     # data without a validation split) fails here, not after the first network's training
     first = load_config(config, [*(overrides or []), *budget_overrides(networks[0], budget_s)])
     select_cases(build_datalist(data_dir), first, "val", data_dir)
