@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from medt3d.inference.predictor import Predictor
 from medt3d.models.loading import load_model
 from medt3d.networks import layers
-from medt3d.networks.layers import masked_instance_norm
+from medt3d.networks.layers import masked_instance_norm, masked_moments
 
 WINDOWS = ["64,64,64", "80,80,64", "96,96,64", "112,112,64", "128,128,64", "96,96,80", "96,96,96", "64,64,96",
            "128,128,128", "whole"]
@@ -108,10 +108,7 @@ class WholeScanNormStatistics:
             # each predict() loads the model again: the layer is known by its weights, not its identity
             key = (tuple(module[0].weight.shape), float(module[0].weight.double().sum()))
             if probe.mode == "record":
-                v = valid if valid is not None else torch.ones_like(y[:, :1])
-                count = v.sum(dim=(2, 3, 4), keepdim=True).clamp_min(1)
-                mean = (y * v).sum(dim=(2, 3, 4), keepdim=True) / count
-                var = ((y * v * y).sum(dim=(2, 3, 4), keepdim=True) / count - mean * mean).clamp_min(0)
+                mean, var = masked_moments(y, valid if valid is not None else torch.ones_like(y[:, :1]))
                 probe.stats[key] = (mean[:1], var[:1])
             mean, var = probe.stats[key]
             norm = module[1]

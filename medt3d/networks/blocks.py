@@ -7,9 +7,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from medt3d.networks.attention import GatedAxialAttention
-from medt3d.networks.layers import ChannelLayerNorm, channels_first, channels_last
+from medt3d.networks.layers import channels_first, channels_last
 
-__all__ = ["GatedAxialBlock", "GatedAxialBlocks", "LocalBranch", "PointwiseMLP"]
+__all__ = ["ChannelLayerNorm", "GatedAxialBlock", "GatedAxialBlocks", "LocalBranch", "PointwiseMLP"]
+
+
+class ChannelLayerNorm(nn.LayerNorm):
+    """LayerNorm over the channels of each voxel of a (B, C, D, H, W) tensor.
+
+    Per-voxel statistics (not GroupNorm/BatchNorm over space or batch) keep the block's
+    output at a voxel independent of voxels it does not attend to, and work with batch 1.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return channels_first(F.layer_norm(channels_last(x), self.normalized_shape, self.weight, self.bias, self.eps))
 
 
 class PointwiseMLP(nn.Module):

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from medt3d.networks.registry import NORMS
 
 __all__ = [
-    "ChannelLayerNorm", "ConvNormAct", "FastConv3d", "PointwiseConv", "VoxelShuffleUp", "channels_first",
-    "channels_last", "masked_instance_norm", "zero_invalid",
+    "ConvNormAct", "FastConv3d", "PointwiseConv", "VoxelShuffleUp", "channels_first", "channels_last",
+    "masked_instance_norm", "masked_moments", "zero_invalid",
 ]
 
 
@@ -65,34 +64,32 @@ def zero_invalid(x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
     return x if valid is None else x * valid
 
 
-def masked_instance_norm(x: torch.Tensor, valid: torch.Tensor, weight: torch.Tensor | None,
-                         bias: torch.Tensor | None, eps: float) -> torch.Tensor:
-    """Instance norm whose mean and variance are taken over the voxels of ``valid`` (B, 1, D, H, W) only.
+def masked_moments(x: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample, per-channel mean and variance of ``x`` over the voxels of ``valid`` (B, 1, D, H, W).
 
-    ``torch.nn.functional.instance_norm`` has no mask; padding would shift its statistics and so every voxel.
-    The variance is ``E[x^2] - E[x]^2`` over the valid voxels (two reductions, no centred copy). (Folding the
-    affine map into one multiply-add broke the ONNX export: a dangling initializer in torch 2.13's exporter.)
+    The variance is ``E[x^2] - E[x]^2`` over the valid voxels (two reductions, no centred copy).
     """
     dims = [2, 3, 4]
     count = valid.sum(dim=dims, keepdim=True).clamp_min(1.0)
     masked = x * valid
     mean = masked.sum(dim=dims, keepdim=True) / count
     var = ((masked * x).sum(dim=dims, keepdim=True) / count - mean * mean).clamp_min(0.0)
+    return mean, var
+
+
+def masked_instance_norm(x: torch.Tensor, valid: torch.Tensor, weight: torch.Tensor | None,
+                         bias: torch.Tensor | None, eps: float) -> torch.Tensor:
+    """Instance norm whose mean and variance are taken over the voxels of ``valid`` (B, 1, D, H, W) only.
+
+    ``torch.nn.functional.instance_norm`` has no mask; padding would shift its statistics and so every voxel.
+    The statistics are :func:`masked_moments`. (Folding the affine map into one multiply-add broke the ONNX
+    export: a dangling initializer in torch 2.13's exporter.)
+    """
+    mean, var = masked_moments(x, valid)
     y = (x - mean) * torch.rsqrt(var + eps)
     if weight is not None and bias is not None:
         y = y * weight.view(1, -1, 1, 1, 1) + bias.view(1, -1, 1, 1, 1)
     return y
-
-
-class ChannelLayerNorm(nn.LayerNorm):
-    """LayerNorm over the channels of each voxel of a (B, C, D, H, W) tensor.
-
-    Per-voxel statistics (not GroupNorm/BatchNorm/InstanceNorm over space or batch) keep a layer's
-    output at a voxel independent of voxels it does not see, and work with batch 1.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return channels_first(F.layer_norm(channels_last(x), self.normalized_shape, self.weight, self.bias, self.eps))
 
 
 def _norm_layer(norm: str, channels: int) -> nn.Module:
