@@ -87,8 +87,8 @@ def evaluate(model_path: str | Path, data_dir: str | Path, output: str | Path, s
         raise InputError(f"split {split!r} is not one of {list(SPLITS)}; pass one of them")
     out = check_writable_dir(output)
     members = load_members([model_path])  # one model, or a cross-validation folder's folds (an ensemble)
-    cfg = members.cfg
-    if len(members.sources) > 1 and split in ("val", "train"):
+    cfg, ensemble = members.cfg, len(members.sources) > 1
+    if ensemble and split in ("val", "train"):
         raise InputError(f"--model {model_path} is an ensemble of {len(members.sources)} models, each trained on "
                          f"other cases of its cross-validation, so it has no {split} split of its own; pass held-out "
                          "data: --split test (the data's test cases), or --split all with another --data-dir (its "
@@ -96,7 +96,7 @@ def evaluate(model_path: str | Path, data_dir: str | Path, output: str | Path, s
     dev = resolve_device(device or cfg.infer.device)
     predictor = members_predictor(members, cfg, dev)
     datalist = build_datalist(data_dir)
-    cases = select_cases(datalist, cfg, split, data_dir, ensemble=len(members.sources) > 1)
+    cases = select_cases(datalist, cfg, split, data_dir, ensemble=ensemble)
     if not cases:
         raise InputError(f"{data_dir}: no {split} cases to evaluate (train {len(datalist.train)}, "
                          f"val {len(datalist.val)}, test {len(datalist.test)}); choose a split that has cases "

@@ -65,10 +65,10 @@ class DistillationLoss(torch.nn.Module):
         scan = (label != PADDING_LABEL).to(kl.dtype) if label is not None else torch.ones_like(kl)
         teacher_term = (kl * scan).sum() / scan.sum().clamp_min(1.0) * t * t
         self.last = {"loss_teacher": float(teacher_term.detach())}
-        labelled = self.labelled if self.labelled is not None else torch.ones(len(pred), dtype=torch.bool, device=pred.device)
-        if self.alpha == 0.0 or label is None or not bool(labelled.any()):
+        labelled = self.labelled  # None: every sample has its label
+        if self.alpha == 0.0 or label is None or (labelled is not None and not bool(labelled.any())):
             return (1.0 - self.alpha) * teacher_term
-        if not bool(labelled.all()):
+        if labelled is not None and not bool(labelled.all()):
             pred, label = pred[labelled], label[labelled]
         supervised = self.supervised(pred, label)
         self.last["loss_labels"] = float(supervised.detach())
