@@ -129,15 +129,13 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 def predict(model_path: str, image: str | Path, window: str | None = None, padding_mode: str | None = None,
             floor: str | None = None, pad_like_baseline: bool = False, overlap: float | None = None,
-            blend: str | None = None, masked_norms: bool = False, norm_statistics: str | None = None,
-            statistics_passes: int | None = None) -> tuple[np.ndarray, list[int] | None, float]:
+            blend: str | None = None, masked_norms: bool = False) -> tuple[np.ndarray, list[int] | None, float]:
     """Label volume (X, Y, Z) of ``image`` on its own grid, the window that ran, and the seconds it took.
 
     ``padding_mode`` overrides ``infer.padding_mode``; ``floor`` (X,Y,Z) replaces the training patch as the
     smallest window of a baseline (the inferer's floor), to measure windows cut below the patch; ``overlap``
     and ``blend`` override ``infer.overlap`` and ``infer.mode``; ``masked_norms`` runs a baseline as
-    :class:`MaskedNormBaseline` on windows cut to the scan; ``norm_statistics`` and ``statistics_passes``
-    override ``infer.norm_statistics`` and ``infer.statistics_passes``.
+    :class:`MaskedNormBaseline` on windows cut to the scan.
     """
     model, cfg = load_model(model_path)
     if window is not None:
@@ -150,10 +148,6 @@ def predict(model_path: str, image: str | Path, window: str | None = None, paddi
         cfg.infer.overlap = overlap
     if blend is not None:
         cfg.infer.mode = blend
-    if norm_statistics is not None:
-        cfg.infer.norm_statistics = norm_statistics
-    if statistics_passes is not None:
-        cfg.infer.statistics_passes = statistics_passes
     if floor is not None:
         cfg.patch.roi_size = tuple(int(v) for v in floor.split(","))
     if masked_norms:
@@ -185,11 +179,9 @@ def windows(args: argparse.Namespace) -> list[dict]:
 def _window_rows(args: argparse.Namespace, model: str, reference: np.ndarray) -> list[dict]:
     rows = []
     for window in args.windows:
-        label, ran, seconds = predict(model, args.image, window, overlap=args.overlap, blend=args.blend,
-                                      norm_statistics=args.norm_statistics, statistics_passes=args.statistics_passes)
+        label, ran, seconds = predict(model, args.image, window, overlap=args.overlap, blend=args.blend)
         rows.append({"model": model, "window": window, "window_run": ran, "seconds": round(seconds, 1),
-                     "overlap": args.overlap, "blend": args.blend, "norm_statistics": args.norm_statistics,
-                     "statistics_passes": args.statistics_passes,
+                     "overlap": args.overlap, "blend": args.blend,
                      "whole_scan_norm_statistics": args.whole_scan_norm_statistics,
                      "dice": round(dice(label == args.organ, reference), 4)})
         print(json.dumps(rows[-1]), file=sys.stderr)
@@ -237,9 +229,6 @@ def main() -> int:
     sub.choices["windows"].add_argument("--windows", nargs="+", default=WINDOWS, help="X,Y,Z or whole")
     sub.choices["windows"].add_argument("--overlap", type=float, help="override infer.overlap")
     sub.choices["windows"].add_argument("--blend", choices=["gaussian", "constant"], help="override infer.mode")
-    sub.choices["windows"].add_argument("--norm-statistics", choices=["scan", "window"],
-                                        help="override infer.norm_statistics (the model's config: scan by default)")
-    sub.choices["windows"].add_argument("--statistics-passes", type=int, help="override infer.statistics_passes")
     sub.choices["windows"].add_argument("--whole-scan-norm-statistics", action="store_true",
                                         help="MedT3D's instance norms use the statistics of a whole-scan pass "
                                              "(WholeScanNormStatistics: a probe of where the window acts)")

@@ -35,7 +35,6 @@ from medt3d.config.schema import (
     LOSSES,
     MODALITIES,
     N_FOLDS,
-    NORM_STATISTICS,
     OUTPUT_FORMATS,
     OUTPUT_NAMINGS,
     PRECISIONS,
@@ -61,7 +60,6 @@ from medt3d.config.validation import validate
 __all__ = [
     "AugmentConfig",
     "BLEND_MODES",
-    "NORM_STATISTICS",
     "CACHE_KINDS",
     "CLOCKS",
     "CT_WINDOWS",

@@ -18,7 +18,6 @@ __all__ = [
     "CACHE_KINDS",
     "SAMPLING_MODES",
     "BLEND_MODES",
-    "NORM_STATISTICS",
     "WHOLE_SCAN",
     "WINDOW_PADDING_MODES",
     "PRECISIONS",
@@ -59,8 +58,6 @@ CLOCKS = ("wall", "cpu")
 CACHE_KINDS = ("none", "memory", "disk")
 SAMPLING_MODES = ("pos_neg", "class_ratio")
 BLEND_MODES = ("gaussian", "constant")
-#: What MedT3D's instance norms normalise a tile with (``infer.norm_statistics``): the whole scan's or its own.
-NORM_STATISTICS = ("scan", "window")
 #: ``infer.roi_size`` value that runs the whole resampled scan in one forward pass.
 WHOLE_SCAN = "whole"
 #: How a sliding window that overhangs the scan is padded, for networks that take no validity mask (MONAI's modes).
@@ -375,13 +372,6 @@ class InferConfig:
             (zeros). MedT3D's own padding up to its size multiple is masked instead.
         whole_max_gb: memory budget of ``roi_size: whole``; a scan whose estimated forward pass needs more
             runs with sliding windows of ``patch.roi_size`` instead (with a log line).
-        norm_statistics: where the scan is tiled (windows smaller than it), what MedT3D's instance norms
-            normalise each window with: ``scan`` (the whole scan's statistics, gathered over the windows
-            first: the labels then hardly depend on the window) or ``window`` (each window's own, as in
-            training; no extra passes). Networks without those norms, and TorchScript or ONNX engines, always
-            use the window's.
-        statistics_passes: runs of the windows that gather ``scan`` statistics (each costs about one
-            sliding-window pass; the first gathers the first layer exactly, the deeper ones converge).
         sw_batch_size: windows evaluated together.
         overlap: overlap between neighbouring windows (0 to <1).
         mode: blending of overlapping windows: ``gaussian`` or ``constant``.
@@ -403,8 +393,6 @@ class InferConfig:
     roi_size: tuple[int, int, int] | str | None = None
     padding_mode: str = "replicate"
     whole_max_gb: float = 8.0
-    norm_statistics: str = "scan"
-    statistics_passes: int = 2
     sw_batch_size: int = 2
     overlap: float = 0.25
     mode: str = "gaussian"

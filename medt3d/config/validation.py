@@ -14,7 +14,6 @@ from medt3d.config.schema import (
     LOSSES,
     MODALITIES,
     N_FOLDS,
-    NORM_STATISTICS,
     PRECISIONS,
     RESAMPLE_MODES,
     RTSTRUCT_MATCH,
@@ -204,8 +203,6 @@ def _validate_infer(i: InferConfig, source: str) -> None:
         _require(all(r >= 1 for r in i.roi_size), source, "infer.roi_size", f"must be positive, got {list(i.roi_size)}")
     _one_of(i.padding_mode, WINDOW_PADDING_MODES, source, "infer.padding_mode")
     _require(i.whole_max_gb > 0, source, "infer.whole_max_gb", f"must be > 0, got {i.whole_max_gb}")
-    _one_of(i.norm_statistics, NORM_STATISTICS, source, "infer.norm_statistics")
-    _require(i.statistics_passes >= 1, source, "infer.statistics_passes", f"must be >= 1, got {i.statistics_passes}")
     _require(i.sw_batch_size >= 1, source, "infer.sw_batch_size", f"must be >= 1, got {i.sw_batch_size}")
     _require(0.0 <= i.overlap < 1.0, source, "infer.overlap", f"must be in [0, 1), got {i.overlap}")
     _one_of(i.mode, BLEND_MODES, source, "infer.mode")

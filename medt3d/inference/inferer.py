@@ -29,16 +29,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from monai.data import MetaTensor
-from monai.data.utils import dense_patch_slices
 from monai.inferers import SlidingWindowInferer
-from monai.inferers.utils import (
-    _get_scan_interval,  # private: MONAI's own spacing, so weights fall on its windows
-)
-from monai.utils import convert_data_type, convert_to_dst_type, ensure_tuple_rep
+from monai.utils import convert_data_type, convert_to_dst_type
 
 from medt3d.config import WHOLE_SCAN, Config
 from medt3d.networks.factory import bottleneck_cells, masks_padding, window_multiple
-from medt3d.networks.scan_statistics import ScanNormStatistics
 
 __all__ = [
     "ScanFittedWindowInferer", "build_sliding_window_inferer", "estimate_forward_gb", "fitted_window",
@@ -106,7 +101,6 @@ class ScanFittedWindowInferer(SlidingWindowInferer):
         patch: the training patch: the smallest edge of a window that reaches past the scan (the
             :func:`fitted_window` floor), and the fallback window of ``"whole"``.
         min_cells: fewest voxels an unmasked network's window keeps at its bottleneck.
-        statistics_passes: runs of the windows that gather scan-wide norm statistics (``__call__``).
         whole_max_gb: memory budget of one whole-scan pass.
         network_name: ``network.name``, for the memory estimate.
         classes: output classes, for the memory estimate.
@@ -118,7 +112,7 @@ class ScanFittedWindowInferer(SlidingWindowInferer):
 
     def __init__(self, roi_size: Sequence[int] | str, multiple: int | None, patch: Sequence[int],
                  masked: bool = False, whole_max_gb: float = 8.0, network_name: str = "medt3d", classes: int = 2,
-                 min_cells: int = 1, statistics_passes: int = 2, **kwargs: Any) -> None:
+                 min_cells: int = 1, **kwargs: Any) -> None:
         self.whole = roi_size == WHOLE_SCAN
         self.patch = tuple(int(r) for r in patch)
         self.window = self.patch if self.whole else tuple(int(r) for r in roi_size)
@@ -129,7 +123,6 @@ class ScanFittedWindowInferer(SlidingWindowInferer):
         self.network_name = network_name
         self.classes = classes
         self.min_cells = min_cells
-        self.statistics_passes = statistics_passes
         self.last_window: tuple[int, ...] | None = None
 
     def window_for(self, scan: Sequence[int], channels: int) -> tuple[int, ...]:
@@ -145,57 +138,13 @@ class ScanFittedWindowInferer(SlidingWindowInferer):
                             self.whole_max_gb, list(self.patch))
         return fitted_window(window, scan, self.multiple, self.masked, floor=self.patch, min_cells=self.min_cells)
 
-    def __call__(self, inputs: torch.Tensor, network: Any, *args: Any,
-                 norm_statistics: ScanNormStatistics | None = None, **kwargs: Any) -> Any:
-        """The network's output over the scan ``inputs`` (B, C, X, Y, Z).
-
-        Args:
-            inputs: the scan.
-            network: the callable that runs one batch of windows.
-            args: passed to ``network``.
-            norm_statistics: scan-wide instance-norm statistics in force for ``network``'s model (entered by
-                the caller): where the scan is tiled, they are gathered first (``statistics_passes`` runs of
-                the windows), unless gathered already for this scan (the other flips of test-time
-                augmentation), so every tile is normalised as the whole scan would be.
-            kwargs: passed to ``network``.
-        """
+    def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> Any:
         scan = tuple(int(s) for s in inputs.shape[2:])
         self.roi_size = self.window_for(scan, int(inputs.shape[1]))
         self.last_window = self.roi_size
         if all(w >= s for w, s in zip(self.roi_size, scan)):
             return self._one_pass(inputs, network, *args, **kwargs)
-        if norm_statistics is not None and norm_statistics.applies and not norm_statistics.ready:
-            self._gather_statistics(inputs, network, norm_statistics, *args, **kwargs)
         return super().__call__(inputs, network, *args, **kwargs)
-
-    def _gather_statistics(self, inputs: torch.Tensor, network: Any, statistics: ScanNormStatistics,
-                           *args: Any, **kwargs: Any) -> None:
-        """Run the windows ``statistics_passes`` times, each voxel counting in the window whose centre is nearest.
-
-        A voxel near a window's edge has features that the edge's zero padding distorts (at 1/8 resolution a
-        64-voxel window is 8 voxels wide); counted only where it is most central, every voxel counts once.
-        """
-        image = [max(int(s), int(r)) for s, r in zip(inputs.shape[2:], self.roi_size)]  # MONAI pads up to the window
-        interval = _get_scan_interval(image, self.roi_size, len(image), ensure_tuple_rep(self.overlap, len(image)))
-        windows = dense_patch_slices(image, self.roi_size, interval)
-        owners = [_nearest_window(size, roi, sorted({w[axis].start for w in windows}))
-                  for axis, (size, roi) in enumerate(zip(image, self.roi_size))]
-
-        def weighted(batch: torch.Tensor, locations: Sequence[Sequence[slice]], *a: Any, **kw: Any) -> Any:
-            weights = []
-            for location in locations:
-                axes = [owners[axis][location[2 + axis].start] for axis in range(3)]
-                weights.append(axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :])
-            statistics.window_weight = torch.stack(weights)[:, None]
-            return network(batch, *a, **kw)
-
-        self.with_coord = True
-        try:
-            statistics.gather(lambda: super(ScanFittedWindowInferer, self).__call__(inputs, weighted, *args, **kwargs),
-                              self.statistics_passes)
-        finally:
-            self.with_coord = False
-            statistics.window_weight = None
 
     def _one_pass(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> Any:
         """One window covers the scan: run it as one forward pass (MONAI's blending of one window is the identity)."""
@@ -216,14 +165,6 @@ class ScanFittedWindowInferer(SlidingWindowInferer):
         return convert_to_dst_type(out, meta if meta is not None else inputs, device=device)[0]
 
 
-def _nearest_window(size: int, roi: int, starts: Sequence[int]) -> dict[int, torch.Tensor]:
-    """For each window start along one axis, the (roi,) 0/1 weights of the voxels nearest that window's centre."""
-    position = torch.arange(size, dtype=torch.float64) + 0.5
-    centres = torch.tensor([s + roi / 2 for s in starts], dtype=torch.float64)
-    owner = (position[:, None] - centres[None, :]).abs().argmin(dim=1)
-    return {int(s): (owner[int(s):int(s) + roi] == i).double() for i, s in enumerate(starts)}
-
-
 def build_sliding_window_inferer(cfg: Config, sw_device: torch.device | None = None,
                                  device: torch.device | None = None) -> ScanFittedWindowInferer:
     """The inferer every route uses (validation, evaluation, inference, bundle, benchmarks)."""
@@ -236,7 +177,6 @@ def build_sliding_window_inferer(cfg: Config, sw_device: torch.device | None = N
         whole_max_gb=cfg.infer.whole_max_gb,
         network_name=cfg.network.name,
         classes=cfg.data.num_classes,
-        statistics_passes=cfg.infer.statistics_passes,
         sw_batch_size=cfg.infer.sw_batch_size,
         overlap=cfg.infer.overlap,
         mode=cfg.infer.mode,

@@ -36,7 +36,6 @@ from medt3d.errors import InputError
 from medt3d.inference.engines import runs_own_precision
 from medt3d.inference.inferer import build_sliding_window_inferer
 from medt3d.inference.postprocess import PostprocessingPlan
-from medt3d.networks.scan_statistics import ScanNormStatistics
 
 __all__ = [
     "Prediction",
@@ -209,12 +208,10 @@ class Predictor:
         x = image.unsqueeze(0).as_tensor() if isinstance(image, MetaTensor) else image.unsqueeze(0)
         flips = flip_tta_axes() if self.cfg.infer.tta_flips else [()]
         total: torch.Tensor | None = None
-        # gathered on the first flip, kept for the others (a flip changes where the tiles fall, hardly the sums)
-        statistics = ScanNormStatistics(self.model) if self.cfg.infer.norm_statistics == "scan" else None
-        with torch.no_grad(), statistics or contextlib.nullcontext():
+        with torch.no_grad():
             for dims in flips:
                 xi = torch.flip(x, dims) if dims else x
-                out = self.inferer(xi, self._network, norm_statistics=statistics)
+                out = self.inferer(xi, self._network)
                 prob = torch.softmax(out, dim=1)
                 del out
                 if dims:

@@ -6,7 +6,6 @@ import torch
 from torch import nn
 
 from medt3d.networks.registry import NORMS
-from medt3d.networks.scan_statistics import active_statistics
 
 __all__ = [
     "ConvNormAct", "FastConv3d", "PointwiseConv", "VoxelShuffleUp", "channels_first", "channels_last",
@@ -118,26 +117,11 @@ class ConvNormAct(nn.Sequential):
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         y = self[0](x)
-        if not torch.jit.is_scripting() and not torch.jit.is_tracing() and self.instance:
-            y = self._eager_instance_norm(y, valid)
-        elif valid is None or not self.instance:
+        if valid is None or not self.instance:
             y = self[1](y)
         else:
             y = masked_instance_norm(y, valid, self[1].weight, self[1].bias, self[1].eps)
         return self[2](y)
-
-    @torch.jit.unused
-    def _eager_instance_norm(self, y, valid):  # (Tensor, Optional[Tensor]) -> Tensor; unannotated: TorchScript stubs it
-        """The instance norm in eager mode: under scan-wide statistics when a ``ScanNormStatistics`` is in force."""
-        stats = active_statistics(self)
-        moments = None if stats is None else stats.moments(self, y, valid)
-        if moments is None:
-            if valid is None:
-                return self[1](y)
-            return masked_instance_norm(y, valid, self[1].weight, self[1].bias, self[1].eps)
-        mean, var = moments
-        z = (y - mean) * torch.rsqrt(var + self[1].eps)
-        return z * self[1].weight.view(1, -1, 1, 1, 1) + self[1].bias.view(1, -1, 1, 1, 1)
 
 
 class VoxelShuffleUp(nn.Module):
