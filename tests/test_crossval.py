@@ -75,6 +75,21 @@ def test_train_with_data_fold_validates_on_nnunet_fold(tmp_path: Path):
     expected = nnunet_folds([f"phantom_00{i}" for i in range(5)])[3]
     assert [c["name"] for c in datalist.val] == expected["val"]
     assert [c["name"] for c in datalist.train] == expected["train"]
+    assert datalist.folds is not None and datalist.folds[3] == expected
+
+
+def test_a_single_fold_run_keeps_the_folds_it_used(tmp_path: Path):
+    """A ``data.fold`` run writes the folds beside its checkpoints, as ``train --folds`` does."""
+    from medt3d.models.layout import RunLayout
+    from medt3d.training.engine import train
+
+    raw = write_nnunet_phantoms(tmp_path / "raw", 5, shape=(16, 16, 16),
+                                labels={"background": 0, "a": 1, "b": 2, "c": 3})
+    cfg = tiny_cfg("data.fold=1", "train.max_epochs=1", "data.labels=[background,a,b,c]")
+    run = tmp_path / "run"
+    train(cfg, raw / "dataset.json", run)
+    kept = read_splits(RunLayout(run).splits, [f"phantom_00{i}" for i in range(5)])
+    assert kept == nnunet_folds([f"phantom_00{i}" for i in range(5)])
 
 
 # --------------------------------------------------------------------------- postprocessing

@@ -35,6 +35,7 @@ class Datalist:
         modality: modality from the dataset's JSON (several channels joined by ``", "``), when present.
         channels: channel names from an nnU-Net ``channel_names`` or MSD ``modality`` (in order).
         root: the data folder (the JSON file's folder for JSON sources).
+        folds: the folds that ``data.fold`` took the validation cases from (set by training), else None.
     """
 
     train: list[dict[str, Any]]
@@ -45,6 +46,7 @@ class Datalist:
     root: Path = Path(".")
     test: list[dict[str, Any]] = field(default_factory=list)
     channels: list[str] | None = None
+    folds: list[dict[str, list[str]]] | None = None
 
     @property
     def cases(self) -> list[dict[str, Any]]:

@@ -92,6 +92,11 @@ class RunLayout:
         """Default disk cache of preprocessed volumes."""
         return self.root / "cache"
 
+    @property
+    def splits(self) -> Path:
+        """The folds a ``data.fold`` run took its validation cases from, as nnU-Net's ``splits_final.json``."""
+        return self.root / "splits_final.json"
+
     def run_files(self) -> list[Path]:
         """What marks a training run here (config, history, checkpoints), if anything.
 

@@ -40,6 +40,7 @@ from torch.nn.parallel import DistributedDataParallel
 from medt3d.config import Config, save_config
 from medt3d.data.datalist import Datalist
 from medt3d.data.datasets import build_dataset
+from medt3d.data.folds import write_splits
 from medt3d.data.transforms import build_train_transforms, build_val_transforms
 from medt3d.devices import resolve_device
 from medt3d.distributed import (
@@ -346,6 +347,8 @@ def _checked_data(cfg: Config, data_dir: str | Path, run_dir: Path, info: DistIn
     if info.is_main:  # only now, with the data checked, may --overwrite delete the old run
         clear_run_folder(run_dir, resume, overwrite)
         save_config(cfg, RunLayout(run_dir).config)
+        if datalist.folds is not None:  # the run keeps the folds it used, as a cross-validation folder does
+            write_splits(RunLayout(run_dir).splits, datalist.folds)
     return datalist
 
 

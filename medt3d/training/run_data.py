@@ -48,7 +48,7 @@ def prepare_datalist(cfg: Config, data_dir: str | Path, unlabelled: bool = False
             raise InputError(f"{data_dir}: no training case has a label, so none can be set aside for validation; "
                              "add labelled cases, or set train.val_interval=0")
         choice = choose_validation(datalist, cfg)  # nnU-Net's folds, or the seeded share (as evaluate's)
-        datalist.train, datalist.val = choice.train, choice.val
+        datalist.train, datalist.val, datalist.folds = choice.train, choice.val, choice.folds
         (logger.warning if choice.same_cases else logger.info)("%s has no validation split: validating on %s",
                                                                data_dir, choice.how)
     unlabelled_val = [str(case["image"]) for case in datalist.val if not case.get("label")]
