@@ -135,3 +135,36 @@ def test_series_uid_picks_one_of_several_series(shared_data: Path, tmp_path: Pat
     uid = read_header(shared_data / "mr_dicom_series" / "series").series_uid
     assert _convert(both, tmp_path / "mr.nii.gz", "--series-uid", uid) == 0
     assert load_volume(tmp_path / "mr.nii.gz").shape[-3:] == (256, 256, 4)
+
+
+def test_seg_segments_become_classes_by_name(shared_data: Path, tmp_path: Path, capsys):
+    """A SEG's segments map to data.labels by name, as an RTSTRUCT's ROIs do: reordered classes follow the
+    names, another source's segment names map through data.roi_names, and a segment that matches no class
+    (while others do) is refused with the setting that fixes it."""
+    import pydicom
+
+    path, label, series = _two_class_label(shared_data, tmp_path)
+    seg = tmp_path / "out" / "label.dcm"
+    assert _convert(path, seg, "--to", "seg", "--reference", series, *TWO) == 0
+
+    swapped = tmp_path / "swapped.nii.gz"
+    assert _convert(seg, swapped, "--reference", series, "--set", "data.labels=[background,rim,tumour]") == 0
+    expected = np.choose(label, [0, 2, 1])  # tumour (1) is now class 2, rim (2) class 1
+    np.testing.assert_array_equal(load_volume(swapped)[0].numpy(), expected)
+
+    ds = pydicom.dcmread(seg)  # as another system would name them
+    for item, name in zip(ds.SegmentSequence, ["GTV", "Ring 3mm"]):
+        item.SegmentLabel = name
+    renamed = tmp_path / "other" / "renamed.dcm"
+    renamed.parent.mkdir()
+    ds.save_as(renamed)
+    capsys.readouterr()
+    assert _convert(renamed, tmp_path / "refused.nii.gz", "--reference", series,
+                    "--set", "data.labels=[background,tumour,rim]", "--set", "data.roi_names={GTV: tumour}") == 2
+    err = capsys.readouterr().err
+    assert "renamed.dcm" in err and "'Ring 3mm'" in err and "data.roi_names" in err
+    assert not (tmp_path / "refused.nii.gz").exists()
+    kept = tmp_path / "tumour_only.nii.gz"
+    assert _convert(renamed, kept, "--reference", series, *SARCOMA[:2],
+                    "--set", "data.roi_names={GTV: tumour, Ring 3mm: background}") == 0
+    np.testing.assert_array_equal(load_volume(kept)[0].numpy(), (label == 1).astype(np.uint8))

@@ -16,8 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Convert one file, keeping its geometry exactly: a DICOM series folder to a NIfTI image; an "
                     "RTSTRUCT (beside or inside its series folder) or a DICOM SEG (with --reference) to a label "
                     "NIfTI on the series' grid; a label NIfTI to an RTSTRUCT or DICOM SEG that references the "
-                    "series given with --reference. Class names come from data.labels (--config/--set), ROI names "
-                    "from data.roi_names. The output is written whole or not at all, never over an input.")
+                    "series given with --reference. Class names come from data.labels (--config/--set); an RTSTRUCT's "
+                    "ROIs and a SEG's segments become the class of their name, or as data.roi_names maps them. The output is written whole or not at all, never over an input.")
     p.add_argument("source", help="DICOM series folder, RTSTRUCT or SEG .dcm file, or label .nii.gz/.nrrd")
     p.add_argument("output", help="file to write: .nii.gz, or .dcm with --to rtstruct|seg")
     p.add_argument("--to", choices=("nifti", "rtstruct", "seg"),

@@ -10,6 +10,7 @@ an input or into an input's folder.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ __all__ = ["SEG", "TARGETS", "convert", "read_dicom_seg", "target_of"]
 
 SEG = "seg"
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+logger = logging.getLogger(__name__)
+
 #: what ``--to`` accepts
 TARGETS = ("nifti", "rtstruct", SEG)
 
@@ -65,11 +68,40 @@ def _check_output(output: Path, inputs: list[Path]) -> None:
             raise InputError(f"{output} lies inside the input folder {folder}; write the output outside it")
 
 
-def read_dicom_seg(seg_path: Path, series_folder: Path, series_uid: str | None = None) -> Any:
-    """A DICOM SEG as a (1, X, Y, Z) label on the grid of the series it references (segment numbers as values).
+def _segment_values(seg: Any, rois: RoiMap | None, seg_path: Path) -> dict[int, int] | None:
+    """Segment number -> class value by the segments' names, as an RTSTRUCT's ROIs (``data.roi_names``, else a
+    class named as the segment); None where no name gives a class and no map is set (numbers are the values).
+    """
+    names = {int(s.SegmentNumber): str(s.get("SegmentLabel") or "") for s in seg.SegmentSequence}
+    if rois is None:
+        return None
+    values = {number: rois.value_of(name) for number, name in names.items()}
+    if not rois.names and all(v is None for v in values.values()):
+        logger.info("%s: no segment is named as a class of data.labels %s: the segment numbers are the label "
+                    "values", seg_path, list(rois.labels))
+        return None
+    unknown = [names[n] for n, v in values.items() if v is None]
+    if unknown:
+        raise InputError(f"{seg_path}: segment(s) {', '.join(map(repr, unknown))} match no class of data.labels "
+                         f"{list(rois.labels)}; set data.roi_names to map each segment to a class (or to background "
+                         f"to leave it out), e.g. data.roi_names: {{{unknown[0]}: {rois.labels[-1]}}}")
+    return {n: int(v) for n, v in values.items() if v is not None}
+
+
+def read_dicom_seg(seg_path: Path, series_folder: Path, series_uid: str | None = None,
+                   rois: RoiMap | None = None) -> Any:
+    """A DICOM SEG as a (1, X, Y, Z) label on the grid of the series it references.
+
+    Args:
+        seg_path: the SEG file.
+        series_folder: the series it lies on.
+        series_uid: the series to read where the folder holds several.
+        rois: which class each segment becomes, by its name (as an RTSTRUCT's ROIs); where no segment is
+            named as a class and the map names none, or with None, the segment numbers are the values.
 
     Raises:
-        InputError: the SEG references none of the series' slices, or cannot be read (naming the file).
+        InputError: the SEG references none of the series' slices, cannot be read, or has a segment that
+            matches no class while others do (naming the file).
     """
     import highdicom as hd
     import pydicom
@@ -90,9 +122,16 @@ def read_dicom_seg(seg_path: Path, series_folder: Path, series_uid: str | None =
     if not referenced & set(uids):
         raise InputError(f"{seg_path}: the SEG references no slice of the series in {series_folder}; pass the series "
                          "it was made on with --reference (and --series-uid)")
-    frames = seg.get_pixels_by_source_instance(uids, combine_segments=True, skip_overlap_checks=True,
-                                               ignore_spatial_locations=True, assert_missing_frames_are_empty=True)
-    label = np.ascontiguousarray(np.transpose(np.asarray(frames), (2, 1, 0)))  # (Z, rows, columns) -> (X, Y, Z)
+    values = _segment_values(seg, rois, seg_path)
+    frames = np.asarray(seg.get_pixels_by_source_instance(uids, combine_segments=True, skip_overlap_checks=True,
+                                                          ignore_spatial_locations=True,
+                                                          assert_missing_frames_are_empty=True))
+    if values is not None:  # segment numbers -> class values
+        lut = np.zeros(max([*values, int(frames.max(initial=0))]) + 1, dtype=np.uint16)
+        for number, value in values.items():
+            lut[number] = value
+        frames = lut[frames]
+    label = np.ascontiguousarray(np.transpose(frames, (2, 1, 0)))  # (Z, rows, columns) -> (X, Y, Z)
     affine = torch.as_tensor(info.affine, dtype=torch.float64)
     return MetaTensor(torch.from_numpy(label[None].astype(np.uint16 if label.max(initial=0) > 255 else np.uint8)),
                       affine=affine)
@@ -120,7 +159,7 @@ def convert(source: Path, output: Path, to: str | None = None, reference: Path |
         reference: the DICOM series folder a SEG or a label NIfTI lies on.
         series_uid: the series to read where a folder holds several.
         table: the label table (names, colours, codes) for RTSTRUCT and SEG outputs.
-        rois: which class each ROI of an RTSTRUCT becomes.
+        rois: which class each ROI of an RTSTRUCT, or each segment of a SEG, becomes (by name).
 
     Raises:
         InputError: an impossible conversion, a missing ``reference``, an output over an input, or any
@@ -134,7 +173,7 @@ def convert(source: Path, output: Path, to: str | None = None, reference: Path |
                          "its folder with --reference")
     if target == "nifti":
         if kind == SEG:
-            volume = read_dicom_seg(source, reference, series_uid)
+            volume = read_dicom_seg(source, reference, series_uid, rois)
         elif kind in ("dicom", RTSTRUCT):
             volume = load_volume(source, series_uid, dtype=np.float32 if kind == "dicom" else np.uint8, rois=rois)
         else:
