@@ -134,6 +134,30 @@ def test_a_batch_norm_medt3d_trains_scripts_and_exports(tmp_path) -> None:
     torch.testing.assert_close(torch.from_numpy(onnx_out), expected, atol=1e-4, rtol=1e-4)
 
 
+def test_batch_norm_learns_its_statistics_from_the_scan_voxels_of_padded_patches() -> None:
+    """A training patch's padding (its ``valid`` mask) stays out of batch norm's batch and running statistics:
+    they are those of a plain batch norm over the scan voxels alone."""
+    from medt3d.networks.layers import ConvNormAct
+
+    torch.manual_seed(0)
+    layer = ConvNormAct(1, 4, norm="batch").train()
+    x = torch.randn(2, 1, 12, 12, 12) * 2 + 3
+    valid = torch.ones(2, 1, 12, 12, 12)
+    valid[:, :, 8:] = 0  # the last four slices are a training pad
+    x = x * valid  # zeroed outside the mask, as MedT3D feeds its convolutions
+    out = layer(x, valid)
+    with torch.no_grad():
+        conv = layer[0](x)
+    reference = nn.BatchNorm3d(4).train()
+    expected = F.leaky_relu(reference(conv[:, :, :8]), 0.01)  # the scan voxels only
+    torch.testing.assert_close(out[:, :, :8], expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(layer[1].running_mean, reference.running_mean)
+    torch.testing.assert_close(layer[1].running_var, reference.running_var)
+    unmasked = nn.BatchNorm3d(4).train()
+    unmasked(conv)  # the pad's voxels in the statistics: another running mean
+    assert not torch.allclose(unmasked.running_mean, reference.running_mean, atol=1e-3)
+
+
 def test_an_unknown_norm_is_refused_by_the_config() -> None:
     with pytest.raises(ValueError, match="network.norm"):
         load_config("demo", ["network.norm=layer"])

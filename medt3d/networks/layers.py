@@ -101,8 +101,8 @@ class ConvNormAct(nn.Sequential):
 
     Called with ``valid`` (the output's (B, 1, D, H, W) mask of scan voxels), an instance norm's statistics
     come from the valid voxels only; the caller zeroes the input outside its own mask (:func:`zero_invalid`).
-    ``norm="batch"`` normalises over the training batch instead (at inference, with training's running
-    statistics), so no other voxel of the window affects a voxel's output.
+    ``norm="batch"`` normalises over the training batch's valid voxels instead (at inference, with training's
+    running statistics), so no other voxel of the window affects a voxel's output.
     """
 
     def __init__(self, cin: int, cout: int, stride: int = 1, norm: str = "instance") -> None:
@@ -117,11 +117,32 @@ class ConvNormAct(nn.Sequential):
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         y = self[0](x)
-        if valid is None or not self.instance:
+        if valid is None or not (self.instance or self.training):  # batch norm at inference: running statistics
             y = self[1](y)
-        else:
+        elif self.instance:
             y = masked_instance_norm(y, valid, self[1].weight, self[1].bias, self[1].eps)
+        else:
+            y = self._masked_batch_norm(y, valid)
         return self[2](y)
+
+    @torch.jit.unused
+    def _masked_batch_norm(self, y, valid):  # (Tensor, Tensor) -> Tensor; unannotated so that TorchScript can stub it
+        """Training batch norm whose statistics (and so the running ones) come from the voxels of ``valid`` only.
+
+        ``nn.BatchNorm3d`` has no mask: the padded and zero-filled voxels of training patches would enter
+        the running statistics that every window is normalised with at inference.
+        """
+        norm = self[1]
+        count = valid.sum().clamp_min(2.0)
+        mean, var = masked_moments(y.transpose(0, 1).reshape(1, y.shape[1], -1, 1, 1),
+                                   valid.transpose(0, 1).reshape(1, 1, -1, 1, 1))
+        momentum = 0.1 if norm.momentum is None else norm.momentum
+        with torch.no_grad():
+            norm.running_mean.mul_(1 - momentum).add_(mean.flatten() * momentum)
+            norm.running_var.mul_(1 - momentum).add_(var.flatten() * (count / (count - 1)) * momentum)
+            norm.num_batches_tracked.add_(1)
+        z = (y - mean.view(1, -1, 1, 1, 1)) * torch.rsqrt(var.view(1, -1, 1, 1, 1) + norm.eps)
+        return z * norm.weight.view(1, -1, 1, 1, 1) + norm.bias.view(1, -1, 1, 1, 1)
 
 
 class VoxelShuffleUp(nn.Module):
