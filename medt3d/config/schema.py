@@ -289,8 +289,9 @@ class NetworkConfig:
         deep_supervision: auxiliary logits heads on this many coarser decoder levels of MedT3D,
             trained with MONAI's ``DeepSupervisionLoss`` (0: off).
         norm: the normalisation of MedT3D's convolutions: ``instance`` (statistics over the window's scan
-            voxels) or ``batch`` (over the training batch; at inference, training's running statistics,
-            so no voxel's output depends on what else the window holds).
+            voxels) or ``batch`` (over the training batch's scan voxels; at inference, training's running
+            statistics, so the norms do not depend on the window, though the attention does; it
+            transferred 0.1 Dice worse across patients: docs/benchmarks.md, "Borders").
     """
 
     name: str = "medt3d"

@@ -68,9 +68,9 @@ BASELINES: dict[str, dict[str, Any]] = {
 #: Every ``network.name``: MedT3D and the MONAI baselines.
 NETWORKS: tuple[str, ...] = ("medt3d", *BASELINES)
 #: ``network.norm`` of MedT3D's convolutions: ``instance`` (statistics over the window's scan voxels) or
-#: ``batch`` (over the training batch; at inference the running statistics of training, so that no voxel's
-#: output depends on what else the window holds). A per-voxel layer norm was tried and did not learn
-#: (docs/benchmarks.md, "Where the window acts").
+#: ``batch`` (over the training batch's scan voxels; at inference the running statistics of training, so
+#: that the norms do not depend on the window; the attention still does). A per-voxel layer norm was tried
+#: and did not learn (docs/benchmarks.md, "Where the window acts").
 NORMS: tuple[str, ...] = ("instance", "batch")
 #: Every ``network.preset`` of MedT3D.
 PRESETS: tuple[str, ...] = tuple(MEDT3D_PRESETS)
