@@ -196,8 +196,6 @@ class MedT3D(nn.Module):
         norm: str = "instance",
     ) -> None:
         super().__init__()
-        stem_norm = "instance" if norm == "mixed" else norm
-        norm = "batch" if norm == "mixed" else norm
         channels, blocks = tuple(channels), tuple(blocks)
         _check_sizes(in_channels, out_channels, channels, blocks, heads, span, stem_stride, logo, local_patch,
                      full_res_channels)
@@ -211,8 +209,7 @@ class MedT3D(nn.Module):
 
         self.embed = PointwiseConv(in_channels, channels[0]) if levels == 0 else nn.Identity()
         self.stem = nn.ModuleList(
-            [ConvNormAct(in_channels if i == 1 else widths[i - 1], widths[i], stride=2,
-                         norm=stem_norm if i == 1 else norm)
+            [ConvNormAct(in_channels if i == 1 else widths[i - 1], widths[i], stride=2, norm=norm)
              for i in range(1, levels + 1)]
         )
 

@@ -71,7 +71,7 @@ NETWORKS: tuple[str, ...] = ("medt3d", *BASELINES)
 #: ``batch`` (over the training batch's scan voxels; at inference the running statistics of training, so
 #: that the norms do not depend on the window; the attention still does). A per-voxel layer norm was tried
 #: and did not learn (docs/benchmarks.md, "Where the window acts").
-NORMS: tuple[str, ...] = ("instance", "batch", "mixed")
+NORMS: tuple[str, ...] = ("instance", "batch")
 #: Every ``network.preset`` of MedT3D.
 PRESETS: tuple[str, ...] = tuple(MEDT3D_PRESETS)
 #: Names the network benchmark measures: each MedT3D preset and each baseline.
