@@ -156,6 +156,36 @@ def test_a_scan_smaller_than_the_patch_gives_patches_whose_padding_is_marked(tmp
         assert len(patch_batch(batch, masked=False)) == 2  # a network without a mask gets none
 
 
+def _box_extents(valid: torch.Tensor) -> list[int]:
+    """The side of ``valid``'s (1, X, Y, Z) nonzero region along each axis, checked to be one solid box."""
+    sides = []
+    for axis in (1, 2, 3):
+        present = valid.sum(dim=[a for a in (1, 2, 3) if a != axis]).flatten() > 0
+        index = torch.nonzero(present).flatten()
+        assert int(index[-1] - index[0] + 1) == len(index)  # contiguous
+        sides.append(len(index))
+    assert int(valid.sum()) == sides[0] * sides[1] * sides[2]  # the product of its sides: a box, not a blob
+    return sides
+
+
+def test_a_random_field_of_view_leaves_a_box_of_the_patch_as_scan(tmp_path: Path) -> None:
+    image, affine = blob_volume((30, 28, 24), (1.0, 1.0, 1.0))
+    case = {"image": str(save(tmp_path / "s.nii.gz", image, affine)),
+            "label": str(save(tmp_path / "s_label.nii.gz", (image > 500).astype(np.uint8), affine))}
+    settings = ["patch.roi_size=[16,16,16]", "patch.num_samples=4", "preprocess.spacing=null", "augment.affine=false",
+                "augment.flip=false", "augment.rotate90=false", "data.labels=[background,blob]",
+                "augment.field_of_view=true", "augment.field_of_view_prob=1.0", "augment.field_of_view_min=0.5"]
+    pipeline = build_train_transforms(tiny_cfg(*settings))
+    pipeline.set_random_state(seed=3)
+    sides = [_box_extents(patch[VALID]) for _ in range(4) for patch in pipeline(case)]
+    assert all(8 <= s <= 16 for box in sides for s in box)  # at least half of the patch's side
+    assert any(s < 16 for box in sides for s in box)  # and the box is drawn, not the whole patch
+    assert len({tuple(box) for box in sides}) > 1
+    # a network that takes no mask would see the whole patch anyway: it gets no box
+    baseline = build_train_transforms(tiny_cfg(*settings, "network.name=unet"))
+    assert all(bool(torch.all(patch[VALID] == 1)) for patch in baseline(case))
+
+
 def test_padding_gives_no_gradient_to_the_loss() -> None:
     loss = IgnorePadding(build_loss(tiny_cfg("train.loss=dice_ce", "data.labels=[background,blob]")))
     logits = torch.randn(1, 2, 8, 8, 8, requires_grad=True)

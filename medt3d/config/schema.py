@@ -239,6 +239,11 @@ class AugmentConfig:
         gamma: random gamma (contrast) curve with exponent in ``gamma_range``, probability ``gamma_prob``.
         low_res: simulated low resolution (downsample by a zoom in ``low_res_zoom``, upsample back),
             probability ``low_res_prob``, as nnU-Net augments.
+        field_of_view: for MedT3D, a random field of view: with probability ``field_of_view_prob`` the
+            patch's mask of scan voxels is cut to a random box whose sides are ``field_of_view_min`` to 1
+            of the patch's (:class:`~medt3d.data.field_of_view.RandFieldOfViewd`); the network sees only the
+            box, so its labels depend less on the inference window. Networks that take no mask (the MONAI
+            baselines) skip it: they would see the whole patch and only lose the gradient outside the box.
     """
 
     flip: bool = True
@@ -263,6 +268,9 @@ class AugmentConfig:
     low_res: bool = False
     low_res_zoom: tuple[float, float] = (0.5, 1.0)
     low_res_prob: float = 0.25
+    field_of_view: bool = False
+    field_of_view_prob: float = 0.5
+    field_of_view_min: float = 0.5
 
 
 @dataclass

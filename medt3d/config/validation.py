@@ -125,7 +125,7 @@ def _validate_patch(d: DataConfig, pt: PatchConfig, source: str) -> None:
 def _validate_augment(a: AugmentConfig, source: str) -> None:
     """The ``augment`` section's checks (in the schema's order)."""
     for name in ("flip_prob", "rotate90_prob", "affine_prob", "intensity_prob", "noise_prob", "gamma_prob",
-                 "low_res_prob"):
+                 "low_res_prob", "field_of_view_prob"):
         value = getattr(a, name)
         _require(0.0 <= value <= 1.0, source, f"augment.{name}", f"must be a probability in [0, 1], got {value}")
     for name in ("rotate_deg", "scale", "shift", "scale_intensity", "noise_std"):
@@ -135,6 +135,8 @@ def _validate_augment(a: AugmentConfig, source: str) -> None:
              f"must be (low, high) with 0 < low <= high, got {list(a.gamma_range)}")
     _require(0 < a.low_res_zoom[0] <= a.low_res_zoom[1] <= 1, source, "augment.low_res_zoom",
              f"must be (low, high) with 0 < low <= high <= 1, got {list(a.low_res_zoom)}")
+    _require(0 < a.field_of_view_min <= 1, source, "augment.field_of_view_min",
+             f"must be a fraction of the patch in (0, 1], got {a.field_of_view_min}")
 
 
 def _validate_network(n: NetworkConfig, source: str) -> None:

@@ -45,9 +45,11 @@ from monai.transforms import (
 )
 
 from medt3d.config import CT_WINDOWS, Config
+from medt3d.data.field_of_view import RandFieldOfViewd
 from medt3d.data.readers import LoadVolumed
 from medt3d.data.readers.rtstruct import RoiMap
 from medt3d.errors import USER_ERRORS, InputError
+from medt3d.networks.factory import masks_padding
 
 __all__ = [
     "CT_BODY_HU",
@@ -339,6 +341,8 @@ def _augmentations(cfg: Config, keys: Sequence[str]) -> list[MapTransform]:
                                        retain_stats=True))
     if a.low_res:
         out.append(RandSimulateLowResolutiond(IMAGE, prob=a.low_res_prob, zoom_range=tuple(a.low_res_zoom)))
+    if a.field_of_view and VALID in keys and masks_padding(cfg):  # only a network that masks sees the box alone
+        out.append(RandFieldOfViewd(VALID, prob=a.field_of_view_prob, min_fraction=a.field_of_view_min))
     return out
 
 
