@@ -14,6 +14,7 @@ from collections.abc import Hashable, Mapping
 from typing import Any
 
 import numpy as np
+import torch
 from monai.transforms import MapTransform, RandomizableTransform
 
 __all__ = ["RandFieldOfViewd"]
@@ -55,13 +56,8 @@ class RandFieldOfViewd(RandomizableTransform, MapTransform):
         self.randomize(tuple(int(n) for n in valid.shape[1:]))
         if not self._box:
             return d
-        (x0, x1), (y0, y1), (z0, z1) = self._box
-        cut = valid.clone()
-        cut[:, :x0] = 0
-        cut[:, x1:] = 0
-        cut[:, :, :y0] = 0
-        cut[:, :, y1:] = 0
-        cut[:, :, :, :z0] = 0
-        cut[:, :, :, z1:] = 0
+        box = (slice(None), *(slice(start, stop) for start, stop in self._box))
+        cut = torch.zeros_like(valid)
+        cut[box] = valid[box]
         d[self.valid_key] = cut
         return d

@@ -341,7 +341,7 @@ def _augmentations(cfg: Config, keys: Sequence[str]) -> list[MapTransform]:
                                        retain_stats=True))
     if a.low_res:
         out.append(RandSimulateLowResolutiond(IMAGE, prob=a.low_res_prob, zoom_range=tuple(a.low_res_zoom)))
-    if a.field_of_view and VALID in keys and masks_padding(cfg):  # only a network that masks sees the box alone
+    if a.field_of_view and masks_padding(cfg):  # only a network that masks sees the box alone
         out.append(RandFieldOfViewd(VALID, prob=a.field_of_view_prob, min_fraction=a.field_of_view_min))
     return out
 
