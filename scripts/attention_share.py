@@ -4,7 +4,7 @@
 How much a fused attention kernel (torch's ``scaled_dot_product_attention``) could save at most: the
 time inside every :class:`~medt3d.networks.attention.GatedAxialAttention` against the whole forward pass,
 at a 64^3 patch and at ``ct_abdomen``'s 128 x 128 x 64 window. Random weights (the time does not depend on
-them); the median of five passes; two torch threads; prints JSON (docs/benchmarks.md, "Borders").
+them); of five passes, the one whose forward time is the median; two torch threads; prints JSON (docs/benchmarks.md, "Borders").
 
 Example:
     python scripts/attention_share.py
@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from medt3d.networks.attention import GatedAxialAttention
+from medt3d.bench.networks import attention_seconds
 from medt3d.networks.medt import MedT3D
 
 SHAPES = ((64, 64, 64), (128, 128, 64))
@@ -28,19 +28,6 @@ def main() -> None:
     torch.set_num_threads(2)
     torch.manual_seed(0)
     net = MedT3D.from_preset("small", 1, 2).eval()
-    inside = [0.0]
-    started: dict[int, float] = {}
-
-    def before(module: torch.nn.Module, _args: object) -> None:
-        started[id(module)] = time.perf_counter()
-
-    def after(module: torch.nn.Module, _args: object, _out: object) -> None:
-        inside[0] += time.perf_counter() - started[id(module)]
-
-    for module in net.modules():
-        if isinstance(module, GatedAxialAttention):
-            module.register_forward_pre_hook(before)
-            module.register_forward_hook(after)
     result: dict[str, dict[str, float]] = {}
     for shape in SHAPES:
         x = torch.randn(1, 1, *shape)
@@ -48,10 +35,10 @@ def main() -> None:
         with torch.no_grad():
             net(x)  # warm-up
             for _ in range(PASSES):
-                inside[0] = 0.0
-                start = time.perf_counter()
-                net(x)
-                passes.append((time.perf_counter() - start, inside[0]))
+                with attention_seconds(net) as calls:
+                    start = time.perf_counter()
+                    net(x)
+                    passes.append((time.perf_counter() - start, sum(calls)))
         forward, attention = sorted(passes)[PASSES // 2]
         result["x".join(map(str, shape))] = {
             "forward_s": round(forward, 4), "attention_s": round(attention, 4),

@@ -30,7 +30,10 @@ from medt3d.bench.settings import NETWORK_CHOICES, NetworkBenchSettings
 from medt3d.config import Config, config_from_dict
 from medt3d.errors import InputError
 
-__all__ = ["NETWORK_CHOICES", "NetworkBenchSettings", "PeakMemory", "bench_networks", "network_config", "networks_markdown"]
+__all__ = [
+    "NETWORK_CHOICES", "NetworkBenchSettings", "PeakMemory", "attention_peaks", "attention_seconds", "bench_networks",
+    "network_config", "networks_markdown",
+]
 
 
 Log = Callable[[str], None]
@@ -109,28 +112,52 @@ class PeakMemory:
 
 
 @contextmanager
-def attention_peaks(model: nn.Module, peak: PeakMemory) -> Iterator[list[float]]:
-    """Record the peak memory of every GatedAxialAttention call inside the block (MiB each)."""
+def _around_attention(model: nn.Module, before: Callable[[nn.Module], None],
+                      after: Callable[[nn.Module], None]) -> Iterator[None]:
+    """Call ``before(module)`` and ``after(module)`` around every GatedAxialAttention call inside the block."""
     from medt3d.networks import GatedAxialAttention
 
-    peaks: list[float] = []
     handles = []
-
-    def before(module: nn.Module, args: tuple) -> None:
-        module._bench_base = peak.start()
-
-    def after(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
-        peaks.append(peak.peak_mib(module._bench_base))
-
     for module in model.modules():
         if isinstance(module, GatedAxialAttention):
-            handles.append(module.register_forward_pre_hook(before))
-            handles.append(module.register_forward_hook(after))
+            handles.append(module.register_forward_pre_hook(lambda m, args: before(m)))
+            handles.append(module.register_forward_hook(lambda m, args, out: after(m)))
     try:
-        yield peaks
+        yield
     finally:
         for handle in handles:
             handle.remove()
+
+
+@contextmanager
+def attention_peaks(model: nn.Module, peak: PeakMemory) -> Iterator[list[float]]:
+    """Record the peak memory of every GatedAxialAttention call inside the block (MiB each)."""
+    peaks: list[float] = []
+
+    def before(module: nn.Module) -> None:
+        module._bench_base = peak.start()
+
+    def after(module: nn.Module) -> None:
+        peaks.append(peak.peak_mib(module._bench_base))
+
+    with _around_attention(model, before, after):
+        yield peaks
+
+
+@contextmanager
+def attention_seconds(model: nn.Module) -> Iterator[list[float]]:
+    """Record the wall-clock seconds of every GatedAxialAttention call inside the block."""
+    seconds: list[float] = []
+    started: dict[int, float] = {}
+
+    def before(module: nn.Module) -> None:
+        started[id(module)] = time.perf_counter()
+
+    def after(module: nn.Module) -> None:
+        seconds.append(time.perf_counter() - started[id(module)])
+
+    with _around_attention(model, before, after):
+        yield seconds
 
 
 # --------------------------------------------------------------------------- helpers
